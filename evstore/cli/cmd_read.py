@@ -1,0 +1,144 @@
+"""``evstore read``, ``streams`` and ``info``: looking at what is stored."""
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .common import FormatOpt, StoreOpt, TypeOpt, open_store, pick_format
+
+READ_HELP = """Print the events of STREAM (or of the whole store with --all).
+
+Events come in version order (position order with --all). --from and --to
+bound the range inclusively in either direction; --backwards prints that
+range newest first, and --limit then keeps the newest N. Output streams in
+constant memory, however long the stream.
+
+Examples:
+
+\b
+    evstore read acct-1 | jq -c '{version, type, amount: .data.amount}'
+    evstore read acct-1 --backwards --limit 1          # the latest event
+    evstore read acct-1 --from 10 --to 20 --type Deposited
+    evstore read --all --from 1000 --stream-prefix order- --format json
+
+Exit codes: 4 when the stream (or the store) does not exist.
+"""
+
+STREAMS_HELP = """List the streams: one line each with its version and first and last
+recorded_at.
+
+Examples:
+
+\b
+    evstore streams
+    evstore streams --prefix acct- | jq -r .stream
+"""
+
+INFO_HELP = """Print the store's totals as one JSON object: streams, events, bytes,
+segments, snapshots, format_version and more.
+
+Example:
+
+\b
+    evstore info | jq .events
+"""
+
+
+def emit_events(events, fmt: str, *, flush_each: bool = False) -> int:
+    """Write events in the chosen format; returns how many were written."""
+    if fmt == "table":
+        from .render import events_table
+
+        return events_table(events)
+    from ..jsonio import Writer
+
+    w = Writer(sys.stdout.buffer, fmt, flush_each=flush_each)
+    try:
+        for ev in events:
+            w.write(ev.to_dict())
+    finally:
+        w.close()
+    return w.count
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("read", help=READ_HELP)
+    def read(
+        ctx: typer.Context,
+        stream: Annotated[Optional[str], typer.Argument(
+            help="The stream to read (omit with --all).", show_default=False)] = None,
+        all_: Annotated[bool, typer.Option("--all", help="Read every stream, in position order.")] = False,
+        from_: Annotated[Optional[int], typer.Option(
+            "--from", metavar="N", min=0, help="First version (position with --all) to include.")] = None,
+        to: Annotated[Optional[int], typer.Option(
+            "--to", metavar="N", min=0, help="Last version (position with --all) to include.")] = None,
+        limit: Annotated[Optional[int], typer.Option(
+            "--limit", "-n", metavar="N", min=0, help="At most N events.")] = None,
+        backwards: Annotated[bool, typer.Option("--backwards", help="Newest first.")] = False,
+        types: TypeOpt = None,
+        stream_prefix: Annotated[Optional[str], typer.Option(
+            "--stream-prefix", metavar="S", help="With --all: only streams whose id starts with S.")] = None,
+        fmt: FormatOpt = None,
+        store: StoreOpt = None,
+    ) -> None:
+        from .common import fail
+
+        if all_ == (stream is not None):
+            raise fail("give a STREAM or --all (one of them)", 2)
+        if stream_prefix is not None and not all_:
+            raise fail("--stream-prefix goes with --all", 2)
+        with open_store(ctx, store) as es:
+            if all_:
+                events = es.read_all(from_position=from_ or 1, to_position=to, limit=limit,
+                                     backwards=backwards, types=types, stream_prefix=stream_prefix)
+            else:
+                events = es.read(stream, from_version=from_ or 1, to_version=to,
+                                 backwards=backwards, limit=limit, types=types)
+            emit_events(events, pick_format(fmt))
+
+    @app.command("streams", help=STREAMS_HELP)
+    def streams(
+        ctx: typer.Context,
+        prefix: Annotated[Optional[str], typer.Option(
+            "--prefix", metavar="S", help="Only streams whose id starts with S.")] = None,
+        fmt: FormatOpt = None,
+        store: StoreOpt = None,
+    ) -> None:
+        with open_store(ctx, store) as es:
+            rows = (s.to_dict() for s in es.streams(prefix=prefix))
+            fmt_ = pick_format(fmt)
+            if fmt_ == "table":
+                from .render import dict_table
+
+                dict_table(rows, title="streams")
+                return
+            from ..jsonio import Writer
+
+            w = Writer(sys.stdout.buffer, fmt_)
+            for row in rows:
+                w.write(row)
+            w.close()
+
+    @app.command("info", help=INFO_HELP)
+    def info(
+        ctx: typer.Context,
+        fmt: FormatOpt = None,
+        store: StoreOpt = None,
+    ) -> None:
+        from ..jsonio import dumps
+
+        with open_store(ctx, store) as es:
+            data = es.info()
+        if fmt is not None and fmt.value == "table":
+            from .render import info_table
+
+            info_table(data)
+            return
+        if fmt is not None and fmt.value == "ndjson":
+            sys.stdout.write(dumps(data) + "\n")
+            return
+        import json
+
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None) + "\n")

@@ -1,0 +1,95 @@
+"""``evstore append``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import LockTimeoutOpt, StoreOpt, open_store
+
+APPEND_HELP = """Append events to STREAM, atomically.
+
+With --type, appends that one event. Without it, reads events from stdin:
+one JSON object per line (NDJSON) or one JSON array. Everything read from
+stdin is one atomic batch unless --batch-size splits it. Each event is
+{"type": ..., "data": ..., "metadata": ..., "id": ...}; only "type" is
+required, and recorded events (from read or export) are accepted as they are.
+
+Prints {"stream", "version", "position", "count"}: the stream's new version,
+the last event's position, and how many events were appended.
+
+Examples:
+
+\b
+    evstore append acct-1 --type Deposited --data '{"amount": 10}'
+
+\b
+    # the whole file or nothing; fail (exit 3) if someone else wrote first
+    evstore append acct-1 --expected-version 4 < events.ndjson
+
+\b
+    # safe to retry: same ids at the same versions succeed without writing
+    jq -c '.[]' batch.json | evstore append order-7 --expected-version 0
+
+Exit codes: 3 wrong expected version, 5 invalid input (nothing written).
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("append", help=APPEND_HELP, no_args_is_help=True)
+    def append(
+        ctx: typer.Context,
+        stream: Annotated[str, typer.Argument(help="The stream to append to, e.g. acct-1.")],
+        expected_version: Annotated[str, typer.Option(
+            "--expected-version", "-e", metavar="any|no-stream|exists|N",
+            help="Only append if the stream is at this version: any (default), "
+                 "no-stream (it has no events), exists (it has some) or a number. "
+                 "Checked under the writer lock.")] = "any",
+        type_: Annotated[Optional[str], typer.Option(
+            "--type", metavar="TYPE", help="Append one event of this type (instead of reading stdin).")] = None,
+        data: Annotated[Optional[str], typer.Option(
+            "--data", metavar="JSON", help="With --type: the event's data (default {}).")] = None,
+        metadata: Annotated[Optional[str], typer.Option(
+            "--metadata", metavar="JSON", help="With --type: the event's metadata (default {}).")] = None,
+        event_id: Annotated[Optional[str], typer.Option(
+            "--id", metavar="UUID", help="With --type: the event's id (default: a new UUID).")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(
+            "--batch-size", metavar="N", min=1,
+            help="Commit every N events from stdin, each chunk atomic (for inputs "
+                 "larger than memory).")] = None,
+        no_sync: Annotated[bool, typer.Option(
+            "--no-sync", help="Do not wait for the disk (fsync): faster, but a power "
+                              "loss may lose the append.")] = False,
+        lock_timeout: LockTimeoutOpt = 30.0,
+        store: StoreOpt = None,
+    ) -> None:
+        from ..jsonio import dumps, iter_documents, loads
+        from ..records import NewEvent, normalize
+        from ..store import parse_expected
+        from .common import fail
+
+        try:
+            expected = parse_expected(expected_version)
+        except Exception as e:  # UsageError
+            raise fail(str(e), 2)
+        if type_ is None:
+            if data is not None or metadata is not None or event_id is not None:
+                raise fail("--data, --metadata and --id go with --type", 2)
+            if sys.stdin is None or sys.stdin.isatty():
+                raise fail("no events: pass --type, or pipe JSON events to stdin "
+                           "(see 'evstore append --help')", 2)
+            events = (normalize(obj, label) for label, obj in iter_documents(sys.stdin.buffer))
+        else:
+            ev = NewEvent(type_, loads(data, "--data") if data is not None else None,
+                          loads(metadata, "--metadata") if metadata is not None else None,
+                          event_id)
+            events = iter([normalize(ev, "--type event")])
+
+        from ..ingest import append_events
+
+        with open_store(ctx, store, create=True, sync=not no_sync,
+                        lock_timeout=lock_timeout) as es:
+            result = append_events(es, stream, events, expected, batch_size)
+        sys.stdout.write(dumps(result.to_dict()) + "\n")

@@ -1,0 +1,318 @@
+"""The commit log: the store's single source of truth and its ``$all`` order.
+
+``log/`` holds segments named by the first position they contain
+(``0000000000000001.log``), each a run of batch frames (:mod:`evstore.format`)
+with an offset index beside it (``.idx``, one entry per position).  An append
+is committed exactly when its frame is complete and valid in the log; a frame
+is the whole batch, so a batch is all-or-nothing by construction.
+
+Readers find the head (last committed position) by validating the last index
+entry and walking any newer frames; they never take the writer lock and stop
+at the first incomplete frame, which is a batch still being written.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+
+from .errors import CorruptStore
+from .format import LOG_MAGIC, FrameError
+from .index import OffsetIndex
+from .records import LogBatch, decode_batch, decode_batch_head
+from .segment import (
+    SegmentWriter,
+    file_size,
+    find_next_frame,
+    frame_before,
+    iter_frames,
+    read_frame,
+    scan,
+)
+
+SEG_SUFFIX = ".log"
+IDX_SUFFIX = ".idx"
+
+
+def seg_name(first: int) -> str:
+    return f"{first:016d}{SEG_SUFFIX}"
+
+
+@dataclass
+class Tail:
+    """The committed end of the log as last observed."""
+
+    head: int = 0  #: last committed position (0: empty)
+    seg_first: int = 1  #: first position of the last segment
+    end: int = 0  #: offset just past the last committed frame in that segment
+    last_recorded_us: int = 0
+    #: what follows ``end`` when it is not clean: "", "short" or "damaged"
+    trailing: str = ""
+    trailing_reason: str = ""
+
+
+class CommitLog:
+    """Read access to ``log/``, plus the appends the writer makes under the lock."""
+
+    def __init__(self, directory: str):
+        self.dir = directory
+        self._firsts: list[int] = []
+        self._fds: dict[int, int] = {}
+        self._idx: dict[int, OffsetIndex] = {}
+        self.tail = Tail()
+        self._writer: SegmentWriter | None = None
+        self._widx: OffsetIndex | None = None
+
+    # -- files ---------------------------------------------------------------
+    def path(self, first: int, suffix: str = SEG_SUFFIX) -> str:
+        return os.path.join(self.dir, f"{first:016d}{suffix}")
+
+    def list_segments(self) -> list[int]:
+        firsts = []
+        for name in os.listdir(self.dir):
+            if name.endswith(SEG_SUFFIX) and len(name) == 16 + len(SEG_SUFFIX):
+                stem = name[:16]
+                if stem.isdigit():
+                    firsts.append(int(stem))
+        firsts.sort()
+        self._firsts = firsts
+        return firsts
+
+    def fd(self, first: int) -> int:
+        fd = self._fds.get(first)
+        if fd is None:
+            fd = os.open(self.path(first), os.O_RDONLY)
+            self._fds[first] = fd
+        return fd
+
+    def index(self, first: int) -> OffsetIndex:
+        idx = self._idx.get(first)
+        if idx is None:
+            path = self.path(first, IDX_SUFFIX)
+            if not os.path.exists(path):
+                # A reader must not create files; an empty in-memory stand-in
+                # makes every lookup fall back to scanning.
+                return _EMPTY_INDEX
+            idx = OffsetIndex(path)
+            self._idx[first] = idx
+        return idx
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        for idx in self._idx.values():
+            idx.close()
+        self._idx.clear()
+        if self._writer:
+            self._writer.close()
+            self._writer = None
+        if self._widx:
+            self._widx.close()
+            self._widx = None
+
+    # -- finding the head -----------------------------------------------------------
+    def refresh(self) -> Tail:
+        """Bring ``self.tail`` up to date with what writers have committed."""
+        t = self.tail
+        if not self._firsts:
+            if not self.list_segments():
+                return t
+            t.seg_first = self._firsts[-1]
+            self._locate_tail(t)
+        while True:
+            fd = self.fd(t.seg_first)
+            size = file_size(fd)
+            if size > t.end:
+                self._walk(t, fd)
+            nxt = t.head + 1
+            if t.end == size and os.path.exists(self.path(nxt)):
+                self._firsts.append(nxt)
+                t.seg_first, t.end, t.trailing = nxt, 0, ""
+                continue
+            return t
+
+    def _locate_tail(self, t: Tail) -> None:
+        """Start the walk at the last index entry that checks out."""
+        first = t.seg_first
+        t.head, t.end = first - 1, 0
+        fd = self.fd(first)
+        idx = self.index(first)
+        n = len(idx)
+        # Try the last entry, then fall back to the start of the segment.
+        for i in (n - 1,):
+            if i < 0:
+                break
+            off = idx.get(i)
+            try:
+                payload, end = read_frame(fd, off, LOG_MAGIC)
+                b = decode_batch_head(payload)
+            except (FrameError, ValueError, Exception):
+                break
+            if b[2] <= first + i <= b[2] + b[4] - 1:
+                t.head, t.end, t.last_recorded_us = b[2] + b[4] - 1, end, b[3]
+                return
+        if first > 1 and not t.last_recorded_us:
+            t.last_recorded_us = self._last_us_before(first)
+
+    def _last_us_before(self, first: int) -> int:
+        i = bisect.bisect_left(self._firsts, first) - 1
+        if i < 0:
+            return 0
+        prev = self._firsts[i]
+        fd = self.fd(prev)
+        try:
+            _, payload = frame_before(fd, file_size(fd), LOG_MAGIC)
+            return decode_batch_head(payload)[3]
+        except (FrameError, ValueError):
+            return 0
+
+    def _walk(self, t: Tail, fd: int) -> None:
+        r = scan(fd, t.end, LOG_MAGIC)
+        if r.end > t.end:
+            _, payload = frame_before(fd, r.end, LOG_MAGIC, t.end)
+            stream, fv, fp, us, n = decode_batch_head(payload)
+            t.head, t.last_recorded_us = fp + n - 1, us
+            t.end = r.end
+        t.trailing, t.trailing_reason = ("" if r.status == "eof" else r.status), r.reason
+        if r.status == "damaged":
+            # Damage with intact frames after it is not a torn tail.
+            if find_next_frame(fd, r.end + 1, LOG_MAGIC) is not None:
+                raise CorruptStore(
+                    f"commit log {self.path(t.seg_first)}: damaged frame at offset "
+                    f"{r.end} ({r.reason}) with intact data after it; "
+                    "run 'evstore verify' for a report and 'evstore repair' to fix it"
+                )
+
+    # -- lookups --------------------------------------------------------------------
+    def segment_for(self, position: int) -> int:
+        i = bisect.bisect_right(self._firsts, position) - 1
+        if i < 0:
+            raise KeyError(position)
+        return self._firsts[i]
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """(segment first, frame offset) of the frame holding ``position``."""
+        first = self.segment_for(position)
+        fd = self.fd(first)
+        off = self.index(first).get(position - first)
+        if off is not None:
+            try:
+                payload, _ = read_frame(fd, off, LOG_MAGIC)
+                _, _, fp, _, n = decode_batch_head(payload)
+                if fp <= position < fp + n:
+                    return first, off
+            except (FrameError, ValueError):
+                pass
+        # The index is short (a writer is mid-append) or stale: walk frames.
+        end = self.tail.end if first == self.tail.seg_first else file_size(fd)
+        for off, payload in iter_frames(fd, 0, end, LOG_MAGIC):
+            _, _, fp, _, n = decode_batch_head(payload)
+            if fp <= position < fp + n:
+                return first, off
+        raise CorruptStore(f"commit log: position {position} not found in {self.path(first)}")
+
+    def batch_at(self, position: int) -> LogBatch:
+        first, off = self.locate(position)
+        payload, _ = read_frame(self.fd(first), off, LOG_MAGIC)
+        return decode_batch(payload)
+
+    def head_of_batch(self, position: int) -> tuple[str, int, int, int, int]:
+        first, off = self.locate(position)
+        payload, _ = read_frame(self.fd(first), off, LOG_MAGIC)
+        return decode_batch_head(payload)
+
+    def batches(self, from_position: int, to_position: int):
+        """Yield the batches that hold positions ``from..to`` (inclusive), in order."""
+        if from_position > to_position:
+            return
+        first, off = self.locate(from_position)
+        i = self._firsts.index(first)
+        while True:
+            fd = self.fd(first)
+            end = self.tail.end if first == self.tail.seg_first else file_size(fd)
+            try:
+                for _, payload in iter_frames(fd, off, end, LOG_MAGIC):
+                    b = decode_batch(payload)
+                    yield b
+                    if b.last_position >= to_position:
+                        return
+            except FrameError as e:
+                raise CorruptStore(
+                    f"commit log {self.path(first)}: damaged frame at offset "
+                    f"{getattr(e, 'offset', '?')}: {e}"
+                ) from None
+            i += 1
+            if i >= len(self._firsts) or self._firsts[i] > self.tail.head:
+                return
+            first, off = self._firsts[i], 0
+
+    def batch_heads_from(self, from_position: int):
+        """Yield (stream, first_version, first_position, us, count) of each
+        batch from ``from_position`` to the head, decoding no event data."""
+        if from_position > self.tail.head:
+            return
+        first, off = self.locate(from_position)
+        i = self._firsts.index(first)
+        while True:
+            fd = self.fd(first)
+            end = self.tail.end if first == self.tail.seg_first else file_size(fd)
+            for _, payload in iter_frames(fd, off, end, LOG_MAGIC):
+                yield decode_batch_head(payload)
+            i += 1
+            if i >= len(self._firsts) or self._firsts[i] > self.tail.head:
+                return
+            first, off = self._firsts[i], 0
+
+    # -- writing (lock holder only) ----------------------------------------------------
+    def writer(self, segment_bytes: int) -> tuple[SegmentWriter, OffsetIndex, bool]:
+        """The writer for the segment the next batch goes into; rolls to a new
+        segment once the current one reaches ``segment_bytes``.  The flag says
+        a file was created (its directory entry then needs an fsync)."""
+        t = self.tail
+        created = False
+        if not self._firsts or (t.end >= segment_bytes and t.head >= t.seg_first):
+            first = t.head + 1
+            if self._writer:
+                self._writer.close()
+                self._widx.close()
+            self._writer = SegmentWriter(self.path(first))
+            self._widx = OffsetIndex(self.path(first, IDX_SUFFIX), writable=True)
+            self._firsts.append(first)
+            t.seg_first, t.end, t.trailing = first, 0, ""
+            created = True
+        elif self._writer is None or not self._writer.path.endswith(seg_name(t.seg_first)):
+            if self._writer:
+                self._writer.close()
+                self._widx.close()
+            self._writer = SegmentWriter(self.path(t.seg_first))
+            self._widx = OffsetIndex(self.path(t.seg_first, IDX_SUFFIX), writable=True)
+        return self._writer, self._widx, created
+
+    def commit(self, frame: bytes, first_position: int, count: int, recorded_us: int,
+               segment_bytes: int) -> bool:
+        """Append a batch frame at the committed end.  Returns whether a new
+        segment file was created.  The caller syncs."""
+        w, idx, created = self.writer(segment_bytes)
+        t = self.tail
+        if w.size != t.end:  # never weld a frame onto bytes past the committed end
+            raise CorruptStore(
+                f"commit log {w.path}: {w.size - t.end} unexpected bytes after offset {t.end}"
+            )
+        off = w.append(frame)
+        idx.extend(first_position - t.seg_first, [off] * count)
+        t.head = first_position + count - 1
+        t.end = w.size
+        t.last_recorded_us = recorded_us
+        return created
+
+
+class _EmptyIndex:
+    def __len__(self):
+        return 0
+
+    def get(self, i):
+        return None
+
+
+_EMPTY_INDEX = _EmptyIndex()

@@ -1,0 +1,69 @@
+"""Offset indexes: a cache that maps a dense number to a frame's offset.
+
+Each segment ``NNN.seg``/``NNN.log`` has a sibling ``NNN.idx``: a flat array of
+unsigned 64-bit big-endian offsets, entry *i* giving where the frame holding
+number ``first + i`` starts (number = version for stream segments, position
+for commit-log segments).  Entry *i* is found with one ``pread`` at ``8*i``,
+so seeking costs the same in a stream of a thousand events or ten million.
+
+The index is never trusted: it is written after the data, never fsynced, and
+whoever uses an entry checks that the frame it points at is valid and carries
+the number asked for.  When the index is short (a crash lost its tail) or
+wrong, it is rebuilt by scanning the segment -- data is the truth, the index a
+cache (docs/FORMAT.md, "Indexes").
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+ENTRY = struct.Struct(">Q")
+ENTRY_SIZE = 8
+assert ENTRY.size == ENTRY_SIZE
+
+
+class OffsetIndex:
+    """One ``.idx`` file, opened for reading and (by the lock holder) writing."""
+
+    def __init__(self, path: str, writable: bool = False):
+        self.path = path
+        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+        self.fd = os.open(path, flags, 0o666)
+        self.writable = writable
+
+    def __len__(self) -> int:
+        return os.fstat(self.fd).st_size // ENTRY_SIZE
+
+    def get(self, i: int) -> int | None:
+        """Offset for entry ``i``, or None past the end."""
+        data = os.pread(self.fd, ENTRY_SIZE, i * ENTRY_SIZE)
+        if len(data) < ENTRY_SIZE:
+            return None
+        return ENTRY.unpack(data)[0]
+
+    def last(self) -> tuple[int, int] | None:
+        """(i, offset) of the last complete entry, or None when empty."""
+        n = len(self)
+        if n == 0:
+            return None
+        return n - 1, self.get(n - 1)
+
+    def extend(self, start: int, offsets) -> None:
+        """Write entries ``start, start+1, ...``; drops any entries past them."""
+        data = b"".join(ENTRY.pack(o) for o in offsets)
+        os.pwrite(self.fd, data, start * ENTRY_SIZE)
+        end = start * ENTRY_SIZE + len(data)
+        if os.fstat(self.fd).st_size > end:
+            os.ftruncate(self.fd, end)
+
+    def truncate(self, n: int) -> None:
+        os.ftruncate(self.fd, n * ENTRY_SIZE)
+
+    def all(self) -> list[int]:
+        data = os.pread(self.fd, len(self) * ENTRY_SIZE, 0)
+        return [o for (o,) in ENTRY.iter_unpack(data[: len(data) // 8 * 8])]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,148 @@
+"""JSON in and out, exactly and in streaming fashion.
+
+Input is parsed strictly: NaN/Infinity, numbers that overflow a float, and
+integers outside 64 bits are errors that name the line and column, so that a
+bad line 3 of 5 is reported before anything is written.  Output is UTF-8 JSON
+with the keys in the order they were given (SPEC §2).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import IO, Iterator
+
+from .errors import InvalidEvent
+from .records import INT_MAX, INT_MIN
+
+
+class _Reject(ValueError):
+    pass
+
+
+def _parse_constant(name: str):
+    raise _Reject(f"{name} is not allowed in JSON input")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Reject(f"number {text} is out of range for a 64-bit float")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > 21:
+        raise _Reject(f"integer {text[:24]}... does not fit in 64 bits")
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise _Reject(f"integer {text} does not fit in 64 bits")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int,
+                            parse_constant=_parse_constant)
+
+
+def loads(text: str, where: str = "input"):
+    """Parse one JSON document strictly; InvalidEvent names line and column."""
+    try:
+        return _decoder.decode(text)
+    except json.JSONDecodeError as e:
+        raise InvalidEvent(f"{where}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except _Reject as e:
+        raise InvalidEvent(f"{where}: {e}") from None
+    except RecursionError:
+        raise InvalidEvent(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. Python's limit on integer digits
+        raise InvalidEvent(f"{where}: {e}") from None
+
+
+def _decode_line(line: str, lineno: int):
+    try:
+        return _decoder.decode(line)
+    except json.JSONDecodeError as e:
+        raise InvalidEvent(f"line {lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+    except _Reject as e:
+        raise InvalidEvent(f"line {lineno}: {e}") from None
+    except RecursionError:
+        raise InvalidEvent(f"line {lineno}: JSON nested too deeply") from None
+    except ValueError as e:
+        raise InvalidEvent(f"line {lineno}: {e}") from None
+
+
+def iter_documents(stream: IO[bytes]) -> Iterator[tuple[str, object]]:
+    """Yield (label, value) for each JSON value on ``stream``: NDJSON (one
+    value a line, blank lines skipped) or a single JSON array of values.
+    Labels are "line N" (or "item N" inside an array) for error messages."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="\n")
+    try:
+        first = ""
+        lineno = 0
+        for raw in text:
+            lineno += 1
+            if raw.strip():
+                first = raw
+                break
+        if not first:
+            return
+        if first.lstrip().startswith("["):
+            rest = first + text.read()
+            items = loads(rest, "stdin")
+            if not isinstance(items, list):
+                raise InvalidEvent("stdin: expected a JSON array or one JSON object per line")
+            for i, item in enumerate(items, 1):
+                yield f"item {i}", item
+            return
+        yield f"line {lineno}", _decode_line(first, lineno)
+        for raw in text:
+            lineno += 1
+            if raw.strip():
+                yield f"line {lineno}", _decode_line(raw, lineno)
+    except UnicodeDecodeError as e:
+        raise InvalidEvent(f"input is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    finally:
+        text.detach()
+
+
+def dumps(obj) -> str:
+    """One JSON value on one line, Unicode kept as is."""
+    return json.dumps(obj, ensure_ascii=False)
+
+
+class Writer:
+    """Writes records to a binary stdout as NDJSON or as one JSON array,
+    streaming either way.  ``flush_each`` is for followers (tail -f)."""
+
+    def __init__(self, out: IO[bytes], fmt: str = "ndjson", flush_each: bool = False):
+        self.out = out
+        self.fmt = fmt
+        self.flush_each = flush_each
+        self.count = 0
+        self._buf: list[str] = []
+
+    def write(self, obj) -> None:
+        line = json.dumps(obj, ensure_ascii=False)
+        if self.fmt == "json":
+            line = ("[\n" if self.count == 0 else ",\n") + line
+        else:
+            line += "\n"
+        self.count += 1
+        if self.flush_each:
+            self.out.write(line.encode("utf-8"))
+            self.out.flush()
+            return
+        self._buf.append(line)
+        if len(self._buf) >= 512:
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._buf:
+            self.out.write("".join(self._buf).encode("utf-8"))
+            self._buf.clear()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self._buf.append("[]\n" if self.count == 0 else "\n]\n")
+        self._drain()
+        self.out.flush()

@@ -1,0 +1,285 @@
+"""Events as the library sees them, and their msgpack payloads.
+
+``NewEvent`` is what callers append; ``RecordedEvent`` what they read back.
+Both are immutable.  This module also holds the rules of SPEC §1/§2 that a
+value must satisfy before any byte of it is written: valid stream ids, JSON
+values only, 64-bit integers, finite floats, UUID ids, the size limit.
+"""
+from __future__ import annotations
+
+import math
+import unicodedata
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import InvalidEvent, UsageError
+
+MAX_STREAM_ID_BYTES = 200
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 64) - 1  # msgpack's uint64: the largest integer it can hold
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class InvalidStreamId(UsageError):
+    """A stream id that SPEC §1 does not allow."""
+
+
+def check_stream_id(stream: object) -> str:
+    """Return ``stream`` if it is a valid stream id, else raise InvalidStreamId."""
+    if not isinstance(stream, str) or not stream:
+        raise InvalidStreamId("invalid stream id: must be a non-empty string")
+    try:
+        n = len(stream.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidStreamId(f"invalid stream id {stream!r}: not valid Unicode") from None
+    if n > MAX_STREAM_ID_BYTES:
+        raise InvalidStreamId(
+            f"invalid stream id: {n} UTF-8 bytes, at most {MAX_STREAM_ID_BYTES} allowed"
+        )
+    for ch in stream:
+        if unicodedata.category(ch) == "Cc":
+            raise InvalidStreamId(f"invalid stream id {stream!r}: contains a control character")
+    return stream
+
+
+class NewEvent(NamedTuple):
+    """An event to append.  ``id`` is made by the store when it is None."""
+
+    type: str
+    data: Any = None
+    metadata: Any = None
+    id: str | None = None
+
+
+class RecordedEvent(NamedTuple):
+    """An event as stored: immutable, with its place in the stream and store."""
+
+    stream: str
+    version: int
+    position: int
+    id: str
+    type: str
+    data: Any
+    metadata: Any
+    recorded_at: datetime
+
+    def to_dict(self) -> dict:
+        """The JSON object of SPEC §2, keys in the documented order."""
+        return {
+            "stream": self.stream,
+            "version": self.version,
+            "position": self.position,
+            "id": self.id,
+            "type": self.type,
+            "data": self.data,
+            "metadata": self.metadata,
+            "recorded_at": format_timestamp(self.recorded_at),
+        }
+
+
+class AppendResult(NamedTuple):
+    """What an append reports: the stream's new version, the last event's
+    position, and how many events the append wrote."""
+
+    stream: str
+    version: int
+    position: int
+    count: int
+
+    def to_dict(self) -> dict:
+        return {"stream": self.stream, "version": self.version,
+                "position": self.position, "count": self.count}
+
+
+# --- time -------------------------------------------------------------------
+
+def us_to_datetime(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def datetime_to_us(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone")
+    delta = dt - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def format_timestamp(dt: datetime) -> str:
+    """RFC 3339, UTC, microseconds, ``Z``: 2026-11-28T12:00:00.123456Z."""
+    dt = dt.astimezone(timezone.utc)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{dt.microsecond:06d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or an offset; a date alone is midnight UTC)."""
+    s = text.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from None
+    if dt.tzinfo is None:
+        if "T" in s or " " in s:
+            raise ValueError(f"timestamp {text!r} needs a timezone (e.g. Z)")
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+# --- validation -----------------------------------------------------------------
+
+def check_json_value(value: Any, where: str) -> None:
+    """Raise InvalidEvent unless ``value`` is JSON that evstore stores exactly."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is str or v is None or t is bool:
+            continue
+        if t is int:
+            if not INT_MIN <= v <= INT_MAX:
+                raise InvalidEvent(f"{where}: integer {v} does not fit in 64 bits")
+        elif t is float:
+            if not math.isfinite(v):
+                raise InvalidEvent(f"{where}: {v} is not a JSON number (NaN/Infinity)")
+        elif t is dict:
+            for k, item in v.items():
+                if type(k) is not str:
+                    raise InvalidEvent(f"{where}: object key {k!r} is not a string")
+                stack.append(item)
+        elif t is list or t is tuple:
+            stack.extend(v)
+        else:
+            raise InvalidEvent(f"{where}: {t.__name__} is not a JSON value")
+
+
+def canonical_id(value: object, where: str = "id") -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{where}: must be a UUID string")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidEvent(f"{where}: {value!r} is not a valid UUID") from None
+
+
+def normalize(event: Any, where: str = "event") -> NewEvent:
+    """Turn a NewEvent or a dict (SPEC §2 input, or a recorded event) into a
+    checked NewEvent with ``data``/``metadata`` defaulted and an id."""
+    if isinstance(event, NewEvent):
+        etype, data, metadata, eid = event.type, event.data, event.metadata, event.id
+    elif isinstance(event, dict):
+        if "type" not in event:
+            raise InvalidEvent(f"{where}: missing \"type\"")
+        etype = event["type"]
+        # An explicit null is kept (JSON in = JSON out); only absence means {}.
+        data = event["data"] if "data" in event else {}
+        metadata = event["metadata"] if "metadata" in event else {}
+        eid = event.get("id")
+    else:
+        raise InvalidEvent(f"{where}: expected a JSON object, got {type(event).__name__}")
+    if not isinstance(etype, str) or not etype:
+        raise InvalidEvent(f"{where}: \"type\" must be a non-empty string")
+    if isinstance(event, NewEvent):
+        data = {} if data is None else data
+        metadata = {} if metadata is None else metadata
+    check_json_value(data, f"{where}: data")
+    check_json_value(metadata, f"{where}: metadata")
+    eid = str(uuid.uuid4()) if eid is None else canonical_id(eid, f"{where}: id")
+    return NewEvent(etype, data, metadata, eid)
+
+
+# --- payloads -------------------------------------------------------------------
+
+_packb = msgpack.packb  # a module function: Packer objects are not thread-safe
+
+
+def pack_fields(ev: NewEvent, max_bytes: int, where: str = "event") -> bytes:
+    """The four packed fields (id, type, data, metadata) of one event, shared
+    verbatim by its commit-log frame and its stream record."""
+    try:
+        blob = _packb([ev.id, ev.type, ev.data, ev.metadata])[1:]  # drop fixarray(4)
+    except (UnicodeEncodeError, OverflowError, ValueError, TypeError) as e:
+        raise InvalidEvent(f"{where}: cannot be stored: {e}") from None
+    if len(blob) > max_bytes:
+        raise InvalidEvent(
+            f"{where}: {len(blob)} bytes, over the size limit of {max_bytes} bytes"
+        )
+    return blob
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def log_payload(stream: str, first_version: int, first_position: int,
+                recorded_us: int, blobs: list[bytes]) -> bytes:
+    head = _packb(stream) + _packb(first_version) + _packb(first_position) + _packb(recorded_us)
+    return _array_header(4 + 4 * len(blobs)) + head + b"".join(blobs)
+
+
+def stream_payload(version: int, position: int, recorded_us: int, blob: bytes) -> bytes:
+    return b"\x97" + _packb(version) + _packb(position) + _packb(recorded_us) + blob
+
+
+def unpack(payload) -> list:
+    return msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+
+
+class LogBatch(NamedTuple):
+    """A decoded commit-log frame."""
+
+    stream: str
+    first_version: int
+    first_position: int
+    recorded_us: int
+    fields: list  # flat: id, type, data, metadata, id, ...
+
+    @property
+    def count(self) -> int:
+        return len(self.fields) // 4
+
+    @property
+    def last_position(self) -> int:
+        return self.first_position + self.count - 1
+
+    @property
+    def last_version(self) -> int:
+        return self.first_version + self.count - 1
+
+    def events(self, skip: int = 0):
+        when = us_to_datetime(self.recorded_us)
+        f = self.fields
+        v, p = self.first_version, self.first_position
+        for i in range(skip, len(f) // 4):
+            j = 4 * i
+            yield RecordedEvent(self.stream, v + i, p + i, f[j], f[j + 1], f[j + 2], f[j + 3], when)
+
+
+def decode_batch(payload) -> LogBatch:
+    items = unpack(payload)
+    if (not isinstance(items, list) or len(items) < 8 or (len(items) - 4) % 4
+            or not isinstance(items[0], str)):
+        raise ValueError("commit-log frame payload has the wrong shape")
+    return LogBatch(items[0], items[1], items[2], items[3], items[4:])
+
+
+def decode_batch_head(payload) -> tuple[str, int, int, int, int]:
+    """(stream, first_version, first_position, recorded_us, count) without
+    decoding the events' data."""
+    up = msgpack.Unpacker(raw=False, strict_map_key=True)
+    up.feed(payload)
+    n = up.read_array_header()
+    stream = up.unpack()
+    first_version = up.unpack()
+    first_position = up.unpack()
+    recorded_us = up.unpack()
+    return stream, first_version, first_position, recorded_us, (n - 4) // 4

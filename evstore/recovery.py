@@ -1,0 +1,209 @@
+"""Recovery that happens by itself, under the writer lock, when a store opens
+or a writer takes the lock after a crash.
+
+Three things can be left behind (docs/FORMAT.md, "Crashes"):
+
+1. A torn commit-log tail: a frame a writer was writing when it died.  It was
+   never acknowledged; it is cut, and its bytes are kept in ``quarantine/``.
+   Damage *followed by intact frames* is not a torn tail and is never cut
+   here: that is CorruptStore, for ``evstore repair``.
+2. Stream-log records of a batch whose commit-log frame never completed: they
+   are invisible to readers already (a stream is trusted only as far as its
+   last record agrees with the log) and the next writer of that stream cuts
+   them, again into ``quarantine/``.
+3. After a power loss, stream-log copies of committed batches that never
+   reached the disk (stream logs are not fsynced per commit; the commit log
+   is).  ``sync-state`` records the boot during which unsynced stream writes
+   may have happened and the position up to which stream logs are known
+   durable; when the machine has rebooted since, the commit log is replayed
+   into the stream logs from that position.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .format import LOG_MAGIC, STREAM_MAGIC, encode_frame
+from .records import stream_payload
+from .segment import fsync_dir, fsync_file
+
+STATE_FILE = "sync-state"
+QUARANTINE = "quarantine"
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def current_boot_id() -> str | None:
+    try:
+        with open(BOOT_ID_PATH) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def load_state(store_dir: str) -> tuple[str | None, int]:
+    """(boot id, synced position); (None, 0) when absent or unreadable, which
+    makes the next reconciliation start from the beginning: slow, never wrong."""
+    try:
+        with open(os.path.join(store_dir, STATE_FILE), "rb") as f:
+            d = json.loads(f.read())
+        return d.get("boot_id"), int(d.get("synced_position", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None, 0
+
+
+def save_state(store_dir: str, boot_id: str | None, synced: int) -> None:
+    """Write ``sync-state`` atomically and durably."""
+    write_atomic(os.path.join(store_dir, STATE_FILE),
+                 json.dumps({"boot_id": boot_id, "synced_position": synced}).encode())
+
+
+def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync dir."""
+    d = os.path.dirname(path)
+    tmp = os.path.join(d, f".tmp-{os.path.basename(path)}-{os.getpid()}-{time.monotonic_ns()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            fsync_file(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    if sync:
+        fsync_dir(d)
+
+
+def quarantine(store_dir: str, source: str, offset: int, data: bytes, reason: str) -> str:
+    """Keep removed bytes beside the store, with a note of where they came from."""
+    qdir = os.path.join(store_dir, QUARANTINE)
+    os.makedirs(qdir, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    base = f"{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**9:09d}"
+    with open(os.path.join(qdir, base + ".bin"), "wb") as f:
+        f.write(data)
+        fsync_file(f.fileno())
+    note = {"source": os.path.relpath(source, store_dir), "offset": offset,
+            "bytes": len(data), "reason": reason,
+            "removed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(os.path.join(qdir, base + ".json"), "w") as f:
+        json.dump(note, f, indent=1)
+        f.write("\n")
+    fsync_dir(qdir)
+    return os.path.join(qdir, base + ".bin")
+
+
+def cut_log_tail(store_dir: str, log) -> str | None:
+    """Cut a torn tail off the last commit-log segment (caller holds the lock
+    and has refreshed ``log``).  Returns the quarantine file, if any."""
+    t = log.tail
+    if not t.trailing or not log.list_segments():
+        return None
+    path = log.path(t.seg_first)
+    with open(path, "r+b") as f:
+        f.seek(t.end)
+        data = f.read()
+        kept = None
+        if data:
+            kept = quarantine(store_dir, path, t.end, data,
+                              f"torn commit-log tail ({t.trailing}: {t.trailing_reason})")
+        f.truncate(t.end)
+        fsync_file(f.fileno())
+    t.trailing = ""
+    return kept
+
+
+def fix_log_index(log) -> None:
+    """Make the last segment's index hold exactly one entry per committed
+    position (it is a cache: extend it from the data, drop extra entries)."""
+    from .index import OffsetIndex
+    from .records import decode_batch_head
+    from .commitlog import IDX_SUFFIX
+    from .segment import iter_frames, read_frame
+
+    t = log.tail
+    if t.head < t.seg_first:
+        want = 0
+    else:
+        want = t.head - t.seg_first + 1
+    idx = OffsetIndex(log.path(t.seg_first, IDX_SUFFIX), writable=True)
+    try:
+        n = len(idx)
+        if n == want:
+            return
+        if n > want:
+            idx.truncate(want)
+            return
+        # Rebuild from the frame holding entry n-1 (if valid), else from 0.
+        start, done = 0, 0
+        if n:
+            try:
+                off = idx.get(n - 1)
+                payload, _ = read_frame(log.fd(t.seg_first), off, LOG_MAGIC)
+                _, _, fp, _, cnt = decode_batch_head(payload)
+                if fp <= t.seg_first + n - 1 < fp + cnt:
+                    start, done = off, fp - t.seg_first
+            except Exception:
+                start, done = 0, 0
+        entries = []
+        for off, payload in iter_frames(log.fd(t.seg_first), start, t.end, LOG_MAGIC):
+            _, _, fp, _, cnt = decode_batch_head(payload)
+            entries.extend([off] * cnt)
+        idx.extend(done, entries)
+    finally:
+        idx.close()
+
+
+def materialize(stream_log, batch, is_committed, segment_bytes: int) -> bool:
+    """Make sure a stream log holds the records of a committed batch; returns
+    True if it had to write any.  Used after a reboot and by repair."""
+    from .errors import CorruptStore
+
+    tail = stream_log.tail(is_committed)
+    if tail.version >= batch.last_version:
+        return False
+    if tail.version < batch.first_version - 1:
+        raise CorruptStore(
+            f"stream {batch.stream!r}: versions {tail.version + 1}..{batch.first_version - 1} "
+            "are missing from its stream log; run 'evstore repair'"
+        )
+    if tail.cut_from is not None:
+        stream_log.cut(tail, lambda *a: None)
+    if not stream_log.exists():
+        stream_log.create()
+    skip = tail.version - (batch.first_version - 1)
+    frames = []
+    for ev in batch.events(skip):
+        blob = _fields_blob(ev)
+        frames.append(encode_frame(STREAM_MAGIC, stream_payload(
+            ev.version, ev.position, batch.recorded_us, blob)))
+    stream_log.append(tail, frames, segment_bytes)
+    return True
+
+
+def _fields_blob(ev) -> bytes:
+    import msgpack
+    return msgpack.packb([ev.id, ev.type, ev.data, ev.metadata])[1:]
+
+
+def sync_streams(touched) -> None:
+    """fsync the stream-log segments written since a point, and their
+    directories.  ``touched`` yields (stream_log, lowest version written)."""
+    import bisect
+
+    for sl, low in touched:
+        firsts = sl.list_segments()
+        start = max(bisect.bisect_right(firsts, low) - 1, 0)
+        for first in firsts[start:]:
+            fd = os.open(sl.path(first), os.O_RDONLY)
+            try:
+                fsync_file(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(sl.dir)
+        fsync_dir(os.path.dirname(sl.dir))

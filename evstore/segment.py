@@ -1,0 +1,207 @@
+"""One segment file: frames appended at the end, read both ways.
+
+A segment knows nothing of streams or positions; it only moves frames
+(:mod:`evstore.format`) between memory and a file.  Writing goes through
+:meth:`SegmentWriter.append` and :meth:`SegmentWriter.sync`; the latter is the
+single place where evstore calls ``fdatasync``/``fsync`` on segment data, so
+crash tests can replace it (see ``tests/torture``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .format import (
+    HEADER_SIZE,
+    OVERHEAD,
+    TRAILER,
+    TRAILER_SIZE,
+    FrameError,
+    check_frame,
+    is_short,
+)
+
+CHUNK = 1 << 20
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+def fsync_file(fd: int) -> None:
+    """Flush a file's data to stable storage.  The fsync seam of evstore."""
+    _fdatasync(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (newly created files) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # pragma: no cover - e.g. EINVAL on some file systems
+        if e.errno not in (22,):
+            raise
+    finally:
+        os.close(fd)
+
+
+class SegmentWriter:
+    """Appends frames to one segment file.  Only the lock holder uses one."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.size = os.fstat(self.fd).st_size
+
+    def append(self, data: bytes) -> int:
+        """Write ``data`` at the end; return the offset it starts at."""
+        offset = self.size
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.size = offset + len(data)
+        return offset
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        self.size = size
+
+    def sync(self) -> None:
+        fsync_file(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class ScanResult:
+    """Where the valid frames of a file end, and why they end there."""
+
+    end: int  #: offset just past the last valid frame
+    count: int  #: valid frames seen
+    status: str  #: "eof", "short" (incomplete frame at the end) or "damaged"
+    reason: str = ""  #: what is wrong at ``end`` when status is not "eof"
+    file_size: int = 0
+
+
+def file_size(fd: int) -> int:
+    return os.fstat(fd).st_size
+
+
+def iter_frames(fd: int, start: int, end: int, magic: bytes):
+    """Yield (offset, payload) for the frames in ``[start, end)``.
+
+    ``end`` must be a frame boundary known to be committed; an invalid frame
+    before it is damage and raises FrameError (with ``.offset`` set).
+    Reads in large chunks so that a long stream costs few system calls.
+    """
+    pos = start
+    buf = b""
+    base = start  # file offset of buf[0]
+    while pos < end:
+        rel = pos - base
+        try:
+            payload, fend = check_frame(buf, rel, magic)
+        except FrameError as e:
+            if not is_short(e):
+                e.offset = pos
+                raise
+            # Need more bytes: read at least the whole frame, at least a chunk.
+            need = HEADER_SIZE
+            if len(buf) - rel >= HEADER_SIZE:
+                need = int.from_bytes(buf[rel + 4 : rel + 8], "big") + OVERHEAD
+            if need > end - pos:
+                err = FrameError(f"frame of {need} bytes runs past the committed end {end}")
+                err.offset = pos
+                raise err
+            want = min(max(need, CHUNK), end - pos)
+            data = os.pread(fd, want, pos)
+            if len(data) < min(need, end - pos):
+                err = FrameError(
+                    f"short frame: file ends at {pos + len(data)}, committed data runs to {end}"
+                )
+                err.offset = pos
+                raise err
+            buf, base = data, pos
+            continue
+        yield pos, payload
+        pos = base + fend
+
+
+def read_frame(fd: int, offset: int, magic: bytes, size_hint: int = 4096):
+    """Return (payload_bytes, end_offset) of the frame at ``offset``."""
+    data = os.pread(fd, size_hint, offset)
+    if len(data) >= HEADER_SIZE:
+        n = int.from_bytes(data[4:8], "big")
+        if n + OVERHEAD > len(data) and data[:4] == magic:
+            data = os.pread(fd, n + OVERHEAD, offset)
+    payload, end = check_frame(data, 0, magic)
+    return bytes(payload), offset + end
+
+
+def frame_before(fd: int, end: int, magic: bytes, floor: int = 0):
+    """Return (offset, payload_bytes) of the frame that ends at ``end``."""
+    if end - floor < OVERHEAD:
+        raise FrameError("no frame before this offset")
+    (n,) = TRAILER.unpack(os.pread(fd, TRAILER_SIZE, end - TRAILER_SIZE))
+    start = end - n - OVERHEAD
+    if start < floor:
+        raise FrameError("trailer points before the start of the file")
+    payload, fend = read_frame(fd, start, magic, n + OVERHEAD)
+    if fend != end:
+        raise FrameError("frame does not end where its trailer is")
+    return start, payload
+
+
+def scan(fd: int, start: int, magic: bytes) -> ScanResult:
+    """Walk the frames from ``start`` to the end of the file and report where
+    the valid ones stop.  Used by recovery, verify and repair; never raises
+    for bad data."""
+    size = file_size(fd)
+    pos, count = start, 0
+    buf, base = b"", start
+    while pos < size:
+        rel = pos - base
+        try:
+            _, fend = check_frame(buf, rel, magic)
+        except FrameError as e:
+            if not is_short(e) or len(buf) - rel >= size - pos:
+                status = "short" if is_short(e) else "damaged"
+                return ScanResult(pos, count, status, str(e), size)
+            need = HEADER_SIZE
+            if len(buf) - rel >= HEADER_SIZE:
+                need = int.from_bytes(buf[rel + 4 : rel + 8], "big") + OVERHEAD
+            buf = os.pread(fd, min(max(need, CHUNK), size - pos), pos)
+            base = pos
+            continue
+        count += 1
+        pos = base + fend
+    return ScanResult(pos, count, "eof", "", size)
+
+
+def find_next_frame(fd: int, start: int, magic: bytes) -> int | None:
+    """Offset of the first valid frame at or after ``start``, or None.
+
+    Lets recovery tell a torn tail (nothing valid after it) from damage in the
+    middle of a file (valid frames follow), which must never be cut silently.
+    """
+    size = file_size(fd)
+    pos = start
+    while pos < size:
+        data = os.pread(fd, min(CHUNK + HEADER_SIZE, size - pos), pos)
+        i = data.find(magic)
+        while i != -1:
+            try:
+                read_frame(fd, pos + i, magic)
+                return pos + i
+            except FrameError:
+                pass
+            i = data.find(magic, i + 1)
+        if len(data) <= HEADER_SIZE:
+            break
+        pos += len(data) - HEADER_SIZE
+    return None

@@ -1,0 +1,683 @@
+"""EventStore: streams, versions, positions, locking and durability.
+
+The commit point of an append is its frame in the commit log
+(:mod:`evstore.commitlog`); the stream logs (:mod:`evstore.streamlog`) are
+copies laid out per aggregate.  One append, under the writer lock:
+
+1. check the expected version against the stream's committed tail;
+2. write the events' records to the stream log (not yet visible: readers
+   trust a stream only up to records the commit log confirms);
+3. write one batch frame to the commit log -- the commit;
+4. ``fdatasync`` the commit-log segment (plus its directory when the segment
+   is new), then report success.
+
+So a durable append costs one fsync.  docs/FORMAT.md gives the reasoning for
+every crash point.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .commitlog import CommitLog
+from .errors import (
+    CorruptStore,
+    DurabilityError,
+    EvstoreError,
+    InvalidEvent,
+    StoreIOError,
+    StoreNotFound,
+    StreamNotFound,
+    UsageError,
+    WrongExpectedVersion,
+)
+from .format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame
+from .locking import WriterLock
+from .records import (
+    DEFAULT_MAX_EVENT_BYTES,
+    AppendResult,
+    RecordedEvent,
+    check_stream_id,
+    log_payload,
+    normalize,
+    pack_fields,
+    stream_payload,
+    us_to_datetime,
+)
+from . import recovery
+from .segment import fsync_dir
+from .streamlog import StreamLog, StreamTail
+
+ANY = "any"
+NO_STREAM = "no-stream"
+STREAM_EXISTS = "exists"
+
+MARKER = "evstore.json"
+LOCK_FILE = "writer.lock"
+LOG_DIR = "log"
+STREAMS_DIR = "streams"
+SNAPSHOTS_DIR = "snapshots"
+FSYNC_FAILED = "fsync-failed"
+
+#: Stream logs are fsynced (and ``sync-state`` advanced) at least this often,
+#: bounding how much of the commit log a reboot makes us replay.
+SYNC_STREAMS_EVERY = 32 * 1024 * 1024
+
+
+def parse_expected(value) -> object:
+    """Normalise an expected version: ANY, NO_STREAM, STREAM_EXISTS or int >= 0."""
+    if value is None or value == ANY:
+        return ANY
+    if value == NO_STREAM:
+        return 0
+    if value == STREAM_EXISTS:
+        return STREAM_EXISTS
+    if isinstance(value, bool):
+        raise UsageError(f"invalid expected version {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise UsageError(f"invalid expected version {value}: must be >= 0")
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise UsageError(
+        f"invalid expected version {value!r}: use any, no-stream, exists or a number"
+    )
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class EventStore:
+    """An event store in a directory.
+
+    ``EventStore(path)`` creates the store when it is absent (``create=False``
+    raises StoreNotFound instead).  Many processes and threads may open the
+    same store; writers serialise on the writer lock, readers never wait.
+    """
+
+    def __init__(self, path, sync: bool = True, segment_bytes: int = 64 * 1024 * 1024,
+                 snapshot_every: int | None = None, reducer=None, *,
+                 lock_timeout: float = 30.0, create: bool = True,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self.path = Path(path)
+        self.sync = sync
+        if segment_bytes < 1:
+            raise UsageError("segment_bytes must be positive")
+        self.segment_bytes = segment_bytes
+        self.snapshot_every = snapshot_every
+        self.reducer = reducer
+        self.lock_timeout = lock_timeout
+        self.max_event_bytes = max_event_bytes
+        self._dir = str(self.path)
+        self._closed = False
+        self._snapshots = None
+        try:
+            self._open(create)
+        except OSError as e:
+            raise StoreIOError(f"cannot open store {self._dir}: {e.strerror or e}") from e
+
+    # -- opening ----------------------------------------------------------------
+    def _open(self, create: bool) -> None:
+        marker = os.path.join(self._dir, MARKER)
+        if not os.path.isfile(marker):
+            if not create:
+                raise StoreNotFound(self._dir)
+            self._create()
+        else:
+            self._check_marker(marker)
+        self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
+        self._wlog = CommitLog(os.path.join(self._dir, LOG_DIR))
+        self._local = threading.local()
+        self._wstreams: dict[str, StreamLog] = {}
+        self._wtails: dict[str, tuple[int, StreamTail]] = {}
+        self._wrote = False
+        self._boot = recovery.current_boot_id()
+        self._state_checked = False
+        self._synced_to = None
+        self._failed: str | None = None
+        log = self._reader_log()
+        log.refresh()
+        self._reconcile_if_rebooted(log.tail.head)
+
+    def _create(self) -> None:
+        d = self._dir
+        if os.path.isdir(d) and os.listdir(d):
+            raise UsageError(
+                f"{d} exists and is not an evstore store (no {MARKER}); "
+                "choose an empty or new directory"
+            )
+        os.makedirs(d, exist_ok=True)
+        for sub in (LOG_DIR, STREAMS_DIR):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        fsync_dir(d)
+        recovery.write_atomic(os.path.join(d, MARKER), json.dumps(
+            {"format": "evstore", "format_version": FORMAT_VERSION}, indent=1).encode() + b"\n")
+        parent = os.path.dirname(os.path.abspath(d))
+        fsync_dir(parent)
+
+    def _check_marker(self, marker: str) -> None:
+        try:
+            with open(marker, "rb") as f:
+                meta = json.loads(f.read())
+            version = meta["format_version"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptStore(f"{marker}: unreadable store marker ({e})") from None
+        if version != FORMAT_VERSION:
+            raise CorruptStore(
+                f"{marker}: format version {version}, this evstore reads {FORMAT_VERSION}"
+            )
+        for sub in (LOG_DIR, STREAMS_DIR):
+            if not os.path.isdir(os.path.join(self._dir, sub)):
+                raise CorruptStore(f"{self._dir}: the {sub}/ directory is missing")
+
+    def _reader_log(self) -> CommitLog:
+        log = getattr(self._local, "log", None)
+        if log is None:
+            log = CommitLog(os.path.join(self._dir, LOG_DIR))
+            self._local.log = log
+            self._local_logs = getattr(self, "_local_logs", [])
+            self._local_logs.append(log)
+        return log
+
+    def close(self) -> None:
+        """Make stream logs durable up to here (bounding recovery after a
+        power loss) and release every file."""
+        if self._closed:
+            return
+        try:
+            if self._wrote and self.sync and not self._failed:
+                try:
+                    with self._lock.hold(self.lock_timeout):
+                        self._sync_streams_locked()
+                except EvstoreError:
+                    pass  # only bounds reboot recovery; never worth failing close
+        finally:
+            self._closed = True
+            self._wlog.close()
+            for log in getattr(self, "_local_logs", []):
+                log.close()
+            for sl in self._wstreams.values():
+                sl.close()
+            self._wstreams.clear()
+
+    def __enter__(self) -> "EventStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the writer's session -------------------------------------------------------------
+    @contextmanager
+    def _writing(self, timeout: float | None = None):
+        if self._closed:
+            raise UsageError("the store is closed")
+        self._check_failed()
+        with self._lock.hold(self.lock_timeout if timeout is None else timeout):
+            try:
+                log = self._wlog
+                log.refresh()
+                if log.tail.trailing:
+                    recovery.cut_log_tail(self._dir, log)
+                    recovery.fix_log_index(log)
+                    self._wtails.clear()
+                if not self._state_checked:
+                    self._check_state_locked()
+                yield log
+            except OSError as e:
+                raise StoreIOError(f"I/O error in {self._dir}: {e.strerror or e}") from e
+
+    def _check_failed(self) -> None:
+        if self._failed is None:
+            path = os.path.join(self._dir, FSYNC_FAILED)
+            if os.path.exists(path):
+                try:
+                    with open(path) as f:
+                        self._failed = f.read().strip() or "an fsync failed"
+                except OSError:
+                    self._failed = "an fsync failed"
+        if self._failed:
+            raise DurabilityError(
+                f"refusing to write: {self._failed}. Check the disk, then run "
+                "'evstore verify' and 'evstore repair' (which clears this)"
+            )
+
+    def _sync_log(self, created: bool) -> None:
+        """The one fsync of a durable append.  After it fails once this store
+        never claims durability again (docs/FORMAT.md, "fsync errors")."""
+        try:
+            self._wlog._writer.sync()
+            if created:
+                fsync_dir(self._wlog.dir)
+        except OSError as e:
+            self._failed = (f"fsync of the commit log failed at position "
+                            f"{self._wlog.tail.head} ({e.strerror or e})")
+            try:
+                with open(os.path.join(self._dir, FSYNC_FAILED), "w") as f:
+                    f.write(self._failed + "\n")
+            except OSError:
+                pass
+            raise DurabilityError(self._failed + "; the last append may not be durable") from e
+
+    def _is_committed(self, log: CommitLog, stream: str):
+        head = log.tail.head
+
+        def check(version: int, position: int) -> bool:
+            if position < 1 or position > head:
+                return False
+            s, fv, fp, _, n = log.head_of_batch(position)
+            return s == stream and fp <= position < fp + n and version - fv == position - fp
+
+        return check
+
+    def _stream_tail_locked(self, stream: str) -> tuple[StreamLog, StreamTail]:
+        log = self._wlog
+        sl = self._wstreams.get(stream)
+        if sl is None:
+            if len(self._wstreams) > 256:
+                for old in self._wstreams.values():
+                    old.close()
+                self._wstreams.clear()
+                self._wtails.clear()
+            sl = self._wstreams[stream] = StreamLog(os.path.join(self._dir, STREAMS_DIR), stream)
+        cached = self._wtails.get(stream)
+        if cached and cached[0] == log.tail.head:
+            return sl, cached[1]
+        sl.check_id()
+        tail = sl.tail(self._is_committed(log, stream))
+        if tail.cut_from is not None:
+            sl.cut(tail, lambda path, off, data: recovery.quarantine(
+                self._dir, path, off, data, f"stream log: {tail.cut_reason}"))
+        return sl, tail
+
+    def _check_state_locked(self) -> None:
+        boot, synced = recovery.load_state(self._dir)
+        head = self._wlog.tail.head
+        if boot != self._boot or self._boot is None:
+            if synced < head:
+                self._reconcile_locked(synced)
+                synced = head
+            recovery.save_state(self._dir, self._boot, synced)
+        self._synced_to = synced
+        self._state_checked = True
+
+    def _reconcile_if_rebooted(self, head: int) -> None:
+        if head == 0:
+            return
+        boot, synced = recovery.load_state(self._dir)
+        if (boot == self._boot and boot is not None) or synced >= head:
+            return
+        with self._writing():
+            pass  # _writing runs _check_state_locked
+
+    def _reconcile_locked(self, synced: int) -> None:
+        """Replay the commit log after ``synced`` into the stream logs."""
+        log = self._wlog
+        touched: dict[str, int] = {}
+        for batch in log.batches(synced + 1, log.tail.head) if synced < log.tail.head else ():
+            sl = self._wstreams.get(batch.stream) or StreamLog(
+                os.path.join(self._dir, STREAMS_DIR), batch.stream)
+            self._wstreams[batch.stream] = sl
+            recovery.materialize(sl, batch, self._is_committed(log, batch.stream),
+                                 self.segment_bytes)
+            touched.setdefault(batch.stream, batch.first_version)
+        recovery.sync_streams((self._wstreams[s], v) for s, v in touched.items())
+        self._wtails.clear()
+
+    def _sync_streams_locked(self) -> None:
+        """fsync the stream logs written since ``sync-state`` and advance it."""
+        log = self._wlog
+        log.refresh()
+        boot, synced = recovery.load_state(self._dir)
+        head = log.tail.head
+        if synced >= head:
+            return
+        touched: dict[str, int] = {}
+        for stream, fv, fp, us, n in log.batch_heads_from(synced + 1):
+            touched.setdefault(stream, fv)
+        pairs = []
+        for stream, low in touched.items():
+            sl = self._wstreams.get(stream) or StreamLog(
+                os.path.join(self._dir, STREAMS_DIR), stream)
+            self._wstreams[stream] = sl
+            pairs.append((sl, low))
+        recovery.sync_streams(pairs)
+        recovery.save_state(self._dir, self._boot, head)
+        self._synced_to = head
+
+    # -- appending ---------------------------------------------------------------------------
+    def append(self, stream: str, events: Iterable, expected_version=ANY) -> AppendResult:
+        """Append ``events`` (NewEvent or dicts) to ``stream`` as one atomic batch.
+
+        Raises WrongExpectedVersion (nothing written) when the stream's version
+        is not ``expected_version``; InvalidEvent when an event cannot be
+        stored (nothing written).  With an integer expected version, a retry
+        of a batch that is already there (same ids at N+1..N+k) succeeds
+        without writing.
+        """
+        check_stream_id(stream)
+        expected = parse_expected(expected_version)
+        evs = [normalize(e, f"event {i + 1}") for i, e in enumerate(events)]
+        if not evs:
+            raise InvalidEvent("no events to append")
+        blobs = [pack_fields(e, self.max_event_bytes, f"event {i + 1}") for i, e in enumerate(evs)]
+        with self._writing() as log:
+            result, before = self._append_locked(log, stream, evs, blobs, expected)
+        if self.snapshot_every and self.reducer is not None and result.count and before >= 0:
+            from .snapshots import auto_snapshot
+            auto_snapshot(self, stream, before, result.version)
+        return result
+
+    def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected):
+        sl, tail = self._stream_tail_locked(stream)
+        current = tail.version
+        k = len(evs)
+        if expected == STREAM_EXISTS:
+            if current < 1:
+                raise WrongExpectedVersion(stream, "exists", current)
+        elif expected != ANY and current != expected:
+            if current > expected:
+                done = self._idempotent(sl, tail, stream, expected, evs)
+                if done is not None:
+                    return done, -1
+            raise WrongExpectedVersion(stream, expected, current)
+        first_position = log.tail.head + 1
+        first_version = current + 1
+        us = max(_now_us(), log.tail.last_recorded_us)
+        frames = [encode_frame(STREAM_MAGIC, stream_payload(first_version + i, first_position + i, us, b))
+                  for i, b in enumerate(blobs)]
+        frame = encode_frame(LOG_MAGIC, log_payload(stream, first_version, first_position, us, blobs))
+        sl.create()
+        new_tail = sl.append(tail, frames, self.segment_bytes)
+        created = log.commit(frame, first_position, k, us, self.segment_bytes)
+        self._wrote = True
+        if self.sync:
+            self._sync_log(created)
+        new_tail.position, new_tail.recorded_us = log.tail.head, us
+        self._wtails[stream] = (log.tail.head, new_tail)
+        if self.sync and self._synced_to is not None and log.tail.end >= SYNC_STREAMS_EVERY and (
+                log.tail.head - self._synced_to) * 64 >= SYNC_STREAMS_EVERY:
+            self._sync_streams_locked()
+        return AppendResult(stream, new_tail.version, log.tail.head, k), current
+
+    def _idempotent(self, sl, tail, stream, expected, evs):
+        """A retried batch: the events after ``expected`` carry its ids."""
+        have = list(sl.records(tail, expected + 1, min(expected + len(evs), tail.version)))
+        matches = [h.id == e.id for h, e in zip(have, evs)]
+        if len(have) == len(evs) and all(matches):
+            return AppendResult(stream, have[-1].version, have[-1].position, len(evs))
+        if any(matches):
+            raise WrongExpectedVersion(stream, expected, tail.version,
+                                       "only part of this batch is already stored")
+        return None
+
+    # -- reading ----------------------------------------------------------------------------
+    def head(self) -> int:
+        """The last committed position (0 for an empty store)."""
+        log = self._reader_log()
+        try:
+            return log.refresh().head
+        except OSError as e:
+            raise StoreIOError(f"cannot read {self._dir}: {e.strerror or e}") from e
+
+    def _reader_stream(self, stream: str) -> tuple[StreamLog, StreamTail]:
+        log = self._reader_log()
+        log.refresh()
+        sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), stream)
+        if not sl.exists():
+            return sl, StreamTail()
+        sl.check_id()
+        return sl, sl.tail(self._is_committed(log, stream))
+
+    def version(self, stream: str) -> int:
+        """The stream's current version; 0 when it has no events."""
+        check_stream_id(stream)
+        sl, tail = self._reader_stream(stream)
+        sl.close()
+        return tail.version
+
+    def exists(self, stream: str) -> bool:
+        return self.version(stream) > 0
+
+    def read(self, stream: str, from_version: int = 1, to_version: int | None = None,
+             backwards: bool = False, limit: int | None = None,
+             types: Iterable[str] | None = None) -> Iterator[RecordedEvent]:
+        """Events of ``stream`` with versions in ``[from_version, to_version]``.
+
+        Forwards: oldest first, ``limit`` keeps the first N.  Backwards: newest
+        first, ``limit`` keeps the newest N.  ``types`` keeps only those event
+        types (the limit counts events returned).  Raises StreamNotFound when
+        the stream has no events.  Runs in constant memory.
+        """
+        check_stream_id(stream)
+        _check_range(from_version, to_version, limit)
+        sl, tail = self._reader_stream(stream)
+        if tail.version == 0:
+            sl.close()
+            raise StreamNotFound(stream)
+        return self._iter_stream(sl, tail, from_version, to_version, backwards, limit, types)
+
+    def _iter_stream(self, sl, tail, lo, hi, backwards, limit, types):
+        try:
+            lo = max(lo or 1, 1)
+            hi = tail.version if hi is None else min(hi, tail.version)
+            if lo > hi or limit == 0:
+                return
+            wanted = frozenset(types) if types else None
+            if not backwards:
+                it = sl.records(tail, lo, hi)
+            else:
+                it = _backwards(lambda a, b: sl.records(tail, a, b), lo, hi)
+            yield from _filter(it, wanted, limit)
+        except OSError as e:
+            raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
+        finally:
+            sl.close()
+
+    def read_all(self, from_position: int = 1, to_position: int | None = None,
+                 limit: int | None = None, backwards: bool = False,
+                 types: Iterable[str] | None = None,
+                 stream_prefix: str | None = None) -> Iterator[RecordedEvent]:
+        """Every event of the store in position order (``$all``)."""
+        _check_range(from_position, to_position, limit)
+        log = self._reader_log()
+        log.refresh()
+        head = log.tail.head
+        return self._iter_all(log, from_position, to_position, head, limit, backwards,
+                              types, stream_prefix)
+
+    def _iter_all(self, log, lo, hi, head, limit, backwards, types, prefix):
+        lo = max(lo or 1, 1)
+        hi = head if hi is None else min(hi, head)
+        if lo > hi or limit == 0:
+            return
+        wanted = frozenset(types) if types else None
+
+        def forward(a, b):
+            for batch in log.batches(a, b):
+                if prefix is not None and not batch.stream.startswith(prefix):
+                    continue
+                for ev in batch.events(max(a - batch.first_position, 0)):
+                    if ev.position > b:
+                        return
+                    yield ev
+
+        try:
+            it = forward(lo, hi) if not backwards else _backwards(forward, lo, hi)
+            yield from _filter(it, wanted, limit)
+        except OSError as e:
+            raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
+
+    # -- the stream catalogue -------------------------------------------------------------------
+    def streams(self, prefix: str | None = None):
+        """Yield (stream, version, first_recorded_at, last_recorded_at) for
+        every stream with events, sorted by id."""
+        log = self._reader_log()
+        log.refresh()
+        root = os.path.join(self._dir, STREAMS_DIR)
+        found = []
+        for shard in sorted(os.listdir(root)):
+            sdir = os.path.join(root, shard)
+            if shard.startswith(".") or not os.path.isdir(sdir):
+                continue
+            for key in os.listdir(sdir):
+                if key.startswith("."):
+                    continue
+                try:
+                    with open(os.path.join(sdir, key, "id"), "rb") as f:
+                        sid = f.read().decode("utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                if prefix is None or sid.startswith(prefix):
+                    found.append(sid)
+        for sid in sorted(found):
+            sl = StreamLog(root, sid)
+            try:
+                tail = sl.tail(self._is_committed(log, sid))
+                if tail.version == 0:
+                    continue
+                first = sl.first_record()
+                yield StreamInfo(sid, tail.version,
+                                 us_to_datetime(first[1]) if first else None,
+                                 us_to_datetime(tail.recorded_us))
+            finally:
+                sl.close()
+
+    def info(self) -> dict:
+        """The store's totals (SPEC §3 ``info``)."""
+        log = self._reader_log()
+        log.refresh()
+        totals = {"bytes": 0, "log_segments": 0, "stream_segments": 0, "snapshots": 0,
+                  "quarantined_files": 0}
+        streams = 0
+        for root, dirs, files in os.walk(self._dir):
+            dirs[:] = [d for d in dirs if not d.startswith(".tmp")]
+            rel = os.path.relpath(root, self._dir).split(os.sep)
+            for name in files:
+                try:
+                    totals["bytes"] += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    continue
+                if rel[0] == LOG_DIR and name.endswith(".log"):
+                    totals["log_segments"] += 1
+                elif rel[0] == STREAMS_DIR and name.endswith(".seg"):
+                    totals["stream_segments"] += 1
+                elif rel[0] == STREAMS_DIR and name == "id":
+                    streams += 1
+                elif rel[0] == SNAPSHOTS_DIR and name.endswith(".snap"):
+                    totals["snapshots"] += 1
+                elif rel[0] == recovery.QUARANTINE and name.endswith(".bin"):
+                    totals["quarantined_files"] += 1
+        first_us = last_us = None
+        if log.tail.head:
+            last_us = log.tail.last_recorded_us
+            first_us = log.head_of_batch(1)[3]
+        return {
+            "store": os.path.abspath(self._dir),
+            "format_version": FORMAT_VERSION,
+            "streams": streams,
+            "events": log.tail.head,
+            "bytes": totals["bytes"],
+            "segments": totals["log_segments"] + totals["stream_segments"],
+            "log_segments": totals["log_segments"],
+            "stream_segments": totals["stream_segments"],
+            "snapshots": totals["snapshots"],
+            "quarantined_files": totals["quarantined_files"],
+            "first_recorded_at": _fmt_us(first_us),
+            "last_recorded_at": _fmt_us(last_us),
+        }
+
+    # -- features (each in its own module, on the public API) ----------------------------------
+    @property
+    def snapshots(self):
+        if self._snapshots is None:
+            from .snapshots import SnapshotStore
+            self._snapshots = SnapshotStore(self)
+        return self._snapshots
+
+    def replay(self, stream: str, reducer=None, to_version: int | None = None, **kw):
+        from .replay import replay
+        return replay(self, stream, reducer if reducer is not None else self.reducer,
+                      to_version=to_version, **kw)
+
+    def subscribe(self, stream: str | None = None, from_position: int | None = None,
+                  checkpoint: str | None = None, idle_timeout: float | None = None, **kw):
+        from .subscriptions import subscribe
+        return subscribe(self, stream=stream, from_position=from_position,
+                         checkpoint=checkpoint, idle_timeout=idle_timeout, **kw)
+
+    def verify(self, **kw):
+        from .ops import verify
+        return verify(self, **kw)
+
+    # -- for features and operations -----------------------------------------------------------
+    @property
+    def directory(self) -> str:
+        return self._dir
+
+    @contextmanager
+    def writer_lock(self, timeout: float | None = None):
+        """Hold the writer lock (for operations such as repair and import)."""
+        with self._writing(timeout) as log:
+            yield log
+
+
+class StreamInfo(tuple):
+    """(stream, version, first_recorded_at, last_recorded_at) of one stream."""
+
+    __slots__ = ()
+
+    def __new__(cls, stream, version, first_recorded_at, last_recorded_at):
+        return tuple.__new__(cls, (stream, version, first_recorded_at, last_recorded_at))
+
+    stream = property(lambda s: s[0])
+    version = property(lambda s: s[1])
+    first_recorded_at = property(lambda s: s[2])
+    last_recorded_at = property(lambda s: s[3])
+
+    def to_dict(self) -> dict:
+        from .records import format_timestamp
+        return {"stream": self.stream, "version": self.version,
+                "first_recorded_at": format_timestamp(self.first_recorded_at)
+                if self.first_recorded_at else None,
+                "last_recorded_at": format_timestamp(self.last_recorded_at)}
+
+
+def _fmt_us(us):
+    if us is None:
+        return None
+    from .records import format_timestamp
+    return format_timestamp(us_to_datetime(us))
+
+
+def _check_range(lo, hi, limit) -> None:
+    for name, v in (("from", lo), ("to", hi), ("limit", limit)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise UsageError(f"invalid {name}: {v!r} (must be a whole number >= 0)")
+
+
+def _filter(it, wanted, limit):
+    n = 0
+    for ev in it:
+        if wanted is not None and ev.type not in wanted:
+            continue
+        yield ev
+        n += 1
+        if limit is not None and n >= limit:
+            return
+
+
+def _backwards(forward, lo: int, hi: int, chunk: int = 1024):
+    """Newest first over ``forward(a, b)`` (oldest first), a chunk at a time:
+    memory stays bounded by the chunk, however long the range."""
+    while hi >= lo:
+        a = max(lo, hi - chunk + 1)
+        items = list(forward(a, hi))
+        yield from reversed(items)
+        hi = a - 1

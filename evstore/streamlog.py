@@ -1,0 +1,334 @@
+"""Per-stream logs: each aggregate's events, in version order, on their own.
+
+A stream lives in ``streams/<kk>/<key>/`` where ``key`` is the first 32 hex
+digits of SHA-256 of the stream id's UTF-8 bytes and ``kk`` its first two: the
+id itself never becomes a path, so ``../x``, ``CON`` or ``A``/``a`` are just
+different keys, on any file system.  The directory holds:
+
+* ``id`` -- the stream id, UTF-8, written before the directory appears
+  (created as ``.tmp-*`` then renamed);
+* ``NNNNNNNNNNNNNNNN.seg`` -- segments named by the first version they hold,
+  one ``EvS1`` frame per event (:mod:`evstore.format`);
+* ``NNNNNNNNNNNNNNNN.idx`` -- their offset indexes, one entry per version.
+
+A stream log is a copy of what the commit log holds, laid out for reading one
+aggregate fast.  It is trusted only as far as its last record agrees with the
+commit log: records past that are leftovers of a batch that never committed
+and are invisible to readers (and cut by the next writer).
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+from dataclasses import dataclass
+
+from .errors import CorruptStore
+from .format import STREAM_MAGIC, FrameError
+from .index import OffsetIndex
+from .records import RecordedEvent, unpack, us_to_datetime
+from .segment import SegmentWriter, file_size, frame_before, iter_frames, read_frame, scan
+
+SEG_SUFFIX = ".seg"
+IDX_SUFFIX = ".idx"
+ID_FILE = "id"
+
+
+def stream_key(stream: str) -> str:
+    return hashlib.sha256(stream.encode("utf-8")).hexdigest()[:32]
+
+
+def stream_dir(root: str, stream: str) -> str:
+    key = stream_key(stream)
+    return os.path.join(root, key[:2], key)
+
+
+@dataclass
+class StreamTail:
+    """The committed end of one stream log."""
+
+    version: int = 0
+    seg_first: int = 0  #: first version of the segment holding ``version`` (0: none)
+    end: int = 0  #: offset just past that record
+    position: int = 0
+    recorded_us: int = 0
+    #: (segment first, offset) from which the file holds bytes that are not
+    #: committed records, or None when the log ends cleanly
+    cut_from: tuple[int, int] | None = None
+    cut_reason: str = ""
+
+
+class StreamLog:
+    def __init__(self, root: str, stream: str):
+        self.stream = stream
+        self.dir = stream_dir(root, stream)
+        self._firsts: list[int] = []
+        self._fds: dict[int, int] = {}
+        self._writer: SegmentWriter | None = None
+        self._widx: OffsetIndex | None = None
+        self._writer_first = 0
+
+    # -- files ---------------------------------------------------------------
+    def exists(self) -> bool:
+        return os.path.isfile(os.path.join(self.dir, ID_FILE))
+
+    def path(self, first: int, suffix: str = SEG_SUFFIX) -> str:
+        return os.path.join(self.dir, f"{first:016d}{suffix}")
+
+    def list_segments(self) -> list[int]:
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            names = []
+        firsts = sorted(int(n[:16]) for n in names
+                        if n.endswith(SEG_SUFFIX) and len(n) == 20 and n[:16].isdigit())
+        self._firsts = firsts
+        return firsts
+
+    def fd(self, first: int) -> int:
+        fd = self._fds.get(first)
+        if fd is None:
+            fd = os.open(self.path(first), os.O_RDONLY)
+            self._fds[first] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._close_writer()
+
+    def _index_get(self, first: int, i: int) -> int | None:
+        path = self.path(first, IDX_SUFFIX)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.pread(fd, 8, 8 * i)
+        finally:
+            os.close(fd)
+        return int.from_bytes(data, "big") if len(data) == 8 else None
+
+    def _index_len(self, first: int) -> int:
+        try:
+            return os.stat(self.path(first, IDX_SUFFIX)).st_size // 8
+        except FileNotFoundError:
+            return 0
+
+    # -- the committed tail ----------------------------------------------------------
+    def tail(self, is_committed) -> StreamTail:
+        """Find the last record that ``is_committed(version, position)`` accepts.
+
+        Walks back from the physical end; everything after the accepted record
+        is reported in ``cut_from``.
+        """
+        t = StreamTail()
+        firsts = self.list_segments()
+        for k in range(len(firsts) - 1, -1, -1):
+            first = firsts[k]
+            fd = self.fd(first)
+            # Start from the last index entry that checks out, else the segment start.
+            start = 0
+            n = self._index_len(first)
+            if n:
+                off = self._index_get(first, n - 1)
+                try:
+                    payload, _ = read_frame(fd, off, STREAM_MAGIC)
+                    if unpack(payload)[0] == first + n - 1:
+                        start = off
+                except (FrameError, ValueError, Exception):
+                    start = 0
+            r = scan(fd, start, STREAM_MAGIC)
+            if r.status != "eof" and t.cut_from is None:
+                t.cut_from, t.cut_reason = (first, r.end), f"{r.status}: {r.reason}"
+            end = r.end
+            while end > 0:
+                try:
+                    off, payload = frame_before(fd, end, STREAM_MAGIC)
+                    rec = unpack(payload)
+                except (FrameError, ValueError) as e:
+                    raise CorruptStore(
+                        f"stream {self.stream!r}: damaged record before offset {end} "
+                        f"in {self.path(first)}: {e}"
+                    ) from None
+                v, p, us = rec[0], rec[1], rec[2]
+                if is_committed(v, p):
+                    t.version, t.seg_first, t.end, t.position, t.recorded_us = v, first, end, p, us
+                    return t
+                t.cut_from, t.cut_reason = (first, off), "records of a batch that never committed"
+                end = off
+        return t
+
+    # -- reading ---------------------------------------------------------------------
+    def _offset_of(self, first: int, version: int, end: int) -> int:
+        fd = self.fd(first)
+        off = self._index_get(first, version - first)
+        if off is not None and off < end:
+            try:
+                payload, _ = read_frame(fd, off, STREAM_MAGIC)
+                if unpack(payload)[0] == version:
+                    return off
+            except (FrameError, ValueError):
+                pass
+        for off, payload in iter_frames(fd, 0, end, STREAM_MAGIC):
+            if unpack(payload)[0] == version:
+                return off
+        raise CorruptStore(f"stream {self.stream!r}: version {version} missing from {self.path(first)}")
+
+    def records(self, tail: StreamTail, from_version: int, to_version: int):
+        """Yield RecordedEvents ``from_version..to_version`` (inclusive, both
+        within ``1..tail.version``), oldest first, in constant memory."""
+        if from_version > to_version:
+            return
+        firsts = self._firsts
+        i = bisect.bisect_right(firsts, from_version) - 1
+        if i < 0:
+            raise CorruptStore(f"stream {self.stream!r}: no segment holds version {from_version}")
+        stream = self.stream
+        last_us, last_dt = None, None
+        v = from_version
+        while v <= to_version:
+            first = firsts[i]
+            fd = self.fd(first)
+            end = tail.end if first == tail.seg_first else file_size(fd)
+            off = self._offset_of(first, v, end)
+            try:
+                for _, payload in iter_frames(fd, off, end, STREAM_MAGIC):
+                    rv, p, us, eid, etype, data, meta = unpack(payload)
+                    if rv != v:
+                        raise CorruptStore(
+                            f"stream {stream!r}: expected version {v}, found {rv} in {self.path(first)}"
+                        )
+                    if us != last_us:
+                        last_us, last_dt = us, us_to_datetime(us)
+                    yield RecordedEvent(stream, rv, p, eid, etype, data, meta, last_dt)
+                    v += 1
+                    if v > to_version:
+                        return
+            except FrameError as e:
+                raise CorruptStore(
+                    f"stream {stream!r}: damaged record at offset {getattr(e, 'offset', '?')} "
+                    f"in {self.path(first)}: {e}"
+                ) from None
+            i += 1
+            if i >= len(firsts):
+                raise CorruptStore(f"stream {stream!r}: versions after {v - 1} are missing")
+
+    def first_record(self) -> tuple[int, int] | None:
+        """(version, recorded_us) of the first record, or None."""
+        firsts = self._firsts or self.list_segments()
+        if not firsts:
+            return None
+        try:
+            payload, _ = read_frame(self.fd(firsts[0]), 0, STREAM_MAGIC)
+        except FrameError:
+            return None
+        rec = unpack(payload)
+        return rec[0], rec[2]
+
+    # -- writing (lock holder only) ---------------------------------------------------
+    def create(self) -> bool:
+        """Make the directory with its ``id`` file, atomically.  True if created."""
+        if self.exists():
+            return False
+        parent = os.path.dirname(self.dir)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".tmp-{os.path.basename(self.dir)}-{os.getpid()}")
+        if os.path.isdir(tmp):
+            for name in os.listdir(tmp):
+                os.unlink(os.path.join(tmp, name))
+        else:
+            os.mkdir(tmp)
+        with open(os.path.join(tmp, ID_FILE), "wb") as f:
+            f.write(self.stream.encode("utf-8"))
+        if os.path.isdir(self.dir):  # a directory without id: leftover of a crash
+            for name in os.listdir(self.dir):
+                os.unlink(os.path.join(self.dir, name))
+            os.rmdir(self.dir)
+        os.rename(tmp, self.dir)
+        return True
+
+    def check_id(self) -> None:
+        try:
+            with open(os.path.join(self.dir, ID_FILE), "rb") as f:
+                stored = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return
+        if stored != self.stream:
+            raise CorruptStore(
+                f"stream directory {self.dir} belongs to {stored!r}, not {self.stream!r}"
+            )
+
+    def cut(self, tail: StreamTail, keep) -> None:
+        """Remove everything after the committed tail; ``keep(path, offset,
+        data)`` is handed the removed bytes first (recovery keeps them aside)."""
+        self._close_writer()
+        for first in self.list_segments():
+            path = self.path(first)
+            if tail.seg_first and first < tail.seg_first:
+                continue
+            keep_bytes = tail.end if first == tail.seg_first else 0
+            with open(path, "r+b") as f:
+                f.seek(keep_bytes)
+                removed = f.read()
+                if removed:
+                    keep(path, keep_bytes, removed)
+                f.truncate(keep_bytes)
+            if keep_bytes == 0:
+                self._drop_fd(first)
+                os.unlink(path)
+                try:
+                    os.unlink(self.path(first, IDX_SUFFIX))
+                except FileNotFoundError:
+                    pass
+            elif self._index_len(first) > tail.version - first + 1:
+                with open(self.path(first, IDX_SUFFIX), "r+b") as f:
+                    f.truncate(8 * (tail.version - first + 1))
+        self.list_segments()
+
+    def _close_writer(self) -> None:
+        if self._writer:
+            self._writer.close()
+            self._widx.close()
+            self._writer = self._widx = None
+
+    def _drop_fd(self, first: int) -> None:
+        fd = self._fds.pop(first, None)
+        if fd is not None:
+            os.close(fd)
+
+    def append(self, tail: StreamTail, frames: list[bytes], segment_bytes: int) -> StreamTail:
+        """Write the frames of versions ``tail.version+1 ...`` after the tail.
+        Returns the new tail (position/us left for the caller to fill)."""
+        if tail.seg_first and tail.end < segment_bytes:
+            first = tail.seg_first
+        else:
+            first = tail.version + 1
+        w = self._writer
+        if w is None or self._writer_first != first:
+            if w:
+                w.close()
+                self._widx.close()
+            w = self._writer = SegmentWriter(self.path(first))
+            self._widx = OffsetIndex(self.path(first, IDX_SUFFIX), writable=True)
+            self._writer_first = first
+            if first not in self._firsts:
+                bisect.insort(self._firsts, first)
+        if w.size != (tail.end if first == tail.seg_first else 0):
+            raise CorruptStore(
+                f"stream {self.stream!r}: {self.path(first)} has uncommitted bytes "
+                f"after offset {tail.end}"
+            )
+        data = b"".join(frames)
+        off = w.append(data)
+        offsets, o = [], off
+        for fr in frames:
+            offsets.append(o)
+            o += len(fr)
+        self._widx.extend(tail.version + 1 - first, offsets)
+        return StreamTail(tail.version + len(frames), first, w.size)
+
+    def writer_files(self) -> list[int]:
+        """File descriptors this handle wrote to (for a later fsync)."""
+        return [self._writer.fd, self._widx.fd] if self._writer else []

@@ -1,0 +1,54 @@
+"""Shared test helpers: temporary stores and the CLI run as a real process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def store_dir(tmp_path) -> Path:
+    """A path for a store that does not exist yet."""
+    return tmp_path / "store"
+
+
+def cli_env(store: Path | None = None, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVSTORE_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["NO_COLOR"] = "1"
+    if store is not None:
+        env["EVSTORE_DIR"] = str(store)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args, store: Path | None = None, input: str | bytes | None = None,
+            env: dict | None = None, timeout: float = 60, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``python -m evstore ARGS`` as a real subprocess (stdout not a tty)."""
+    e = cli_env(store)
+    if env:
+        e.update(env)
+    if isinstance(input, str):
+        input = input.encode("utf-8")
+    return subprocess.run([sys.executable, "-m", "evstore", *map(str, args)],
+                          input=input if input is not None else b"",
+                          capture_output=True, env=e, timeout=timeout, cwd=cwd)
+
+
+def ndjson(out: bytes) -> list:
+    return [json.loads(line) for line in out.decode("utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture
+def cli(store_dir):
+    """``cli("append", "s", input=...)`` against this test's store."""
+    def run(*args, **kw):
+        kw.setdefault("store", store_dir)
+        return run_cli(*args, **kw)
+    return run
