@@ -8,6 +8,9 @@ values only, 64-bit integers, finite floats, UUID ids, the size limit.
 from __future__ import annotations
 
 import math
+import re
+import os
+import struct
 import unicodedata
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -134,28 +137,41 @@ def parse_timestamp(text: str) -> datetime:
 # --- validation -----------------------------------------------------------------
 
 def check_json_value(value: Any, where: str) -> None:
-    """Raise InvalidEvent unless ``value`` is JSON that evstore stores exactly."""
+    """Raise InvalidEvent unless ``value`` is JSON that evstore stores exactly.
+
+    Iterative (no recursion limit), with the common leaf types tested first:
+    this runs for every event appended from Python.
+    """
     stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
-        v = stack.pop()
+        v = pop()
         t = type(v)
         if t is str or v is None or t is bool:
             continue
         if t is int:
-            if not INT_MIN <= v <= INT_MAX:
-                raise InvalidEvent(f"{where}: integer {v} does not fit in 64 bits")
-        elif t is float:
-            if not math.isfinite(v):
-                raise InvalidEvent(f"{where}: {v} is not a JSON number (NaN/Infinity)")
-        elif t is dict:
+            if -0x8000000000000000 <= v <= 0xFFFFFFFFFFFFFFFF:
+                continue
+            raise InvalidEvent(f"{where}: integer {v} does not fit in 64 bits")
+        if t is dict:
             for k, item in v.items():
                 if type(k) is not str:
                     raise InvalidEvent(f"{where}: object key {k!r} is not a string")
-                stack.append(item)
+                ti = type(item)
+                if ti is str or (ti is int and -0x8000000000000000 <= item <= 0xFFFFFFFFFFFFFFFF):
+                    continue
+                push(item)
+        elif t is float:
+            if v - v != 0.0:  # inf - inf and nan - nan are nan
+                raise InvalidEvent(f"{where}: {v} is not a JSON number (NaN/Infinity)")
         elif t is list or t is tuple:
-            stack.extend(v)
+            extend(v)
         else:
             raise InvalidEvent(f"{where}: {t.__name__} is not a JSON value")
+
+
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z").match
 
 
 def canonical_id(value: object, where: str = "id") -> str:
@@ -167,7 +183,19 @@ def canonical_id(value: object, where: str = "id") -> str:
         raise InvalidEvent(f"{where}: {value!r} is not a valid UUID") from None
 
 
-def normalize(event: Any, where: str = "event") -> NewEvent:
+def new_ids(n: int) -> list[str]:
+    """``n`` random (version 4) UUID strings, from one urandom call."""
+    raw = bytearray(os.urandom(16 * n))
+    out = []
+    for i in range(0, 16 * n, 16):
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
+        h = raw[i:i + 16].hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
+def normalize(event: Any, where: str = "event", new_id: str | None = None) -> NewEvent:
     """Turn a NewEvent or a dict (SPEC §2 input, or a recorded event) into a
     checked NewEvent with ``data``/``metadata`` defaulted and an id."""
     if isinstance(event, NewEvent):
@@ -189,7 +217,10 @@ def normalize(event: Any, where: str = "event") -> NewEvent:
         metadata = {} if metadata is None else metadata
     check_json_value(data, f"{where}: data")
     check_json_value(metadata, f"{where}: metadata")
-    eid = str(uuid.uuid4()) if eid is None else canonical_id(eid, f"{where}: id")
+    if eid is None:
+        eid = new_id or new_ids(1)[0]
+    elif type(eid) is not str or not _CANONICAL_UUID(eid):
+        eid = canonical_id(eid, f"{where}: id")
     return NewEvent(etype, data, metadata, eid)
 
 
@@ -226,8 +257,13 @@ def log_payload(stream: str, first_version: int, first_position: int,
     return _array_header(4 + 4 * len(blobs)) + head + b"".join(blobs)
 
 
+_THREE_U64 = struct.Struct(">BBQBQBQ")  # fixarray(7), then uint64 x3 (0xcf)
+
+
 def stream_payload(version: int, position: int, recorded_us: int, blob: bytes) -> bytes:
-    return b"\x97" + _packb(version) + _packb(position) + _packb(recorded_us) + blob
+    """``[version, position, recorded_us, id, type, data, metadata]``; the
+    three numbers as fixed-width msgpack uint64 (valid msgpack, one pack)."""
+    return _THREE_U64.pack(0x97, 0xCF, version, 0xCF, position, 0xCF, recorded_us) + blob
 
 
 def unpack(payload) -> list:

@@ -44,6 +44,7 @@ from .records import (
     RecordedEvent,
     check_stream_id,
     log_payload,
+    new_ids,
     normalize,
     pack_fields,
     stream_payload,
@@ -200,6 +201,7 @@ class EventStore:
                     pass  # only bounds reboot recovery; never worth failing close
         finally:
             self._closed = True
+            self._lock.close()
             self._wlog.close()
             for log in getattr(self, "_local_logs", []):
                 log.close()
@@ -363,9 +365,11 @@ class EventStore:
         """
         check_stream_id(stream)
         expected = parse_expected(expected_version)
-        evs = [normalize(e, f"event {i + 1}") for i, e in enumerate(events)]
-        if not evs:
+        events = events if isinstance(events, (list, tuple)) else list(events)
+        if not events:
             raise InvalidEvent("no events to append")
+        ids = new_ids(len(events))
+        evs = [normalize(e, f"event {i + 1}", ids[i]) for i, e in enumerate(events)]
         blobs = [pack_fields(e, self.max_event_bytes, f"event {i + 1}") for i, e in enumerate(evs)]
         with self._writing() as log:
             result, before = self._append_locked(log, stream, evs, blobs, expected)
@@ -387,24 +391,60 @@ class EventStore:
                 if done is not None:
                     return done, -1
             raise WrongExpectedVersion(stream, expected, current)
-        first_position = log.tail.head + 1
-        first_version = current + 1
         us = max(_now_us(), log.tail.last_recorded_us)
+        return self._write_locked(log, sl, tail, stream, blobs, us), current
+
+    def append_recorded(self, stream: str, events: list, first_version: int,
+                        first_position: int, recorded_at) -> AppendResult:
+        """Append one batch *as it was recorded elsewhere* (import): the
+        caller fixes versions, positions and ``recorded_at``.  Refused with
+        InvalidEvent, nothing written, unless the batch continues exactly what
+        the store holds: ``first_position`` is the next position,
+        ``first_version`` the stream's next version, and ``recorded_at`` is
+        not before the store's last commit.  ``events`` are NewEvents or dicts
+        with ids."""
+        from .records import datetime_to_us
+
+        check_stream_id(stream)
+        evs = [normalize(e, f"event {i + 1}") for i, e in enumerate(events)]
+        if not evs:
+            raise InvalidEvent("no events to append")
+        blobs = [pack_fields(e, self.max_event_bytes, f"event {i + 1}") for i, e in enumerate(evs)]
+        us = recorded_at if isinstance(recorded_at, int) else datetime_to_us(recorded_at)
+        with self._writing() as log:
+            sl, tail = self._stream_tail_locked(stream)
+            if first_position != log.tail.head + 1:
+                raise InvalidEvent(
+                    f"position {first_position} does not continue the store "
+                    f"(its last position is {log.tail.head})")
+            if first_version != tail.version + 1:
+                raise InvalidEvent(
+                    f"stream {stream!r}: version {first_version} does not continue "
+                    f"the stream (its version is {tail.version})")
+            if us < log.tail.last_recorded_us:
+                raise InvalidEvent(
+                    f"position {first_position}: recorded_at is earlier than the "
+                    "store's last commit")
+            return self._write_locked(log, sl, tail, stream, blobs, us)
+
+    def _write_locked(self, log, sl, tail, stream, blobs, us) -> AppendResult:
+        first_position = log.tail.head + 1
+        first_version = tail.version + 1
         frames = [encode_frame(STREAM_MAGIC, stream_payload(first_version + i, first_position + i, us, b))
                   for i, b in enumerate(blobs)]
         frame = encode_frame(LOG_MAGIC, log_payload(stream, first_version, first_position, us, blobs))
         sl.create()
         new_tail = sl.append(tail, frames, self.segment_bytes)
-        created = log.commit(frame, first_position, k, us, self.segment_bytes)
+        created = log.commit(frame, first_position, len(blobs), us, self.segment_bytes)
         self._wrote = True
         if self.sync:
             self._sync_log(created)
         new_tail.position, new_tail.recorded_us = log.tail.head, us
         self._wtails[stream] = (log.tail.head, new_tail)
-        if self.sync and self._synced_to is not None and log.tail.end >= SYNC_STREAMS_EVERY and (
+        if self.sync and self._synced_to is not None and (
                 log.tail.head - self._synced_to) * 64 >= SYNC_STREAMS_EVERY:
             self._sync_streams_locked()
-        return AppendResult(stream, new_tail.version, log.tail.head, k), current
+        return AppendResult(stream, new_tail.version, log.tail.head, len(blobs))
 
     def _idempotent(self, sl, tail, stream, expected, evs):
         """A retried batch: the events after ``expected`` carry its ids."""
