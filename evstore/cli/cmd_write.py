@@ -88,8 +88,9 @@ def register(app: typer.Typer) -> None:
             events = iter([normalize(ev, "--type event")])
 
         from ..ingest import append_events
+        from .cmd_state import auto_snapshot_options  # the store's automatic snapshots
 
         with open_store(ctx, store, create=True, sync=not no_sync,
-                        lock_timeout=lock_timeout) as es:
+                        lock_timeout=lock_timeout, **auto_snapshot_options(ctx, store)) as es:
             result = append_events(es, stream, events, expected, batch_size)
         sys.stdout.write(dumps(result.to_dict()) + "\n")

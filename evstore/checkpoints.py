@@ -1,0 +1,276 @@
+"""Checkpoints: where a named, durable consumer has got to in ``$all``.
+
+A checkpoint is one position P meaning "every event at or before P has been
+handled"; its consumer resumes at P + 1.  A position works for every kind of
+consumer (the whole store, one stream, a filter): positions only grow, so
+"after P" is well defined whatever the consumer reads.
+
+Files (docs/TAIL.md has the reasoning)::
+
+    STORE/checkpoints/<KEY>.json   {"evstore_checkpoint": 1, "name", "position",
+                                    "stream", "updated_at"}
+    STORE/checkpoints/<KEY>.lock   flock'ed by the consumer running under NAME
+
+``KEY`` is :func:`evstore.streamlog.stream_key` of the name: a name never
+becomes a path, and the real name is kept inside the file (a file whose name
+does not hash to its KEY is reported, never used).  ``stream`` records what
+the consumer followed last (``null`` for ``$all``); it is informational.
+Files are replaced with :func:`evstore.recovery.write_atomic`, so a reader
+sees the old checkpoint or the new one, never a torn one.
+
+The ``.lock`` file makes a name single-consumer: two processes delivering
+under the same name would each advance it past events only the other saw.
+Lock files are never deleted (unlinking a lock file others may hold open is
+a classic race); they are empty and cheap.
+"""
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator, NamedTuple
+
+from .errors import CorruptStore, NotFound, StoreIOError, StoreLocked, UsageError
+from .records import format_timestamp
+from .recovery import write_atomic
+from .streamlog import stream_key
+
+CHECKPOINTS_DIR = "checkpoints"
+FORMAT = 1
+MAX_NAME_BYTES = 200
+SUFFIX = ".json"
+LOCK_SUFFIX = ".lock"
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no single-consumer guard
+    fcntl = None
+
+
+class CheckpointNotFound(NotFound):
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"checkpoint not found: {name!r}")
+
+
+class CheckpointBusy(StoreLocked):
+    """Another consumer is running under this name (exit 1)."""
+
+
+class Checkpoint(NamedTuple):
+    name: str
+    position: int
+    stream: str | None  #: what the consumer followed last; None: $all
+    updated_at: str
+
+    def to_dict(self, head: int | None = None) -> dict:
+        d = {"name": self.name, "position": self.position}
+        if head is not None:
+            d["head"] = head
+            d["behind"] = max(head - self.position, 0)
+        d["stream"] = self.stream
+        d["updated_at"] = self.updated_at
+        return d
+
+
+def check_name(name: object) -> str:
+    """Checkpoint names follow the rules of stream ids (SPEC §1)."""
+    if not isinstance(name, str) or not name:
+        raise UsageError("invalid checkpoint name: must be a non-empty string")
+    try:
+        n = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError(f"invalid checkpoint name {name!r}: not valid Unicode") from None
+    if n > MAX_NAME_BYTES:
+        raise UsageError(f"invalid checkpoint name: {n} UTF-8 bytes, at most "
+                         f"{MAX_NAME_BYTES} allowed")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise UsageError(f"invalid checkpoint name {name!r}: contains a control character")
+    return name
+
+
+def encode(name: str, position: int, stream: str | None, updated_at: str) -> bytes:
+    return (json.dumps({"evstore_checkpoint": FORMAT, "name": name, "position": position,
+                        "stream": stream, "updated_at": updated_at},
+                       ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def decode(data: bytes, path: str, key: str | None = None) -> Checkpoint:
+    """Parse a checkpoint file; CorruptStore (exit 6) says what is wrong."""
+    try:
+        d = json.loads(data)
+        if not isinstance(d, dict) or d.get("evstore_checkpoint") != FORMAT:
+            raise ValueError("not an evstore checkpoint (format 1)")
+        name, pos, stream = d["name"], d["position"], d.get("stream")
+        if not isinstance(name, str) or not name:
+            raise ValueError("its name is not a non-empty string")
+        if isinstance(pos, bool) or not isinstance(pos, int) or pos < 0:
+            raise ValueError(f"position {pos!r} is not a whole number >= 0")
+        if stream is not None and not isinstance(stream, str):
+            raise ValueError("its stream is not a string")
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptStore(f"{path}: damaged checkpoint ({e}); reset or delete it "
+                           "with 'evstore checkpoints reset|delete NAME'") from None
+    if key is not None and stream_key(name) != key:
+        raise CorruptStore(f"{path}: holds checkpoint {name!r}, whose file would be "
+                           f"{stream_key(name)}{SUFFIX}")
+    return Checkpoint(name, pos, stream, str(d.get("updated_at") or ""))
+
+
+class CheckpointStore:
+    """The checkpoints of one store.  Cheap to make; holds no open files."""
+
+    def __init__(self, store):
+        self.store = store
+        self.root = os.path.join(store.directory, CHECKPOINTS_DIR)
+
+    def path(self, name: str, suffix: str = SUFFIX) -> str:
+        return os.path.join(self.root, stream_key(check_name(name)) + suffix)
+
+    # -- reading -----------------------------------------------------------------------
+    def get(self, name: str) -> Checkpoint | None:
+        """The checkpoint saved under ``name``, or None when there is none."""
+        path = self.path(name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreIOError(f"cannot read {path}: {e.strerror or e}") from e
+        cp = decode(data, path)
+        if cp.name != name:
+            raise CorruptStore(f"{path}: holds checkpoint {cp.name!r}, not {name!r}")
+        return cp
+
+    def list(self) -> list[Checkpoint]:
+        """Every checkpoint, sorted by name.  A damaged file raises CorruptStore."""
+        found = []
+        for key, path in _files(self.root):
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:  # deleted while we listed
+                continue
+            except OSError as e:
+                raise StoreIOError(f"cannot read {path}: {e.strerror or e}") from e
+            found.append(decode(data, path, key))
+        return sorted(found, key=lambda c: c.name)
+
+    # -- writing -----------------------------------------------------------------------
+    def save(self, name: str, position: int, stream: str | None = None) -> Checkpoint:
+        """Replace the checkpoint atomically (and durably when the store syncs)."""
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise UsageError(f"invalid checkpoint position {position!r}")
+        cp = Checkpoint(name, position, stream,
+                        format_timestamp(datetime.now(timezone.utc)))
+        path = self.path(name)
+        try:
+            self._make_root()
+            write_atomic(path, encode(name, position, stream, cp.updated_at),
+                         sync=self.store.sync)
+        except OSError as e:
+            raise StoreIOError(f"cannot save checkpoint {name!r}: {e.strerror or e}") from e
+        return cp
+
+    def delete(self, name: str) -> None:
+        """Remove a checkpoint; its consumer, if it restarts, begins afresh.
+        Refused (CheckpointBusy) while a consumer runs under the name."""
+        with self.hold(name):
+            try:
+                os.unlink(self.path(name))
+            except FileNotFoundError:
+                raise CheckpointNotFound(name) from None
+            except OSError as e:
+                raise StoreIOError(f"cannot delete checkpoint {name!r}: {e.strerror or e}") from e
+
+    def reset(self, name: str, position: int = 0) -> Checkpoint:
+        """Set ``name`` to ``position`` (0: from the beginning), creating it
+        when absent.  Refused while a consumer runs under the name, and past
+        the store's head (no event there has been handled)."""
+        head = self.store.head()
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise UsageError(f"invalid position {position!r}: must be a whole number >= 0")
+        if position > head:
+            raise UsageError(f"position {position} is past the store's head ({head})")
+        with self.hold(name):
+            old = None
+            try:
+                old = self.get(name)
+            except CorruptStore:
+                pass  # resetting is how a damaged checkpoint is fixed
+            return self.save(name, position, old.stream if old else None)
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Be the only user of ``name`` until the block ends (non-blocking:
+        CheckpointBusy when another consumer holds it).  The kernel drops the
+        lock when its holder dies, so a killed consumer never blocks a restart."""
+        path = self.path(name, LOCK_SUFFIX)
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        try:
+            self._make_root()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise StoreIOError(f"cannot open {path}: {e.strerror or e}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                raise CheckpointBusy(
+                    f"checkpoint {name!r} is in use by another consumer"
+                    + (f" (pid {pid})" if pid.isdigit() else "")) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            try:
+                yield
+            finally:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _make_root(self) -> None:
+        if not os.path.isdir(self.root):
+            os.makedirs(self.root, exist_ok=True)
+            from .segment import fsync_dir
+            fsync_dir(os.path.dirname(self.root))
+
+
+def _files(root: str):
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return
+    for n in names:
+        key = n[: -len(SUFFIX)]
+        if n.endswith(SUFFIX) and len(key) == 32 and all(c in "0123456789abcdef" for c in key):
+            yield key, os.path.join(root, n)
+
+
+def verify_files(store_dir: str, versions: dict, head: int):
+    """Problems with the checkpoints, for ``evstore verify``: files that do
+    not parse or sit under the wrong name (errors: their consumer cannot
+    start) and positions past the head (warnings: events the consumer saw
+    are gone, e.g. after a repair; it will resume at the head)."""
+    root = os.path.join(store_dir, CHECKPOINTS_DIR)
+    for key, path in _files(root):
+        rel = os.path.relpath(path, store_dir)
+        try:
+            with open(path, "rb") as f:
+                cp = decode(f.read(), rel, key)
+        except (CorruptStore, OSError) as e:
+            yield {"severity": "error", "kind": "checkpoint", "file": rel, "message": str(e)}
+            continue
+        if cp.position > head:
+            yield {"severity": "warning", "kind": "checkpoint", "file": rel,
+                   "position": cp.position,
+                   "message": f"checkpoint {cp.name!r} is at position {cp.position}, past "
+                              f"the store's head ({head}); its consumer will resume at the head"}

@@ -1,0 +1,464 @@
+"""Checks that verify and repair share: the marker, sync-state, index files,
+one stream directory against the commit log's view of it, snapshot files.
+
+Each returns findings; none prints or changes anything.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import zlib
+from array import array
+from dataclasses import dataclass, field
+
+import msgpack
+
+from ..format import FORMAT_VERSION, STREAM_MAGIC
+from ..records import check_stream_id
+from ..streamlog import stream_key
+from . import layout as L
+from .frames import frame_at, record_head, walk
+from .progress import NO_PROGRESS
+from .report import Problem
+
+_crc32 = zlib.crc32
+_unpackb = msgpack.unpackb
+
+
+def store_directory(store) -> str:
+    from ..errors import StoreNotFound
+
+    d = getattr(store, "directory", None)
+    if d is None:
+        d = os.fspath(store)
+        if not (os.path.isfile(os.path.join(d, L.MARKER))
+                or os.path.isdir(os.path.join(d, L.LOG_DIR))):
+            raise StoreNotFound(d)
+    return str(d)
+
+
+def read_state(directory: str):
+    """(boot id, synced position, problem text or None) of ``sync-state``."""
+    import json
+
+    path = os.path.join(directory, L.STATE_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None, 0, None
+    try:
+        d = json.loads(raw)
+        synced = d["synced_position"]
+        boot = d.get("boot_id")
+        if type(synced) is not int or synced < 0 or not (boot is None or isinstance(boot, str)):
+            raise ValueError("bad field types")
+        return boot, synced, None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        return None, 0, f"unreadable ({e})"
+
+
+def marker_problem(directory: str) -> str | None:
+    import json
+
+    path = os.path.join(directory, L.MARKER)
+    try:
+        with open(path, "rb") as f:
+            meta = json.loads(f.read())
+    except FileNotFoundError:
+        return "the store marker is missing"
+    except (ValueError, OSError) as e:
+        return f"the store marker is unreadable ({e})"
+    if not isinstance(meta, dict) or meta.get("format") != "evstore":
+        return "the store marker does not say format \"evstore\""
+    if meta.get("format_version") != FORMAT_VERSION:
+        return (f"the store marker says format version {meta.get('format_version')!r}; "
+                f"this evstore reads version {FORMAT_VERSION}")
+    return None
+
+
+def read_index(idx_path: str) -> bytes | None:
+    """An index file's bytes (None when missing).  Read it *before* the data
+    it indexes: writers append data first and index entries after, so every
+    entry read first points at data that the later read sees."""
+    try:
+        with open(idx_path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def index_problem(idx_path: str, expected: array, extra: array | None = None,
+                  label: str = "position", first: int = 1, data=False) -> str | None:
+    """Compare an ``.idx`` file with the offsets the data says it must hold.
+
+    ``expected`` (offsets, in order) must be there exactly; ``extra`` lists
+    offsets the index *may* also hold after them (uncommitted records).
+    ``data``: the index's bytes as read before the data (see read_index).
+    """
+    if data is False:
+        data = read_index(idx_path)
+    if data is None:
+        return "index file is missing" if len(expected) else None
+    want = be_offsets(expected)
+    if len(data) % 8:
+        return f"index is {len(data)} bytes, not a whole number of 8-byte entries"
+    if data[:len(want)] != want:
+        n = len(data) // 8
+        for i in range(min(n, len(expected))):
+            got = int.from_bytes(data[8 * i:8 * i + 8], "big")
+            if got != expected[i]:
+                return (f"index entry for {label} {first + i} says offset {got}, "
+                        f"the record is at {expected[i]}")
+        return (f"index ends after {n} entries; {label}s {first + n}..{first + len(expected) - 1} "
+                "have no entry")
+    if len(data) > len(want):
+        allowed = be_offsets(extra) if extra is not None else b""
+        tail = data[len(want):]
+        if tail != allowed[:len(tail)]:
+            return (f"index holds {len(tail) // 8} entries past the last {label} "
+                    f"({first + len(expected) - 1}) that point at no record")
+    return None
+
+
+def be_offsets(a: array) -> bytes:
+    b = array("Q", a)
+    if b.itemsize != 8:  # pragma: no cover
+        return b"".join(x.to_bytes(8, "big") for x in a)
+    if sys.byteorder == "little":
+        b.byteswap()
+    return b.tobytes()
+
+
+@dataclass
+class StreamResult:
+    """What checking one stream directory found."""
+
+    key: str
+    path: str
+    stream: str | None = None
+    problems: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    #: records after the committed tail: (version, position, us, segment first, offset, end)
+    beyond: list = field(default_factory=list)
+    #: segments whose records are sound but whose index is not
+    bad_index: list = field(default_factory=list)
+    #: the records (not just an index) need rewriting from the commit log
+    rebuild: bool = False
+    #: the records are sound but say something else than the commit log
+    mismatch: bool = False
+    #: committed records found (versions 1..found)
+    found: int = 0
+    records: int = 0
+    nbytes: int = 0
+    id_bad: bool = False
+    segments: list = field(default_factory=list)
+    suppressed: int = 0
+
+    def problem(self, *args) -> None:
+        if len(self.problems) < PROBLEMS_PER_STREAM:
+            self.problems.append(Problem(*args))
+        else:
+            self.suppressed += 1
+
+
+#: Problems reported per stream (and per commit-log segment); more are counted.
+PROBLEMS_PER_STREAM = 20
+
+
+def read_stream_id(path: str):
+    """(stream id, None) from a stream directory's ``id`` file, or (None, why)."""
+    try:
+        with open(os.path.join(path, L.ID_FILE), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None, "the stream's id file is missing"
+    except OSError as e:
+        return None, f"the stream's id file cannot be read ({e.strerror})"
+    try:
+        sid = raw.decode("utf-8")
+        check_stream_id(sid)
+    except Exception as e:  # noqa: BLE001 - UnicodeDecodeError or InvalidStreamId
+        return None, f"the stream's id file does not hold a valid stream id ({e})"
+    if stream_key(sid) != os.path.basename(path):
+        return None, (f"the stream's id file names {sid!r}, which lives in "
+                      f"{stream_key(sid)}, not here")
+    return sid, None
+
+
+def check_stream(directory: str, key: str, path: str, head: int, known: dict,
+                 digests: dict, progress=NO_PROGRESS) -> StreamResult:
+    """Check one stream directory against the commit log's view of it.
+
+    ``known`` maps stream keys to the stream ids the commit log holds;
+    ``digests`` maps stream ids to (versions, position sum, time sum, CRC of
+    the events' bytes) of their events up to ``head``.  As in the core, the
+    records after the version the commit log gives the stream are not
+    committed (they are collected in ``beyond``, not judged here).
+    """
+    r = StreamResult(key, path)
+    relpath = L.rel(directory, path)
+    names = L.listdir(path)
+    sid, why = read_stream_id(path)
+    stream = sid if sid is not None else known.get(key)
+    if why:
+        r.id_bad = True
+        r.problem("stream-id", why, f"{relpath}/{L.ID_FILE}", None, stream)
+    r.stream = stream
+    firsts = L.numbered(names, L.STREAM_SEG)
+    r.segments = firsts
+    seg_names = {f"{f:016d}{L.STREAM_SEG}" for f in firsts}
+    for name in names:
+        if name == L.ID_FILE or name in seg_names or L.is_temp(name):
+            continue
+        if name.endswith(L.STREAM_IDX):
+            if name[:-len(L.STREAM_IDX)] + L.STREAM_SEG not in seg_names:
+                r.warnings.append(Problem("stream-index", "index without its segment (harmless)",
+                                          f"{relpath}/{name}", stream=stream))
+        else:
+            r.warnings.append(Problem("stream", "unexpected file in a stream directory",
+                                      f"{relpath}/{name}", stream=stream))
+    committed = digests.get(stream, (0,))[0] if stream is not None else 0
+    d0 = d1 = d2 = crc = 0
+    expect_v = 1
+    seen_v = 0  # the last version of any valid record so far, committed or not
+    last_p = last_us = 0
+    for first in firsts:
+        spath = L.seg_path(path, first, L.STREAM_SEG)
+        srel = L.rel(directory, spath)
+        try:
+            fd = os.open(spath, os.O_RDONLY)
+        except OSError as e:
+            r.problem("io", f"cannot open: {e.strerror}", srel, None, stream)
+            r.rebuild = True
+            continue
+        try:
+            idx_first = read_index(L.seg_path(path, first, L.STREAM_IDX))
+            size = os.fstat(fd).st_size
+            r.nbytes += size
+            if first != seen_v + 1 and (first <= committed or seen_v < committed):
+                what = ("repeats versions already seen (a duplicated segment?)"
+                        if first <= seen_v else f"versions {seen_v + 1}..{first - 1} are missing")
+                r.problem("stream", f"segment named for version {first}: {what}",
+                          srel, 0, stream, first)
+                r.rebuild = True
+            ipath = L.seg_path(path, first, L.STREAM_IDX)
+            idx_bytes = idx_first
+            committed_offs = array("Q")
+            later_offs = array("Q")
+            seg_sound = True
+            seg_v = first
+            n_seen = 0
+            for ok, off, end, x in walk(fd, STREAM_MAGIC, size):
+                if ok:
+                    try:
+                        v, p, us, hl = record_head(x)
+                    except (ValueError, IndexError) as e:
+                        ok, x = False, f"record head unreadable ({e})"
+                if not ok:
+                    seg_sound = False
+                    if expect_v > committed:
+                        r.warnings.append(Problem(
+                            "leftover", f"{end - off} damaged bytes after the last committed "
+                            f"record ({x}): part of an append that never committed; harmless, "
+                            "the next writer of this stream moves them to quarantine/",
+                            srel, off, stream))
+                        r.beyond.append((None, None, None, first, off, end))
+                    else:
+                        r.problem("stream", f"damaged record, {end - off} bytes ({x})",
+                                  srel, off, stream, expect_v)
+                        r.rebuild = True
+                    continue
+                n_seen += 1
+                if v == seen_v + 1:
+                    seen_v = v
+                if v > committed or expect_v > committed:
+                    r.beyond.append((v, p, us, first, off, end))
+                    if v == seg_v:
+                        later_offs.append(off)
+                        seg_v += 1
+                    continue
+                if v != expect_v:
+                    seg_sound = False
+                    r.rebuild = True
+                    if v < expect_v:
+                        r.problem("stream", f"record repeats version {v} (expected {expect_v})",
+                                  srel, off, stream, v, p)
+                        continue
+                    r.problem("stream", f"versions {expect_v}..{v - 1} are missing before this "
+                              "record", srel, off, stream, v, p)
+                if p <= last_p or p > head:
+                    r.problem("stream", f"position {p} is out of order (previous record: "
+                              f"{last_p}, commit log ends at {head})", srel, off, stream, v, p)
+                    r.rebuild = True
+                if us < last_us:
+                    r.problem("stream", "recorded_at goes backwards", srel, off, stream, v, p)
+                    r.rebuild = True
+                d0 += 1
+                d1 += p
+                d2 += us
+                crc = _crc32(x[hl:], crc)
+                expect_v = v + 1
+                last_p, last_us = p, us
+                if v == seg_v:
+                    committed_offs.append(off)
+                    seg_v += 1
+                else:
+                    seg_sound = False
+            r.records += n_seen
+            progress.advance(nbytes=size)  # events are counted once, from the log
+            if seg_sound or (committed_offs and not r.rebuild):
+                msg = index_problem(ipath, committed_offs, later_offs, "version", first,
+                                    idx_bytes)
+                if msg:
+                    r.problem("stream-index", msg, L.rel(directory, ipath), None, stream)
+                    r.bad_index.append(first)
+        finally:
+            os.close(fd)
+    r.found = d0
+    if stream is None:
+        if firsts:
+            r.problem("stream-id", "stream directory whose stream is unknown (no readable "
+                      "id, and the commit log has no stream with this key)", relpath)
+        return r
+    want = digests.get(stream)
+    if want is None:
+        return r
+    if want[0] > d0:
+        if not r.rebuild:
+            r.problem("stream", f"the stream log ends at version {d0}; the commit log has "
+                      f"versions up to {want[0]}", relpath, None, stream, d0 + 1)
+        r.rebuild = True
+    elif tuple(want) != (d0, d1, d2, crc):
+        if not r.rebuild:
+            r.mismatch = True
+        r.rebuild = True
+    if r.suppressed:
+        r.problems.append(Problem("stream", f"... and {r.suppressed} more problems in this "
+                                  "stream", relpath, stream=stream))
+    return r
+
+
+def snapshot_findings(directory: str, versions: dict, live: bool = False):
+    """Yield (path, what is wrong, stream, version) for each snapshot file that is damaged
+    (its checksum, its header), belongs to no stream of the store, is past
+    its stream's version, or was made for another event than the one at its
+    version.  The snapshot module reads the files (it owns their format).
+    With ``live``, snapshots past the version seen are not judged: a writer
+    may have appended and snapshotted since."""
+    from .. import snapshots as snapmod
+
+    root = os.path.join(directory, L.SNAPSHOTS_DIR)
+    known = {stream_key(s): s for s in versions}
+
+    class _Dir:  # SnapshotStore needs only the directory
+        pass
+
+    d = _Dir()
+    d.directory = directory
+    snaps = snapmod.SnapshotStore(d)
+    for key, kpath in L.stream_dirs(root):
+        if key is None:
+            continue
+        stream = known.get(key)
+        for name in L.listdir(kpath):
+            spath = os.path.join(kpath, name)
+            if L.is_temp(name):
+                continue
+            m = re.match(r"(\d{16})\.snap\Z", name)
+            if not m:
+                yield spath, "unexpected file among snapshots", None, None
+                continue
+            version = int(m.group(1))
+            if stream is None:
+                yield spath, "snapshot of a stream that has no events in this store", None, version
+                continue
+            try:
+                snap = snaps.load(stream, version)
+            except Exception as e:  # noqa: BLE001 - CorruptStore, StoreIOError: damaged
+                yield spath, f"damaged snapshot: {str(e).rpartition('is damaged: ')[2]}", stream, version
+                continue
+            have = versions.get(stream, 0)
+            if version > have:
+                if not live:
+                    yield spath, (f"snapshot at version {version}, past the stream's version "
+                                  f"({have})"), stream, version
+                continue
+            if snap.event_id is not None:
+                eid = _event_id(os.path.join(directory, L.STREAMS_DIR, key[:2], key), version)
+                if eid is not None and eid != snap.event_id:
+                    yield spath, (f"snapshot made for another event than the one at version "
+                                  f"{version} ({snap.event_id}, the store has {eid})"), stream, version
+
+
+def _event_id(path: str, version: int):
+    """The id of a stream's event at ``version``, from its stream log (None
+    when it cannot be read: the stream check reports that)."""
+    import bisect
+
+    firsts = L.numbered(L.listdir(path), L.STREAM_SEG)
+    i = bisect.bisect_right(firsts, version) - 1
+    if i < 0:
+        return None
+    first = firsts[i]
+    spath = L.seg_path(path, first, L.STREAM_SEG)
+    try:
+        fd = os.open(spath, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        data = read_index(L.seg_path(path, first, L.STREAM_IDX)) or b""
+        k = version - first
+        offs = [int.from_bytes(data[8 * k:8 * k + 8], "big")] if len(data) >= 8 * k + 8 else []
+        for off in offs:
+            payload = frame_at(fd, STREAM_MAGIC, off, size)
+            if payload is not None and record_head(payload)[0] == version:
+                return _unpackb(payload, raw=False, strict_map_key=False)[3]
+        for ok, _off, _end, x in walk(fd, STREAM_MAGIC, size):
+            if ok and record_head(x)[0] == version:
+                return _unpackb(x, raw=False, strict_map_key=False)[3]
+    except (ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+def split_blobs(payload, hl: int, n: int) -> list[bytes]:
+    """The packed fields of each of a batch's ``n`` events, as bytes."""
+    up = msgpack.Unpacker(raw=False, strict_map_key=False)
+    body = bytes(payload[hl:])
+    up.feed(body)
+    out = []
+    start = 0
+    for _ in range(n):
+        for _ in range(4):
+            up.skip()
+        end = up.tell()
+        out.append(body[start:end])
+        start = end
+    return out
+
+
+def or_none(fn, *args):
+    try:
+        return fn(*args)
+    except (OSError, ValueError):
+        return None
+
+
+def mp_context():
+    """A multiprocessing context for worker processes, or None.  fork is
+    cheapest, but forking a process with other threads can deadlock the
+    child: then forkserver, where the platform has it."""
+    import multiprocessing as mp
+    import threading
+
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return mp.get_context("fork")
+    if "forkserver" in methods:
+        return mp.get_context("forkserver")
+    return None

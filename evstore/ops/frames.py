@@ -1,0 +1,183 @@
+"""Walking the frames of a segment file when the file may be damaged.
+
+The core's readers stop at the first bad frame (a torn tail, or damage that
+only ``evstore repair`` may touch).  Verify and repair must see past it: they
+need every intact frame of a file, and the exact byte ranges that are not
+frames, so that a flipped byte in the middle costs one frame and not the rest
+of the file.  :func:`walk` gives both, in file order; after a bad frame it
+resynchronises on the next offset where a whole valid frame starts (the
+frame's magic, both lengths and its CRC must agree, so stray magic bytes in
+event data do not fool it).
+
+The payload parsers here read only the few msgpack fields that locate an
+event (stream, version, position, time), without decoding its data: verify
+runs them for every record of the store.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+from ..format import HEADER_SIZE, OVERHEAD
+
+CHUNK = 4 << 20
+
+_HDR = struct.Struct(">4sII")
+_LEN = struct.Struct(">I")
+_crc32 = zlib.crc32
+
+
+def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK):
+    """Yield the frames and the damaged ranges of ``[start, size)`` in order.
+
+    Items are ``(True, offset, end, payload)`` for a valid frame (``payload``
+    a memoryview, valid until the next item) and ``(False, offset, end,
+    reason)`` for bytes that are not a valid frame; ``end`` is then where the
+    next valid frame starts, or ``size`` when none follows (a *tail*).
+    """
+    pos = start
+    buf = b""
+    mv = memoryview(buf)
+    base = start
+    unpack_from = _HDR.unpack_from
+    while pos < size:
+        rel = pos - base
+        if len(buf) - rel < HEADER_SIZE:
+            buf = os.pread(fd, min(chunk, size - pos), pos)
+            mv, base, rel = memoryview(buf), pos, 0
+            if len(buf) < HEADER_SIZE:
+                yield False, pos, size, f"{size - pos} stray bytes (not a whole frame header)"
+                return
+        m, n, crc = unpack_from(buf, rel)
+        end = pos + n + OVERHEAD
+        reason = None
+        if m != magic:
+            reason = f"bad magic {bytes(m)!r}"
+        elif end > size:
+            reason = f"incomplete frame: needs {n + OVERHEAD} bytes, {size - pos} present"
+        else:
+            if end - base > len(buf):
+                buf = os.pread(fd, max(chunk, end - pos), pos)
+                mv, base, rel = memoryview(buf), pos, 0
+            e = end - base
+            if buf[e - 4:e] != buf[rel + 4:rel + 8]:
+                reason = "header and trailer lengths differ"
+            elif _crc32(mv[rel + HEADER_SIZE:e - 4], _crc32(mv[rel + 4:rel + 8])) != crc:
+                reason = "checksum mismatch"
+            else:
+                yield True, pos, end, mv[rel + HEADER_SIZE:e - 4]
+                pos = end
+                continue
+        nxt = next_frame(fd, magic, pos + 1, size)
+        yield False, pos, size if nxt is None else nxt, reason
+        if nxt is None:
+            return
+        pos = nxt
+        buf, base = b"", pos
+
+
+def frame_at(fd: int, magic: bytes, offset: int, size: int):
+    """The payload (bytes) of the valid frame at ``offset``, or None.
+    ``offset`` may come from a damaged index: anything is allowed."""
+    if not 0 <= offset <= size - OVERHEAD:
+        return None
+    head = os.pread(fd, HEADER_SIZE, offset)
+    if len(head) < HEADER_SIZE:
+        return None
+    m, n, crc = _HDR.unpack(head)
+    if m != magic or offset + n + OVERHEAD > size:
+        return None
+    data = os.pread(fd, n + 4, offset + HEADER_SIZE)
+    if len(data) < n + 4 or data[n:] != head[4:8]:
+        return None
+    payload = data[:n]
+    if _crc32(payload, _crc32(head[4:8])) != crc:
+        return None
+    return payload
+
+
+def next_frame(fd: int, magic: bytes, start: int, size: int, chunk: int = CHUNK):
+    """Offset of the first valid frame starting at or after ``start``, or None."""
+    pos = start
+    while pos < size:
+        data = os.pread(fd, min(chunk + HEADER_SIZE, size - pos), pos)
+        i = data.find(magic)
+        while i != -1:
+            if frame_at(fd, magic, pos + i, size) is not None:
+                return pos + i
+            i = data.find(magic, i + 1)
+        if len(data) <= HEADER_SIZE:
+            return None
+        pos += len(data) - HEADER_SIZE + 1
+    return None
+
+
+# --- payload heads ------------------------------------------------------------
+
+def _uint(p, i: int):
+    """(value, next index) of the msgpack unsigned integer at ``p[i]``."""
+    b = p[i]
+    if b < 0x80:
+        return b, i + 1
+    if b == 0xCC:
+        return p[i + 1], i + 2
+    if b == 0xCD:
+        return int.from_bytes(p[i + 1:i + 3], "big"), i + 3
+    if b == 0xCE:
+        return int.from_bytes(p[i + 1:i + 5], "big"), i + 5
+    if b == 0xCF:
+        return int.from_bytes(p[i + 1:i + 9], "big"), i + 9
+    raise ValueError(f"expected an unsigned integer, found type byte 0x{b:02x}")
+
+
+_FIXED_RECORD = struct.Struct(">BBQBQBQ")
+
+
+def record_head(p) -> tuple[int, int, int, int]:
+    """(version, position, recorded_us, length of this head) of a stream
+    record payload; what follows the head is the event's packed fields, byte
+    for byte the same as in its commit-log frame.  Raises ValueError."""
+    if len(p) >= 28 and p[0] == 0x97 and p[1] == 0xCF and p[10] == 0xCF and p[19] == 0xCF:
+        _, _, v, _, pos, _, us = _FIXED_RECORD.unpack_from(p)
+        return v, pos, us, 28
+    if len(p) < 4 or p[0] != 0x97:
+        raise ValueError("stream record is not a 7-item array")
+    v, i = _uint(p, 1)
+    pos, i = _uint(p, i)
+    us, i = _uint(p, i)
+    return v, pos, us, i
+
+
+def batch_head(p) -> tuple[str, int, int, int, int, int]:
+    """(stream, first_version, first_position, recorded_us, count, length of
+    the head) of a commit-log payload: the events' packed fields follow the
+    head.  Raises ValueError (or UnicodeDecodeError) when it is malformed."""
+    b = p[0]
+    if 0x90 <= b <= 0x9F:
+        items, i = b & 0x0F, 1
+    elif b == 0xDC:
+        items, i = int.from_bytes(p[1:3], "big"), 3
+    elif b == 0xDD:
+        items, i = int.from_bytes(p[1:5], "big"), 5
+    else:
+        raise ValueError("commit-log payload is not an array")
+    if items < 8 or (items - 4) % 4:
+        raise ValueError(f"commit-log payload has {items} items, not 4 + 4 per event")
+    b = p[i]
+    if 0xA0 <= b <= 0xBF:
+        n, i = b & 0x1F, i + 1
+    elif b == 0xD9:
+        n, i = p[i + 1], i + 2
+    elif b == 0xDA:
+        n, i = int.from_bytes(p[i + 1:i + 3], "big"), i + 3
+    elif b == 0xDB:
+        n, i = int.from_bytes(p[i + 1:i + 5], "big"), i + 5
+    else:
+        raise ValueError("commit-log payload does not start with a stream id")
+    stream = bytes(p[i:i + n]).decode("utf-8")
+    i += n
+    fv, i = _uint(p, i)
+    fp, i = _uint(p, i)
+    us, i = _uint(p, i)
+    return stream, fv, fp, us, (items - 4) // 4, i

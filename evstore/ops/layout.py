@@ -1,0 +1,105 @@
+"""Where things are in a store directory, as verify and repair see it.
+
+The core opens files by name when it needs them; verify and repair instead
+list what is *there* -- including what should not be: segments with foreign
+names, directories without an ``id``, temp files a crash left behind.
+docs/FORMAT.md describes the layout; docs/OPERATIONS.md what these tools do
+with each kind of file.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from .. import recovery
+from ..commitlog import IDX_SUFFIX as LOG_IDX
+from ..commitlog import SEG_SUFFIX as LOG_SEG
+from ..store import FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, SNAPSHOTS_DIR, STREAMS_DIR
+from ..streamlog import ID_FILE
+from ..streamlog import IDX_SUFFIX as STREAM_IDX
+from ..streamlog import SEG_SUFFIX as STREAM_SEG
+
+__all__ = [
+    "LOG_DIR", "STREAMS_DIR", "SNAPSHOTS_DIR", "MARKER", "LOCK_FILE", "FSYNC_FAILED",
+    "STATE_FILE", "QUARANTINE", "CHECKPOINTS_DIR", "ID_FILE", "LOG_SEG", "LOG_IDX",
+    "STREAM_SEG", "STREAM_IDX",
+]
+
+STATE_FILE = recovery.STATE_FILE
+QUARANTINE = recovery.QUARANTINE
+CHECKPOINTS_DIR = "checkpoints"
+
+_NUMBERED = re.compile(r"(\d{16})(\.[a-z]+)\Z")
+_KEY = re.compile(r"[0-9a-f]{32}\Z")
+
+
+def is_temp(name: str) -> bool:
+    """Names of the temp files and directories writers create then rename."""
+    return name.startswith(".tmp")
+
+
+def numbered(names, suffix: str) -> list[int]:
+    """The first numbers of ``NNNNNNNNNNNNNNNN<suffix>`` files, sorted."""
+    out = []
+    for name in names:
+        m = _NUMBERED.match(name)
+        if m and m.group(2) == suffix:
+            out.append(int(m.group(1)))
+    out.sort()
+    return out
+
+
+def seg_path(directory: str, first: int, suffix: str) -> str:
+    return os.path.join(directory, f"{first:016d}{suffix}")
+
+
+def listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def stream_dirs(root: str):
+    """Yield (key, path) of every stream directory under ``streams/``, plus
+    (None, path) for entries that do not belong there (temp leftovers and
+    strangers), in a stable order."""
+    for shard in listdir(root):
+        spath = os.path.join(root, shard)
+        if not os.path.isdir(spath) or is_temp(shard) or len(shard) != 2:
+            yield None, spath
+            continue
+        for key in listdir(spath):
+            kpath = os.path.join(spath, key)
+            if _KEY.match(key) and key[:2] == shard and os.path.isdir(kpath):
+                yield key, kpath
+            else:
+                yield None, kpath
+
+
+def temp_leftovers(directory: str):
+    """Paths of ``.tmp*`` files and directories anywhere in the store except
+    the quarantine (which keeps what earlier repairs moved there)."""
+    for root, dirs, files in os.walk(directory):
+        rel = os.path.relpath(root, directory)
+        if rel.split(os.sep)[0] == QUARANTINE:
+            dirs[:] = []
+            continue
+        for d in list(dirs):
+            if is_temp(d):
+                dirs.remove(d)
+                yield os.path.join(root, d)
+        for f in files:
+            if is_temp(f):
+                yield os.path.join(root, f)
+
+
+def rel(directory: str, path: str) -> str:
+    return os.path.relpath(path, directory)
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

@@ -1,0 +1,136 @@
+"""Where repair puts what it takes out of a store.
+
+Each repair run that removes anything gets its own directory,
+``STORE/quarantine/repair-<UTC time>-<pid>/``, holding:
+
+* ``NNNN.bin`` -- removed bytes, one file per contiguous range of a store
+  file, exactly as they were;
+* ``manifest.json`` -- for each ``.bin``: the file and offset it came from,
+  its length and why it was removed (written last: a directory without a
+  manifest is an interrupted run, and its ``.bin`` files are still complete);
+* ``removed-events.ndjson`` -- every intact event repair took out of the
+  store, as recorded events (SPEC §2) in position order where known: the
+  input for putting them back with ``evstore append`` (docs/OPERATIONS.md);
+* ``temp/`` -- temp files that crashes left behind.
+
+Everything is fsynced before repair changes the store, so an interrupted
+repair never loses removed bytes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ..segment import fsync_dir, fsync_file
+from . import layout as L
+
+
+class Quarantine:
+    def __init__(self, directory: str, dry_run: bool):
+        self.store = directory
+        self.dry_run = dry_run
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.dir = os.path.join(directory, L.QUARANTINE, f"repair-{stamp}-{os.getpid()}")
+        self.entries: list[dict] = []
+        self.events = 0
+        self._events_file = None
+        self._made = False
+
+    @property
+    def used(self) -> bool:
+        return bool(self.entries) or self.events > 0
+
+    @property
+    def events_path(self) -> str:
+        return os.path.join(self.dir, "removed-events.ndjson")
+
+    def _mkdir(self) -> None:
+        if not self._made:
+            os.makedirs(self.dir, exist_ok=True)
+            fsync_dir(os.path.dirname(self.dir))
+            self._made = True
+
+    def keep(self, path: str, offset: int, data: bytes, reason: str) -> None:
+        """Keep ``data`` (removed from ``path`` at ``offset``)."""
+        entry = self._entry(path, offset, len(data), reason)
+        if self.dry_run:
+            return
+        self._mkdir()
+        with open(os.path.join(self.dir, entry["file"]), "wb") as f:
+            f.write(data)
+            f.flush()
+            fsync_file(f.fileno())
+
+    def keep_range(self, fd: int, path: str, start: int, end: int, reason: str) -> None:
+        """Keep bytes ``[start, end)`` of the open file ``fd`` (``path``)."""
+        if end <= start:
+            return
+        entry = self._entry(path, start, end - start, reason)
+        if self.dry_run:
+            return
+        self._mkdir()
+        with open(os.path.join(self.dir, entry["file"]), "wb") as f:
+            pos = start
+            while pos < end:
+                chunk = os.pread(fd, min(end - pos, 8 << 20), pos)
+                if not chunk:
+                    break
+                f.write(chunk)
+                pos += len(chunk)
+            f.flush()
+            fsync_file(f.fileno())
+
+    def _entry(self, path: str, offset: int, n: int, reason: str) -> dict:
+        entry = {"file": f"{len(self.entries) + 1:04d}.bin", "source": L.rel(self.store, path),
+                 "offset": offset, "bytes": n, "reason": reason}
+        self.entries.append(entry)
+        return entry
+
+    def event(self, line: str) -> None:
+        """Keep one removed event (a JSON line, SPEC §2)."""
+        self.events += 1
+        if self.dry_run:
+            return
+        if self._events_file is None:
+            self._mkdir()
+            self._events_file = open(self.events_path, "a", encoding="utf-8")
+        self._events_file.write(line + "\n")
+
+    def move_in(self, path: str) -> str | None:
+        """Move a temp leftover into ``temp/``; returns its new path."""
+        if self.dry_run:
+            return None
+        self._mkdir()
+        tdir = os.path.join(self.dir, "temp")
+        os.makedirs(tdir, exist_ok=True)
+        name = L.rel(self.store, path).replace(os.sep, "__")
+        dest = os.path.join(tdir, name)
+        os.rename(path, dest)
+        return dest
+
+    def flush(self) -> None:
+        """Make everything kept so far durable (before the store changes)."""
+        if self.dry_run:
+            return
+        if self._events_file is not None:
+            self._events_file.flush()
+            fsync_file(self._events_file.fileno())
+        if self._made:
+            fsync_dir(self.dir)
+
+    def close(self, report: dict | None = None) -> None:
+        if self._events_file is not None:
+            self._events_file.close()
+            self._events_file = None
+        if self.dry_run or not self._made:
+            return
+        from ..recovery import write_atomic
+
+        manifest = {"store": os.path.abspath(self.store), "removed": self.entries,
+                    "removed_events": self.events,
+                    "events_file": os.path.basename(self.events_path) if self.events else None}
+        if report is not None:
+            manifest["report"] = report
+        write_atomic(os.path.join(self.dir, "manifest.json"),
+                     (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -1,0 +1,95 @@
+"""Store settings kept beside the data: ``STORE/settings.json``.
+
+Library callers pass ``snapshot_every``/``reducer`` to ``EventStore``; shell
+users cannot, so the command line reads them from here (``evstore config``
+sets them).  The file is small JSON, replaced atomically::
+
+    {"snapshot_every": 1000, "reducer": "/abs/path/reducers.py:balance"}
+
+A file reducer is kept with an absolute path, so appends from any directory
+find it.  ``reducer`` is also the default reducer of ``evstore replay`` and
+``snapshot``: set it once, and every replay, snapshot and automatic snapshot
+agrees on it (and so can share snapshots).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from .errors import CorruptStore, UsageError
+from .recovery import write_atomic
+
+FILE = "settings.json"
+KEYS = ("snapshot_every", "reducer")
+
+
+def path(store_dir) -> str:
+    return os.path.join(str(store_dir), FILE)
+
+
+def load(store_dir) -> dict:
+    """The settings, ``{}`` when none were ever set (or there is no store)."""
+    p = path(store_dir)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise CorruptStore(f"{p}: cannot read the store's settings: {e.strerror or e}") from None
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptStore(f"{p}: the store's settings are not valid JSON ({e}); "
+                           "fix or delete the file") from None
+    return {k: data[k] for k in KEYS if data.get(k) is not None}
+
+
+def check(key: str, value):
+    """Validate one setting; returns the value to keep (None = unset)."""
+    if key not in KEYS:
+        raise UsageError(f"unknown setting {key!r}: the settings are {', '.join(KEYS)}")
+    if value is None:
+        return None
+    if key == "snapshot_every":
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("off", "0", "none"):
+                return None
+            if not text.isdigit():
+                raise UsageError(f"snapshot_every: {value!r} is not a number (or off)")
+            value = int(text)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"snapshot_every: {value!r} must be a whole number >= 1 (or off)")
+        return value or None
+    from .reducers import settings_spec
+    return settings_spec(value)
+
+
+def update(store, **values) -> dict:
+    """Change settings (None unsets) under the writer lock, so two changes
+    at once cannot lose one another; returns the new settings."""
+    checked = {k: check(k, v) for k, v in values.items()}
+    with store.writer_lock():
+        current = load(store.directory)
+        current.update(checked)
+        current = {k: current[k] for k in KEYS if current.get(k) is not None}
+        write_atomic(path(store.directory),
+                     (json.dumps(current, ensure_ascii=False, indent=1) + "\n").encode("utf-8"),
+                     sync=store.sync)
+    return current
+
+
+def append_options(store_dir) -> dict:
+    """``EventStore`` keyword arguments for a writer: automatic snapshots
+    when ``snapshot_every`` is set (with ``merge`` when no reducer is)."""
+    s = load(store_dir)
+    if not s.get("snapshot_every"):
+        return {}
+    return {"snapshot_every": s["snapshot_every"], "reducer": s.get("reducer") or "merge"}
+
+
+def default_reducer(store_dir) -> str | None:
+    return load(store_dir).get("reducer")

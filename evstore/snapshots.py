@@ -1,0 +1,393 @@
+"""Snapshots: a stream's state at a version, saved so replays start there.
+
+A snapshot is a cache.  It is never the only copy of anything: the events are
+the truth, and a snapshot that is missing, damaged, made by another reducer or
+made for events that are no longer there is simply not used (replay says why)
+and is reported by ``replay --verify-snapshots``.
+
+Files (docs/SNAPSHOTS.md has the reasoning)::
+
+    STORE/snapshots/<kk>/<KEY>/<version:016d>.snap
+
+``KEY`` is :func:`evstore.streamlog.stream_key` of the stream id (never the id
+itself) and ``kk`` its first two characters.  Zero-padded names sort as their
+versions, so "the latest at or below V" is one directory listing (names only)
+and a bisection; only the chosen file is opened.  A file is three lines of
+UTF-8 JSON, so ``jq`` can read it::
+
+    line 1  header  {"evstore_snapshot": 1, "stream", "version", "event_id",
+                     "reducer", "fingerprint", "created_at"}
+    line 2  state   the state, as one line of JSON
+    line 3  check   {"sha256": hex SHA-256 of the bytes of lines 1 and 2}
+
+The header comes first and is small, so a reducer's fingerprint can be checked
+by reading one short line, however large the state.  ``event_id`` is the id of
+the event at ``version``: a snapshot whose event is no longer there (a store
+rebuilt under it) is not used.  Files are written with
+:func:`evstore.recovery.write_atomic`: readers see a whole file or none, and
+two processes saving the same snapshot at once just replace one whole file
+with another.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from .errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
+from .records import check_json_value, check_stream_id, format_timestamp
+from .recovery import write_atomic
+from .segment import fsync_dir
+from .streamlog import stream_key
+
+SNAPSHOTS_DIR = "snapshots"
+FORMAT = 1
+_NAME = re.compile(r"^(\d{16})\.snap$")
+_HEADER_LIMIT = 64 * 1024  # a header is a few hundred bytes; more is damage
+
+log = logging.getLogger("evstore")
+
+
+class SnapshotNotFound(NotFound):
+    """No snapshot matches (exit 4)."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A snapshot's header: everything but the state.  ``problem`` is set
+    (and the other fields may be None) when the header cannot be read."""
+
+    stream: str
+    version: int
+    path: str
+    reducer: str | None = None
+    fingerprint: str | None = None
+    event_id: str | None = None
+    created_at: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A stream's state at ``version``, as saved."""
+
+    stream: str
+    version: int
+    state: Any
+    created_at: str
+    reducer: str
+    fingerprint: str
+    event_id: str | None
+    path: str
+
+    def to_dict(self) -> dict:
+        """The object ``evstore snapshot`` prints (SPEC §3)."""
+        return {"stream": self.stream, "version": self.version, "state": self.state,
+                "created_at": self.created_at}
+
+
+def _now() -> str:
+    return format_timestamp(datetime.now(timezone.utc))
+
+
+def encode(stream: str, version: int, state, reducer: str, fingerprint: str,
+           event_id: str | None, created_at: str) -> bytes:
+    header = {"evstore_snapshot": FORMAT, "stream": stream, "version": version,
+              "event_id": event_id, "reducer": reducer, "fingerprint": fingerprint,
+              "created_at": created_at}
+    body = (json.dumps(header, ensure_ascii=False) + "\n"
+            + json.dumps(state, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    check = json.dumps({"sha256": hashlib.sha256(body).hexdigest()}) + "\n"
+    return body + check.encode()
+
+
+class SnapshotStore:
+    """The snapshots of one store.  Cheap to make; holds no open files."""
+
+    def __init__(self, store):
+        self.store = store
+        self.root = os.path.join(store.directory, SNAPSHOTS_DIR)
+
+    # -- where ------------------------------------------------------------------------
+    def stream_dir(self, stream: str) -> str:
+        key = stream_key(stream)
+        return os.path.join(self.root, key[:2], key)
+
+    def path(self, stream: str, version: int) -> str:
+        return os.path.join(self.stream_dir(stream), f"{version:016d}.snap")
+
+    def versions(self, stream: str) -> list[int]:
+        """The versions that have a snapshot file, ascending (names only)."""
+        try:
+            names = os.listdir(self.stream_dir(stream))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StoreIOError(f"cannot list snapshots of {stream!r}: {e.strerror or e}") from e
+        return sorted(int(m.group(1)) for m in map(_NAME.match, names) if m)
+
+    # -- writing ------------------------------------------------------------------------
+    def save(self, stream: str, state, version: int, reducer=None, *,
+             event_id: str | None = None) -> Snapshot:
+        """Save ``state`` as the stream's state at ``version``.
+
+        ``reducer`` (a spec, callable or Reducer; default the store's reducer,
+        else ``merge``) is the reducer the state belongs to: only replays with
+        that reducer start from it.  The version must exist (NotFound, exit 4)
+        and the state must be JSON that round-trips exactly (InvalidEvent,
+        exit 5).  Replaces a snapshot already at that version.
+        """
+        from .reducers import load_reducer
+
+        check_stream_id(stream)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise UsageError(f"invalid snapshot version {version!r}: must be a whole number >= 1")
+        r = load_reducer(reducer if reducer is not None else self.store.reducer)
+        try:
+            check_json_value(state, "snapshot state")
+        except InvalidEvent as e:
+            raise InvalidEvent(f"{e} (a snapshot's state must be JSON)") from None
+        if event_id is None:
+            event_id = self._event_id(stream, version)
+        data = encode(stream, version, state, r.name, r.fingerprint, event_id, _now())
+        path = self.path(stream, version)
+        sync = getattr(self.store, "sync", True)
+        try:
+            self._make_dirs(os.path.dirname(path), sync)
+            write_atomic(path, data, sync=sync)
+        except OSError as e:
+            raise StoreIOError(f"cannot save snapshot {path}: {e.strerror or e}") from e
+        return self._decode(stream, version, path, data)
+
+    def _event_id(self, stream: str, version: int) -> str:
+        current = self.store.version(stream)
+        if current == 0:
+            from .errors import StreamNotFound
+            raise StreamNotFound(stream)
+        if version > current:
+            raise NotFound(f"stream {stream!r} has no version {version} "
+                           f"(its current version is {current})")
+        for ev in self.store.read(stream, from_version=version, to_version=version):
+            return ev.id
+        raise NotFound(f"stream {stream!r} has no version {version}")
+
+    def _make_dirs(self, d: str, sync: bool) -> None:
+        """Create the stream's snapshot directory, making each new directory
+        entry durable so a saved snapshot cannot vanish with its directory."""
+        missing = []
+        p = d
+        while not os.path.isdir(p):
+            missing.append(p)
+            p = os.path.dirname(p)
+        if not missing:
+            return
+        os.makedirs(d, exist_ok=True)  # another process may be making it too
+        if sync:
+            for p in reversed(missing):
+                fsync_dir(os.path.dirname(p))
+
+    # -- reading ------------------------------------------------------------------------
+    def header(self, stream: str, version: int) -> SnapshotInfo:
+        """Read only the first line of a snapshot file."""
+        path = self.path(stream, version)
+        try:
+            with open(path, "rb") as f:
+                line = f.readline(_HEADER_LIMIT)
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
+        except OSError as e:
+            return SnapshotInfo(stream, version, path, problem=f"unreadable: {e.strerror or e}")
+        try:
+            h = self._check_header(line, stream, version)
+        except ValueError as e:
+            return SnapshotInfo(stream, version, path, problem=str(e))
+        return SnapshotInfo(stream, version, path, h["reducer"], h["fingerprint"],
+                            h.get("event_id"), h["created_at"])
+
+    @staticmethod
+    def _check_header(line: bytes, stream: str, version: int) -> dict:
+        if not line.endswith(b"\n"):
+            raise ValueError("damaged: the header line is cut short")
+        try:
+            h = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError("damaged: the header is not JSON") from None
+        if not isinstance(h, dict) or h.get("evstore_snapshot") != FORMAT:
+            raise ValueError("damaged: not an evstore snapshot (format 1)")
+        if h.get("stream") != stream:
+            raise ValueError(f"damaged: the file is for stream {h.get('stream')!r}")
+        if h.get("version") != version:
+            raise ValueError(f"damaged: the file says version {h.get('version')!r}")
+        for k in ("reducer", "fingerprint", "created_at"):
+            if not isinstance(h.get(k), str):
+                raise ValueError(f"damaged: the header has no {k}")
+        return h
+
+    def load(self, stream: str, version: int) -> Snapshot:
+        """The snapshot at exactly ``version``: SnapshotNotFound when there
+        is none, CorruptStore (exit 6) when its file is damaged."""
+        path = self.path(stream, version)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
+        except OSError as e:
+            raise StoreIOError(f"cannot read snapshot {path}: {e.strerror or e}") from e
+        return self._decode(stream, version, path, data)
+
+    def _decode(self, stream: str, version: int, path: str, data: bytes) -> Snapshot:
+        def damaged(why: str):
+            return CorruptStore(f"snapshot {path} (stream {stream!r}, version {version}) "
+                                f"is damaged: {why}")
+
+        lines = data.split(b"\n")
+        if len(lines) != 4 or lines[3] != b"":
+            raise damaged("it does not have the three lines of a snapshot")
+        try:
+            check = json.loads(lines[2])
+            digest = check["sha256"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise damaged("the checksum line is unreadable") from None
+        body = data[: len(lines[0]) + len(lines[1]) + 2]
+        if hashlib.sha256(body).hexdigest() != digest:
+            raise damaged("checksum mismatch")
+        try:
+            h = self._check_header(lines[0] + b"\n", stream, version)
+            state = json.loads(lines[1])
+        except ValueError as e:
+            raise damaged(str(e).removeprefix("damaged: ")) from None
+        return Snapshot(stream, version, state, h["created_at"], h["reducer"],
+                        h["fingerprint"], h.get("event_id"), path)
+
+    def list(self, stream: str) -> list[SnapshotInfo]:
+        """Every snapshot of ``stream``, oldest first (headers only)."""
+        check_stream_id(stream)
+        return [self.header(stream, v) for v in self.versions(stream)]
+
+    def latest(self, stream: str, max_version: int | None = None,
+               reducer=None) -> Snapshot | None:
+        """The newest snapshot at or below ``max_version`` (default: any),
+        made by ``reducer`` when one is given; None when there is none.
+
+        Raises CorruptStore when the snapshot it picks is damaged: a library
+        caller asking for "the latest" should hear about damage, not get an
+        older one.  Replays use :meth:`usable`, which steps over damage.
+        """
+        check_stream_id(stream)
+        fingerprint = None
+        if reducer is not None:
+            from .reducers import load_reducer
+            fingerprint = load_reducer(reducer).fingerprint
+        for v in self._downwards(stream, max_version):
+            if fingerprint is not None:
+                h = self.header(stream, v)
+                if h.problem is None and h.fingerprint != fingerprint:
+                    continue
+            return self.load(stream, v)
+        return None
+
+    def _downwards(self, stream: str, max_version: int | None) -> Iterator[int]:
+        import bisect
+
+        vs = self.versions(stream)
+        i = len(vs) if max_version is None else bisect.bisect_right(vs, max_version)
+        return reversed(vs[:i])
+
+    def usable(self, stream: str, max_version: int, reducer,
+               event_id: Callable[[int], str | None] | None = None,
+               ) -> tuple[Snapshot | None, list[str]]:
+        """The newest snapshot at or below ``max_version`` that ``reducer``
+        (a loaded Reducer) may start from, and why each newer one was not.
+
+        Only headers are read until one matches; a damaged file is stepped
+        over (and named), never fatal.  ``event_id(v)`` gives the id of the
+        stream's event at v, to reject snapshots made for other events.
+        """
+        notes: list[str] = []
+        for v in self._downwards(stream, max_version):
+            h = self.header(stream, v)
+            if h.problem:
+                notes.append(f"the snapshot at version {v} is {h.problem}")
+                continue
+            if h.fingerprint != reducer.fingerprint:
+                if h.reducer == reducer.name:
+                    notes.append(f"the snapshot at version {v} was made by another version "
+                                 f"of {h.reducer} (its source has changed since)")
+                else:
+                    notes.append(f"the snapshot at version {v} was made by reducer "
+                                 f"{h.reducer}, not {reducer.name}")
+                continue
+            try:
+                snap = self.load(stream, v)
+            except CorruptStore as e:
+                notes.append(f"the snapshot at version {v} is damaged "
+                             f"({str(e).rpartition(': ')[2]})")
+                continue
+            if event_id is not None and snap.event_id is not None and event_id(v) != snap.event_id:
+                notes.append(f"the snapshot at version {v} was made for another event at "
+                             "that version (the stream was rewritten since)")
+                continue
+            return snap, notes
+        return None, notes
+
+    def count(self) -> int:
+        """How many snapshot files the store holds (all streams)."""
+        n = 0
+        for _root, _dirs, files in os.walk(self.root):
+            n += sum(1 for name in files if _NAME.match(name))
+        return n
+
+    def delete(self, stream: str, version: int) -> None:
+        try:
+            os.unlink(self.path(stream, version))
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
+
+
+def crossed(every: int, before: int, after: int) -> int | None:
+    """The highest multiple of ``every`` in (before, after], or None."""
+    if not every or every < 1 or after <= before:
+        return None
+    top = after - after % every
+    return top if top > before and top > 0 else None
+
+
+def auto_snapshot(store, stream: str, version_before: int, version_after: int) -> Snapshot | None:
+    """Called by EventStore.append after a commit, outside the writer lock.
+
+    Saves the state at the highest multiple of ``store.snapshot_every`` that
+    the append crossed (a batch crossing several saves one: the older ones
+    would never be the latest).  The append has already succeeded, so a
+    failure here (a reducer that raises, a full disk) must not turn it into
+    an error the caller would retry: it is logged as a warning instead.  Two
+    processes racing to save the same snapshot write equal states, and the
+    atomic rename makes one whole file win.
+    """
+    target = crossed(store.snapshot_every, version_before, version_after)
+    if target is None:
+        return None
+    from .errors import EvstoreError
+    from .reducers import load_reducer
+    from .replay import replay
+
+    try:
+        reducer = load_reducer(store.reducer)
+        snaps = SnapshotStore(store)
+        try:
+            h = snaps.header(stream, target)
+            if h.problem is None and h.fingerprint == reducer.fingerprint:
+                return None  # another process saved it already
+        except SnapshotNotFound:
+            pass
+        state, version = replay(store, stream, reducer, to_version=target)
+        return snaps.save(stream, state, version, reducer)
+    except (EvstoreError, OSError, RecursionError) as e:
+        log.warning("evstore: warning: automatic snapshot of %r at version %d not saved: %s",
+                    stream, target, e)
+        return None

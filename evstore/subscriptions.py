@@ -1,0 +1,500 @@
+"""Subscriptions: follow the store as events are committed.
+
+``subscribe()`` (and ``evstore tail``) read the store's public API only:
+``head()`` to learn that something was committed, then ``read_all()`` (for
+``$all``) or ``read()`` (for one stream) for the events.  Both return only
+committed events, whole batches, in order, and never take the writer lock,
+so a follower can neither block a writer nor see half an append.
+
+Waiting (docs/TAIL.md, "Waiting"): on Linux the commit log's directory is
+watched with inotify, so a follower wakes within a millisecond of a commit
+and costs next to nothing while the store is idle; it still re-checks every
+``NOTIFY_SAFETY`` seconds, and falls back to polling if that check ever
+finds a commit no notification announced (network file systems).  Without inotify it polls ``head()`` -- two ``stat`` calls -- with
+a back-off from 1 ms after activity to ``poll_interval`` when idle.  A pipe
+wakes the waiter early: that is how :meth:`Subscription.stop` works from any
+thread or a signal handler without taking a lock.
+
+Acknowledgement (docs/TAIL.md, "Checkpoints"): an event counts as handled
+when the consumer asks for the next one (or stops cleanly after it), so a
+checkpoint never passes an event whose handling did not finish.  Saves are
+coalesced while catching up on a backlog (at most one per
+``checkpoint_interval``) and made whenever the subscription is caught up or
+stops: after a crash, only events since the last save are delivered again.
+"""
+from __future__ import annotations
+
+import math
+import os
+import select
+import sys
+import threading
+import time
+from collections import deque
+
+from .checkpoints import CheckpointStore, check_name
+from .errors import UsageError
+from .records import RecordedEvent, check_stream_id
+from .store import LOG_DIR
+
+#: Longest sleep between two checks when polling (no inotify).
+DEFAULT_POLL = 0.05
+#: First sleep after activity when polling; doubles up to the poll interval.
+MIN_POLL = 0.001
+#: With inotify, check anyway this often.  If such a check ever finds an
+#: event no notification announced (a network file system, say), the
+#: subscription switches to polling for good.
+NOTIFY_SAFETY = 2.0
+#: Positions (or versions) read per round: bounds memory on a long backlog.
+CHUNK = 1000
+#: While catching up, save the checkpoint at most this often (seconds).
+CHECKPOINT_INTERVAL = 0.2
+
+# inotify(7) event masks
+_IN_MODIFY = 0x002
+_IN_MOVED_TO = 0x080
+_IN_CREATE = 0x100
+
+
+def subscribe(store, stream: str | None = None, from_position: int | None = None,
+              checkpoint: str | None = None, idle_timeout: float | None = None,
+              **kw) -> "Subscription":
+    """Follow ``stream`` (or ``$all`` when None); see :class:`Subscription`."""
+    return Subscription(store, stream, from_position=from_position, checkpoint=checkpoint,
+                        idle_timeout=idle_timeout, **kw)
+
+
+class Subscription:
+    """An iterator of :class:`RecordedEvent` in position order, as committed.
+
+    Where it starts, first match wins: the checkpoint saved under
+    ``checkpoint`` (resume after it); ``from_position`` (or, for a stream,
+    ``from_version``); the ``last`` N events (that pass the filters); else
+    the beginning.  ``from_position``/``from_version``/``last`` only seed a
+    checkpoint that does not exist yet, so the same call resumes the same
+    consumer; ``notes`` says when they were ignored.
+
+    It ends (``StopIteration``) after ``max_count`` events, after
+    ``idle_timeout`` seconds without an event, when caught up if
+    ``follow=False`` (at the head as of the start), or after :meth:`stop`
+    -- callable from any thread or a signal handler.  Ending saves the
+    checkpoint and releases the name; so does :meth:`close` (or leaving a
+    ``with`` block), which keeps the event in hand unacknowledged.
+
+    ``types`` and ``stream_prefix`` (``$all`` only) filter; a filtered
+    consumer's checkpoint still moves past the events it skips.  ``wake`` is
+    "auto" (inotify when it works), "notify" or "poll".
+    """
+
+    def __init__(self, store, stream: str | None = None, *, from_position: int | None = None,
+                 from_version: int | None = None, last: int | None = None,
+                 checkpoint: str | None = None, idle_timeout: float | None = None,
+                 max_count: int | None = None, types=None, stream_prefix: str | None = None,
+                 follow: bool = True, wake: str = "auto", poll_interval: float = DEFAULT_POLL,
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL):
+        if stream is not None:
+            check_stream_id(stream)
+            if stream_prefix is not None:
+                raise UsageError("stream_prefix filters $all; it does not go with a stream")
+        elif from_version is not None:
+            raise UsageError("from_version needs a stream (use from_position for $all)")
+        if from_position is not None and from_version is not None:
+            raise UsageError("give from_position or from_version, not both")
+        if last is not None and (from_position is not None or from_version is not None):
+            raise UsageError("give last or a starting point (from_...), not both")
+        for name, v in (("from_position", from_position), ("from_version", from_version),
+                        ("last", last), ("max_count", max_count)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise UsageError(f"invalid {name}: {v!r} (must be a whole number >= 0)")
+        for name, v in (("idle_timeout", idle_timeout), ("poll_interval", poll_interval),
+                        ("checkpoint_interval", checkpoint_interval)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not v >= 0 or math.isinf(v) and name != "idle_timeout"):
+                raise UsageError(f"invalid {name}: {v!r} (must be a number >= 0)")
+        if wake not in ("auto", "notify", "poll"):
+            raise UsageError(f"invalid wake {wake!r}: auto, notify or poll")
+        if checkpoint is not None:
+            check_name(checkpoint)
+
+        self.store = store
+        self.stream = stream
+        self.checkpoint = checkpoint
+        self.idle_timeout = idle_timeout
+        self.max_count = max_count
+        self.types = frozenset(types) if types else None
+        self.stream_prefix = stream_prefix
+        self.follow = follow
+        self.poll_interval = max(poll_interval, MIN_POLL)
+        self.checkpoint_interval = checkpoint_interval
+        #: Things the caller may want to tell a user (e.g. an ignored --from).
+        self.notes: list[str] = []
+        #: Events handed out so far.
+        self.count = 0
+
+        self._stopped = False
+        self._closed = False
+        self._buf: deque[RecordedEvent] = deque()
+        self._out: int | None = None   # position of the event the consumer holds
+        self._acked = 0                # every event at or before it is handled
+        self._saved = -1               # what the checkpoint file says
+        self._saved_at = 0.0
+        self._scan_pos = 0             # every event at or before it is buffered, out or done
+        self._ver = 0                  # stream mode: the last version read
+        self._seen_head = -1           # stream mode: head at the last complete look
+        self._stop_pos = None          # follow=False: the head as of the start
+        self._stop_ver = None
+        self._sleep = MIN_POLL
+        self._timed_out = False        # the last wait ended by its timeout
+        self._cps = self._hold = None
+        self._waker = None
+        try:
+            if checkpoint is not None:
+                self._cps = CheckpointStore(store)
+                self._hold = self._cps.hold(checkpoint)
+                self._hold.__enter__()
+            self._waker = _Waker(os.path.join(store.directory, LOG_DIR),
+                                 notify=follow and wake != "poll", require=wake == "notify")
+            self._start(from_position, from_version, last)
+        except BaseException:
+            self._release()
+            raise
+        self._idle_since = time.monotonic()
+
+    # -- the public surface ----------------------------------------------------------------
+    @property
+    def position(self) -> int:
+        """Every event at or before this position has been handled (acknowledged)."""
+        return self._acked
+
+    @property
+    def notify(self) -> bool:
+        """Whether waiting uses file-system notifications (else polling)."""
+        return self._waker is not None and self._waker.inotify is not None
+
+    def stop(self) -> None:
+        """End the iteration at the next safe point: before the next event
+        is handed out, or at once if waiting.  Safe from any thread and from
+        a signal handler (it sets a flag and writes a byte to a pipe)."""
+        self._stopped = True
+        w = self._waker
+        if w is not None:
+            w.wake()
+
+    def close(self) -> None:
+        """Save the checkpoint (the event in hand, if any, stays unacknowledged)
+        and release the name.  Call it from the iterating thread, or after it
+        is done; other threads use :meth:`stop`."""
+        if self._closed:
+            return
+        try:
+            self._save()
+        finally:
+            self._release()
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> "Subscription":
+        return self
+
+    def __del__(self) -> None:  # fds and the name only: no file writes at shutdown
+        try:
+            self._release()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __next__(self) -> RecordedEvent:
+        if self._closed:
+            raise StopIteration
+        if self._out is not None:  # the consumer came back: it handled that event
+            self._acked = max(self._acked, self._out)
+            self._out = None
+        while True:
+            if self._stopped or (self.max_count is not None and self.count >= self.max_count):
+                self._end()
+            if self._buf:
+                ev = self._buf.popleft()
+                # Everything before it was handed out and handled, or filtered out.
+                self._acked = max(self._acked, ev.position - 1)
+                if (self.checkpoint is not None and self._acked > self._saved
+                        and time.monotonic() - self._saved_at >= self.checkpoint_interval):
+                    self._save()
+                self._out = ev.position
+                self.count += 1
+                self._sleep = MIN_POLL
+                self._idle_since = time.monotonic()
+                return ev
+            self._acked = max(self._acked, self._scan_pos)
+            if self._fetch():
+                if (self._timed_out and self._waker.inotify is not None
+                        and not self._waker.announced(0.05)):
+                    self._waker.stop_notify()  # a commit came unannounced
+                self._timed_out = False
+                continue
+            self._save()  # caught up: the checkpoint is as fresh as it can be
+            if not self.follow:
+                self._end()
+            self._wait()
+
+    # -- where to begin ------------------------------------------------------------------
+    def _start(self, from_position, from_version, last) -> None:
+        es = self.store
+        head = es.head()
+        saved = self._cps.get(self.checkpoint) if self._cps else None
+        if saved is not None:
+            ignored = [n for n, v in (("from_position", from_position),
+                                      ("from_version", from_version), ("last", last))
+                       if v is not None]
+            if ignored:
+                self.notes.append(
+                    f"checkpoint {self.checkpoint!r} resumes after position {saved.position}; "
+                    f"{', '.join(ignored)} ignored (reset the checkpoint to move it)")
+            pos = saved.position
+            if pos > head:
+                self.notes.append(
+                    f"checkpoint {self.checkpoint!r} is at position {pos}, past the store's "
+                    f"head ({head}): the events it saw are gone; resuming at the head")
+                pos = head
+            self._start_after_position(pos)
+            self._saved = saved.position if saved.position == pos else -1
+        elif from_position is not None:
+            self._start_after_position(max(from_position - 1, 0))
+        elif from_version is not None:
+            self._ver = max(from_version - 1, 0)
+            have = min(self._ver, es.version(self.stream))
+            self._scan_pos = self._position_of(have)
+        elif last is not None:
+            self._start_last(last, head)
+        if not self.follow:
+            self._stop_pos = head
+            if self.stream is not None:
+                self._stop_ver = es.version(self.stream)
+        self._acked = self._scan_pos
+        if self._cps is not None and saved is None:
+            self._save(force=True)  # a new consumer exists from now on, at its seed
+
+    def _start_after_position(self, pos: int) -> None:
+        self._scan_pos = pos
+        if self.stream is not None:
+            self._ver = self._version_at_or_before(pos)
+
+    def _start_last(self, n: int, head: int) -> None:
+        es = self.store
+        if self.stream is None:
+            evs = list(es.read_all(to_position=head, backwards=True, limit=n,
+                                   types=self.types, stream_prefix=self.stream_prefix)) if n else []
+            self._scan_pos = evs[-1].position - 1 if evs else head
+            return
+        v = es.version(self.stream)
+        evs = list(es.read(self.stream, to_version=v, backwards=True, limit=n,
+                           types=self.types)) if v and n else []
+        if evs:
+            self._ver, self._scan_pos = evs[-1].version - 1, evs[-1].position - 1
+        else:
+            self._ver, self._scan_pos = v, head
+
+    def _position_of(self, version: int) -> int:
+        if version < 1:
+            return 0
+        return next(iter(self.store.read(self.stream, from_version=version, limit=1))).position
+
+    def _version_at_or_before(self, pos: int) -> int:
+        """The stream's last version whose position is <= ``pos`` (binary
+        search over indexed reads: O(log n), whatever the stream's length)."""
+        lo, hi = 0, self.store.version(self.stream)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._position_of(mid) <= pos:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    # -- reading -------------------------------------------------------------------------
+    def _fetch(self) -> bool:
+        """Read the next chunk of committed events into the buffer.  False
+        when there is nothing new (caught up)."""
+        es = self.store
+        head = es.head()
+        if self._stop_pos is not None:
+            head = min(head, self._stop_pos)
+        if self.stream is None:
+            if head <= self._scan_pos:
+                return False
+            to = min(head, self._scan_pos + CHUNK)
+            # Read from the last position already seen, not the next one: its
+            # index entry is surely written, while the next one's may not be
+            # yet (the writer indexes right after the frame), and a missing
+            # entry makes the core scan the whole segment.
+            lo = max(self._scan_pos, 1)
+            floor = self._scan_pos
+            for ev in es.read_all(from_position=lo, to_position=to, types=self.types,
+                                  stream_prefix=self.stream_prefix):
+                # Strictly increasing, whatever the reader hands us: "once, in
+                # order" must not depend on the core getting a segment roll
+                # right (docs/TAIL.md, "Found in the core").
+                if ev.position > floor:
+                    self._buf.append(ev)
+                    floor = ev.position
+            self._scan_pos = to
+            return True
+        if head == self._seen_head:
+            return False
+        version = es.version(self.stream)  # after head(): covers every event up to head
+        if self._stop_ver is not None:
+            version = min(version, self._stop_ver)
+        moved = False
+        if version > self._ver:
+            to = min(version, self._ver + CHUNK)
+            last = None
+            for ev in es.read(self.stream, from_version=self._ver + 1, to_version=to):
+                last = ev
+                if self.types is None or ev.type in self.types:
+                    self._buf.append(ev)
+            self._ver = to
+            self._scan_pos = max(self._scan_pos, last.position)
+            moved = True
+            if to < version:
+                return True
+        self._seen_head = head
+        if head > self._scan_pos:
+            self._scan_pos = head
+            moved = True
+        return moved
+
+    # -- waiting -------------------------------------------------------------------------
+    def _wait(self) -> None:
+        if self._waker.inotify is not None:
+            timeout = NOTIFY_SAFETY
+        else:
+            timeout = self._sleep
+            self._sleep = min(self._sleep * 2, self.poll_interval)
+        if self.idle_timeout is not None:
+            left = self._idle_since + self.idle_timeout - time.monotonic()
+            if left <= 0:
+                self._end()
+            timeout = min(timeout, left)
+        self._timed_out = not self._waker.wait(timeout)
+
+    # -- ending --------------------------------------------------------------------------
+    def _end(self):
+        self.close()
+        raise StopIteration
+
+    def _save(self, force: bool = False) -> None:
+        if self._cps is None or (self._acked <= self._saved and not force):
+            return
+        self._cps.save(self.checkpoint, self._acked, self.stream)
+        self._saved = self._acked
+        self._saved_at = time.monotonic()
+
+    def _release(self) -> None:
+        self._closed = True
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.__exit__(None, None, None)
+        waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.close()
+
+
+class _Waker:
+    """Sleep until the commit log may have changed, :meth:`wake` is called,
+    or a timeout passes.  Spurious wake-ups are fine: the caller re-checks."""
+
+    def __init__(self, directory: str, notify: bool = True, require: bool = False):
+        # wake() may run in another thread or a signal handler while close()
+        # runs: it must never write to a closed (maybe reused) descriptor, and
+        # never wait for a lock the interrupted code holds -- so it only tries.
+        self._lock = threading.Lock()
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._poll = select.poll()
+        self._poll.register(self._r, select.POLLIN)
+        self.inotify = _inotify_watch(directory) if notify else None
+        if require and self.inotify is None:
+            self.close()
+            raise UsageError("file-system notifications (inotify) are not available here")
+        if self.inotify is not None:
+            self._poll.register(self.inotify, select.POLLIN)
+
+    def wake(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # closing right now: nobody left to wake
+        try:
+            if self._w >= 0:
+                os.write(self._w, b"!")
+        except OSError:  # the pipe is full: already woken
+            pass
+        finally:
+            self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """False when the timeout passed with nothing to report."""
+        ready = self._poll.poll(max(math.ceil(timeout * 1000), 0))
+        for fd, _ in ready:
+            _drain(fd)  # before the caller looks: later writes notify again
+        return bool(ready)
+
+    def announced(self, grace: float) -> bool:
+        """Whether a notification is pending, or comes within ``grace``
+        seconds (a write is visible a moment before it is announced)."""
+        p = select.poll()
+        p.register(self.inotify, select.POLLIN)
+        if p.poll(math.ceil(grace * 1000)):
+            _drain(self.inotify)
+            return True
+        return False
+
+    def stop_notify(self) -> None:
+        """Notifications proved unreliable here: poll from now on."""
+        with self._lock:
+            fd, self.inotify = self.inotify, None
+        if fd is not None:
+            self._poll.unregister(fd)
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._r, self._w = (self._r, self._w, self.inotify), -1, -1
+            self.inotify = None
+        for fd in fds:
+            if fd is not None and fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _inotify_watch(directory: str) -> int | None:
+    """An inotify descriptor watching ``directory`` for writes and new files,
+    or None where inotify is missing or out of watches (then we poll)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        init, add = libc.inotify_init1, libc.inotify_add_watch
+        add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    except (OSError, AttributeError, ImportError):
+        return None
+    fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        return None
+    if add(fd, os.fsencode(directory), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO) < 0:
+        os.close(fd)
+        return None
+    return fd
