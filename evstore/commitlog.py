@@ -126,7 +126,7 @@ class CommitLog:
             if size > t.end:
                 self._walk(t, fd)
             nxt = t.head + 1
-            if t.end == size and os.path.exists(self.path(nxt)):
+            if t.end == size and nxt > t.seg_first and os.path.exists(self.path(nxt)):
                 self._firsts.append(nxt)
                 t.seg_first, t.end, t.trailing = nxt, 0, ""
                 continue
@@ -204,9 +204,23 @@ class CommitLog:
                     return first, off
             except (FrameError, ValueError):
                 pass
-        # The index is short (a writer is mid-append) or stale: walk frames.
+        # The index is short (a writer is mid-append) or stale: walk frames,
+        # from the last entry before ``position`` that checks out (usually
+        # the previous batch) rather than from the start of the segment.
         end = self.tail.end if first == self.tail.seg_first else file_size(fd)
-        for off, payload in iter_frames(fd, 0, end, LOG_MAGIC):
+        start = 0
+        idx = self.index(first)
+        n = min(len(idx), position - first)
+        if n > 0:
+            o = idx.get(n - 1)
+            try:
+                payload, _ = read_frame(fd, o, LOG_MAGIC)
+                _, _, fp, _, cnt = decode_batch_head(payload)
+                if fp <= first + n - 1 < fp + cnt:
+                    start = o
+            except (FrameError, ValueError):
+                pass
+        for off, payload in iter_frames(fd, start, end, LOG_MAGIC):
             _, _, fp, _, n = decode_batch_head(payload)
             if fp <= position < fp + n:
                 return first, off
@@ -295,6 +309,7 @@ class CommitLog:
         segment file was created.  The caller syncs."""
         w, idx, created = self.writer(segment_bytes)
         t = self.tail
+        w.size = file_size(w.fd)  # other processes may have appended since our last write
         if w.size != t.end:  # never weld a frame onto bytes past the committed end
             raise CorruptStore(
                 f"commit log {w.path}: {w.size - t.end} unexpected bytes after offset {t.end}"

@@ -16,8 +16,10 @@ every crash point.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -84,7 +86,7 @@ def parse_expected(value) -> object:
         if value < 0:
             raise UsageError(f"invalid expected version {value}: must be >= 0")
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise UsageError(
         f"invalid expected version {value!r}: use any, no-stream, exists or a number"
@@ -148,19 +150,37 @@ class EventStore:
         self._reconcile_if_rebooted(log.tail.head)
 
     def _create(self) -> None:
+        """Build the store in a sibling directory and rename it into place, so
+        that a concurrent opener sees no store or a whole one, never half of
+        one (a half-made directory would be 'not an evstore store')."""
         d = self._dir
         if os.path.isdir(d) and os.listdir(d):
             raise UsageError(
                 f"{d} exists and is not an evstore store (no {MARKER}); "
                 "choose an empty or new directory"
             )
-        os.makedirs(d, exist_ok=True)
-        for sub in (LOG_DIR, STREAMS_DIR):
-            os.makedirs(os.path.join(d, sub), exist_ok=True)
-        fsync_dir(d)
-        recovery.write_atomic(os.path.join(d, MARKER), json.dumps(
-            {"format": "evstore", "format_version": FORMAT_VERSION}, indent=1).encode() + b"\n")
         parent = os.path.dirname(os.path.abspath(d))
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(d))}"
+                                   f".creating-{os.getpid()}-{os.urandom(4).hex()}")
+        os.mkdir(tmp)
+        try:
+            for sub in (LOG_DIR, STREAMS_DIR):
+                os.mkdir(os.path.join(tmp, sub))
+            recovery.write_atomic(os.path.join(tmp, MARKER), json.dumps(
+                {"format": "evstore", "format_version": FORMAT_VERSION}, indent=1).encode() + b"\n")
+            try:
+                os.rename(tmp, d)  # replaces d only when it is an empty directory
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                if not os.path.isfile(os.path.join(d, MARKER)):  # not another creator's
+                    raise UsageError(
+                        f"{d} exists and is not an evstore store (no {MARKER}); "
+                        "choose an empty or new directory") from None
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
         fsync_dir(parent)
 
     def _check_marker(self, marker: str) -> None:

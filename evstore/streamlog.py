@@ -315,6 +315,7 @@ class StreamLog:
             self._writer_first = first
             if first not in self._firsts:
                 bisect.insort(self._firsts, first)
+        w.size = file_size(w.fd)  # other processes may have appended since our last write
         if w.size != (tail.end if first == tail.seg_first else 0):
             raise CorruptStore(
                 f"stream {self.stream!r}: {self.path(first)} has uncommitted bytes "

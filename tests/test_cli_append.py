@@ -191,8 +191,6 @@ def test_usage_errors_exit_2_and_create_nothing(store_dir):
     assert not store_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: parse_expected accepts non-ASCII digits "
-                   "(str.isdigit): '١' is taken as 1, '²' gives a raw int() message")
 def test_expected_version_must_be_ascii_digits(store_dir):
     results = run_many(store_dir, {v: (["append", "s", "--expected-version", v, "--type", "T"], None)
                                    for v in ("\u0661", "\u00b2")})
@@ -311,16 +309,12 @@ def test_size_limit_at_library_level(tmp_path):
         assert [len(e.data) for e in es.read("probe")][-1] == lo
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: append opens (creates) the store before the "
-                   "input is validated, so refused input leaves an empty store behind")
 def test_invalid_input_does_not_create_the_store(store_dir):
     error(run(store_dir, "append", "s", input=b'{"type": '), 5)
     error(run(store_dir, "append", "s", input=b'{"type": ""}\n'), 5)
     assert not store_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: an invalid stream id is checked after the "
-                   "store is created")
 def test_invalid_stream_id_does_not_create_the_store(store_dir):
     error(run(store_dir, "append", "", "--type", "T"), 2)
     assert not store_dir.exists()

@@ -151,8 +151,6 @@ def test_uppercase_id_is_accepted_as_the_same_uuid(store_dir):
     assert ev["id"].lower() == uid(0xABC)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: an explicit null data/metadata is stored "
-                   "as {} (cmd_write normalizes to NewEvent, store.append then defaults None)")
 def test_explicit_null_data_and_metadata_come_back_null(store_dir):
     ok(run(store_dir, "append", "s", input=b'{"type": "A", "data": null, "metadata": null}\n'
                                          b'{"type": "B", "data": null}\n'))
@@ -161,7 +159,6 @@ def test_explicit_null_data_and_metadata_come_back_null(store_dir):
     assert [(e["data"], e["metadata"]) for e in evs] == [(None, None), (None, {}), ({}, None)]
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: --data null / --metadata null are stored as {}")
 def test_explicit_null_through_options(store_dir):
     ok(run(store_dir, "append", "s", "--type", "A", "--data", "null", "--metadata", "null"))
     [ev] = events_of(run(store_dir, "read", "s"))

@@ -220,8 +220,6 @@ def test_head_closes_the_pipe_quietly(long_store, read_args):
     assert r.stderr.decode().startswith("evstore-exit="), r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: on EPIPE typer's click exits 1 (sys.exit(1)) "
-                   "before evstore's BrokenPipeError handler (exit 0) can run")
 def test_head_closing_the_pipe_is_exit_0(long_store):
     r = _head(long_store, "read long")
     assert r.stderr == b"evstore-exit=0\n"

@@ -108,8 +108,6 @@ def test_store_resolution(tmp_path):
     assert [p.name for p in cwd.iterdir()] == [".evstore"]
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: the command's own --store option reads "
-                   "$EVSTORE_DIR too, so it overrides a --store given before the command")
 def test_store_before_the_command_beats_evstore_dir(tmp_path):
     a, c = tmp_path / "a", tmp_path / "c"
     ok(run_cli("--store", a, "append", "s", "--type", "A", env={"EVSTORE_DIR": str(c)}))
@@ -118,9 +116,6 @@ def test_store_before_the_command_beats_evstore_dir(tmp_path):
                                                  env={"EVSTORE_DIR": str(c)}))] == ["A"]
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: two processes creating the same store at once: "
-                   "one sees the half-made directory and fails with exit 2 'exists and is not an "
-                   "evstore store'")
 def test_concurrent_creation_of_a_store(tmp_path, monkeypatch):
     """Deterministic version of the race: a second process appends while
     this one is between making the directories and writing the marker."""

@@ -323,9 +323,6 @@ def test_stop_from_another_thread_while_idle(store_dir):
 
 # -- core bugs found while following (docs/TAIL.md, "Found in the core") -----------------------
 
-@pytest.mark.xfail(reason="core bug: CommitLog.refresh() loops forever on an empty next "
-                          "segment (a writer killed between creating it and writing to it)",
-                   strict=False)
 def test_an_empty_next_segment_does_not_hang_readers(store_dir):
     with EventStore(store_dir) as es:
         es.append("s", [NewEvent("A")])
@@ -335,9 +332,6 @@ def test_an_empty_next_segment_does_not_hang_readers(store_dir):
     assert r.returncode == 0 and len(ndjson(r.stdout)) == 1
 
 
-@pytest.mark.xfail(reason="core bug: a writer caches its segments' sizes across appends, so "
-                          "appends by other processes make its next append fail (CorruptStore)",
-                   strict=False)
 def test_writers_in_several_processes_keep_their_handles(store_dir):
     script = textwrap.dedent("""
         import os, sys, time

@@ -54,12 +54,15 @@ def emit_events(events, fmt: str, *, flush_each: bool = False) -> int:
         return events_table(events)
     from ..jsonio import Writer
 
+    from .common import stdout_pipe
+
     w = Writer(sys.stdout.buffer, fmt, flush_each=flush_each)
-    try:
-        for ev in events:
-            w.write(ev.to_dict())
-    finally:
-        w.close()
+    with stdout_pipe():
+        try:
+            for ev in events:
+                w.write(ev.to_dict())
+        finally:
+            w.close()
     return w.count
 
 

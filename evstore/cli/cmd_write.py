@@ -65,8 +65,11 @@ def register(app: typer.Typer) -> None:
         lock_timeout: LockTimeoutOpt = 30.0,
         store: StoreOpt = None,
     ) -> None:
+        from itertools import chain, islice
+
+        from ..errors import InvalidEvent
         from ..jsonio import dumps, iter_documents, loads
-        from ..records import NewEvent, normalize
+        from ..records import check_stream_id, normalize
         from ..store import parse_expected
         from .common import fail
 
@@ -74,18 +77,36 @@ def register(app: typer.Typer) -> None:
             expected = parse_expected(expected_version)
         except Exception as e:  # UsageError
             raise fail(str(e), 2)
+        check_stream_id(stream)  # before the store is created
+
+        def checked(obj, where):
+            # Validate now (errors name the input line), but hand the store the
+            # dict itself: a NewEvent cannot tell an explicit null from absent.
+            normalize(obj, where)
+            return obj
+
         if type_ is None:
             if data is not None or metadata is not None or event_id is not None:
                 raise fail("--data, --metadata and --id go with --type", 2)
             if sys.stdin is None or sys.stdin.isatty():
                 raise fail("no events: pass --type, or pipe JSON events to stdin "
                            "(see 'evstore append --help')", 2)
-            events = (normalize(obj, label) for label, obj in iter_documents(sys.stdin.buffer))
+            events = (checked(obj, label) for label, obj in iter_documents(sys.stdin.buffer))
         else:
-            ev = NewEvent(type_, loads(data, "--data") if data is not None else None,
-                          loads(metadata, "--metadata") if metadata is not None else None,
-                          event_id)
-            events = iter([normalize(ev, "--type event")])
+            ev = {"type": type_}
+            if data is not None:
+                ev["data"] = loads(data, "--data")
+            if metadata is not None:
+                ev["metadata"] = loads(metadata, "--metadata")
+            if event_id is not None:
+                ev["id"] = event_id
+            events = iter([checked(ev, "--type event")])
+        # Refused input must not even create the store: read (and check) the
+        # whole batch, or the first chunk, before opening it.
+        first = list(events if batch_size is None else islice(events, batch_size))
+        if not first:
+            raise InvalidEvent("no events to append (the input was empty)")
+        events = chain(first, events)
 
         from ..ingest import append_events
         from .cmd_state import auto_snapshot_options  # the store's automatic snapshots

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,8 +22,10 @@ class Format(str, Enum):
     table = "table"
 
 
+# No envvar here: $EVSTORE_DIR is read by the global --store (app.py), so that
+# `evstore --store DIR cmd` is not overridden by the environment.
 StoreOpt = Annotated[Optional[Path], typer.Option(
-    "--store", envvar="EVSTORE_DIR", show_envvar=True, metavar="DIR",
+    "--store", metavar="DIR",
     help="The store directory (default: $EVSTORE_DIR, else ./.evstore).")]
 FormatOpt = Annotated[Optional[Format], typer.Option(
     "--format", case_sensitive=False,
@@ -66,6 +69,17 @@ def fail(message: str, code: int) -> "typer.Exit":
     return typer.Exit(code=code)
 
 
+@contextmanager
+def stdout_pipe():
+    """The reader of stdout went away (``| head``): end quietly with exit 0.
+    Needed inside commands: typer turns an escaping EPIPE into exit 1."""
+    try:
+        yield
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        raise typer.Exit(0) from None
+
+
 def _quiet_broken_pipe() -> None:
     """stdout's reader went away (``| head``): stop quietly, exit 0."""
     try:
@@ -85,6 +99,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         rc = app(args=argv, prog_name="evstore", standalone_mode=False)
         if isinstance(rc, int) and rc:
             raise SystemExit(rc)
+    except SystemExit as e:
+        # typer answers EPIPE with sys.exit(1) after wrapping sys.stdout in a
+        # PacifyFlushWrapper: that is a closed pipe, exit 0 for evstore.
+        if e.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _quiet_broken_pipe()
+            raise SystemExit(0) from None
+        raise
     except EvstoreError as e:
         if debug:
             raise
