@@ -246,6 +246,15 @@ class EventStore:
                 log = self._wlog
                 log.refresh()
                 if log.tail.trailing:
+                    _boot, synced = recovery.load_state(self._dir)
+                    if log.tail.trailing == "damaged" or synced > log.tail.head:
+                        # Not a torn append (a crash leaves a *short* frame):
+                        # a damaged frame may be an acknowledged batch, which
+                        # repair can restore from the stream logs.  Never cut it.
+                        raise CorruptStore(
+                            f"the commit log has {log.tail.trailing} bytes after position "
+                            f"{log.tail.head} ({log.tail.trailing_reason}); run "
+                            "'evstore verify' for a report and 'evstore repair' to fix it")
                     recovery.cut_log_tail(self._dir, log)
                     recovery.fix_log_index(log)
                     self._wtails.clear()
