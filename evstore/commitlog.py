@@ -314,12 +314,47 @@ class CommitLog:
             raise CorruptStore(
                 f"commit log {w.path}: {w.size - t.end} unexpected bytes after offset {t.end}"
             )
+        if len(idx) != first_position - t.seg_first:
+            # A crash between a frame and its index entries (or a lost
+            # unsynced index tail) left the cache short or long: extending it
+            # as is would leave a hole of zeroed entries.
+            self.reindex_tail(idx)
         off = w.append(frame)
         idx.extend(first_position - t.seg_first, [off] * count)
         t.head = first_position + count - 1
         t.end = w.size
         t.last_recorded_us = recorded_us
         return created
+
+
+    def reindex_tail(self, idx: OffsetIndex) -> None:
+        """Make the last segment's index hold exactly one entry per committed
+        position, rebuilding missing entries from the frames (the index is a
+        cache of the data; see docs/FORMAT.md, "Indexes")."""
+        t = self.tail
+        want = max(t.head - t.seg_first + 1, 0)
+        n = len(idx)
+        if n >= want:
+            if n > want:
+                idx.truncate(want)
+            return
+        fd = self.fd(t.seg_first)
+        # Resume from the last entry that checks out, else from the segment start.
+        start, done = 0, 0
+        if n:
+            try:
+                off = idx.get(n - 1)
+                payload, _ = read_frame(fd, off, LOG_MAGIC)
+                _, _, fp, _, cnt = decode_batch_head(payload)
+                if fp <= t.seg_first + n - 1 < fp + cnt:
+                    start, done = off, fp - t.seg_first
+            except (FrameError, ValueError):
+                pass
+        entries: list[int] = []
+        for off, payload in iter_frames(fd, start, t.end, LOG_MAGIC):
+            _, _, fp, _, cnt = decode_batch_head(payload)
+            entries.extend([off] * cnt)
+        idx.extend(done, entries)
 
 
 class _EmptyIndex:

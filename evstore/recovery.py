@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from .format import LOG_MAGIC, STREAM_MAGIC, encode_frame
+from .format import STREAM_MAGIC, encode_frame
 from .records import stream_payload
 from .segment import fsync_dir, fsync_file
 
@@ -122,39 +122,11 @@ def fix_log_index(log) -> None:
     """Make the last segment's index hold exactly one entry per committed
     position (it is a cache: extend it from the data, drop extra entries)."""
     from .index import OffsetIndex
-    from .records import decode_batch_head
     from .commitlog import IDX_SUFFIX
-    from .segment import iter_frames, read_frame
 
-    t = log.tail
-    if t.head < t.seg_first:
-        want = 0
-    else:
-        want = t.head - t.seg_first + 1
-    idx = OffsetIndex(log.path(t.seg_first, IDX_SUFFIX), writable=True)
+    idx = OffsetIndex(log.path(log.tail.seg_first, IDX_SUFFIX), writable=True)
     try:
-        n = len(idx)
-        if n == want:
-            return
-        if n > want:
-            idx.truncate(want)
-            return
-        # Rebuild from the frame holding entry n-1 (if valid), else from 0.
-        start, done = 0, 0
-        if n:
-            try:
-                off = idx.get(n - 1)
-                payload, _ = read_frame(log.fd(t.seg_first), off, LOG_MAGIC)
-                _, _, fp, _, cnt = decode_batch_head(payload)
-                if fp <= t.seg_first + n - 1 < fp + cnt:
-                    start, done = off, fp - t.seg_first
-            except Exception:
-                start, done = 0, 0
-        entries = []
-        for off, payload in iter_frames(log.fd(t.seg_first), start, t.end, LOG_MAGIC):
-            _, _, fp, _, cnt = decode_batch_head(payload)
-            entries.extend([off] * cnt)
-        idx.extend(done, entries)
+        log.reindex_tail(idx)
     finally:
         idx.close()
 

@@ -54,7 +54,7 @@ from .records import (
 )
 from . import recovery
 from .segment import fsync_dir
-from .streamlog import StreamLog, StreamTail
+from .streamlog import StaleTail, StreamLog, StreamTail
 
 ANY = "any"
 NO_STREAM = "no-stream"
@@ -135,16 +135,22 @@ class EventStore:
             self._create()
         else:
             self._check_marker(marker)
+        self._generation = _identity(marker)
+        self._gen = 0
         self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
         self._wlog = CommitLog(os.path.join(self._dir, LOG_DIR))
         self._local = threading.local()
         self._wstreams: dict[str, StreamLog] = {}
-        self._wtails: dict[str, tuple[int, StreamTail]] = {}
+        self._wtails: dict[str, StreamTail] = {}
+        #: the head as this handle left it after its last write: when the log
+        #: has moved past it, another process wrote and cached tails are stale
+        self._own_head = -1
         self._wrote = False
         self._boot = recovery.current_boot_id()
         self._state_checked = False
         self._synced_to = None
         self._failed: str | None = None
+        self._wgen = 0
         log = self._reader_log()
         log.refresh()
         self._reconcile_if_rebooted(log.tail.head)
@@ -199,13 +205,29 @@ class EventStore:
                 raise CorruptStore(f"{self._dir}: the {sub}/ directory is missing")
 
     def _reader_log(self) -> CommitLog:
-        log = getattr(self._local, "log", None)
-        if log is None:
+        self._check_generation()
+        local = self._local
+        log = getattr(local, "log", None)
+        if log is None or local.gen != self._gen:
+            if log is not None:
+                log.close()
             log = CommitLog(os.path.join(self._dir, LOG_DIR))
-            self._local.log = log
+            local.log, local.gen = log, self._gen
             self._local_logs = getattr(self, "_local_logs", [])
             self._local_logs.append(log)
         return log
+
+    def _check_generation(self) -> None:
+        """Notice a repair that rewrote files under this open handle.
+
+        Repair replaces ``evstore.json`` whenever it changes anything; a new
+        identity of that file means cached file descriptors, indexes and tails
+        may describe files that are gone, so every cache is dropped (the
+        writer's under the lock, each reader thread's on its next call)."""
+        ident = _identity(os.path.join(self._dir, MARKER))
+        if ident != self._generation:
+            self._generation = ident
+            self._gen += 1
 
     def close(self) -> None:
         """Make stream logs durable up to here (bounding recovery after a
@@ -243,8 +265,13 @@ class EventStore:
         self._check_failed()
         with self._lock.hold(self.lock_timeout if timeout is None else timeout):
             try:
+                self._check_generation()
+                if self._wgen != self._gen:
+                    self._reset_writer_caches()
                 log = self._wlog
                 log.refresh()
+                if log.tail.head != self._own_head:
+                    self._wtails.clear()
                 if log.tail.trailing:
                     _boot, synced = recovery.load_state(self._dir)
                     if log.tail.trailing == "damaged" or synced > log.tail.head:
@@ -263,6 +290,17 @@ class EventStore:
                 yield log
             except OSError as e:
                 raise StoreIOError(f"I/O error in {self._dir}: {e.strerror or e}") from e
+
+    def _reset_writer_caches(self) -> None:
+        self._wlog.close()
+        self._wlog = CommitLog(os.path.join(self._dir, LOG_DIR))
+        for sl in self._wstreams.values():
+            sl.close()
+        self._wstreams.clear()
+        self._wtails.clear()
+        self._own_head = -1
+        self._state_checked = False
+        self._wgen = self._gen
 
     def _check_failed(self) -> None:
         if self._failed is None:
@@ -287,14 +325,19 @@ class EventStore:
             if created:
                 fsync_dir(self._wlog.dir)
         except OSError as e:
-            self._failed = (f"fsync of the commit log failed at position "
-                            f"{self._wlog.tail.head} ({e.strerror or e})")
-            try:
-                with open(os.path.join(self._dir, FSYNC_FAILED), "w") as f:
-                    f.write(self._failed + "\n")
-            except OSError:
-                pass
-            raise DurabilityError(self._failed + "; the last append may not be durable") from e
+            self._poison(f"fsync of the commit log failed at position {self._wlog.tail.head}", e)
+
+    def _poison(self, what: str, e: OSError):
+        """Record a failed fsync for every process (``fsync-failed``) and
+        raise.  The kernel may have dropped the dirty pages it could not
+        write, so a later fsync that succeeds proves nothing about them."""
+        self._failed = f"{what} ({e.strerror or e})"
+        try:
+            with open(os.path.join(self._dir, FSYNC_FAILED), "w") as f:
+                f.write(self._failed + "\n")
+        except OSError:
+            pass
+        raise DurabilityError(self._failed + "; the last append may not be durable") from e
 
     def _is_committed(self, log: CommitLog, stream: str):
         head = log.tail.head
@@ -318,13 +361,15 @@ class EventStore:
                 self._wtails.clear()
             sl = self._wstreams[stream] = StreamLog(os.path.join(self._dir, STREAMS_DIR), stream)
         cached = self._wtails.get(stream)
-        if cached and cached[0] == log.tail.head:
-            return sl, cached[1]
+        if cached is not None:
+            return sl, cached
         sl.check_id()
         tail = sl.tail(self._is_committed(log, stream))
         if tail.cut_from is not None:
             sl.cut(tail, lambda path, off, data: recovery.quarantine(
                 self._dir, path, off, data, f"stream log: {tail.cut_reason}"))
+            tail.cut_from, tail.cut_reason = None, ""
+        self._wtails[stream] = tail
         return sl, tail
 
     def _check_state_locked(self) -> None:
@@ -410,7 +455,6 @@ class EventStore:
     def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected):
         sl, tail = self._stream_tail_locked(stream)
         current = tail.version
-        k = len(evs)
         if expected == STREAM_EXISTS:
             if current < 1:
                 raise WrongExpectedVersion(stream, "exists", current)
@@ -456,20 +500,33 @@ class EventStore:
                     "store's last commit")
             return self._write_locked(log, sl, tail, stream, blobs, us)
 
-    def _write_locked(self, log, sl, tail, stream, blobs, us) -> AppendResult:
+    def _write_locked(self, log, sl, tail, stream, blobs, us, sync=None) -> AppendResult:
+        """Write one checked batch: stream records, then the commit frame.
+        ``sync`` (default: the store's setting) fsyncs the commit log."""
         first_position = log.tail.head + 1
         first_version = tail.version + 1
         frames = [encode_frame(STREAM_MAGIC, stream_payload(first_version + i, first_position + i, us, b))
                   for i, b in enumerate(blobs)]
         frame = encode_frame(LOG_MAGIC, log_payload(stream, first_version, first_position, us, blobs))
         sl.create()
-        new_tail = sl.append(tail, frames, self.segment_bytes)
+        try:
+            new_tail = sl.append(tail, frames, self.segment_bytes)
+        except StaleTail:
+            # Another writer died after its stream records, before its commit
+            # frame: find the committed tail again (cutting those records).
+            # Its version cannot differ: only a commit moves it.
+            self._wtails.pop(stream, None)
+            sl, tail = self._stream_tail_locked(stream)
+            if tail.version != first_version - 1:  # pragma: no cover - a bug, not a race
+                raise CorruptStore(f"stream {stream!r}: its tail moved without a commit")
+            new_tail = sl.append(tail, frames, self.segment_bytes)
         created = log.commit(frame, first_position, len(blobs), us, self.segment_bytes)
         self._wrote = True
-        if self.sync:
+        self._own_head = log.tail.head
+        if self.sync if sync is None else sync:
             self._sync_log(created)
         new_tail.position, new_tail.recorded_us = log.tail.head, us
-        self._wtails[stream] = (log.tail.head, new_tail)
+        self._wtails[stream] = new_tail
         if self.sync and self._synced_to is not None and (
                 log.tail.head - self._synced_to) * 64 >= SYNC_STREAMS_EVERY:
             self._sync_streams_locked()
@@ -618,49 +675,144 @@ class EventStore:
             finally:
                 sl.close()
 
-    def info(self) -> dict:
-        """The store's totals (SPEC §3 ``info``)."""
+    def info(self, per_stream: bool = False) -> dict:
+        """The store's totals (SPEC §3 ``info``) and what operators watch:
+        bytes by kind of file, leftovers (temp and quarantined files), the
+        fsync-failure flag, checkpoints and how far behind the head they are,
+        and with ``per_stream`` one row per stream (events, bytes, segments,
+        snapshots).  Reads directory entries and a few records, never events."""
         log = self._reader_log()
         log.refresh()
-        totals = {"bytes": 0, "log_segments": 0, "stream_segments": 0, "snapshots": 0,
-                  "quarantined_files": 0}
-        streams = 0
+        head = log.tail.head
+        kinds = {"log": 0, "log_index": 0, "streams": 0, "stream_index": 0,
+                 "snapshots": 0, "checkpoints": 0, "quarantine": 0, "other": 0}
+        counts = {"log_segments": 0, "stream_segments": 0, "snapshots": 0,
+                  "quarantined_files": 0, "temp_files": 0, "streams": 0}
+        rows: dict[str, dict] = {}  # stream key -> per-stream figures
         for root, dirs, files in os.walk(self._dir):
-            dirs[:] = [d for d in dirs if not d.startswith(".tmp")]
             rel = os.path.relpath(root, self._dir).split(os.sep)
+            top = rel[0] if rel[0] != "." else ""
+            for name in dirs:
+                if name.startswith(".tmp") or ".creating-" in name:
+                    counts["temp_files"] += 1
+            dirs[:] = [d for d in dirs if not d.startswith(".tmp")]
+            key = rel[2] if len(rel) == 3 and top in (STREAMS_DIR, SNAPSHOTS_DIR) else None
             for name in files:
                 try:
-                    totals["bytes"] += os.lstat(os.path.join(root, name)).st_size
+                    size = os.lstat(os.path.join(root, name)).st_size
                 except OSError:
                     continue
-                if rel[0] == LOG_DIR and name.endswith(".log"):
-                    totals["log_segments"] += 1
-                elif rel[0] == STREAMS_DIR and name.endswith(".seg"):
-                    totals["stream_segments"] += 1
-                elif rel[0] == STREAMS_DIR and name == "id":
-                    streams += 1
-                elif rel[0] == SNAPSHOTS_DIR and name.endswith(".snap"):
-                    totals["snapshots"] += 1
-                elif rel[0] == recovery.QUARANTINE and name.endswith(".bin"):
-                    totals["quarantined_files"] += 1
+                if name.startswith(".tmp") or name.endswith(".tmp"):
+                    counts["temp_files"] += 1
+                    kinds["other"] += size
+                    continue
+                row = None
+                if key is not None and per_stream:
+                    row = rows.setdefault(key, {"stream": None, "events": 0, "bytes": 0,
+                                                "segments": 0, "snapshots": 0})
+                    row["bytes"] += size
+                if top == LOG_DIR and name.endswith(".log"):
+                    kinds["log"] += size
+                    counts["log_segments"] += 1
+                elif top == LOG_DIR and name.endswith(".idx"):
+                    kinds["log_index"] += size
+                elif top == STREAMS_DIR and name.endswith(".seg"):
+                    kinds["streams"] += size
+                    counts["stream_segments"] += 1
+                    if row is not None:
+                        row["segments"] += 1
+                elif top == STREAMS_DIR and name.endswith(".idx"):
+                    kinds["stream_index"] += size
+                elif top == STREAMS_DIR and name == "id":
+                    kinds["streams"] += size
+                    counts["streams"] += 1
+                    if row is not None:
+                        row["stream"] = os.path.join(root, name)
+                elif top == SNAPSHOTS_DIR and name.endswith(".snap"):
+                    kinds["snapshots"] += size
+                    counts["snapshots"] += 1
+                    if row is not None:
+                        row["snapshots"] += 1
+                elif top == "checkpoints":
+                    kinds["checkpoints"] += size
+                elif top == recovery.QUARANTINE:
+                    kinds["quarantine"] += size
+                    if name.endswith(".bin"):
+                        counts["quarantined_files"] += 1
+                else:
+                    kinds["other"] += size
         first_us = last_us = None
-        if log.tail.head:
+        if head:
             last_us = log.tail.last_recorded_us
             first_us = log.head_of_batch(1)[3]
-        return {
+        _boot, synced = recovery.load_state(self._dir)
+        failed = None
+        if os.path.exists(os.path.join(self._dir, FSYNC_FAILED)):
+            try:
+                with open(os.path.join(self._dir, FSYNC_FAILED)) as f:
+                    failed = f.read().strip() or "an fsync failed"
+            except OSError:
+                failed = "an fsync failed"
+        out = {
             "store": os.path.abspath(self._dir),
             "format_version": FORMAT_VERSION,
-            "streams": streams,
-            "events": log.tail.head,
-            "bytes": totals["bytes"],
-            "segments": totals["log_segments"] + totals["stream_segments"],
-            "log_segments": totals["log_segments"],
-            "stream_segments": totals["stream_segments"],
-            "snapshots": totals["snapshots"],
-            "quarantined_files": totals["quarantined_files"],
+            "streams": counts["streams"],
+            "events": head,
+            "bytes": sum(kinds.values()),
+            "segments": counts["log_segments"] + counts["stream_segments"],
+            "log_segments": counts["log_segments"],
+            "stream_segments": counts["stream_segments"],
+            "snapshots": counts["snapshots"],
+            "bytes_by_kind": kinds,
             "first_recorded_at": _fmt_us(first_us),
             "last_recorded_at": _fmt_us(last_us),
+            "synced_position": min(synced, head),
+            "quarantined_files": counts["quarantined_files"],
+            "temp_files": counts["temp_files"],
+            "fsync_failed": failed,
+            "checkpoints": self._checkpoint_rows(head),
         }
+        if per_stream:
+            out["per_stream"] = self._stream_rows(log, rows)
+        return out
+
+    def _checkpoint_rows(self, head: int) -> list[dict]:
+        from .checkpoints import CheckpointStore, _files, decode
+
+        rows = []
+        for key, path in _files(CheckpointStore(self).root):
+            try:
+                with open(path, "rb") as f:
+                    cp = decode(f.read(), path, key)
+            except (OSError, CorruptStore):
+                rows.append({"name": None, "file": os.path.relpath(path, self._dir),
+                             "damaged": True})
+                continue
+            rows.append(cp.to_dict(head))
+        return sorted(rows, key=lambda r: (r.get("name") is None, r.get("name") or ""))
+
+    def _stream_rows(self, log: CommitLog, rows: dict) -> list[dict]:
+        """Rows keyed by stream key (stream and snapshot directories share
+        it) -> one per stream id; keys without an id file are skipped."""
+        by_id: dict[str, dict] = {}
+        for row in rows.values():
+            if row["stream"] is None:
+                continue
+            try:
+                with open(row["stream"], "rb") as f:
+                    sid = f.read().decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            row["stream"] = sid
+            sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), sid)
+            try:
+                row["events"] = sl.tail(self._is_committed(log, sid)).version
+            except CorruptStore:
+                row["events"] = None
+            finally:
+                sl.close()
+            by_id[sid] = row
+        return [by_id[k] for k in sorted(by_id)]
 
     # -- features (each in its own module, on the public API) ----------------------------------
     @property
@@ -691,10 +843,27 @@ class EventStore:
         return self._dir
 
     @contextmanager
+    def bulk_writer(self, timeout: float | None = None):
+        """Hold the writer lock and write many pre-recorded batches through a
+        :class:`~evstore.bulk.BulkWriter` (import).  Nothing is fsynced until
+        the caller says so (``sync()``/``finish()``)."""
+        from .bulk import BulkWriter
+        with self._writing(timeout) as log:
+            yield BulkWriter(self, log)
+
+    @contextmanager
     def writer_lock(self, timeout: float | None = None):
         """Hold the writer lock (for operations such as repair and import)."""
         with self._writing(timeout) as log:
             yield log
+
+
+def _identity(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_dev, st.st_mtime_ns
 
 
 class StreamInfo(tuple):

@@ -58,6 +58,14 @@ class StreamTail:
     cut_reason: str = ""
 
 
+class StaleTail(Exception):
+    """The segment holds bytes past the tail the caller found: records of an
+    append that never committed.  Internal: the store finds the tail again."""
+
+    def __init__(self, path: str, end: int, size: int):
+        super().__init__(f"{path}: {size - end} bytes after offset {end}")
+
+
 class StreamLog:
     def __init__(self, root: str, stream: str):
         self.stream = stream
@@ -242,10 +250,15 @@ class StreamLog:
             os.mkdir(tmp)
         with open(os.path.join(tmp, ID_FILE), "wb") as f:
             f.write(self.stream.encode("utf-8"))
-        if os.path.isdir(self.dir):  # a directory without id: leftover of a crash
-            for name in os.listdir(self.dir):
-                os.unlink(os.path.join(self.dir, name))
-            os.rmdir(self.dir)
+        if os.path.isdir(self.dir):
+            # The directory is only ever renamed into place with its id, so
+            # one without it lost the file later: its segments may hold
+            # committed events.  Never wipe them; repair restores the id.
+            os.unlink(os.path.join(tmp, ID_FILE))
+            os.rmdir(tmp)
+            raise CorruptStore(
+                f"stream directory {self.dir} has no {ID_FILE} file; run 'evstore verify' "
+                "for a report and 'evstore repair' to fix it")
         os.rename(tmp, self.dir)
         return True
 
@@ -317,10 +330,12 @@ class StreamLog:
                 bisect.insort(self._firsts, first)
         w.size = file_size(w.fd)  # other processes may have appended since our last write
         if w.size != (tail.end if first == tail.seg_first else 0):
-            raise CorruptStore(
-                f"stream {self.stream!r}: {self.path(first)} has uncommitted bytes "
-                f"after offset {tail.end}"
-            )
+            # Records of a batch that never committed (a writer died between
+            # its stream records and its commit frame): the caller's tail is
+            # stale; it finds the tail again, which cuts them, and retries.
+            raise StaleTail(self.path(first), tail.end, w.size)
+        if len(self._widx) != tail.version + 1 - first:
+            self._reindex(first, tail.version, w.size)
         data = b"".join(frames)
         off = w.append(data)
         offsets, o = [], off
@@ -329,6 +344,29 @@ class StreamLog:
             o += len(fr)
         self._widx.extend(tail.version + 1 - first, offsets)
         return StreamTail(tail.version + len(frames), first, w.size)
+
+    def _reindex(self, first: int, version: int, end: int) -> None:
+        """Rebuild the index of segment ``first`` up to ``version`` from its
+        frames: an index is a cache, never synced, and after a crash or power
+        loss it can be short; extending it as is would leave zeroed entries."""
+        idx = self._widx
+        want = max(version + 1 - first, 0)
+        n = len(idx)
+        if n > want:
+            idx.truncate(want)
+            return
+        fd = self.fd(first)
+        start, done = 0, 0
+        if n:
+            off = idx.get(n - 1)
+            try:
+                payload, _ = read_frame(fd, off, STREAM_MAGIC)
+                if unpack(payload)[0] == first + n - 1:
+                    start, done = off, n - 1
+            except (FrameError, ValueError):
+                pass
+        offsets = [off for off, _ in iter_frames(fd, start, end, STREAM_MAGIC)]
+        idx.extend(done, offsets[: want - done])
 
     def writer_files(self) -> list[int]:
         """File descriptors this handle wrote to (for a later fsync)."""

@@ -42,7 +42,9 @@ def run_cli(*args, store: Path | None = None, input: str | bytes | None = None,
 
 
 def ndjson(out: bytes) -> list:
-    return [json.loads(line) for line in out.decode("utf-8").splitlines() if line.strip()]
+    # split on "\n" only: NDJSON lines may hold U+2028 and other characters
+    # that str.splitlines() also treats as line ends
+    return [json.loads(line) for line in out.decode("utf-8").split("\n") if line.strip()]
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from ..errors import DurabilityError, InvalidEvent
+from ..errors import InvalidEvent
 from ..records import (DEFAULT_MAX_EVENT_BYTES, NewEvent, canonical_id, check_json_value,
                        check_stream_id, datetime_to_us, parse_timestamp)
 from .progress import NO_PROGRESS
@@ -464,127 +464,38 @@ def _write(store, chunks, plan: _Plan, batch_size: int, sync: bool, progress) ->
 
 
 class _BatchWriter:
-    """Writes checked batches under one hold of the writer lock, with one
-    fsync of the commit log per ``batch_size`` events.
-
-    It calls the store's own write step (``_write_locked``): the events are
-    packed already, and going through ``append_recorded`` would check and
-    pack each of them again and take the lock once per batch.  The lock is
-    held throughout, so each stream's tail can be carried from one batch to
-    the next instead of being looked up again.  (docs/OPERATIONS.md,
-    "Import"; a public bulk-write API would be the better home for this.)
-    """
+    """Writes checked batches through the store's bulk writer, under one hold
+    of the writer lock, with one fsync of the commit log per ``batch_size``
+    events (or none with ``--no-sync``).  See docs/OPERATIONS.md, "Import"."""
 
     def __init__(self, store, first_p: int, sync: bool, batch_size: int):
         self.store = store
         self.first_p = first_p
         self.sync = sync
         self.batch_size = batch_size
-        self.fast = all(hasattr(store, a) for a in ("_write_locked", "_stream_tail_locked",
-                                                     "_wtails"))
 
     def __enter__(self):
-        from ..store import LOG_DIR
-
-        s = self.store
-        self.ldir = os.path.join(s.directory, LOG_DIR)
-        self.saved_sync = s.sync
-        self.unsynced = 0
-        self.tails: dict = {}
-        self.touched: set = set()
-        self.created = False
-        if not self.fast:  # the public path: one append (and fsync) per batch
-            s.sync = self.sync
-            return self
-        self._cm = s.writer_lock()
-        self.log = self._cm.__enter__()
-        if self.log.tail.head + 1 != self.first_p:
+        self._cm = self.store.bulk_writer()
+        self.bulk = self._cm.__enter__()
+        if self.bulk.head + 1 != self.first_p:
+            head = self.bulk.head
             self._cm.__exit__(None, None, None)
-            raise InvalidEvent(f"the store's last position is now {self.log.tail.head}: another "
+            raise InvalidEvent(f"the store's last position is now {head}: another "
                                "writer appended while the input was being checked; nothing was "
                                "imported")
-        s.sync = False
         return self
 
     def write(self, stream, fv, fp, us, blobs) -> None:
-        s = self.store
-        if not self.fast:
-            s.append_recorded(stream, [_unpack_event(b) for b in blobs], fv, fp, us)
-            self.after(len(blobs), None)
-            return
-        log = self.log
-        before = (log.tail.seg_first,)
-        cached = self.tails.get(stream)
-        if cached is None:
-            if len(self.tails) >= 200:
-                self.tails.clear()
-            sl, tail = s._stream_tail_locked(stream)
-        else:
-            sl, tail = cached
-        if tail.version + 1 != fv or log.tail.head + 1 != fp:
-            raise InvalidEvent(f"stream {stream!r}: version {fv} at position {fp} does not "
-                               f"continue the store (version {tail.version}, position "
-                               f"{log.tail.head})")
-        s._write_locked(log, sl, tail, stream, blobs, us)
-        self.tails[stream] = (sl, s._wtails[stream][1])
-        self.after(len(blobs), before)
-
-    def after(self, n: int, before) -> None:
-        if before is not None:
-            self.touched.add(before[0])
-            self.touched.add(self.log.tail.seg_first)
-            if self.log.tail.seg_first != before[0]:
-                self.created = True
-        self.unsynced += n
-        if self.sync and self.unsynced >= self.batch_size:
-            self.sync_log()
-
-    def sync_log(self) -> None:
-        """fsync the commit-log segments written since the last time (and
-        the directory, when segments were created)."""
-        from ..segment import fsync_dir, fsync_file
-        from .layout import LOG_SEG
-
-        try:
-            if self.fast:
-                for first in sorted(self.touched):
-                    fd = os.open(os.path.join(self.ldir, f"{first:016d}{LOG_SEG}"), os.O_RDONLY)
-                    try:
-                        fsync_file(fd)
-                    finally:
-                        os.close(fd)
-                if self.created:
-                    fsync_dir(self.ldir)
-                self.touched = {self.log.tail.seg_first}
-                self.created = False
-            self.unsynced = 0
-        except OSError as e:
-            self._failed(e)
-
-    def _failed(self, e: OSError):
-        from ..store import FSYNC_FAILED
-
-        msg = f"fsync of the commit log failed during import ({e.strerror or e})"
-        try:
-            with open(os.path.join(self.store.directory, FSYNC_FAILED), "w") as f:
-                f.write(msg + "\n")
-        except OSError:
-            pass
-        raise DurabilityError(msg) from e
+        self.bulk.write(stream, fv, fp, us, blobs)
+        if self.sync and self.bulk.unsynced >= self.batch_size:
+            self.bulk.sync()
 
     def __exit__(self, exc_type, exc, tb):
-        s = self.store
         try:
             if exc_type is None and self.sync:
-                if self.fast:
-                    self.sync_log()
-                    sync_streams = getattr(s, "_sync_streams_locked", None)
-                    if sync_streams is not None:
-                        sync_streams()
+                self.bulk.finish()
         finally:
-            s.sync = self.saved_sync
-            if self.fast:
-                self._cm.__exit__(exc_type, exc, tb)
+            self._cm.__exit__(exc_type, exc, tb)
         return False
 
 

@@ -1,0 +1,88 @@
+"""Bulk writing of batches recorded elsewhere (import, restore).
+
+An import writes thousands of batches whose versions, positions and commit
+times are already fixed.  Taking the writer lock and fsyncing once per batch
+would make it as slow as that many appends; :class:`BulkWriter` holds the lock
+for the whole run, writes each batch with the store's own write step and
+fsyncs the commit log only when asked (``sync()``), so the caller chooses how
+many events one fsync covers.  A crash in the middle leaves a store that holds
+a prefix of the batches: every batch is still committed by its own frame.
+"""
+from __future__ import annotations
+
+import os
+
+from .errors import InvalidEvent
+from .records import AppendResult, check_stream_id
+from .segment import fsync_dir, fsync_file
+
+
+class BulkWriter:
+    """Made by :meth:`EventStore.bulk_writer`, valid while the lock is held."""
+
+    def __init__(self, store, log):
+        self._store = store
+        self._log = log
+        self._touched: set[int] = {log.tail.seg_first}
+        self._created = False
+        self.unsynced = 0  #: events written since the last sync()
+
+    @property
+    def head(self) -> int:
+        """The store's last position."""
+        return self._log.tail.head
+
+    def version(self, stream: str) -> int:
+        return self._store._stream_tail_locked(stream)[1].version
+
+    def write(self, stream: str, first_version: int, first_position: int,
+              recorded_us: int, blobs: list[bytes]) -> AppendResult:
+        """Write one batch of packed events (``records.pack_fields``).
+
+        Refused with InvalidEvent, nothing written, unless it continues
+        exactly what the store holds and is not older than its last commit.
+        """
+        check_stream_id(stream)
+        store, log = self._store, self._log
+        sl, tail = store._stream_tail_locked(stream)
+        if first_position != log.tail.head + 1 or first_version != tail.version + 1:
+            raise InvalidEvent(
+                f"stream {stream!r}: version {first_version} at position {first_position} "
+                f"does not continue the store (stream version {tail.version}, "
+                f"last position {log.tail.head})")
+        if recorded_us < log.tail.last_recorded_us:
+            raise InvalidEvent(f"position {first_position}: recorded_at is earlier than "
+                               "the store's last commit")
+        before = log.tail.seg_first
+        result = store._write_locked(log, sl, tail, stream, blobs, recorded_us, sync=False)
+        if log.tail.seg_first != before:
+            self._touched.add(log.tail.seg_first)
+            self._created = True
+        self.unsynced += len(blobs)
+        return result
+
+    def sync(self) -> None:
+        """fsync the commit-log segments written since the last sync (and
+        the log directory when segments were created).  A failure poisons
+        the store as a failed append's fsync does."""
+        try:
+            for first in sorted(self._touched):
+                fd = os.open(self._log.path(first), os.O_RDONLY)
+                try:
+                    fsync_file(fd)
+                finally:
+                    os.close(fd)
+            if self._created:
+                fsync_dir(self._log.dir)
+        except OSError as e:
+            self._store._poison(f"fsync of the commit log failed at position "
+                                f"{self._log.tail.head} during a bulk write", e)
+        self._touched = {self._log.tail.seg_first}
+        self._created = False
+        self.unsynced = 0
+
+    def finish(self) -> None:
+        """sync(), then make the stream logs durable too (so a reboot does
+        not have to rebuild them from the commit log)."""
+        self.sync()
+        self._store._sync_streams_locked()

@@ -1,0 +1,155 @@
+"""Crash leftovers that the next writer must handle without losing or hiding
+anything: an index shorter than its data, records of a writer that died
+before its commit frame, a stream directory that lost its id file, and
+handles that stay open while repair rewrites files under them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from evstore import EventStore, NewEvent
+from evstore.commitlog import CommitLog
+from evstore.errors import CorruptStore
+from evstore.index import ENTRY
+from evstore.ops import repair, verify
+from evstore.streamlog import stream_dir
+
+
+def evs(n, tag="e"):
+    return [NewEvent("T", {"tag": tag, "i": i}) for i in range(n)]
+
+
+def only(directory: Path, suffix: str) -> list[Path]:
+    return sorted(p for p in directory.rglob("*" + suffix))
+
+
+def index_entries(path: Path) -> list[int]:
+    data = path.read_bytes()
+    return [o for (o,) in ENTRY.iter_unpack(data)]
+
+
+def frame_offsets(seg: Path, magic: bytes) -> list[int]:
+    """Offsets of the frames in a segment, found from the data alone."""
+    from evstore.segment import iter_frames
+
+    fd = os.open(seg, os.O_RDONLY)
+    try:
+        return [off for off, _ in iter_frames(fd, 0, os.fstat(fd).st_size, magic)]
+    finally:
+        os.close(fd)
+
+
+def drop_last_entries(idx: Path, n: int) -> None:
+    size = idx.stat().st_size
+    os.truncate(idx, size - 8 * n)
+
+
+def test_log_index_missing_its_last_entries_is_rebuilt_not_holed(tmp_path):
+    """A writer killed between its commit frame and the frame's index entries
+    leaves the index short; the next commit must not extend it past a hole
+    of zeroed entries."""
+    d = tmp_path / "s"
+    with EventStore(d, sync=False) as es:
+        es.append("a", evs(3))
+        es.append("b", evs(2))
+    (idx,) = only(d / "log", ".idx")
+    drop_last_entries(idx, 2)  # the crash: batch "b" committed, not indexed
+    with EventStore(d, sync=False) as es:
+        es.append("a", evs(4))
+        assert [e.position for e in es.read_all()] == list(range(1, 10))
+    entries = index_entries(idx)
+    assert len(entries) == 9
+    (seg,) = only(d / "log", ".log")
+    offs = frame_offsets(seg, b"EvL1")
+    assert entries == [offs[0]] * 3 + [offs[1]] * 2 + [offs[2]] * 4
+    assert verify(d).ok
+
+
+def test_stream_index_missing_entries_is_rebuilt(tmp_path):
+    d = tmp_path / "s"
+    with EventStore(d, sync=False) as es:
+        es.append("a", evs(5))
+    (idx,) = only(d / "streams", ".idx")
+    drop_last_entries(idx, 3)  # lost unsynced index tail (power loss)
+    with EventStore(d, sync=False) as es:
+        es.append("a", evs(2))
+        assert [e.version for e in es.read("a")] == list(range(1, 8))
+    (seg,) = only(d / "streams", ".seg")
+    assert index_entries(idx) == frame_offsets(seg, b"EvS1")
+    assert verify(d).ok
+
+
+def test_records_of_a_writer_that_died_before_committing_are_cut(tmp_path, monkeypatch):
+    """Handle A caches the tail of stream "a"; writer B writes its records
+    and dies before its commit frame.  A's next append must see past its
+    cache, cut B's records and commit its own."""
+    d = tmp_path / "s"
+    a = EventStore(d, sync=False)
+    a.append("a", evs(2, "first"))
+    b = EventStore(d, sync=False)
+
+    def die(*args, **kw):
+        raise KeyboardInterrupt("writer killed before its commit frame")
+
+    monkeypatch.setattr(CommitLog, "commit", die)
+    with pytest.raises(KeyboardInterrupt):
+        b.append("a", evs(3, "lost"))
+    monkeypatch.undo()
+    (seg,) = only(d / "streams", ".seg")
+    assert len(frame_offsets(seg, b"EvS1")) == 5  # B's records are on disk
+    r = a.append("a", evs(1, "second"))
+    assert (r.version, r.position) == (3, 3)
+    assert [e.data["tag"] for e in a.read("a")] == ["first", "first", "second"]
+    a.close()
+    b.close()
+    assert verify(d).ok
+
+
+def test_stream_dir_without_id_is_never_wiped(tmp_path):
+    d = tmp_path / "s"
+    with EventStore(d, sync=False) as es:
+        es.append("acct", evs(4))
+    sdir = Path(stream_dir(str(d / "streams"), "acct"))
+    (sdir / "id").unlink()
+    segs_before = {p.name: p.read_bytes() for p in sdir.glob("*.seg")}
+    with EventStore(d, sync=False) as es:
+        with pytest.raises(CorruptStore, match="no id file"):
+            es.append("acct", evs(1))
+    assert {p.name: p.read_bytes() for p in sdir.glob("*.seg")} == segs_before
+    assert not verify(d).ok
+    assert repair(d).ok
+    with EventStore(d, sync=False) as es:
+        assert es.version("acct") == 4
+        es.append("acct", evs(1), expected_version=4)
+        assert es.version("acct") == 5
+    assert verify(d).ok
+
+
+def test_open_handles_follow_a_repair_that_rewrote_files(tmp_path):
+    """A long-lived handle (a service) keeps cached descriptors and tails
+    while an operator repairs the store; afterwards it must read and write
+    what the repaired files hold, not what its caches remember."""
+    d = tmp_path / "s"
+    h = EventStore(d, sync=False)
+    for i in range(6):
+        h.append("s%d" % (i % 2), evs(3, "b%d" % i))
+    assert len(list(h.read_all())) == 18
+    # Damage the commit log in the middle and a stream tail; repair rewrites
+    # them (restoring the log frame from the stream-log copy).
+    (seg,) = only(d / "log", ".log")
+    offs = frame_offsets(seg, b"EvL1")
+    data = bytearray(seg.read_bytes())
+    data[offs[2] + 20] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    report = repair(d)
+    assert report.ok and report.changed
+    with EventStore(d) as fresh:
+        want = [e.to_dict() for e in fresh.read_all()]
+    assert len(want) == 18
+    assert [e.to_dict() for e in h.read_all()] == want
+    r = h.append("s0", evs(1, "after"))
+    assert (r.version, r.position) == (10, 19)
+    h.close()
+    assert verify(d).ok
