@@ -43,6 +43,8 @@ Example:
 
 \b
     evstore info | jq .events
+    evstore info | jq '.checkpoints[] | {name, behind}'     # consumer lag
+    evstore info --streams | jq -c '.per_stream[] | {stream, events, bytes}'
 """
 
 
@@ -128,12 +130,15 @@ def register(app: typer.Typer) -> None:
     def info(
         ctx: typer.Context,
         fmt: FormatOpt = None,
+        per_stream: bool = typer.Option(
+            False, "--streams", help="Add per_stream: one row per stream with its events, "
+            "bytes, segments and snapshots (reads every stream's tail)."),
         store: StoreOpt = None,
     ) -> None:
         from ..jsonio import dumps
 
         with open_store(ctx, store) as es:
-            data = es.info()
+            data = es.info(per_stream=per_stream)
         if fmt is not None and fmt.value == "table":
             from .render import info_table
 
