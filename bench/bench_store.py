@@ -376,6 +376,7 @@ class Bench:
         self.results: dict[str, dict] = {p.name: {} for p in peers}
         self._dirs = 0
         self.loaded: dict[str, Path] = {}       # peer -> store from (c), reused by (d)-(f)
+        self.keep_loaded = False                # True: (f) leaves the long-stream stores (peers.py reuses them)
 
     def fresh_dir(self, peer: type[Peer]) -> Path:
         self._dirs += 1
@@ -553,7 +554,8 @@ class Bench:
             note = " (full scan)" if cls.seek_by_scan else ""
             log(f"  (f) {cls.name:8} last {cfg.seek_last} of {cfg.seek_small:,}: {result['small_us']:,.0f} µs,"
                 f" of {cfg.seek_big:,}: {result['big_us']:,.0f} µs{note}")
-            shutil.rmtree(path, ignore_errors=True)
+            if not self.keep_loaded:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- report

@@ -4,6 +4,8 @@ Every stream is a segmented, append-only msgpack log with an offset index;
 one commit log gives every event a dense global position.  See README.md and
 docs/ for the guarantees; SPEC §4 for this API.
 """
+from typing import TYPE_CHECKING
+
 from .errors import (  # noqa: F401
     CorruptStore,
     EvstoreError,
@@ -11,8 +13,27 @@ from .errors import (  # noqa: F401
     StreamNotFound,
     WrongExpectedVersion,
 )
-from .records import AppendResult, NewEvent, RecordedEvent
-from .store import ANY, NO_STREAM, STREAM_EXISTS, EventStore
+
+if TYPE_CHECKING:
+    from .records import AppendResult, NewEvent, RecordedEvent
+    from .store import ANY, NO_STREAM, STREAM_EXISTS, EventStore
+
+# The store and records modules load on first use (PEP 562), so that
+# `evstore --help` and the CLI's argument parsing do not pay for them
+# (bench/README.md, workload (h)).
+_LAZY = {"AppendResult": "records", "NewEvent": "records", "RecordedEvent": "records",
+         "ANY": "store", "NO_STREAM": "store", "STREAM_EXISTS": "store", "EventStore": "store"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 

@@ -135,6 +135,8 @@ class EventStore:
             self._create()
         else:
             self._check_marker(marker)
+        self._marker = marker
+        self._failed_flag = os.path.join(self._dir, FSYNC_FAILED)
         self._generation = _identity(marker)
         self._gen = 0
         self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
@@ -224,7 +226,7 @@ class EventStore:
         identity of that file means cached file descriptors, indexes and tails
         may describe files that are gone, so every cache is dropped (the
         writer's under the lock, each reader thread's on its next call)."""
-        ident = _identity(os.path.join(self._dir, MARKER))
+        ident = _identity(self._marker)
         if ident != self._generation:
             self._generation = ident
             self._gen += 1
@@ -304,7 +306,7 @@ class EventStore:
 
     def _check_failed(self) -> None:
         if self._failed is None:
-            path = os.path.join(self._dir, FSYNC_FAILED)
+            path = self._failed_flag
             if os.path.exists(path):
                 try:
                     with open(path) as f:

@@ -75,6 +75,7 @@ class StreamLog:
         self._writer: SegmentWriter | None = None
         self._widx: OffsetIndex | None = None
         self._writer_first = 0
+        self._known = False  #: the id file was seen (it is never removed but by repair)
 
     # -- files ---------------------------------------------------------------
     def exists(self) -> bool:
@@ -238,7 +239,8 @@ class StreamLog:
     # -- writing (lock holder only) ---------------------------------------------------
     def create(self) -> bool:
         """Make the directory with its ``id`` file, atomically.  True if created."""
-        if self.exists():
+        if self._known or self.exists():
+            self._known = True
             return False
         parent = os.path.dirname(self.dir)
         os.makedirs(parent, exist_ok=True)
@@ -260,6 +262,7 @@ class StreamLog:
                 f"stream directory {self.dir} has no {ID_FILE} file; run 'evstore verify' "
                 "for a report and 'evstore repair' to fix it")
         os.rename(tmp, self.dir)
+        self._known = True
         return True
 
     def check_id(self) -> None:

@@ -93,10 +93,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Entry point of the ``evstore`` script."""
     from .app import build_app
 
-    app = build_app()
+    app = build_app(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("EVSTORE_DEBUG") == "1"
     try:
-        rc = app(args=argv, prog_name="evstore", standalone_mode=False)
+        # typer.main.get_command + call is what app(...) does; in between,
+        # plain coercion of option values spares every call importing pydantic
+        # (fastparams.py).
+        from .fastparams import install
+
+        command = typer.main.get_command(app)
+        install(command)
+        rc = command(args=argv, prog_name="evstore", standalone_mode=False)
         if isinstance(rc, int) and rc:
             raise SystemExit(rc)
     except SystemExit as e:
