@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import json
 import os
-import unicodedata
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator, NamedTuple
 
 from .errors import CorruptStore, NotFound, StoreIOError, StoreLocked, UsageError
-from .records import format_timestamp
+from .records import check_id_text, format_timestamp
 from .recovery import write_atomic
 from .streamlog import stream_key
 
@@ -77,18 +76,7 @@ class Checkpoint(NamedTuple):
 
 def check_name(name: object) -> str:
     """Checkpoint names follow the rules of stream ids (SPEC §1)."""
-    if not isinstance(name, str) or not name:
-        raise UsageError("invalid checkpoint name: must be a non-empty string")
-    try:
-        n = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise UsageError(f"invalid checkpoint name {name!r}: not valid Unicode") from None
-    if n > MAX_NAME_BYTES:
-        raise UsageError(f"invalid checkpoint name: {n} UTF-8 bytes, at most "
-                         f"{MAX_NAME_BYTES} allowed")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise UsageError(f"invalid checkpoint name {name!r}: contains a control character")
-    return name
+    return check_id_text(name, "checkpoint name", MAX_NAME_BYTES)
 
 
 def encode(name: str, position: int, stream: str | None, updated_at: str) -> bytes:

@@ -7,7 +7,6 @@ values only, 64-bit integers, finite floats, UUID ids, the size limit.
 """
 from __future__ import annotations
 
-import math
 import re
 import os
 import struct
@@ -32,22 +31,27 @@ class InvalidStreamId(UsageError):
     """A stream id that SPEC §1 does not allow."""
 
 
+def check_id_text(value: object, what: str, max_bytes: int, error=UsageError) -> str:
+    """SPEC §1's rules for names that are never paths (stream ids, and
+    checkpoint names alike): non-empty Unicode, at most ``max_bytes`` UTF-8
+    bytes, no control characters.  Raises ``error`` naming ``what``."""
+    if not isinstance(value, str) or not value:
+        raise error(f"invalid {what}: must be a non-empty string")
+    try:
+        n = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise error(f"invalid {what} {value!r}: not valid Unicode") from None
+    if n > max_bytes:
+        raise error(f"invalid {what}: {n} UTF-8 bytes, at most {max_bytes} allowed")
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise error(f"invalid {what} {value!r}: contains a control character")
+    return value
+
+
 def check_stream_id(stream: object) -> str:
     """Return ``stream`` if it is a valid stream id, else raise InvalidStreamId."""
-    if not isinstance(stream, str) or not stream:
-        raise InvalidStreamId("invalid stream id: must be a non-empty string")
-    try:
-        n = len(stream.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidStreamId(f"invalid stream id {stream!r}: not valid Unicode") from None
-    if n > MAX_STREAM_ID_BYTES:
-        raise InvalidStreamId(
-            f"invalid stream id: {n} UTF-8 bytes, at most {MAX_STREAM_ID_BYTES} allowed"
-        )
-    for ch in stream:
-        if unicodedata.category(ch) == "Cc":
-            raise InvalidStreamId(f"invalid stream id {stream!r}: contains a control character")
-    return stream
+    return check_id_text(stream, "stream id", MAX_STREAM_ID_BYTES, InvalidStreamId)
 
 
 class NewEvent(NamedTuple):
