@@ -28,6 +28,7 @@ from .segment import (
     iter_frames,
     read_frame,
     scan,
+    stable_listdir,
 )
 
 SEG_SUFFIX = ".log"
@@ -69,7 +70,7 @@ class CommitLog:
 
     def list_segments(self) -> list[int]:
         firsts = []
-        for name in os.listdir(self.dir):
+        for name in stable_listdir(self.dir):
             if name.endswith(SEG_SUFFIX) and len(name) == 16 + len(SEG_SUFFIX):
                 stem = name[:16]
                 if stem.isdigit():
@@ -287,6 +288,8 @@ class CommitLog:
         created = False
         if not self._firsts or (t.end >= segment_bytes and t.head >= t.seg_first):
             first = t.head + 1
+            if self._firsts:
+                self._seal(t)
             if self._writer:
                 self._writer.close()
                 self._widx.close()
@@ -302,6 +305,26 @@ class CommitLog:
             self._writer = SegmentWriter(self.path(t.seg_first))
             self._widx = OffsetIndex(self.path(t.seg_first, IDX_SUFFIX), writable=True)
         return self._writer, self._widx, created
+
+    def _seal(self, t) -> None:
+        """Complete and sync the index of the segment being rolled past.
+
+        The index of the last segment may lag its frames after a crash, and
+        only the last segment's index is ever rebuilt by writers; a sealed
+        segment's index must therefore be whole (and on disk) before a newer
+        segment exists.
+        """
+        if self._widx is not None and self._writer is not None \
+                and self._writer.path.endswith(seg_name(t.seg_first)):
+            idx, own = self._widx, False
+        else:
+            idx, own = OffsetIndex(self.path(t.seg_first, IDX_SUFFIX), writable=True), True
+        try:
+            self.reindex_tail(idx)
+            idx.sync()
+        finally:
+            if own:
+                idx.close()
 
     def commit(self, frame: bytes, first_position: int, count: int, recorded_us: int,
                segment_bytes: int) -> bool:

@@ -6,8 +6,8 @@ number ``first + i`` starts (number = version for stream segments, position
 for commit-log segments).  Entry *i* is found with one ``pread`` at ``8*i``,
 so seeking costs the same in a stream of a thousand events or ten million.
 
-The index is never trusted: it is written after the data, never fsynced, and
-whoever uses an entry checks that the frame it points at is valid and carries
+The index is never trusted: it is written after the data, not fsynced on
+commit (only once, when the commit log rolls past its segment), and whoever uses an entry checks that the frame it points at is valid and carries
 the number asked for.  When the index is short (a crash lost its tail) or
 wrong, it is rebuilt by scanning the segment -- data is the truth, the index a
 cache (docs/FORMAT.md, "Indexes").
@@ -55,6 +55,11 @@ class OffsetIndex:
         end = start * ENTRY_SIZE + len(data)
         if os.fstat(self.fd).st_size > end:
             os.ftruncate(self.fd, end)
+
+    def sync(self) -> None:
+        from .segment import fsync_file
+
+        fsync_file(self.fd)
 
     def truncate(self, n: int) -> None:
         os.ftruncate(self.fd, n * ENTRY_SIZE)

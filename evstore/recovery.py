@@ -136,7 +136,7 @@ def materialize(stream_log, batch, is_committed, segment_bytes: int) -> bool:
     True if it had to write any.  Used after a reboot and by repair."""
     from .errors import CorruptStore
 
-    tail = stream_log.tail(is_committed)
+    tail = stream_log.tail(is_committed, whole_batches=False)
     if tail.version >= batch.last_version:
         return False
     if tail.version < batch.first_version - 1:

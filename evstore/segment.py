@@ -26,6 +26,25 @@ CHUNK = 1 << 20
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 
+def stable_listdir(path: str) -> list[str]:
+    """The names in a directory that another process may be adding files to.
+
+    POSIX leaves it unspecified whether one ``readdir`` pass returns an entry
+    created while it runs, and with hashed directories (ext4) a pass can
+    return a segment created late in it yet miss one created just before:
+    a hole a reader would take for lost data.  Segments are only ever added,
+    so two passes that agree prove the set has no such hole: every entry the
+    second pass could have missed was created after the first one ended,
+    and the first pass would then differ from it.
+    """
+    names = sorted(os.listdir(path))
+    while True:
+        again = sorted(os.listdir(path))
+        if again == names:
+            return names
+        names = again
+
+
 def fsync_file(fd: int) -> None:
     """Flush a file's data to stable storage.  The fsync seam of evstore."""
     _fdatasync(fd)

@@ -54,7 +54,7 @@ from .records import (
 )
 from . import recovery
 from .segment import fsync_dir
-from .streamlog import StaleTail, StreamLog, StreamTail
+from .streamlog import COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail
 
 ANY = "any"
 NO_STREAM = "no-stream"
@@ -344,11 +344,13 @@ class EventStore:
     def _is_committed(self, log: CommitLog, stream: str):
         head = log.tail.head
 
-        def check(version: int, position: int) -> bool:
+        def check(version: int, position: int) -> int:
             if position < 1 or position > head:
-                return False
+                return NOT_COMMITTED
             s, fv, fp, _, n = log.head_of_batch(position)
-            return s == stream and fp <= position < fp + n and version - fv == position - fp
+            if s != stream or not fp <= position < fp + n or version - fv != position - fp:
+                return NOT_COMMITTED
+            return COMMITTED if position == fp + n - 1 else INSIDE_BATCH
 
         return check
 

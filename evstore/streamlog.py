@@ -27,7 +27,18 @@ from .errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError
 from .index import OffsetIndex
 from .records import RecordedEvent, unpack, us_to_datetime
-from .segment import SegmentWriter, file_size, frame_before, iter_frames, read_frame, scan
+from .segment import (
+    SegmentWriter,
+    file_size,
+    frame_before,
+    iter_frames,
+    read_frame,
+    scan,
+    stable_listdir,
+)
+
+# What a commit check says of one stream record (see StreamLog.tail).
+NOT_COMMITTED, COMMITTED, INSIDE_BATCH = 0, 1, 2
 
 SEG_SUFFIX = ".seg"
 IDX_SUFFIX = ".idx"
@@ -86,7 +97,7 @@ class StreamLog:
 
     def list_segments(self) -> list[int]:
         try:
-            names = os.listdir(self.dir)
+            names = stable_listdir(self.dir)
         except FileNotFoundError:
             names = []
         firsts = sorted(int(n[:16]) for n in names
@@ -126,11 +137,17 @@ class StreamLog:
             return 0
 
     # -- the committed tail ----------------------------------------------------------
-    def tail(self, is_committed) -> StreamTail:
+    def tail(self, is_committed, whole_batches: bool = True) -> StreamTail:
         """Find the last record that ``is_committed(version, position)`` accepts.
 
         Walks back from the physical end; everything after the accepted record
-        is reported in ``cut_from``.
+        is reported in ``cut_from``.  ``is_committed`` answers NOT_COMMITTED,
+        COMMITTED (the last record of its batch) or INSIDE_BATCH.  Stream
+        records are written before their commit frame and reconciled after a
+        reboot, so a log ending inside a committed batch has lost records to
+        damage: readers would see part of a batch and the next writer would
+        reuse committed versions, hence CorruptStore unless ``whole_batches``
+        is off (reconciliation and repair, which complete the batch).
         """
         t = StreamTail()
         firsts = self.list_segments()
@@ -151,6 +168,11 @@ class StreamLog:
             r = scan(fd, start, STREAM_MAGIC)
             if r.status != "eof" and t.cut_from is None:
                 t.cut_from, t.cut_reason = (first, r.end), f"{r.status}: {r.reason}"
+            elif r.end == 0 and t.cut_from is None:
+                # A writer killed between creating this segment and its first
+                # write.  Left in place it would shadow the versions the next
+                # writer puts in the previous segment.
+                t.cut_from, t.cut_reason = (first, 0), "an empty segment left by an interrupted roll"
             end = r.end
             while end > 0:
                 try:
@@ -162,7 +184,14 @@ class StreamLog:
                         f"in {self.path(first)}: {e}"
                     ) from None
                 v, p, us = rec[0], rec[1], rec[2]
-                if is_committed(v, p):
+                state = is_committed(v, p)
+                if state == INSIDE_BATCH and whole_batches:
+                    raise CorruptStore(
+                        f"stream {self.stream!r}: its log in {self.path(first)} ends at version {v} "
+                        f"(position {p}), inside a committed batch whose later records are "
+                        "missing; run 'evstore repair' to restore them from the commit log"
+                    )
+                if state:
                     t.version, t.seg_first, t.end, t.position, t.recorded_us = v, first, end, p, us
                     return t
                 t.cut_from, t.cut_reason = (first, off), "records of a batch that never committed"

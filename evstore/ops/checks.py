@@ -270,6 +270,14 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
                                   srel, off, stream, expect_v)
                         r.rebuild = True
                     continue
+                if n_seen == 0 and off == 0 and v != first:
+                    # a segment is named for its first version: this file is a
+                    # copy or a renamed segment (repair rebuilds the stream
+                    # from the commit log and removes it)
+                    r.problem("stream", f"segment named for version {first} starts with "
+                              f"version {v}: a stray copy (duplicated or misnamed segment)",
+                              srel, 0, stream, v, p)
+                    r.rebuild = True
                 n_seen += 1
                 if v == seen_v + 1:
                     seen_v = v

@@ -48,7 +48,7 @@ def summarize(path: str):
     sid, why = read_stream_id(path)
     if why:
         return None
-    names = os.listdir(path)
+    names = L.listdir(path)
     firsts = L.numbered(names, L.STREAM_SEG)
     for name in names:
         if name != L.ID_FILE and not name.endswith((L.STREAM_SEG, L.STREAM_IDX)):

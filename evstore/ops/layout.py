@@ -15,6 +15,7 @@ from .. import recovery
 from ..commitlog import IDX_SUFFIX as LOG_IDX
 from ..commitlog import SEG_SUFFIX as LOG_SEG
 from ..store import FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, SNAPSHOTS_DIR, STREAMS_DIR
+from ..segment import stable_listdir
 from ..streamlog import ID_FILE
 from ..streamlog import IDX_SUFFIX as STREAM_IDX
 from ..streamlog import SEG_SUFFIX as STREAM_SEG
@@ -55,7 +56,7 @@ def seg_path(directory: str, first: int, suffix: str) -> str:
 
 def listdir(path: str) -> list[str]:
     try:
-        return sorted(os.listdir(path))
+        return stable_listdir(path)
     except (FileNotFoundError, NotADirectoryError):
         return []
 

@@ -38,7 +38,7 @@ from . import layout as L
 from .checks import (PROBLEMS_PER_STREAM, StreamResult, check_stream, index_problem,
                      marker_problem, mp_context, or_none, read_index, read_state,
                      snapshot_findings, split_blobs, store_directory)
-from .frames import batch_head, record_head, walk
+from .frames import batch_head, log_segment_order, record_head, walk
 from .progress import NO_PROGRESS
 from .report import Problem, VerifyReport
 
@@ -221,8 +221,13 @@ class _Verifier:
         digests = self.digests
         holes = False
         last_bad = None
-        for k, first in enumerate(firsts):
-            last_seg = k == len(firsts) - 1
+        spans = []  # (first, last position, path) of each segment's accepted frames
+        # in the order of the positions held: a stray copy under a wrong name
+        # comes after the real segment (see log_segment_order), and is
+        # reported as one problem, not as real segments that repeat it
+        order = log_segment_order(ldir, firsts, L.LOG_SEG)
+        for k, (first, _fp0, misnamed) in enumerate(order):
+            last_seg = k == len(order) - 1
             path = L.seg_path(ldir, first, L.LOG_SEG)
             idx_bytes = read_index(L.seg_path(ldir, first, L.LOG_IDX))
             last_bad = None
@@ -232,6 +237,8 @@ class _Verifier:
             entries = array("Q")
             sound = True
             first_frame = True
+            repeats = []  # [offset, first, last position, stream, version] of a run of repeats
+            held = []  # positions accepted from this segment: [first, last]
             pend_events, pend_from = 0, 0
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -258,15 +265,16 @@ class _Verifier:
                         continue
                     if first_frame:
                         first_frame = False
-                        if fp != first and off == 0:
-                            self.error("log", f"segment named for position {first} starts with "
-                                       f"position {fp}", path, off, position=fp)
+                        if misnamed:
                             sound = False
                     if fp != expected:
                         sound = False
                         if fp < expected:
-                            self.error("log", f"frame repeats positions {fp}..{fp + n - 1} "
-                                       "(a duplicated segment?)", path, off, stream, fv, fp)
+                            if repeats and repeats[2] + 1 == fp:
+                                repeats[2] = fp + n - 1
+                            else:
+                                self._repeats(path, repeats, spans)
+                                repeats = [off, fp, fp + n - 1, stream, fv]
                             continue
                         gap = (f"{expected}" if fp - 1 == expected else f"{expected}..{fp - 1}")
                         if last_bad is not None and last_bad < len(self.problems):
@@ -304,12 +312,26 @@ class _Verifier:
                     else:
                         entries.extend([off] * n)
                     expected = fp + n
+                    if held:
+                        held[1] = expected - 1
+                    else:
+                        held = [fp, expected - 1]
                     self.head = expected - 1
                     self.log_end = (first, end)
                     pend_events += n
                     if pend_events >= 4096:
                         self.progress.advance(events=pend_events, nbytes=end - pend_from)
                         pend_events, pend_from = 0, end
+                if misnamed:
+                    what = ("and holds only positions that other segments hold: a stray copy "
+                            "(duplicated or misnamed segment); 'evstore repair' removes it"
+                            if not held else "which is not its name: a misnamed segment; 'evstore repair' moves "
+                            "its frames under the right name")
+                    self.error("log", f"segment named for position {first} starts with position "
+                               f"{_fp0} {what}", path, 0, position=_fp0)
+                self._repeats(path, repeats, spans)
+                if held:
+                    spans.append((held[0], held[1], path))
                 self.nbytes += size
                 self.progress.advance(events=pend_events, nbytes=size - pend_from)
                 if sound and entries:
@@ -334,6 +356,18 @@ class _Verifier:
                           "them to quarantine/", path, off, position=self.head + 1)
         self.events = self.head
 
+    def _repeats(self, path, run, spans) -> None:
+        """One problem for a run of frames that repeat positions already
+        present, naming the segments that hold them."""
+        if not run:
+            return
+        off, a, b, stream, fv = run
+        where = sorted({L.rel(self.dir, p) for lo, hi, p in spans if lo <= b and a <= hi})
+        self.error("log", f"frames repeat positions {a}..{b}, already held by "
+                   f"{', '.join(where) or 'the frames before them'} (a duplicated segment?)",
+                   path, off, stream, fv, a)
+        run.clear()
+
     def _check_log_index(self, ldir, first, path, entries, last_seg, size, idx_bytes) -> None:
         idx = L.seg_path(ldir, first, L.LOG_IDX)
         msg = index_problem(idx, entries, None, "position", first, idx_bytes)
@@ -347,7 +381,11 @@ class _Verifier:
                 msg = index_problem(idx, entries, None, "position", first)
                 if msg and "past the last" in msg and L.file_size(path) > size:
                     msg = None  # entries of frames committed after our view
-        if msg:
+        if msg and last_seg and (msg.startswith("index ends after") or msg == "index file is missing"):
+            # A writer killed between its frame and the frame's index entries:
+            # readers scan past the gap and the next writer rebuilds it.
+            self.warn("log-index", f"{msg}; harmless: the next writer rebuilds it", idx)
+        elif msg:
             self.error("log-index", msg, idx)
 
     def _tail_now_valid(self) -> bool:
