@@ -4,9 +4,15 @@ Every event is stored twice: in its batch's commit-log frame and as a record
 in its stream log.  Repair uses that.  Under the writer lock, it
 
 A. plans the commit log: walks every segment, keeping each valid frame that
-   continues the positions and its stream's versions.  A gap -- a damaged
-   frame, a lost segment, a frame that contradicts its stream -- is refilled
-   from the stream logs' copies of the events at those positions.  A run of
+   continues the positions and its stream's versions.  Segments are walked in
+   the order of the positions they hold, not of their names, so that a stray
+   copy under a wrong name (``81.log`` copied to ``2.log``) comes after the
+   real segment and is what gets removed as repeated positions; a misnamed
+   segment that is the only copy of its frames is rewritten under its right
+   name.  A gap -- a damaged frame, a lost segment, a frame that contradicts
+   its stream -- is refilled first from a valid frame for those positions met
+   elsewhere in the log (such a stray copy), then from the stream logs'
+   copies of the events at those positions.  A run of
    copies is restored as a batch only when its end is proven (the next
    position holds another batch, or the next intact frame): a batch is never
    restored in part.  Past the log's end, copies are restored only when
@@ -46,7 +52,7 @@ from ..recovery import current_boot_id, write_atomic
 from ..segment import fsync_dir, fsync_file
 from ..streamlog import stream_key
 from . import layout as L
-from .frames import batch_head, frame_at, record_head, walk
+from .frames import batch_head, frame_at, log_segment_order, record_head, walk
 from .progress import NO_PROGRESS
 from .quarantine import Quarantine
 from .report import Action, RepairReport
@@ -161,6 +167,7 @@ class LogPlan:
     restored: int = 0
     extended: int = 0
     fds: dict = field(default_factory=dict)
+    misnamed: dict = field(default_factory=dict)  # segment name -> the position it starts with
 
 
 class _Repair:
@@ -175,6 +182,9 @@ class _Repair:
         self.q = Quarantine(directory, dry_run)
         self.copies: dict[int, list[Copy]] = {}
         self.cut_ranges: list[tuple[int, int]] = []  # positions already in the events file
+        # first position -> [(fd, path, offset, end, head)]: valid commit-log
+        # frames that the walk met after it had passed their positions
+        self.spare: dict[int, list] = {}
 
     def act(self, action: str, message: str, path=None, **kw) -> None:
         self.report.actions.append(Action(action, message, L.rel(self.dir, path) if path else None,
@@ -225,9 +235,13 @@ class _Repair:
 
     # -- A. the commit log ------------------------------------------------------------------
     def _segments(self, plan: LogPlan):
+        """The segments in the order of the positions they hold (a stray copy
+        under a wrong name after the real segment: see log_segment_order)."""
         firsts = L.numbered(L.listdir(self.ldir), L.LOG_SEG)
         plan.old_firsts = firsts
-        for first in firsts:
+        for first, fp, misnamed in log_segment_order(self.ldir, firsts, L.LOG_SEG):
+            if misnamed:
+                plan.misnamed[first] = fp
             path = L.seg_path(self.ldir, first, L.LOG_SEG)
             fd = plan.fds.get(first)
             if fd is None:
@@ -264,11 +278,15 @@ class _Repair:
         wanted = []
         expected = 1
         ver: dict[str, int] = {}
-        for _f, _p, _fd, _s, ok, _o, _e, head, _x in self._frames(pre):
+        for _f, path, fd, _s, ok, off, end_, head, _x in self._frames(pre):
             if not ok:
                 continue
             stream, fv, fp, _us, n, _hl = head
             if fp < expected:
+                # a frame met after the walk passed its positions (a stray
+                # copy, or a segment holding what a gap before it lacks):
+                # kept in mind to fill such a gap (see fill)
+                self.spare.setdefault(fp, []).append((fd, path, off, end_, head))
                 continue
             if fp > expected:
                 wanted.append((expected, fp - 1))
@@ -305,6 +323,10 @@ class _Repair:
                 continue
             stream, fv, fp, us, n, hl = head
             if plan.cut is not None:
+                if fp + n <= expected:  # a repeat: already kept, or already taken out
+                    plan.removed.append((fd, path, off, end_, f"repeats positions {fp}.."
+                                         f"{fp + n - 1} already present"))
+                    continue
                 self._after_cut(plan, fd, path, off, end_, fp, n, expected)
                 expected = max(expected, fp + n)
                 continue
@@ -479,13 +501,51 @@ class _Repair:
         return bool(self._candidates(run[-1].p + 1, tv))
 
     def fill(self, plan: LogPlan, seg: OutSeg, a: int, b: int) -> int:
-        """Restore positions a..b from copies; returns the last position restored."""
-        runs, p = self._runs(a, b, plan.versions)
-        if p <= b and runs:
-            runs.pop()  # its end is not proven: the lost event may belong to it
-        for run in runs:
-            self._restore(plan, seg, run, "restored from stream-log copies")
-        return runs[-1][-1].p if runs else a - 1
+        """Restore positions a..b; returns the last position restored.
+
+        The first choice is a valid commit-log frame for the position found
+        elsewhere in the log (a copy of a segment, under whatever name: its
+        bytes are what the writer made, and it continues its stream); then
+        runs of stream-log copies.  A frame found for a later position also
+        proves where the run of copies before it ends."""
+        p = a
+        while p <= b:
+            fr = self._spare_at(p, b, plan.versions)
+            if fr is not None:
+                self._restore_frame(plan, seg, fr)
+                p = fr[4][2] + fr[4][4]
+                continue
+            stop = min((q for q in self.spare if p < q <= b), default=b + 1) - 1
+            runs, q = self._runs(p, stop, plan.versions)
+            if q <= stop and runs:
+                runs.pop()  # its end is not proven: the lost event may belong to it
+            for run in runs:
+                self._restore(plan, seg, run, "restored from stream-log copies")
+            if runs:
+                p = runs[-1][-1].p + 1
+            if p <= stop:
+                break
+        return p - 1
+
+    def _spare_at(self, p: int, b: int, versions: dict):
+        for fr in self.spare.get(p, ()):
+            stream, fv, fp, _us, n, _hl = fr[4]
+            if fv == versions.get(stream, 0) + 1 and fp + n - 1 <= b:
+                return fr
+        return None
+
+    def _restore_frame(self, plan: LogPlan, seg: OutSeg, fr) -> None:
+        fd, path, off, end, head = fr
+        stream, fv, fp, us, n, hl = head
+        payload = frame_at(fd, LOG_MAGIC, off, os.fstat(fd).st_size)
+        new_off = seg.add_copy(fd, off, end)
+        if seg.first == 0:
+            seg.first = fp
+        seg.last = fp + n - 1
+        self._accept(plan, seg, stream, fv, fp, us, n, payload[hl:], new_off)
+        plan.restored += n
+        self.act("restore", f"restored from the copy of its frame at {L.rel(self.dir, path)}@{off}",
+                 None, stream=stream, positions=(fp, fp + n - 1), versions=(fv, fv + n - 1))
 
     def extend(self, plan: LogPlan) -> None:
         """Restore batches past the log's end that are proven committed."""
@@ -528,6 +588,13 @@ class _Repair:
                  versions=(c0.v, run[-1].v))
 
     def _report_log(self, plan: LogPlan) -> None:
+        kept = {s.old for s in plan.segs}
+        for first, fp in sorted(plan.misnamed.items()):
+            self.act("stray", f"segment named for position {first} starts with position {fp}: "
+                     + ("a misnamed segment; its frames are kept under the right name"
+                        if first in kept else "a stray copy (duplicated or misnamed segment) of "
+                        "positions that other segments hold; it is removed"),
+                     L.seg_path(self.ldir, first, L.LOG_SEG))
         for fd, path, start, end, reason in _merge(plan.removed):
             self.act("remove", f"{end - start} bytes: {reason}", path, offset=start,
                      bytes=end - start)
@@ -543,7 +610,9 @@ class _Repair:
                          L.seg_path(self.ldir, s.first, L.LOG_SEG))
         for first in plan.old_firsts:
             if first not in new_names:
-                self.act("delete", "commit-log segment with nothing to keep",
+                self.act("delete", "misnamed commit-log segment, its frames now under the right "
+                         "name" if first in plan.misnamed and first in kept else
+                         "commit-log segment with nothing to keep",
                          L.seg_path(self.ldir, first, L.LOG_SEG))
 
     def apply_log(self, plan: LogPlan) -> None:
@@ -993,10 +1062,11 @@ def _join_reasons(a: str, b: str) -> str:
 
     if a == b or b in a:
         return a
-    m1 = re.match(r"repeats positions (\d+)\.\.\d+ already present\Z", a)
+    m1 = re.search(r"(?:\A|; )repeats positions (\d+)\.\.\d+ already present\Z", a)
     m2 = re.match(r"repeats positions \d+\.\.(\d+) already present\Z", b)
     if m1 and m2:
-        return f"repeats positions {m1.group(1)}..{m2.group(1)} already present"
+        return (a[:m1.start()] + ("; " if m1.start() else "")
+                + f"repeats positions {m1.group(1)}..{m2.group(1)} already present")
     return f"{a}; {b}"
 
 
