@@ -78,7 +78,7 @@ def _keep_only(app: typer.Typer, argv: list[str]) -> None:
     """Drop the commands that ``argv`` does not call.
 
     typer builds a click command for every registered command on each call,
-    evaluating every parameter's annotations: about 15 ms of an ``evstore
+    evaluating every parameter's annotations: about 10 ms of an ``evstore
     append`` (bench/README.md, workload (h)).  When ``argv`` is plainly
     ``[--store DIR] COMMAND ...``, only COMMAND is kept; anything else (root
     options, --help, an unknown name) keeps them all, so help texts and
