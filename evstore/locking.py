@@ -13,7 +13,7 @@ platforms without ``fcntl`` (Windows).  Decision recorded in docs/FORMAT.md.
 
 Holding the lock costs every other writer its wait: it is held only for the
 version check, the writes and the fsync of one append.  Waiting polls with a
-short, growing back-off (0.1 ms to 10 ms) so that writers queued behind each
+short, growing back-off (0.1 ms to 2 ms) so that writers queued behind each
 other hand the lock on quickly without spinning.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ class WriterLock:
                 if remaining <= 0:
                     raise self._locked(timeout)
                 time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.01)
+                delay = min(delay * 2, 0.002)
             try:
                 yield
             finally:

@@ -56,6 +56,10 @@ from . import recovery
 from .segment import fsync_dir
 from .streamlog import COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail
 
+# How many positions EventStore.version catches up on through the commit
+# log's batch heads before it asks the stream log afresh.
+_CATCH_UP = 256
+
 ANY = "any"
 NO_STREAM = "no-stream"
 STREAM_EXISTS = "exists"
@@ -566,10 +570,39 @@ class EventStore:
         return sl, sl.tail(self._is_committed(log, stream))
 
     def version(self, stream: str) -> int:
-        """The stream's current version; 0 when it has no events."""
+        """The stream's current version; 0 when it has no events.
+
+        Writers with exact expected versions ask this before every append, so
+        each reader thread remembers the versions it found and the head it
+        found them at, and later only reads the heads of the batches committed
+        since (the commit log is the truth; the stream log is consulted
+        again only when too much has happened in between).
+        """
         check_stream_id(stream)
+        log = self._reader_log()
+        local = self._local
+        known = getattr(local, "versions", None)
+        if known is None or local.versions_of is not log:
+            known = local.versions = {}
+            local.versions_of = log
+        hit = known.get(stream)
+        if hit is not None:
+            try:
+                head = log.refresh().head
+                seen, version = hit
+                if head - seen <= _CATCH_UP:
+                    for s, fv, _fp, _us, n in log.batch_heads_from(seen + 1):
+                        if s == stream:
+                            version = fv + n - 1
+                    known[stream] = (head, version)
+                    return version
+            except OSError as e:
+                raise StoreIOError(f"cannot read {self._dir}: {e.strerror or e}") from e
         sl, tail = self._reader_stream(stream)
         sl.close()
+        if len(known) >= 1024:
+            known.clear()
+        known[stream] = (log.tail.head, tail.version)
         return tail.version
 
     def exists(self, stream: str) -> bool:
@@ -603,7 +636,8 @@ class EventStore:
             if not backwards:
                 it = sl.records(tail, lo, hi)
             else:
-                it = _backwards(lambda a, b: sl.records(tail, a, b), lo, hi)
+                it = _backwards(lambda a, b: sl.records(tail, a, b), lo, hi,
+                                _first_chunk(limit, wanted))
             yield from _filter(it, wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
@@ -639,7 +673,8 @@ class EventStore:
                     yield ev
 
         try:
-            it = forward(lo, hi) if not backwards else _backwards(forward, lo, hi)
+            it = forward(lo, hi) if not backwards else \
+                _backwards(forward, lo, hi, _first_chunk(limit, wanted))
             yield from _filter(it, wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
@@ -915,11 +950,19 @@ def _filter(it, wanted, limit):
             return
 
 
-def _backwards(forward, lo: int, hi: int, chunk: int = 1024):
+def _first_chunk(limit: int | None, wanted) -> int:
+    return limit if limit and wanted is None else 16
+
+
+def _backwards(forward, lo: int, hi: int, first: int = 16, most: int = 1024):
     """Newest first over ``forward(a, b)`` (oldest first), a chunk at a time:
-    memory stays bounded by the chunk, however long the range."""
+    memory stays bounded by the chunk, however long the range.  Chunks start
+    at ``first`` (a limit's worth: seeking the last ten events must not
+    decode a thousand) and double up to ``most``."""
+    chunk = max(first, 1)
     while hi >= lo:
         a = max(lo, hi - chunk + 1)
         items = list(forward(a, hi))
         yield from reversed(items)
         hi = a - 1
+        chunk = min(chunk * 2, most)
