@@ -189,8 +189,12 @@ def scan(fd: int, start: int, magic: bytes) -> ScanResult:
             _, fend = check_frame(buf, rel, magic)
         except FrameError as e:
             if not is_short(e) or len(buf) - rel >= size - pos:
-                status = "short" if is_short(e) else "damaged"
-                return ScanResult(pos, count, status, str(e), size)
+                status, reason = ("short" if is_short(e) else "damaged"), str(e)
+                if status == "short" and _whole_but_for_length(fd, pos, size, magic):
+                    status = "damaged"
+                    reason = ("a complete frame whose length field is damaged (its trailer "
+                              f"and checksum agree on {size - pos - OVERHEAD} bytes)")
+                return ScanResult(pos, count, status, reason, size)
             need = HEADER_SIZE
             if len(buf) - rel >= HEADER_SIZE:
                 need = int.from_bytes(buf[rel + 4 : rel + 8], "big") + OVERHEAD
@@ -200,6 +204,25 @@ def scan(fd: int, start: int, magic: bytes) -> ScanResult:
         count += 1
         pos = base + fend
     return ScanResult(pos, count, "eof", "", size)
+
+
+def _whole_but_for_length(fd: int, pos: int, size: int, magic: bytes) -> bool:
+    """Is ``[pos, size)`` one complete frame whose header length alone was
+    damaged?  A torn write cannot look like this (the trailer is written
+    last and the checksum covers the true length), so such a frame is an
+    intact record, never a torn tail to cut."""
+    n = size - pos - OVERHEAD
+    if n < 0 or os.pread(fd, TRAILER_SIZE, size - TRAILER_SIZE) != n.to_bytes(4, "big"):
+        return False
+    data = os.pread(fd, size - pos, pos)
+    if len(data) != size - pos or data[:4] != magic:
+        return False
+    fixed = data[:4] + n.to_bytes(4, "big") + data[8:]
+    try:
+        check_frame(fixed, 0, magic)
+    except FrameError:
+        return False
+    return True
 
 
 def find_next_frame(fd: int, start: int, magic: bytes) -> int | None:

@@ -153,3 +153,47 @@ def test_open_handles_follow_a_repair_that_rewrote_files(tmp_path):
     assert (r.version, r.position) == (10, 19)
     h.close()
     assert verify(d).ok
+
+
+@pytest.mark.parametrize("bit", [0x01, 0x80])
+def test_a_flipped_length_in_the_last_frame_is_damage_not_a_torn_tail(tmp_path, bit):
+    """The last commit frame is complete but a bit of its header length is
+    flipped, so it reads as incomplete.  Its trailer and checksum prove it
+    whole (an acknowledged batch): the writer must refuse to cut it, and
+    repair must bring the batch back."""
+    path = tmp_path / "store"
+    with EventStore(path) as es:
+        es.append("a", evs(1, "one"))
+        es.append("a", evs(2, "two"))
+    seg = only(path / "log", ".log")[-1]
+    data = bytearray(seg.read_bytes())
+    start = len(data) - int.from_bytes(data[-4:], "big") - 16
+    data[start + 5] ^= bit  # a length far longer than the file
+    seg.write_bytes(bytes(data))
+    with EventStore(path) as es:
+        assert [e.data["tag"] for e in es.read_all()] == ["one"]  # readers stop before it
+        with pytest.raises(CorruptStore, match="length field is damaged"):
+            es.append("a", evs(1, "three"))
+    assert seg.read_bytes() == bytes(data)  # nothing cut
+    assert not verify(path, settle=0).ok
+    repair(path)
+    assert verify(path, settle=0).ok
+    with EventStore(path) as es:
+        assert [e.data["tag"] for e in es.read_all()] == ["one", "two", "two"]
+
+
+def test_a_torn_last_frame_is_still_cut(tmp_path):
+    """The counterpart: a frame cut short by a crash is cut by the next writer."""
+    path = tmp_path / "store"
+    with EventStore(path) as es:
+        es.append("a", evs(1, "one"))
+        es.append("a", evs(2, "two"))
+    seg = only(path / "log", ".log")[-1]
+    data = seg.read_bytes()
+    last = data[len(data) - int.from_bytes(data[-4:], "big") - 16:]
+    with open(seg, "ab") as f:  # an append in flight, torn by the crash
+        f.write(last[:-3])
+    with EventStore(path) as es:
+        es.append("a", evs(1, "three"))
+        assert [e.data["tag"] for e in es.read_all()] == ["one", "two", "two", "three"]
+    assert verify(path, settle=0).ok
