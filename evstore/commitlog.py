@@ -63,6 +63,7 @@ class CommitLog:
         self.tail = Tail()
         self._writer: SegmentWriter | None = None
         self._widx: OffsetIndex | None = None
+        self._heads: dict[tuple[int, int], tuple] = {}
 
     # -- files ---------------------------------------------------------------
     def path(self, first: int, suffix: str = SEG_SUFFIX) -> str:
@@ -199,8 +200,7 @@ class CommitLog:
         off = self.index(first).get(position - first)
         if off is not None:
             try:
-                payload, _ = read_frame(fd, off, LOG_MAGIC)
-                _, _, fp, _, n = decode_batch_head(payload)
+                _, _, fp, _, n = self._head_at(first, off)
                 if fp <= position < fp + n:
                     return first, off
             except (FrameError, ValueError):
@@ -222,10 +222,29 @@ class CommitLog:
             except (FrameError, ValueError):
                 pass
         for off, payload in iter_frames(fd, start, end, LOG_MAGIC):
-            _, _, fp, _, n = decode_batch_head(payload)
+            head = decode_batch_head(payload)
+            _, _, fp, _, n = head
             if fp <= position < fp + n:
+                self._remember(first, off, head)
                 return first, off
         raise CorruptStore(f"commit log: position {position} not found in {self.path(first)}")
+
+    def _head_at(self, first: int, off: int) -> tuple[str, int, int, int, int]:
+        """The head of the valid frame at ``off``.  Committed frames never
+        change under one CommitLog (repair replaces it, see EventStore's
+        generation check), so checking a frame's CRC once is enough: commit
+        checks ask for the same large batch again and again."""
+        head = self._heads.get((first, off))
+        if head is None:
+            payload, _ = read_frame(self.fd(first), off, LOG_MAGIC)
+            head = decode_batch_head(payload)
+            self._remember(first, off, head)
+        return head
+
+    def _remember(self, first: int, off: int, head) -> None:
+        if len(self._heads) >= 4096:
+            self._heads.clear()
+        self._heads[(first, off)] = head
 
     def batch_at(self, position: int) -> LogBatch:
         first, off = self.locate(position)
@@ -234,8 +253,7 @@ class CommitLog:
 
     def head_of_batch(self, position: int) -> tuple[str, int, int, int, int]:
         first, off = self.locate(position)
-        payload, _ = read_frame(self.fd(first), off, LOG_MAGIC)
-        return decode_batch_head(payload)
+        return self._head_at(first, off)
 
     def batches(self, from_position: int, to_position: int):
         """Yield the batches that hold positions ``from..to`` (inclusive), in order."""

@@ -361,7 +361,11 @@ class StreamLog:
             if first not in self._firsts:
                 bisect.insort(self._firsts, first)
         w.size = file_size(w.fd)  # other processes may have appended since our last write
-        if w.size != (tail.end if first == tail.seg_first else 0):
+        if w.size != (tail.end if first == tail.seg_first else 0) or (
+                first != tail.version + 1 and os.path.exists(self.path(tail.version + 1))):
+            # (The second test: a writer with smaller segments rolled at this
+            # tail, then died before its commit; writing the same versions
+            # here would leave its records shadowing ours.)
             # Records of a batch that never committed (a writer died between
             # its stream records and its commit frame): the caller's tail is
             # stale; it finds the tail again, which cuts them, and retries.

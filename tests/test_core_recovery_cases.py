@@ -197,3 +197,39 @@ def test_a_torn_last_frame_is_still_cut(tmp_path):
         es.append("a", evs(1, "three"))
         assert [e.data["tag"] for e in es.read_all()] == ["one", "two", "two", "three"]
     assert verify(path, settle=0).ok
+
+
+def test_a_cached_tail_sees_a_segment_rolled_by_a_writer_that_died(tmp_path):
+    """Writer b remembers stream x's tail.  Writer c, with smaller segments,
+    rolls x to a new segment at that tail and dies before its commit frame,
+    so the head does not move and b's memory still looks current.  b must
+    not write the same versions into the old segment: c's orphan segment
+    would shadow them (verify: 'repeats versions already seen')."""
+    path = tmp_path / "store"
+    b = EventStore(path, segment_bytes=100_000)
+    c = EventStore(path, segment_bytes=1)
+    try:
+        b.append("x", evs(3, "b"))
+        c.append("y", evs(1))
+        b.append("x", evs(1, "b"))  # b caches x's tail after c's commit
+
+        class Killed(BaseException):
+            pass
+
+        def die(*_a, **_k):
+            raise Killed()
+
+        c._wlog.commit = die  # c dies between its stream records and its commit
+        with pytest.raises(Killed):
+            c.append("x", evs(1, "orphan"))
+        orphan = Path(c._wstreams["x"].path(5))
+        assert orphan.exists() and orphan.stat().st_size > 0
+        b.append("x", evs(1, "b2"))
+        assert not orphan.exists()
+    finally:
+        b.close()
+        c.close()
+    with EventStore(path) as es:
+        assert [e.data["tag"] for e in es.read("x")] == ["b"] * 4 + ["b2"]
+    report = verify(path, settle=0)
+    assert report.ok, [str(p) for p in report.problems]
