@@ -277,7 +277,7 @@ class EventStore:
                 log = self._wlog
                 log.refresh()
                 if log.tail.head != self._own_head:
-                    self._wtails.clear()
+                    self._forget_tails_since(log)
                 if log.tail.trailing:
                     _boot, synced = recovery.load_state(self._dir)
                     if log.tail.trailing == "damaged" or synced > log.tail.head:
@@ -296,6 +296,18 @@ class EventStore:
                 yield log
             except OSError as e:
                 raise StoreIOError(f"I/O error in {self._dir}: {e.strerror or e}") from e
+
+    def _forget_tails_since(self, log: CommitLog) -> None:
+        """Other writers committed since our last commit: forget the cached
+        tails of the streams they wrote to, keep the others (a commit only
+        moves its own stream's tail)."""
+        own, head = self._own_head, log.tail.head
+        if own < 0 or not own < head <= own + _CATCH_UP:
+            self._wtails.clear()
+        elif self._wtails:
+            for stream, *_ in log.batch_heads_from(own + 1):
+                self._wtails.pop(stream, None)
+        self._own_head = head
 
     def _reset_writer_caches(self) -> None:
         self._wlog.close()

@@ -46,3 +46,27 @@ def test_version_after_the_store_is_replaced(tmp_path):
         assert reader.version("x") == 5
     finally:
         reader.close()
+
+
+def test_writers_keep_only_the_tails_others_did_not_move(tmp_path):
+    """Two writer handles take turns on overlapping streams with exact
+    expected versions: each must forget the cached tail of every stream the
+    other wrote to, and only those."""
+    path = tmp_path / "store"
+    rnd = random.Random(3)
+    truth: dict[str, int] = {}
+    with EventStore(path, sync=False, segment_bytes=600) as a, \
+            EventStore(path, sync=False, segment_bytes=900) as b:
+        for step in range(600):
+            es = a if rnd.random() < 0.5 else b
+            stream = f"s{rnd.randrange(5)}"
+            n = rnd.randrange(1, 3)
+            r = es.append(stream, [NewEvent("T", {"step": step})] * n,
+                          expected_version=truth.get(stream, 0) or "no-stream")
+            truth[stream] = truth.get(stream, 0) + n
+            assert r.version == truth[stream]
+        for s, v in truth.items():
+            assert [e.version for e in a.read(s)] == list(range(1, v + 1))
+    from evstore.ops import verify
+
+    assert verify(path, settle=0).ok
