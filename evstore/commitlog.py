@@ -338,6 +338,17 @@ class CommitLog:
         else:
             idx, own = OffsetIndex(self.path(t.seg_first, IDX_SUFFIX), writable=True), True
         try:
+            # The data first: an index synced ahead of its frames would,
+            # after a power cut, point into a segment that lost them while
+            # newer segments exist (also with --no-sync: one fsync per roll).
+            if own or self._writer is None:
+                fd = os.open(self.path(t.seg_first), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                self._writer.sync()
             self.reindex_tail(idx)
             idx.sync()
         finally:

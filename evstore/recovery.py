@@ -164,18 +164,51 @@ def _fields_blob(ev) -> bytes:
 
 
 def sync_streams(touched) -> None:
-    """fsync the stream-log segments written since a point, and their
-    directories.  ``touched`` yields (stream_log, lowest version written)."""
+    """fsync what the stream logs wrote since a point: the segments holding
+    the versions written and the segments after them, their indexes, each
+    stream's ``id`` file and the directories that name them (stream, shard,
+    ``streams/``).  ``touched`` yields (stream_log, lowest version written).
+    Only after this may ``sync-state`` say these streams are durable."""
     import bisect
 
+    dirs: dict[str, None] = {}
     for sl, low in touched:
         firsts = sl.list_segments()
         start = max(bisect.bisect_right(firsts, low) - 1, 0)
+        paths = [os.path.join(sl.dir, "id")]
         for first in firsts[start:]:
-            fd = os.open(sl.path(first), os.O_RDONLY)
+            paths += [sl.path(first), sl.path(first, ".idx")]
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # an index not made yet is rebuilt from its segment
             try:
                 fsync_file(fd)
             finally:
                 os.close(fd)
-        fsync_dir(sl.dir)
-        fsync_dir(os.path.dirname(sl.dir))
+        shard = os.path.dirname(sl.dir)
+        dirs[sl.dir] = dirs[shard] = dirs[os.path.dirname(shard)] = None
+    for d in dirs:
+        fsync_dir(d)
+
+
+def rebuild_log_index(log) -> None:
+    """Rewrite the last commit-log segment's index from its frames and sync it.
+
+    That index is not synced per commit, so after a power cut it may be short,
+    hold zeros, or point past frames that never reached the disk: after a
+    reboot it is rebuilt once rather than trusted entry by entry."""
+    from .index import OffsetIndex
+    from .commitlog import IDX_SUFFIX
+
+    if not log.list_segments():
+        return
+    log.refresh()
+    idx = OffsetIndex(log.path(log.tail.seg_first, IDX_SUFFIX), writable=True)
+    try:
+        idx.truncate(0)
+        log.reindex_tail(idx)
+        idx.sync()
+    finally:
+        idx.close()

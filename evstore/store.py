@@ -245,6 +245,8 @@ class EventStore:
                 try:
                     with self._lock.hold(self.lock_timeout):
                         self._sync_streams_locked()
+                except DurabilityError:
+                    raise  # an fsync failed: say so (the store now refuses writes)
                 except EvstoreError:
                     pass  # only bounds reboot recovery; never worth failing close
         finally:
@@ -396,6 +398,10 @@ class EventStore:
         boot, synced = recovery.load_state(self._dir)
         head = self._wlog.tail.head
         if boot != self._boot or self._boot is None:
+            if self._boot is not None:
+                # A reboot (or a store whose sync-state is gone): the last
+                # commit-log index was never synced; rebuild it once.
+                recovery.rebuild_log_index(self._wlog)
             if synced < head:
                 self._reconcile_locked(synced)
                 synced = head
@@ -407,24 +413,51 @@ class EventStore:
         if head == 0:
             return
         boot, synced = recovery.load_state(self._dir)
-        if (boot == self._boot and boot is not None) or synced >= head:
+        if boot == self._boot and boot is not None:
             return
+        if synced >= head and self._boot is None:
+            return  # no boot id on this platform: nothing to replay
         with self._writing():
             pass  # _writing runs _check_state_locked
 
     def _reconcile_locked(self, synced: int) -> None:
-        """Replay the commit log after ``synced`` into the stream logs."""
+        """After a power cut: make the stream logs agree with the commit log
+        from ``synced`` on (docs/FORMAT.md, "Power loss").  Stream logs are
+        opened a few at a time: a reboot may have thousands to check."""
         log = self._wlog
-        touched: dict[str, int] = {}
-        for batch in log.batches(synced + 1, log.tail.head) if synced < log.tail.head else ():
-            sl = self._wstreams.get(batch.stream) or StreamLog(
-                os.path.join(self._dir, STREAMS_DIR), batch.stream)
-            self._wstreams[batch.stream] = sl
-            recovery.materialize(sl, batch, self._is_committed(log, batch.stream),
-                                 self.segment_bytes)
-            touched.setdefault(batch.stream, batch.first_version)
-        recovery.sync_streams((self._wstreams[s], v) for s, v in touched.items())
+        root = os.path.join(self._dir, STREAMS_DIR)
+        for sl in self._wstreams.values():
+            sl.close()
+        self._wstreams.clear()
         self._wtails.clear()
+        touched: dict[str, int] = {}
+        for stream, fv, _fp, _us, _n in log.batch_heads_from(synced + 1):
+            touched.setdefault(stream, fv)
+        for stream, low in touched.items():
+            sl = StreamLog(root, stream)
+            try:
+                sl.restore_id()
+                sl.recheck_from(low, self._is_committed(log, stream), lambda path, off, data:
+                                recovery.quarantine(self._dir, path, off, data,
+                                                    "stream log after a power cut"))
+            finally:
+                sl.close()
+        open_logs: dict[str, StreamLog] = {}
+        try:
+            for batch in log.batches(synced + 1, log.tail.head):
+                sl = open_logs.get(batch.stream)
+                if sl is None:
+                    if len(open_logs) >= 64:
+                        for old in open_logs.values():
+                            old.close()
+                        open_logs.clear()
+                    sl = open_logs[batch.stream] = StreamLog(root, batch.stream)
+                recovery.materialize(sl, batch, self._is_committed(log, batch.stream),
+                                     self.segment_bytes)
+        finally:
+            for sl in open_logs.values():
+                sl.close()
+        recovery.sync_streams((StreamLog(root, s), v) for s, v in touched.items())
 
     def _sync_streams_locked(self) -> None:
         """fsync the stream logs written since ``sync-state`` and advance it."""
@@ -443,7 +476,12 @@ class EventStore:
                 os.path.join(self._dir, STREAMS_DIR), stream)
             self._wstreams[stream] = sl
             pairs.append((sl, low))
-        recovery.sync_streams(pairs)
+        try:
+            recovery.sync_streams(pairs)
+        except OSError as e:
+            # Dirty pages the kernel could not write may be gone: sync-state
+            # must never claim them, and no later fsync can prove them.
+            self._poison("fsync of the stream logs failed", e)
         recovery.save_state(self._dir, self._boot, head)
         self._synced_to = head
 

@@ -209,9 +209,14 @@ class StreamLog:
                     return off
             except (FrameError, ValueError):
                 pass
-        for off, payload in iter_frames(fd, 0, end, STREAM_MAGIC):
-            if unpack(payload)[0] == version:
-                return off
+        try:
+            for off, payload in iter_frames(fd, 0, end, STREAM_MAGIC):
+                if unpack(payload)[0] == version:
+                    return off
+        except FrameError as e:
+            raise CorruptStore(
+                f"stream {self.stream!r}: damaged record at offset {getattr(e, 'offset', '?')} "
+                f"in {self.path(first)}: {e}; run 'evstore verify' for a report") from None
         raise CorruptStore(f"stream {self.stream!r}: version {version} missing from {self.path(first)}")
 
     def records(self, tail: StreamTail, from_version: int, to_version: int):
@@ -267,10 +272,22 @@ class StreamLog:
 
     # -- writing (lock holder only) ---------------------------------------------------
     def create(self) -> bool:
-        """Make the directory with its ``id`` file, atomically.  True if created."""
-        if self._known or self.exists():
+        """Make the directory with its ``id`` file, atomically.  True if it
+        wrote anything."""
+        if self._known:
+            return False
+        if self._id_state() == "ok":
             self._known = True
             return False
+        if os.path.isdir(self.dir):
+            # The directory is only ever renamed into place with its id, so
+            # here a power cut lost (part of) the id file, or someone deleted
+            # it.  The directory's name is the hash of this stream's id, so
+            # the id is known for certain: write it back, and never wipe the
+            # segments (they may hold committed events).
+            self._write_id()
+            self._known = True
+            return True
         parent = os.path.dirname(self.dir)
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".tmp-{os.path.basename(self.dir)}-{os.getpid()}")
@@ -281,29 +298,125 @@ class StreamLog:
             os.mkdir(tmp)
         with open(os.path.join(tmp, ID_FILE), "wb") as f:
             f.write(self.stream.encode("utf-8"))
-        if os.path.isdir(self.dir):
-            # The directory is only ever renamed into place with its id, so
-            # one without it lost the file later: its segments may hold
-            # committed events.  Never wipe them; repair restores the id.
+        try:
+            os.rename(tmp, self.dir)
+        except OSError:
+            if not os.path.isdir(self.dir):
+                raise
+            # made meanwhile (a writer of another store generation): use it
             os.unlink(os.path.join(tmp, ID_FILE))
             os.rmdir(tmp)
-            raise CorruptStore(
-                f"stream directory {self.dir} has no {ID_FILE} file; run 'evstore verify' "
-                "for a report and 'evstore repair' to fix it")
-        os.rename(tmp, self.dir)
+            return self.create()
         self._known = True
         return True
 
-    def check_id(self) -> None:
+    def _id_state(self) -> str:
+        """"ok", or "missing" when the id file is absent, empty or a cut-short
+        prefix of the id -- what a power cut leaves of an unsynced id.  Any
+        other content is not this stream's directory: CorruptStore."""
         try:
             with open(os.path.join(self.dir, ID_FILE), "rb") as f:
-                stored = f.read().decode("utf-8", "replace")
+                stored = f.read()
         except FileNotFoundError:
-            return
-        if stored != self.stream:
+            return "missing"
+        want = self.stream.encode("utf-8")
+        if stored == want:
+            return "ok"
+        if want.startswith(stored):
+            return "missing"
+        raise CorruptStore(
+            f"stream directory {self.dir} belongs to "
+            f"{stored.decode('utf-8', 'replace')!r}, not {self.stream!r}")
+
+    def _write_id(self) -> None:
+        path = os.path.join(self.dir, ID_FILE)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(self.stream.encode("utf-8"))
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def restore_id(self) -> bool:
+        """Rewrite an ``id`` file a power cut lost or cut short (reconciliation
+        after a reboot; the caller syncs the directory).  True if it wrote."""
+        if os.path.isdir(self.dir) and self._id_state() != "ok":
+            self._write_id()
+            return True
+        return False
+
+    def recheck_from(self, low: int, is_committed, keep) -> bool:
+        """After a power cut, make the log a sound prefix from version ``low`` on.
+
+        Stream logs are fsynced lazily (docs/FORMAT.md, "Power loss"), so the
+        records written since the last sync may have reached the disk in any
+        order: a later record intact after an earlier one that was lost (a
+        hole of zeros), an index pointing at nothing.  The tail walk trusts
+        the middle of a file, so this reads every record of the segments that
+        hold ``low`` and later, checks each one (valid frame, the next version,
+        held by the commit log from ``low`` on), rewrites those segments'
+        indexes from what it found and cuts everything from the first bad
+        record (``keep(path, offset, data)`` gets the bytes first).  Records
+        before ``low`` were synced: damage there is CorruptStore, never cut.
+        Returns True if it cut anything; the caller then rewrites the missing
+        batches from the commit log.
+        """
+        self._close_writer()
+        firsts = self.list_segments()
+        if not firsts:
+            return False
+        k = max(bisect.bisect_right(firsts, low) - 1, 0)
+        expected = firsts[k]
+        bad = None
+        for first in firsts[k:]:
+            path = self.path(first)
+            if first != expected:
+                bad = (first, 0, f"{path} starts at version {first}, expected {expected}")
+                break
+            fd = self.fd(first)
+            r = scan(fd, 0, STREAM_MAGIC)
+            offsets = []
+            for off, payload in iter_frames(fd, 0, r.end, STREAM_MAGIC):
+                try:
+                    v, p = unpack(payload)[:2]
+                    if type(v) is not int or type(p) is not int:
+                        raise ValueError("version and position must be integers")
+                except Exception:  # msgpack raises several kinds; all mean damage
+                    bad = (first, off, "an undecodable record")
+                    break
+                if v != expected:
+                    bad = (first, off, f"version {v} where version {expected} belongs")
+                    break
+                if v >= low and is_committed(v, p) == NOT_COMMITTED:
+                    bad = (first, off, f"version {v} at position {p} is not in the commit log")
+                    break
+                offsets.append(off)
+                expected += 1
+            if bad is None and r.status != "eof":
+                bad = (first, r.end, f"{r.status}: {r.reason}")
+            idx = OffsetIndex(self.path(first, IDX_SUFFIX), writable=True)
+            try:
+                idx.truncate(0)
+                idx.extend(0, offsets)
+            finally:
+                idx.close()
+            if bad is not None:
+                break
+        if bad is None:
+            return False
+        first, off, reason = bad
+        if expected < low:
             raise CorruptStore(
-                f"stream directory {self.dir} belongs to {stored!r}, not {self.stream!r}"
-            )
+                f"stream {self.stream!r}: {self.path(first)} offset {off}: {reason}, before "
+                f"version {low} which was synced; run 'evstore verify' for a report and "
+                "'evstore repair' to restore it from the commit log")
+        self.cut(StreamTail(expected - 1, first, off), keep)
+        return True
+
+    def check_id(self) -> None:
+        """Refuse a directory that holds another stream's id.  An absent or
+        cut-short id is accepted: it is what a power cut leaves of a stream
+        being created, and the next writer (or reconciliation) rewrites it."""
+        self._id_state()
 
     def cut(self, tail: StreamTail, keep) -> None:
         """Remove everything after the committed tail; ``keep(path, offset,

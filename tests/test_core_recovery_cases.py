@@ -107,7 +107,10 @@ def test_records_of_a_writer_that_died_before_committing_are_cut(tmp_path, monke
     assert verify(d).ok
 
 
-def test_stream_dir_without_id_is_never_wiped(tmp_path):
+def test_stream_dir_without_id_gets_it_back_and_keeps_its_events(tmp_path):
+    """A stream directory whose ``id`` was lost (a power cut, a careless
+    hand) is named by the hash of its stream's id, so the writer puts the id
+    back; it never wipes the segments, which hold committed events."""
     d = tmp_path / "s"
     with EventStore(d, sync=False) as es:
         es.append("acct", evs(4))
@@ -115,16 +118,27 @@ def test_stream_dir_without_id_is_never_wiped(tmp_path):
     (sdir / "id").unlink()
     segs_before = {p.name: p.read_bytes() for p in sdir.glob("*.seg")}
     with EventStore(d, sync=False) as es:
-        with pytest.raises(CorruptStore, match="no id file"):
-            es.append("acct", evs(1))
-    assert {p.name: p.read_bytes() for p in sdir.glob("*.seg")} == segs_before
-    assert not verify(d).ok
-    assert repair(d).ok
+        r = es.append("acct", evs(1), expected_version=4)
+        assert r.version == 5
+    assert (sdir / "id").read_bytes() == b"acct"
+    for name, data in segs_before.items():
+        assert (sdir / name).read_bytes()[:len(data)] == data
     with EventStore(d, sync=False) as es:
-        assert es.version("acct") == 4
-        es.append("acct", evs(1), expected_version=4)
-        assert es.version("acct") == 5
+        assert [e.version for e in es.read("acct")] == [1, 2, 3, 4, 5]
     assert verify(d).ok
+
+
+def test_stream_dir_with_a_foreign_id_is_refused(tmp_path):
+    d = tmp_path / "s"
+    with EventStore(d, sync=False) as es:
+        es.append("acct", evs(2))
+    sdir = Path(stream_dir(str(d / "streams"), "acct"))
+    (sdir / "id").write_bytes(b"other")
+    with EventStore(d, sync=False) as es:
+        with pytest.raises(CorruptStore, match="belongs to 'other'"):
+            es.append("acct", evs(1))
+        with pytest.raises(CorruptStore, match="belongs to 'other'"):
+            list(es.read("acct"))
 
 
 def test_open_handles_follow_a_repair_that_rewrote_files(tmp_path):

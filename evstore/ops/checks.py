@@ -202,7 +202,16 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
     names = L.listdir(path)
     sid, why = read_stream_id(path)
     stream = sid if sid is not None else known.get(key)
-    if why:
+    orphan = why is not None and known.get(key) is None
+    if orphan:
+        # No committed event belongs here: what a power cut leaves of a
+        # stream whose first batch never committed (its id not yet synced).
+        r.id_bad = True
+        r.warnings.append(Problem(
+            "stream-id", f"{why}, and no committed event belongs to this directory (left by "
+            "a batch that never committed); harmless: repair removes it",
+            f"{relpath}/{L.ID_FILE}"))
+    elif why:
         r.id_bad = True
         r.problem("stream-id", why, f"{relpath}/{L.ID_FILE}", None, stream)
     r.stream = stream
@@ -319,14 +328,21 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
             if seg_sound or (committed_offs and not r.rebuild):
                 msg = index_problem(ipath, committed_offs, later_offs, "version", first,
                                     idx_bytes)
-                if msg:
+                if msg and first == firsts[-1] and "past the last" in msg:
+                    # Entries of records that never committed and are gone
+                    # (lost by a power cut with --no-sync): the stream's next
+                    # writer truncates them; readers never follow them.
+                    r.warnings.append(Problem(
+                        "stream-index", f"{msg}; harmless: the stream's next writer drops them",
+                        L.rel(directory, ipath), None, stream))
+                elif msg:
                     r.problem("stream-index", msg, L.rel(directory, ipath), None, stream)
                     r.bad_index.append(first)
         finally:
             os.close(fd)
     r.found = d0
     if stream is None:
-        if firsts:
+        if firsts and not orphan:
             r.problem("stream-id", "stream directory whose stream is unknown (no readable "
                       "id, and the commit log has no stream with this key)", relpath)
         return r
