@@ -26,6 +26,10 @@ from cli_helpers import (
     uid,
 )
 
+# What the CLI adds after the SPEC's message, on the same line (scripts match the prefix).
+RETRY = "; re-read the stream, then retry with --expected-version {}"
+NO_EVENTS = "; the stream has no events yet (--expected-version no-stream starts it)"
+
 
 def batch(n, first_id=1, type_="T"):
     return [{"type": type_, "data": {"i": i}, "id": uid(first_id + i)} for i in range(n)]
@@ -75,11 +79,11 @@ def test_expected_version_any_no_stream_exists_n(store_dir):
         "1 on new": (["append", "new", "--expected-version", "1"], ndjson_input(batch(2))),
     })
     assert all_errors(results, 3) == {
-        "3": "wrong expected version: expected 3, current is 4",
-        "5": "wrong expected version: expected 5, current is 4",
-        "no-stream": "wrong expected version: expected 0, current is 4",
-        "exists": "wrong expected version: expected exists, current is 0",
-        "1 on new": "wrong expected version: expected 1, current is 0",
+        "3": "wrong expected version: expected 3, current is 4" + RETRY.format(4),
+        "5": "wrong expected version: expected 5, current is 4" + RETRY.format(4),
+        "no-stream": "wrong expected version: expected 0, current is 4" + RETRY.format(4),
+        "exists": "wrong expected version: expected exists, current is 0" + NO_EVENTS,
+        "1 on new": "wrong expected version: expected 1, current is 0" + RETRY.format(0),
     }
     assert tree(store_dir) == before
 
@@ -141,7 +145,7 @@ def test_batch_size_with_expected_version_detects_conflict(store_dir):
                  input=ndjson_input(batch(5))), "s", 5, 5, 5)
     error(run(store_dir, "append", "s", "--batch-size", "2", "-e", "no-stream",
               input=ndjson_input(batch(5, first_id=50))), 3,
-          "wrong expected version: expected 0, current is 5")
+          "wrong expected version: expected 0, current is 5" + RETRY.format(5))
 
 
 # --- the writer lock ------------------------------------------------------------------------

@@ -58,7 +58,17 @@ def build_app(argv: Optional[list[str]] = None) -> typer.Typer:
         version: Annotated[bool, typer.Option(
             "--version", callback=_version, is_eager=True,
             help="Print the version and exit.")] = False,
+        quiet: Annotated[bool, typer.Option(
+            "--quiet", "-q",
+            help="No notes, hints or progress bars on stderr (errors are still shown).")] = False,
+        no_color: Annotated[bool, typer.Option(
+            "--no-color", help="No colour in tables and views on a terminal (also: $NO_COLOR, "
+                               "EVSTORE_NO_COLOR=1).")] = False,
     ) -> None:
+        from .common import OPTIONS
+
+        OPTIONS["quiet"] = quiet
+        OPTIONS["no_color"] = no_color
         ctx.obj = {"store": store}
 
     import importlib
@@ -71,7 +81,73 @@ def build_app(argv: Optional[list[str]] = None) -> typer.Typer:
         importlib.import_module(f".{name}", __package__).register(app)
     if argv is not None:
         _keep_only(app, argv)
+    _flags_after_the_name(app)
     return app
+
+
+def _set_flag(key: str):
+    def callback(value: bool) -> None:
+        if value:  # never unsets what the root's callback (run first) set
+            from .common import OPTIONS
+
+            OPTIONS[key] = True
+    return callback
+
+
+#: -q and --no-color, also accepted after the command's name: every command
+#: gets them as keyword parameters that only switch OPTIONS on.
+AFTER_NAME = {
+    "quiet": Annotated[bool, typer.Option(
+        "--quiet", "-q", callback=_set_flag("quiet"),
+        help="No notes, hints or progress bars on stderr (errors are still shown).")],
+    "no_color": Annotated[bool, typer.Option(
+        "--no-color", callback=_set_flag("no_color"),
+        help="No colour in tables and views on a terminal.")],
+}
+
+
+def _flags_after_the_name(app: typer.Typer) -> None:
+    """``evstore tail -f --all -q`` works as well as ``evstore -q tail ...``:
+    each command's function is wrapped in one that takes (and drops) the
+    AFTER_NAME parameters.  Only the commands kept by :func:`_keep_only` are
+    wrapped, so a plain call pays for one."""
+    infos = list(app.registered_commands)
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        infos += sub.registered_commands
+        if sub.registered_callback is not None:
+            infos.append(sub.registered_callback)
+    for info in infos:
+        if info.callback is not None and not hasattr(info.callback, "__evstore_flags__"):
+            info.callback = _wrap(info.callback)
+
+
+def _wrap(fn):
+    import functools
+    import inspect
+    from typing import get_type_hints
+
+    sig = inspect.signature(fn, eval_str=True)
+    if any(name in sig.parameters for name in AFTER_NAME):
+        return fn
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        for name in AFTER_NAME:
+            kwargs.pop(name, None)
+        return fn(*args, **kwargs)
+
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=ann)
+             for name, ann in AFTER_NAME.items()]
+    command.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    command.__annotations__ = {**get_type_hints(fn, include_extras=True), **AFTER_NAME}
+    command.__evstore_flags__ = True
+    return command
+
+
+#: The root's options that take no value: skipped by :func:`_keep_only` to
+#: find the command's name (``evstore -q --store DIR read ...``).
+GLOBAL_FLAGS = ("--quiet", "-q", "--no-color")
 
 
 def _keep_only(app: typer.Typer, argv: list[str]) -> None:
@@ -80,14 +156,17 @@ def _keep_only(app: typer.Typer, argv: list[str]) -> None:
     typer builds a click command for every registered command on each call,
     evaluating every parameter's annotations: about 10 ms of an ``evstore
     append`` (bench/README.md, workload (h)).  When ``argv`` is plainly
-    ``[--store DIR] COMMAND ...``, only COMMAND is kept; anything else (root
-    options, --help, an unknown name) keeps them all, so help texts and
-    "no such command" errors are unchanged."""
+    ``[--store DIR] [-q] [--no-color] COMMAND ...``, only COMMAND is kept;
+    anything else (other root options, --help, an unknown name) keeps them
+    all, so help texts and "no such command" errors are unchanged."""
     i = 0
-    while i < len(argv) and argv[i] == "--store":
-        i += 2
-    while i < len(argv) and argv[i].startswith("--store="):
-        i += 1
+    while i < len(argv):
+        if argv[i] == "--store":
+            i += 2
+        elif argv[i].startswith("--store=") or argv[i] in GLOBAL_FLAGS:
+            i += 1
+        else:
+            break
     if i >= len(argv) or argv[i].startswith("-"):
         return
     wanted = argv[i]

@@ -9,10 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, LockTimeoutOpt, StoreOpt, fail, store_path
+from .common import FormatOpt, LockTimeoutOpt, StoreOpt, complete_stream, fail, store_path
 
-VERIFY_HELP = """Check every byte of the store: checksums, indexes, versions, positions,
-stream logs against the commit log, snapshots, checkpoints.
+VERIFY_HELP = """Check every byte of the store.
+
+Checksums, indexes, versions, positions, stream logs against the commit
+log, snapshots, checkpoints.
 
 Changes nothing and takes no lock: safe while writers are busy. Prints a
 report on stdout (--format json for one JSON object) and exits 0 when the
@@ -51,8 +53,10 @@ Exit codes: 0 the store is sound (afterwards), 6 it is still damaged,
 1 locked by a writer past --lock-timeout, 4 no store there.
 """
 
-EXPORT_HELP = """Write recorded events as NDJSON, in position order: the whole store
-(--all, the default) or the given streams. Streams in constant memory.
+EXPORT_HELP = """Write recorded events as NDJSON, in position order.
+
+The whole store (--all, the default) or the given streams. Streams in
+constant memory.
 
 Every line is a recorded event (SPEC §2) that 'evstore import' reads back
 exactly: export | import | export gives the same bytes.
@@ -69,8 +73,10 @@ Examples:
     evstore export --from-position $((last + 1)) >> backup.ndjson
 """
 
-IMPORT_HELP = """Read exported events (NDJSON, from FILE or stdin) into the store, keeping
-ids, streams, versions, positions and recorded_at.
+IMPORT_HELP = """Read exported events into the store.
+
+Reads NDJSON from FILE or stdin, keeping ids, streams, versions, positions
+and recorded_at.
 
 The input must continue the store exactly: its first position is the
 store's next one, each stream's first version is that stream's next one,
@@ -117,9 +123,10 @@ class BarProgress:
         self._next = 0.0
 
     def begin(self, label, total_bytes=None, total_events=None):
-        from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                    TimeRemainingColumn, TransferSpeedColumn)
+
+        from .render import console
 
         self.end()
         self._events = self._bytes = 0
@@ -130,10 +137,14 @@ class BarProgress:
         if not self._unit_events:
             columns += [DownloadColumn(), TransferSpeedColumn()]
         columns.append(TimeRemainingColumn())
-        self._bar = Progress(*columns, console=Console(stderr=True), transient=True)
+        self._bar = Progress(*columns, console=console(stderr=True), transient=True)
         self._bar.start()
         total = total_events if self._unit_events else total_bytes
-        self._task = self._bar.add_task(label, total=total, events=0, rate="")
+        from rich.markup import escape  # a stream id is not markup
+
+        from .render import safe
+
+        self._task = self._bar.add_task(escape(safe(label)), total=total, events=0, rate="")
         self._t0 = time.monotonic()
 
     def advance(self, events=0, nbytes=0):
@@ -159,7 +170,9 @@ class BarProgress:
 def _progress():
     from ..ops.progress import NO_PROGRESS
 
-    return BarProgress() if sys.stderr.isatty() else NO_PROGRESS
+    from .common import show_progress
+
+    return BarProgress() if show_progress() else NO_PROGRESS
 
 
 def _existing_store(ctx, store) -> Path:
@@ -299,6 +312,7 @@ def register(app: typer.Typer) -> None:
     def export(
         ctx: typer.Context,
         streams: Annotated[Optional[list[str]], typer.Argument(
+            metavar="[STREAM]...", autocompletion=complete_stream,
             help="Streams to export (default: all).", show_default=False)] = None,
         all_: Annotated[bool, typer.Option("--all", help="Every stream (the default).")] = False,
         from_position: Annotated[int, typer.Option(

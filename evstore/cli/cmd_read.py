@@ -6,13 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, StoreOpt, TypeOpt, open_store, pick_format
+from .common import FormatOpt, StoreOpt, TypeOpt, WideOpt, complete_stream, open_store, pick_format
 
-READ_HELP = """Print the events of STREAM (or of the whole store with --all).
+READ_HELP = """Print a stream's events (or every event with --all).
 
-Events come in version order (position order with --all). --from and --to
-bound the range inclusively in either direction; --backwards prints that
-range newest first, and --limit then keeps the newest N. Output streams in
+The events of STREAM, or of the whole store with --all. They come in
+version order (position order with --all). --from and --to bound the
+range inclusively in either direction; --backwards prints that range
+newest first, and --limit then keeps the newest N. Output streams in
 constant memory, however long the stream.
 
 Examples:
@@ -26,8 +27,9 @@ Examples:
 Exit codes: 4 when the stream (or the store) does not exist.
 """
 
-STREAMS_HELP = """List the streams: one line each with its version and first and last
-recorded_at.
+STREAMS_HELP = """List the streams, with versions and times.
+
+One line each with its id, version, and first and last recorded_at.
 
 Examples:
 
@@ -36,8 +38,10 @@ Examples:
     evstore streams --prefix acct- | jq -r .stream
 """
 
-INFO_HELP = """Print the store's totals as one JSON object: streams, events, bytes,
-segments, snapshots, format_version and more.
+INFO_HELP = """Print the store's totals as one JSON object.
+
+Its keys: streams, events, bytes, segments, snapshots, format_version and
+more (docs/CLI-JSON.md lists them).
 
 Example:
 
@@ -48,12 +52,12 @@ Example:
 """
 
 
-def emit_events(events, fmt: str, *, flush_each: bool = False) -> int:
+def emit_events(events, fmt: str, *, flush_each: bool = False, wide: bool = False) -> int:
     """Write events in the chosen format; returns how many were written."""
     if fmt == "table":
         from .render import events_table
 
-        return events_table(events)
+        return events_table(events, wide=wide)
     from ..jsonio import Writer
 
     from .common import stdout_pipe
@@ -73,6 +77,7 @@ def register(app: typer.Typer) -> None:
     def read(
         ctx: typer.Context,
         stream: Annotated[Optional[str], typer.Argument(
+            metavar="[STREAM]", autocompletion=complete_stream,
             help="The stream to read (omit with --all).", show_default=False)] = None,
         all_: Annotated[bool, typer.Option("--all", help="Read every stream, in position order.")] = False,
         from_: Annotated[Optional[int], typer.Option(
@@ -86,6 +91,7 @@ def register(app: typer.Typer) -> None:
         stream_prefix: Annotated[Optional[str], typer.Option(
             "--stream-prefix", metavar="S", help="With --all: only streams whose id starts with S.")] = None,
         fmt: FormatOpt = None,
+        wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
         from .common import fail
@@ -101,7 +107,7 @@ def register(app: typer.Typer) -> None:
             else:
                 events = es.read(stream, from_version=from_ or 1, to_version=to,
                                  backwards=backwards, limit=limit, types=types)
-            emit_events(events, pick_format(fmt))
+            emit_events(events, pick_format(fmt), wide=wide)
 
     @app.command("streams", help=STREAMS_HELP)
     def streams(
@@ -109,6 +115,7 @@ def register(app: typer.Typer) -> None:
         prefix: Annotated[Optional[str], typer.Option(
             "--prefix", metavar="S", help="Only streams whose id starts with S.")] = None,
         fmt: FormatOpt = None,
+        wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
         with open_store(ctx, store) as es:
@@ -117,7 +124,7 @@ def register(app: typer.Typer) -> None:
             if fmt_ == "table":
                 from .render import dict_table
 
-                dict_table(rows, title="streams")
+                dict_table(rows, title="streams", wide=wide)
                 return
             from ..jsonio import Writer
 
@@ -133,6 +140,7 @@ def register(app: typer.Typer) -> None:
         per_stream: bool = typer.Option(
             False, "--streams", help="Add per_stream: one row per stream with its events, "
             "bytes, segments and snapshots (reads every stream's tail)."),
+        wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
         from ..jsonio import dumps
@@ -142,7 +150,7 @@ def register(app: typer.Typer) -> None:
         if fmt is not None and fmt.value == "table":
             from .render import info_table
 
-            info_table(data)
+            info_table(data, wide=wide)
             return
         if fmt is not None and fmt.value == "ndjson":
             sys.stdout.write(dumps(data) + "\n")

@@ -6,13 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, StoreOpt, TypeOpt, open_store, pick_format, store_path
+from .common import (FormatOpt, StoreOpt, TypeOpt, complete_stream, note, open_store, pick_format,
+                     store_path)
 
 REDUCER_HELP = ("The reducer: merge, count, last, list, path/to/file.py:function or "
                 "package.module:function. Default: the store's reducer setting "
                 "(evstore config reducer), else merge.")
 
-SNAPSHOT_HELP = """Save (or show) STREAM's state at a version, so replays start there.
+SNAPSHOT_HELP = """Save (or show) a stream's state at a version.
+
+Replays of STREAM then start there.
 
 Compute and save: folds the events into state with the reducer, starting
 from the latest usable snapshot at or below --version (default: the current
@@ -39,7 +42,9 @@ Exit codes: 2 a reducer that cannot be loaded, 4 no such stream, version or
 snapshot, 5 --state is not JSON, 6 the snapshot file is damaged.
 """
 
-REPLAY_HELP = """Rebuild STREAM's state at a version or a time, and print it.
+REPLAY_HELP = """Rebuild a stream's state at a version or time.
+
+Prints the state of STREAM at a version (default: the current one) or a time.
 
 Folds the events with the reducer from the latest usable snapshot at or
 below the version (--no-snapshot: from the first event) and prints
@@ -118,9 +123,11 @@ def _reducer_spec(ctx, store, reducer: Optional[str]):
 
 
 def _print_object(obj: dict, fmt: Optional[str] = None) -> None:
+    """One JSON object: indented on a terminal, one line off one (and with
+    --format ndjson) -- the same rule as 'evstore info' (docs/CLI-JSON.md)."""
     import json
 
-    pretty = fmt == "json" or (fmt is None and sys.stdout.isatty())
+    pretty = fmt != "ndjson" and sys.stdout.isatty()
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2 if pretty else None) + "\n")
 
 
@@ -129,15 +136,22 @@ class _Progress:
 
     def __init__(self, label: str, total: int):
         self.bar = None
-        if total < PROGRESS_FROM or not sys.stderr.isatty():
+        from .common import show_progress
+
+        if total < PROGRESS_FROM or not show_progress():
             return
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        from .render import console
 
         self.bar = Progress("[progress.description]{task.description}", BarColumn(),
                             MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=True)
-        self.task = self.bar.add_task(label, total=total)
+                            console=console(stderr=True), transient=True)
+        from rich.markup import escape  # a stream id is not markup
+
+        from .render import safe
+
+        self.task = self.bar.add_task(escape(safe(label)), total=total)
         self.bar.start()
 
     def __call__(self, done: int, total: int) -> None:
@@ -163,7 +177,8 @@ def register(app: typer.Typer) -> None:
     @app.command("snapshot", help=SNAPSHOT_HELP, no_args_is_help=True)
     def snapshot(
         ctx: typer.Context,
-        stream: Annotated[str, typer.Argument(metavar="STREAM", help="The stream, e.g. acct-7.")],
+        stream: Annotated[str, typer.Argument(
+            metavar="STREAM", help="The stream, e.g. acct-7.", autocompletion=complete_stream)],
         reducer: ReducerOpt = None,
         version: Annotated[Optional[int], typer.Option(
             "--version", metavar="V", min=1,
@@ -216,7 +231,9 @@ def register(app: typer.Typer) -> None:
     @app.command("replay", help=REPLAY_HELP, no_args_is_help=True)
     def replay(
         ctx: typer.Context,
-        stream: Annotated[str, typer.Argument(metavar="STREAM", help="The stream to replay, e.g. acct-7.")],
+        stream: Annotated[str, typer.Argument(
+            metavar="STREAM", help="The stream to replay, e.g. acct-7.",
+            autocompletion=complete_stream)],
         reducer: ReducerOpt = None,
         to_version: Annotated[Optional[int], typer.Option(
             "--to-version", metavar="V", min=0,
@@ -319,7 +336,7 @@ def _steps(es, p, types, from_version, out) -> None:
         _steps_view(p, steps(es, p, types, from_version), _notes(p.notes), from_version, types)
         return
     for line in _notes(p.notes):
-        sys.stderr.write(f"evstore: replay {p.stream}: {line}\n")
+        note(f"replay {p.stream}: {line}")
     from ..jsonio import Writer
 
     w = Writer(sys.stdout.buffer, out or "ndjson")
@@ -353,10 +370,9 @@ def _verify(es, stream, spec, out) -> None:
             w.write(row)
         w.close()
     for line in _notes(rep.skipped):
-        sys.stderr.write(f"evstore: not checked (another reducer's snapshot): {line}\n")
-    sys.stderr.write(f"evstore: {stream}: compared {rep.checked} snapshot(s) made by "
-                     f"{rep.reducer} with a replay from the first event; "
-                     f"{len(rep.mismatches)} mismatch(es)\n")
+        note(f"not checked (another reducer's snapshot): {line}")
+    note(f"{stream}: compared {rep.checked} snapshot(s) made by {rep.reducer} with a replay "
+         f"from the first event; {len(rep.mismatches)} mismatch(es)")
     if rep.mismatches:
         sys.stderr.write(f"evstore: error: {len(rep.mismatches)} snapshot(s) of {stream!r} "
                          "do not match its events\n")
@@ -374,10 +390,10 @@ def _path(path) -> str:
 def _state_view(result: dict) -> None:
     from rich.text import Text
 
-    from .render import console, info_table
+    from .render import console, info_table, safe
 
     con = console()
-    con.print(Text(f"{result['stream']} at version {result['version']}", style="bold"))
+    con.print(Text(f"{safe(result['stream'])} at version {result['version']}", style="bold"))
     state = result["state"]
     if isinstance(state, dict) and state:
         info_table(state)
@@ -392,49 +408,49 @@ def _steps_view(p, step_iter, notes: list[str], from_version=None, types=None) -
     added in green, removed in red, changed as old (red) -> new (green)."""
     from rich.text import Text
 
-    from .render import compact, console
+    from .render import compact, console, safe
 
     con = console()
     shown_from = f", showing from version {from_version}" if from_version else ""
-    only = f", only {', '.join(types)}" if types else ""
-    con.print(Text(f"replay {p.stream} with {p.reducer.name}: folding versions "
+    only = f", only {safe(', '.join(types))}" if types else ""
+    con.print(Text(f"replay {safe(p.stream)} with {safe(p.reducer.name)}: folding versions "
                    f"{p.start + 1}..{p.version}{shown_from}{only}", style="bold"))
     for n in notes:
-        con.print(Text(f"  {n}", style="dim"))
+        con.print(Text(f"  {safe(n)}", style="dim"))
     shown = 0
     for st in step_iter:
         ev = st.event
         line = Text()
         line.append(f"v{st.version:<6}", style="bold")
-        line.append(st.type, style="bold cyan")
+        line.append(safe(st.type), style="bold cyan")
         line.append(f"  {ev.to_dict()['recorded_at']}  ", style="dim")
-        line.append(compact(ev.data, 100))
+        line.append(safe(compact(ev.data, 100)))
         if ev.metadata:
-            line.append(f"  {compact(ev.metadata, 80)}", style="dim")
+            line.append(f"  {safe(compact(ev.metadata, 80))}", style="dim")
         con.print(line)
         if not st.changes:
             con.print(Text("         (no change)", style="dim"))
         for c in st.changes:
             t = Text("         ")
-            where = _path(c["path"])
+            where = safe(_path(c["path"]))
             if c["op"] == "add":
                 t.append("+ ", style="green")
                 t.append(where, style="bold yellow")
                 t.append(" = ")
-                t.append(compact(c["new"], 100), style="green")
+                t.append(safe(compact(c["new"], 100)), style="green")
             elif c["op"] == "remove":
                 t.append("- ", style="red")
                 t.append(where, style="bold yellow")
                 t.append(" (was ")
-                t.append(compact(c["old"], 100), style="red")
+                t.append(safe(compact(c["old"], 100)), style="red")
                 t.append(")")
             else:
                 t.append("~ ", style="yellow")
                 t.append(where, style="bold yellow")
                 t.append(": ")
-                t.append(compact(c["old"], 60), style="red")
+                t.append(safe(compact(c["old"], 60)), style="red")
                 t.append(" -> ")
-                t.append(compact(c["new"], 60), style="green")
+                t.append(safe(compact(c["new"], 60)), style="green")
             con.print(t)
         shown += 1
     if shown == 0:

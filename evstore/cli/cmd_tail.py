@@ -17,10 +17,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, StoreOpt, TypeOpt, fail, open_store, pick_format
+from .common import (FormatOpt, StoreOpt, TypeOpt, WideOpt, complete_checkpoint, complete_stream,
+                     fail, open_store, pick_format)
 
-TAIL_HELP = """Print the last events of STREAM (or of the whole store with --all);
-with -f, keep printing new events as they are committed.
+TAIL_HELP = """Print the last events; with -f, follow new ones.
+
+Prints the last events of STREAM (or of the whole store with --all); with
+-f, keeps printing new events as they are committed.
 
 Events come oldest first, in version order (position order with --all).
 With -f each event is printed and flushed as soon as it is committed, so
@@ -61,8 +64,9 @@ Exit codes: 4 when the stream (without -f) or the store does not exist;
 1 when another consumer runs under the same --checkpoint NAME.
 """
 
-CHECKPOINTS_HELP = """List, delete or reset the checkpoints of durable consumers
-('evstore tail --checkpoint NAME').
+CHECKPOINTS_HELP = """List, delete or reset durable consumers' checkpoints.
+
+A durable consumer is 'evstore tail --checkpoint NAME'.
 
 Without a subcommand, lists them: one line each with the name, the position
 the consumer has handled, the store's head, how many positions it is
@@ -78,7 +82,7 @@ Examples:
     evstore checkpoints delete proj
 """
 
-LIST_HELP = """List the checkpoints (the same as 'evstore checkpoints').
+LIST_HELP = """List the checkpoints (as 'evstore checkpoints').
 
 Example:
 
@@ -97,8 +101,9 @@ Example:
     evstore checkpoints delete proj
 """
 
-RESET_HELP = """Move the checkpoint NAME to position P (default 0): its consumer
-resumes at P + 1. Creates the checkpoint when it does not exist.
+RESET_HELP = """Move the checkpoint NAME to position P (default 0).
+
+Its consumer resumes at P + 1. Creates the checkpoint when it does not exist.
 
 P is a position in the store ('evstore read --all' shows them), 0 for the
 beginning, or 'head' for the current head (skip everything so far). Refused
@@ -120,6 +125,7 @@ def register(app: typer.Typer) -> None:
     def tail(
         ctx: typer.Context,
         stream: Annotated[Optional[str], typer.Argument(
+            metavar="[STREAM]", autocompletion=complete_stream,
             help="The stream to follow (omit with --all).", show_default=False)] = None,
         all_: Annotated[bool, typer.Option("--all", help="Every stream, in position order.")] = False,
         lines: Annotated[Optional[int], typer.Option(
@@ -135,7 +141,7 @@ def register(app: typer.Typer) -> None:
         stream_prefix: Annotated[Optional[str], typer.Option(
             "--stream-prefix", metavar="S", help="With --all: only streams whose id starts with S.")] = None,
         checkpoint: Annotated[Optional[str], typer.Option(
-            "--checkpoint", metavar="NAME",
+            "--checkpoint", metavar="NAME", autocompletion=complete_checkpoint,
             help="A durable consumer: resume after the position saved under NAME, "
                  "and save each event's position once it is printed.")] = None,
         max_count: Annotated[Optional[int], typer.Option(
@@ -144,6 +150,7 @@ def register(app: typer.Typer) -> None:
             "--idle-timeout", metavar="SECONDS", min=0,
             help="With -f: stop after this long without a new event.")] = None,
         fmt: FormatOpt = None,
+        wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
         if all_ == (stream is not None):
@@ -174,41 +181,50 @@ def register(app: typer.Typer) -> None:
                 wake=os.environ.get("EVSTORE_TAIL_WAKE", "auto"))
             with sub:
                 signals.target = sub
-                for note in sub.notes:
-                    sys.stderr.write(f"evstore: note: {note}\n")
-                sys.stderr.flush()
+                from .common import note
+
+                for text in sub.notes:
+                    note(f"note: {text}")
                 if follow:
                     _watch_stdout(sub)
                 with _closed_pipe_is_fine():
-                    _print(sub, pick_format(fmt), flush_each=follow or checkpoint is not None)
+                    _print(sub, pick_format(fmt), flush_each=follow or checkpoint is not None,
+                           wide=wide)
 
     cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)
 
     @cp.callback(invoke_without_command=True)
-    def checkpoints(ctx: typer.Context, fmt: FormatOpt = None, store: StoreOpt = None) -> None:
+    def checkpoints(ctx: typer.Context, fmt: FormatOpt = None, wide: WideOpt = False,
+                    store: StoreOpt = None) -> None:
         if ctx.invoked_subcommand is None:
-            _list(ctx, store, fmt)
+            _list(ctx, store, fmt, wide)
 
     @cp.command("list", help=LIST_HELP)
-    def list_(ctx: typer.Context, fmt: FormatOpt = None, store: StoreOpt = None) -> None:
-        _list(ctx, _parent_store(ctx, store), fmt or ctx.parent.params.get("fmt"))
+    def list_(ctx: typer.Context, fmt: FormatOpt = None, wide: WideOpt = False,
+              store: StoreOpt = None) -> None:
+        _list(ctx, _parent_store(ctx, store), fmt or ctx.parent.params.get("fmt"),
+              wide or bool(ctx.parent.params.get("wide")))
 
     @cp.command("delete", help=DELETE_HELP, no_args_is_help=True)
     def delete(
         ctx: typer.Context,
-        name: Annotated[str, typer.Argument(help="The checkpoint's name.")],
+        name: Annotated[str, typer.Argument(
+            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
         store: StoreOpt = None,
     ) -> None:
         from ..checkpoints import CheckpointStore
 
         with open_store(ctx, _parent_store(ctx, store)) as es:
             CheckpointStore(es).delete(name)
-        sys.stderr.write(f"evstore: deleted checkpoint {name!r}\n")
+        from .common import note
+
+        note(f"deleted checkpoint {name!r}")
 
     @cp.command("reset", help=RESET_HELP, no_args_is_help=True)
     def reset(
         ctx: typer.Context,
-        name: Annotated[str, typer.Argument(help="The checkpoint's name.")],
+        name: Annotated[str, typer.Argument(
+            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
         to: Annotated[str, typer.Option(
             "--to", metavar="P|head", help="The position handled so far: 0 (the beginning), "
                                            "a position, or head.")] = "0",
@@ -232,17 +248,17 @@ def register(app: typer.Typer) -> None:
 
 # -- output ------------------------------------------------------------------------------------
 
-def _print(sub, fmt: str, *, flush_each: bool) -> None:
+def _print(sub, fmt: str, *, flush_each: bool, wide: bool = False) -> None:
     """Print events as the subscription hands them out.  With ``flush_each``
     every line is flushed before the next event is asked for, which is what
     lets the subscription count the previous one as handled."""
     if fmt == "table" and not flush_each:
         from .render import events_table
 
-        events_table(sub)
+        events_table(sub, wide=wide)
         return
     if fmt == "table":
-        write = _line_printer()
+        write = _line_printer(wide)
         for ev in sub:
             write(ev)
         return
@@ -256,26 +272,26 @@ def _print(sub, fmt: str, *, flush_each: bool) -> None:
         w.close()
 
 
-def _line_printer():
+def _line_printer(wide: bool = False):
     """One rich line per event (a terminal view of ``tail -f``): rendered to
     a string and written by us, so a closed pipe is our BrokenPipeError."""
     from rich.text import Text
 
-    from .render import compact, console
+    from .render import compact, console, safe
 
     con = console()
     out = sys.stdout
 
     def write(ev) -> None:
-        t = Text(no_wrap=True, overflow="ellipsis")
+        t = Text()
         t.append(f"{ev.position:>7} ", style="dim")
-        t.append(ev.stream, style="bold")
+        t.append(safe(ev.stream), style="bold")
         t.append(f"@{ev.version} ")
-        t.append(ev.type, style="cyan")
-        t.append(" " + compact(ev.data, 200) + " ")
+        t.append(safe(ev.type), style="cyan")
+        t.append(" " + safe(compact(ev.data, None if wide else 200)) + " ")
         t.append(ev.to_dict()["recorded_at"], style="dim")
-        with con.capture() as cap:
-            con.print(t, crop=True)
+        with con.capture() as cap:  # (print() ignores a Text's own no_wrap)
+            con.print(t, crop=not wide, no_wrap=not wide, overflow="fold" if wide else "ellipsis")
         out.write(cap.get())
         out.flush()
 
@@ -290,7 +306,7 @@ def _parent_store(ctx: typer.Context, store):
     return store
 
 
-def _list(ctx: typer.Context, store, fmt) -> None:
+def _list(ctx: typer.Context, store, fmt, wide: bool = False) -> None:
     from ..checkpoints import CheckpointStore
 
     with open_store(ctx, store) as es:
@@ -302,7 +318,7 @@ def _list(ctx: typer.Context, store, fmt) -> None:
 
         for r in rows:
             r["stream"] = "(all)" if r["stream"] is None else r["stream"]
-        dict_table(rows, title="checkpoints")
+        dict_table(rows, title="checkpoints", wide=wide)
         return
     from ..jsonio import Writer
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import LockTimeoutOpt, StoreOpt, open_store
+from .common import LockTimeoutOpt, StoreOpt, complete_stream, open_store
 
 APPEND_HELP = """Append events to STREAM, atomically.
 
@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
     @app.command("append", help=APPEND_HELP, no_args_is_help=True)
     def append(
         ctx: typer.Context,
-        stream: Annotated[str, typer.Argument(help="The stream to append to, e.g. acct-1.")],
+        stream: Annotated[str, typer.Argument(
+            metavar="STREAM", help="The stream to append to, e.g. acct-1.",
+            autocompletion=complete_stream)],
         expected_version: Annotated[str, typer.Option(
             "--expected-version", "-e", metavar="any|no-stream|exists|N",
             help="Only append if the stream is at this version: any (default), "

@@ -34,8 +34,57 @@ FormatOpt = Annotated[Optional[Format], typer.Option(
 LockTimeoutOpt = Annotated[float, typer.Option(
     "--lock-timeout", metavar="SECONDS", min=0,
     help="How long to wait for another writer to finish before giving up (exit 1).")]
+WideOpt = Annotated[bool, typer.Option(
+    "--wide", help="Tables: show every cell whole, wrapped over several lines "
+                   "(default: cut to the terminal's width with an ellipsis).")]
 TypeOpt = Annotated[Optional[list[str]], typer.Option(
     "--type", metavar="TYPE", help="Only events of this type (repeat for several).")]
+
+
+def _completion_store(ctx: typer.Context):
+    """The store a command being completed names, opened for reading; None
+    when there is none there (completion never creates a store)."""
+    from ..store import MARKER, EventStore
+
+    path = None
+    c = ctx
+    while c is not None and path is None:
+        path = c.params.get("store")
+        c = c.parent
+    path = path or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
+    if not os.path.isfile(os.path.join(path, MARKER)):
+        return None
+    return EventStore(path, create=False)
+
+
+def complete_stream(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of a STREAM argument: the store's stream ids that
+    start with what was typed.  Never raises and never creates a store: any
+    trouble (no store, damage, a lock) just completes nothing."""
+    try:
+        from itertools import islice
+
+        es = _completion_store(ctx)
+        if es is None:
+            return []
+        with es:
+            return [s.stream for s in islice(es.streams(prefix=incomplete or None), 500)]
+    except Exception:  # noqa: BLE001 - completion must never break the shell
+        return []
+
+
+def complete_checkpoint(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of a checkpoint's NAME; like :func:`complete_stream`."""
+    try:
+        from ..checkpoints import CheckpointStore
+
+        es = _completion_store(ctx)
+        if es is None:
+            return []
+        with es:
+            return [c.name for c in CheckpointStore(es).list() if c.name.startswith(incomplete)]
+    except Exception:  # noqa: BLE001 - completion must never break the shell
+        return []
 
 
 def store_path(ctx: typer.Context, store: Optional[Path]) -> Path:
@@ -60,6 +109,41 @@ def pick_format(fmt: Optional[Format]) -> str:
 
 def stdout_bytes():
     return sys.stdout.buffer
+
+
+#: Set once by the global options (app.py): --quiet and --no-color.
+OPTIONS = {"quiet": False, "no_color": False}
+
+
+def quiet() -> bool:
+    """--quiet: no informational messages on stderr (errors are always shown)."""
+    return OPTIONS["quiet"]
+
+
+def no_color() -> bool:
+    """--no-color, $NO_COLOR (any non-empty value) or EVSTORE_NO_COLOR=1."""
+    return (OPTIONS["no_color"] or bool(os.environ.get("NO_COLOR"))
+            or os.environ.get("EVSTORE_NO_COLOR") == "1")
+
+
+def note(message: str) -> None:
+    """An informational line on stderr (``evstore: MESSAGE``), unless --quiet.
+    Every note, hint and summary goes through here; errors go through
+    :func:`fail` and are never silenced."""
+    if OPTIONS["quiet"]:
+        return
+    sys.stderr.write(f"evstore: {message}\n")
+    sys.stderr.flush()
+
+
+def show_progress() -> bool:
+    """Progress bars: only on a terminal's stderr, and not with --quiet."""
+    if OPTIONS["quiet"]:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def fail(message: str, code: int) -> "typer.Exit":
@@ -116,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     except EvstoreError as e:
         if debug:
             raise
-        raise SystemExit(_report(str(e), e.exit_code)) from None
+        raise SystemExit(_report(_with_hint(e), e.exit_code)) from None
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except BrokenPipeError:
@@ -145,6 +229,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     except BrokenPipeError:
         _quiet_broken_pipe()
     raise SystemExit(0)
+
+
+def _with_hint(e: EvstoreError) -> str:
+    """The library's message, and for a version conflict what to do next --
+    on the same line, after the SPEC's prefix, which scripts match on."""
+    from ..errors import WrongExpectedVersion
+
+    message = str(e)
+    if isinstance(e, WrongExpectedVersion):
+        if e.expected == "exists" and e.current == 0:
+            message += "; the stream has no events yet (--expected-version no-stream starts it)"
+        else:
+            message += f"; re-read the stream, then retry with --expected-version {e.current}"
+    return message
 
 
 def _report(message: str, code: int) -> int:
