@@ -34,6 +34,7 @@ from typing import Iterator, NamedTuple
 from .errors import CorruptStore, NotFound, StoreIOError, StoreLocked, UsageError
 from .records import check_id_text, format_timestamp
 from .recovery import write_atomic
+from .segment import check_not_link, nofollow, open_file
 from .streamlog import stream_key
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -122,7 +123,7 @@ class CheckpointStore:
         """The checkpoint saved under ``name``, or None when there is none."""
         path = self.path(name)
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb", opener=nofollow) as f:
                 data = f.read()
         except FileNotFoundError:
             return None
@@ -138,7 +139,7 @@ class CheckpointStore:
         found = []
         for key, path in _files(self.root):
             try:
-                with open(path, "rb") as f:
+                with open(path, "rb", opener=nofollow) as f:
                     data = f.read()
             except FileNotFoundError:  # deleted while we listed
                 continue
@@ -202,7 +203,7 @@ class CheckpointStore:
             return
         try:
             self._make_root()
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_file(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise StoreIOError(f"cannot open {path}: {e.strerror or e}") from e
         try:
@@ -226,6 +227,8 @@ class CheckpointStore:
             os.close(fd)  # closing drops the flock
 
     def _make_root(self) -> None:
+        if check_not_link(self.root):  # a link would take writes outside the store
+            return
         if not os.path.isdir(self.root):
             os.makedirs(self.root, exist_ok=True)
             from .segment import fsync_dir
@@ -252,7 +255,7 @@ def verify_files(store_dir: str, versions: dict, head: int):
     for key, path in _files(root):
         rel = os.path.relpath(path, store_dir)
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb", opener=nofollow) as f:
                 cp = decode(f.read(), rel, key)
         except (CorruptStore, OSError) as e:
             yield {"severity": "error", "kind": "checkpoint", "file": rel, "message": str(e)}

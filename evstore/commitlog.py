@@ -22,10 +22,12 @@ from .index import OffsetIndex
 from .records import LogBatch, decode_batch, decode_batch_head
 from .segment import (
     SegmentWriter,
+    check_not_link,
     file_size,
     find_next_frame,
     frame_before,
     iter_frames,
+    open_file,
     read_frame,
     scan,
     stable_listdir,
@@ -64,12 +66,16 @@ class CommitLog:
         self._writer: SegmentWriter | None = None
         self._widx: OffsetIndex | None = None
         self._heads: dict[tuple[int, int], tuple] = {}
+        self._dir_ok = False
 
     # -- files ---------------------------------------------------------------
     def path(self, first: int, suffix: str = SEG_SUFFIX) -> str:
         return os.path.join(self.dir, f"{first:016d}{suffix}")
 
     def list_segments(self) -> list[int]:
+        if not self._dir_ok:
+            check_not_link(self.dir)  # once per handle: log/ itself may not be a link
+            self._dir_ok = True
         firsts = []
         for name in stable_listdir(self.dir):
             if name.endswith(SEG_SUFFIX) and len(name) == 16 + len(SEG_SUFFIX):
@@ -83,7 +89,7 @@ class CommitLog:
     def fd(self, first: int) -> int:
         fd = self._fds.get(first)
         if fd is None:
-            fd = os.open(self.path(first), os.O_RDONLY)
+            fd = open_file(self.path(first), os.O_RDONLY)
             self._fds[first] = fd
         return fd
 
@@ -172,8 +178,8 @@ class CommitLog:
     def _walk(self, t: Tail, fd: int) -> None:
         r = scan(fd, t.end, LOG_MAGIC)
         if r.end > t.end:
-            _, payload = frame_before(fd, r.end, LOG_MAGIC, t.end)
-            stream, fv, fp, us, n = decode_batch_head(payload)
+            off, payload = frame_before(fd, r.end, LOG_MAGIC, t.end)
+            stream, fv, fp, us, n = self._decode(decode_batch_head, payload, t.seg_first, off)
             t.head, t.last_recorded_us = fp + n - 1, us
             t.end = r.end
         t.trailing, t.trailing_reason = ("" if r.status == "eof" else r.status), r.reason
@@ -221,13 +227,34 @@ class CommitLog:
                     start = o
             except (FrameError, ValueError):
                 pass
-        for off, payload in iter_frames(fd, start, end, LOG_MAGIC):
-            head = decode_batch_head(payload)
+        for off, payload in self._frames(first, fd, start, end):
+            head = self._decode(decode_batch_head, payload, first, off)
             _, _, fp, _, n = head
             if fp <= position < fp + n:
                 self._remember(first, off, head)
                 return first, off
         raise CorruptStore(f"commit log: position {position} not found in {self.path(first)}")
+
+    def _frames(self, first: int, fd: int, start: int, end: int):
+        """iter_frames over committed bytes, where any invalid frame is damage."""
+        try:
+            yield from iter_frames(fd, start, end, LOG_MAGIC)
+        except FrameError as e:
+            raise CorruptStore(
+                f"commit log {self.path(first)}: damaged frame at offset "
+                f"{getattr(e, 'offset', '?')}: {e}; run 'evstore verify' for a report and "
+                "'evstore repair' to fix it") from None
+
+    def _decode(self, decode, payload, first: int, off: int):
+        """Decode a committed frame's payload; one that is not a batch (its
+        CRC notwithstanding) is damage, reported with its file and offset."""
+        try:
+            return decode(payload)
+        except ValueError as e:
+            raise CorruptStore(
+                f"commit log {self.path(first)}: the frame at offset {off} is not a batch "
+                f"({e}); run 'evstore verify' for a report and 'evstore repair' to fix it"
+            ) from None
 
     def _head_at(self, first: int, off: int) -> tuple[str, int, int, int, int]:
         """The head of the valid frame at ``off``.  Committed frames never
@@ -264,17 +291,11 @@ class CommitLog:
         while True:
             fd = self.fd(first)
             end = self.tail.end if first == self.tail.seg_first else file_size(fd)
-            try:
-                for _, payload in iter_frames(fd, off, end, LOG_MAGIC):
-                    b = decode_batch(payload)
-                    yield b
-                    if b.last_position >= to_position:
-                        return
-            except FrameError as e:
-                raise CorruptStore(
-                    f"commit log {self.path(first)}: damaged frame at offset "
-                    f"{getattr(e, 'offset', '?')}: {e}"
-                ) from None
+            for o, payload in self._frames(first, fd, off, end):
+                b = self._decode(decode_batch, payload, first, o)
+                yield b
+                if b.last_position >= to_position:
+                    return
             i += 1
             if i >= len(self._firsts) or self._firsts[i] > self.tail.head:
                 return
@@ -290,8 +311,8 @@ class CommitLog:
         while True:
             fd = self.fd(first)
             end = self.tail.end if first == self.tail.seg_first else file_size(fd)
-            for _, payload in iter_frames(fd, off, end, LOG_MAGIC):
-                yield decode_batch_head(payload)
+            for o, payload in self._frames(first, fd, off, end):
+                yield self._decode(decode_batch_head, payload, first, o)
             i += 1
             if i >= len(self._firsts) or self._firsts[i] > self.tail.head:
                 return
@@ -342,7 +363,7 @@ class CommitLog:
             # after a power cut, point into a segment that lost them while
             # newer segments exist (also with --no-sync: one fsync per roll).
             if own or self._writer is None:
-                fd = os.open(self.path(t.seg_first), os.O_RDONLY)
+                fd = open_file(self.path(t.seg_first), os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:

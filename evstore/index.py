@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import struct
 
+from .segment import open_file
+
 ENTRY = struct.Struct(">Q")
 ENTRY_SIZE = 8
 assert ENTRY.size == ENTRY_SIZE
@@ -28,7 +30,7 @@ class OffsetIndex:
     def __init__(self, path: str, writable: bool = False):
         self.path = path
         flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
-        self.fd = os.open(path, flags, 0o666)
+        self.fd = open_file(path, flags, 0o666)
         self.writable = writable
 
     def __len__(self) -> int:

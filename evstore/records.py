@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .errors import InvalidEvent, UsageError
+from .errors import CorruptStore, InvalidEvent, UsageError
 
 MAX_STREAM_ID_BYTES = 200
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -304,22 +304,56 @@ class LogBatch(NamedTuple):
             yield RecordedEvent(self.stream, v + i, p + i, f[j], f[j + 1], f[j + 2], f[j + 3], when)
 
 
+class MalformedBatch(CorruptStore, ValueError):
+    """A commit-log frame whose payload (its CRC notwithstanding) is not a
+    batch.  A ValueError, which the commit log's lookups catch to fall back
+    to a scan, and a CorruptStore (exit 6) wherever it is not caught."""
+
+
+#: What msgpack raises on malformed input: ValueError subclasses (ExtraData,
+#: FormatError, StackError), OutOfData (not one), TypeError for odd keys.
+_MSGPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException, RecursionError)
+
+_WRONG_SHAPE = ("commit-log frame payload has the wrong shape (want [stream, first_version, "
+                "first_position, recorded_us] and 4 fields per event)")
+
+
+def _check_head(n, stream, first_version, first_position, recorded_us) -> None:
+    if (n < 8 or (n - 4) % 4 or type(stream) is not str or type(first_version) is not int
+            or type(first_position) is not int or type(recorded_us) is not int):
+        raise MalformedBatch(_WRONG_SHAPE)
+
+
 def decode_batch(payload) -> LogBatch:
-    items = unpack(payload)
-    if (not isinstance(items, list) or len(items) < 8 or (len(items) - 4) % 4
-            or not isinstance(items[0], str)):
-        raise ValueError("commit-log frame payload has the wrong shape")
+    """Raises MalformedBatch (a ValueError) for anything that is not a batch."""
+    try:
+        items = unpack(payload)
+    except _MSGPACK_ERRORS as e:
+        raise MalformedBatch(f"commit-log frame payload does not decode: {e}") from None
+    if not isinstance(items, list) or len(items) < 4:
+        raise MalformedBatch(_WRONG_SHAPE)
+    _check_head(len(items), *items[:4])
     return LogBatch(items[0], items[1], items[2], items[3], items[4:])
 
 
 def decode_batch_head(payload) -> tuple[str, int, int, int, int]:
     """(stream, first_version, first_position, recorded_us, count) without
-    decoding the events' data."""
-    up = msgpack.Unpacker(raw=False, strict_map_key=True)
-    up.feed(payload)
-    n = up.read_array_header()
-    stream = up.unpack()
-    first_version = up.unpack()
-    first_position = up.unpack()
-    recorded_us = up.unpack()
+    decoding the events' data.  Raises MalformedBatch (a ValueError) when
+    the payload is not a batch, like :func:`decode_batch`."""
+    try:
+        up = msgpack.Unpacker(raw=False, strict_map_key=True)
+        up.feed(payload)
+        n = up.read_array_header()
+        if n < 8:
+            raise MalformedBatch(_WRONG_SHAPE)
+        stream = up.unpack()
+        first_version = up.unpack()
+        first_position = up.unpack()
+        recorded_us = up.unpack()
+    except MalformedBatch:
+        raise
+    except _MSGPACK_ERRORS as e:
+        raise MalformedBatch(
+            f"commit-log frame payload does not decode: {type(e).__name__}: {e}") from None
+    _check_head(n, stream, first_version, first_position, recorded_us)
     return stream, first_version, first_position, recorded_us, (n - 4) // 4

@@ -8,9 +8,12 @@ crash tests can replace it (see ``tests/torture``).
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 
+from .errors import CorruptStore
 from .format import (
     HEADER_SIZE,
     OVERHEAD,
@@ -23,7 +26,50 @@ from .format import (
 
 CHUNK = 1 << 20
 
+#: No frame starts this far into a file; a larger offset (from a damaged
+#: ``.idx`` entry) would make ``pread`` raise OverflowError or EINVAL.
+MAX_OFFSET = 1 << 56
+
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+
+#: Files inside the store are opened without following a symbolic link in
+#: their last component (a link planted there would redirect writes).
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _link_error(path: str) -> CorruptStore:
+    return CorruptStore(
+        f"{path} is a symbolic link; evstore does not follow links inside the store")
+
+
+def open_file(path: str, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` for a file inside the store: never through a symbolic
+    link.  A link is damage to the store (CorruptStore naming the path);
+    other errors (FileNotFoundError, ...) are raised as they are."""
+    try:
+        return os.open(path, flags | O_NOFOLLOW, mode)
+    except OSError as e:
+        # Linux says ELOOP, FreeBSD EMLINK
+        if e.errno == errno.ELOOP or (e.errno == errno.EMLINK and os.path.islink(path)):
+            raise _link_error(path) from None
+        raise
+
+
+def nofollow(path: str, flags: int) -> int:
+    """An ``opener`` for :func:`open`: :func:`open_file`'s refusal of links."""
+    return open_file(path, flags)
+
+
+def check_not_link(path: str) -> bool:
+    """Refuse a directory inside the store that is a symbolic link
+    (CorruptStore).  True if ``path`` exists, False if it does not."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        raise _link_error(path)
+    return True
 
 
 def stable_listdir(path: str) -> list[str]:
@@ -70,7 +116,7 @@ class SegmentWriter:
 
     def __init__(self, path: str):
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.fd = open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         self.size = os.fstat(self.fd).st_size
 
     def append(self, data: bytes) -> int:
@@ -152,8 +198,21 @@ def iter_frames(fd: int, start: int, end: int, magic: bytes):
 
 
 def read_frame(fd: int, offset: int, magic: bytes, size_hint: int = 4096):
-    """Return (payload_bytes, end_offset) of the frame at ``offset``."""
-    data = os.pread(fd, size_hint, offset)
+    """Return (payload_bytes, end_offset) of the frame at ``offset``.
+
+    ``offset`` may come from an untrusted index: a negative or absurdly
+    large one is a FrameError (past the end of the file, the read comes
+    back short: a FrameError too), never OverflowError or EINVAL."""
+    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
+        raise FrameError(f"offset {offset} is not inside the file")
+    try:
+        data = os.pread(fd, size_hint, offset)
+    except (OverflowError, ValueError):
+        raise FrameError(f"offset {offset} is not inside the file") from None
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        raise FrameError(f"offset {offset} is not inside the file") from None
     if len(data) >= HEADER_SIZE:
         n = int.from_bytes(data[4:8], "big")
         if n + OVERHEAD > len(data) and data[:4] == magic:

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 from .errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
 from .records import check_json_value, check_stream_id, format_timestamp
 from .recovery import write_atomic
-from .segment import fsync_dir
+from .segment import check_not_link, fsync_dir, nofollow
 from .streamlog import stream_key
 
 SNAPSHOTS_DIR = "snapshots"
@@ -121,8 +121,16 @@ class SnapshotStore:
     def path(self, stream: str, version: int) -> str:
         return os.path.join(self.stream_dir(stream), f"{version:016d}.snap")
 
+    def _check_dirs(self, d: str) -> None:
+        """Refuse (CorruptStore) a snapshot directory on the way to ``d``
+        that is a symbolic link: a save would land outside the store."""
+        for p in (self.root, os.path.dirname(d), d):
+            if not check_not_link(p):
+                return
+
     def versions(self, stream: str) -> list[int]:
         """The versions that have a snapshot file, ascending (names only)."""
+        self._check_dirs(self.stream_dir(stream))
         try:
             names = os.listdir(self.stream_dir(stream))
         except FileNotFoundError:
@@ -157,6 +165,7 @@ class SnapshotStore:
         data = encode(stream, version, state, r.name, r.fingerprint, event_id, _now())
         path = self.path(stream, version)
         sync = getattr(self.store, "sync", True)
+        self._check_dirs(os.path.dirname(path))
         try:
             self._make_dirs(os.path.dirname(path), sync)
             write_atomic(path, data, sync=sync)
@@ -195,13 +204,17 @@ class SnapshotStore:
     def header(self, stream: str, version: int) -> SnapshotInfo:
         """Read only the first line of a snapshot file."""
         path = self.path(stream, version)
+        self._check_dirs(os.path.dirname(path))
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb", opener=nofollow) as f:
                 line = f.readline(_HEADER_LIMIT)
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
         except OSError as e:
             return SnapshotInfo(stream, version, path, problem=f"unreadable: {e.strerror or e}")
+        except CorruptStore:
+            return SnapshotInfo(stream, version, path, problem=(
+                "damaged: it is a symbolic link; evstore does not follow links inside the store"))
         try:
             h = self._check_header(line, stream, version)
         except ValueError as e:
@@ -232,8 +245,9 @@ class SnapshotStore:
         """The snapshot at exactly ``version``: SnapshotNotFound when there
         is none, CorruptStore (exit 6) when its file is damaged."""
         path = self.path(stream, version)
+        self._check_dirs(os.path.dirname(path))
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb", opener=nofollow) as f:
                 data = f.read()
         except FileNotFoundError:
             raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
@@ -344,6 +358,7 @@ class SnapshotStore:
         return n
 
     def delete(self, stream: str, version: int) -> None:
+        self._check_dirs(self.stream_dir(stream))
         try:
             os.unlink(self.path(stream, version))
         except FileNotFoundError:

@@ -247,8 +247,13 @@ class EventStore:
                         self._sync_streams_locked()
                 except DurabilityError:
                     raise  # an fsync failed: say so (the store now refuses writes)
-                except EvstoreError:
-                    pass  # only bounds reboot recovery; never worth failing close
+                except (EvstoreError, OSError):
+                    # Only bounds reboot recovery; never worth failing close.
+                    # (A failed fsync of the stream logs was turned into
+                    # DurabilityError above; an OSError here is a read of
+                    # the log or the write of sync-state, which is left as it
+                    # was: recovery then rechecks more, never less.)
+                    pass
         finally:
             self._closed = True
             self._lock.close()

@@ -29,9 +29,12 @@ from .index import OffsetIndex
 from .records import RecordedEvent, unpack, us_to_datetime
 from .segment import (
     SegmentWriter,
+    check_not_link,
     file_size,
     frame_before,
     iter_frames,
+    nofollow,
+    open_file,
     read_frame,
     scan,
     stable_listdir,
@@ -87,6 +90,7 @@ class StreamLog:
         self._widx: OffsetIndex | None = None
         self._writer_first = 0
         self._known = False  #: the id file was seen (it is never removed but by repair)
+        self._dir_ok = False  #: the directory was checked not to be a symbolic link
 
     # -- files ---------------------------------------------------------------
     def exists(self) -> bool:
@@ -95,7 +99,18 @@ class StreamLog:
     def path(self, first: int, suffix: str = SEG_SUFFIX) -> str:
         return os.path.join(self.dir, f"{first:016d}{suffix}")
 
+    def _check_dir(self) -> None:
+        """Refuse a stream directory (or ``streams/XX`` or ``streams``) that
+        is a symbolic link: files opened through it would land outside the
+        store.  Checked once per handle, when it first touches the directory."""
+        if not self._dir_ok:
+            shard = os.path.dirname(self.dir)
+            check_not_link(os.path.dirname(shard))
+            check_not_link(shard)
+            self._dir_ok = check_not_link(self.dir)
+
     def list_segments(self) -> list[int]:
+        self._check_dir()
         try:
             names = stable_listdir(self.dir)
         except FileNotFoundError:
@@ -108,7 +123,8 @@ class StreamLog:
     def fd(self, first: int) -> int:
         fd = self._fds.get(first)
         if fd is None:
-            fd = os.open(self.path(first), os.O_RDONLY)
+            self._check_dir()
+            fd = open_file(self.path(first), os.O_RDONLY)
             self._fds[first] = fd
         return fd
 
@@ -120,8 +136,9 @@ class StreamLog:
 
     def _index_get(self, first: int, i: int) -> int | None:
         path = self.path(first, IDX_SUFFIX)
+        self._check_dir()
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_file(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
@@ -314,8 +331,9 @@ class StreamLog:
         """"ok", or "missing" when the id file is absent, empty or a cut-short
         prefix of the id -- what a power cut leaves of an unsynced id.  Any
         other content is not this stream's directory: CorruptStore."""
+        self._check_dir()
         try:
-            with open(os.path.join(self.dir, ID_FILE), "rb") as f:
+            with open(os.path.join(self.dir, ID_FILE), "rb", opener=nofollow) as f:
                 stored = f.read()
         except FileNotFoundError:
             return "missing"
@@ -331,7 +349,8 @@ class StreamLog:
     def _write_id(self) -> None:
         path = os.path.join(self.dir, ID_FILE)
         tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
+        self._check_dir()
+        with open(tmp, "wb", opener=nofollow) as f:
             f.write(self.stream.encode("utf-8"))
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -427,7 +446,7 @@ class StreamLog:
             if tail.seg_first and first < tail.seg_first:
                 continue
             keep_bytes = tail.end if first == tail.seg_first else 0
-            with open(path, "r+b") as f:
+            with open(path, "r+b", opener=nofollow) as f:
                 f.seek(keep_bytes)
                 removed = f.read()
                 if removed:
@@ -441,7 +460,7 @@ class StreamLog:
                 except FileNotFoundError:
                     pass
             elif self._index_len(first) > tail.version - first + 1:
-                with open(self.path(first, IDX_SUFFIX), "r+b") as f:
+                with open(self.path(first, IDX_SUFFIX), "r+b", opener=nofollow) as f:
                     f.truncate(8 * (tail.version - first + 1))
         self.list_segments()
 
@@ -468,6 +487,7 @@ class StreamLog:
             if w:
                 w.close()
                 self._widx.close()
+            self._check_dir()
             w = self._writer = SegmentWriter(self.path(first))
             self._widx = OffsetIndex(self.path(first, IDX_SUFFIX), writable=True)
             self._writer_first = first

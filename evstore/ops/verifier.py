@@ -112,6 +112,29 @@ class _Verifier:
         self.warnings.append(Problem(kind, message, L.rel(self.dir, path) if path else None,
                                      offset, stream, version, position))
 
+    def link_check(self) -> None:
+        """Symbolic links inside the store: the store refuses to follow them
+        (a planted link must not make a write land outside the store), so a
+        link where a file or directory belongs is an error to fix by hand."""
+        todo = [self.dir]
+        while todo:
+            d = todo.pop()
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue  # the passes below report unreadable directories
+            for e in entries:
+                if e.is_symlink():
+                    try:
+                        target = os.readlink(e.path)
+                    except OSError:
+                        target = "?"
+                    self.error("link", f"a symbolic link (to {target}) inside the store; "
+                               "evstore does not follow links: replace it with the file or "
+                               "directory itself, or remove it", e.path)
+                elif e.is_dir(follow_symlinks=False):
+                    todo.append(e.path)
+
     def run(self) -> VerifyReport:
         t0 = time.monotonic()
         d = self.dir
@@ -138,6 +161,7 @@ class _Verifier:
         pool = None
         try:
             pool = self.start_workers(stream_bytes)
+            self.link_check()
             self.log_pass()
             self.check_state()
             self.stream_pass(pool)

@@ -178,9 +178,6 @@ def test_decode_batch_raises_only_value_error(payload):
     assert isinstance(b.stream, str)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: records.decode_batch_head lets msgpack.OutOfData (not a ValueError) escape "
-    "for a short payload; commitlog.py catches only (FrameError, ValueError)"))
 @pytest.mark.parametrize("payload", [b"", b"\x95", b"\x94\xa1s\x01\x02", b"\xdd\xff\xff\xff\xff"])
 def test_decode_batch_head_raises_only_value_error(payload):
     try:
@@ -199,9 +196,6 @@ def _store_with_bad_frame(path, payload):
         f.write(encode_frame(LOG_MAGIC, payload))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a commit-log frame that passes its CRC but does not decode makes read/info/"
-    "append exit 1 ('unexpected OutOfData/ValueError') instead of 6 (CorruptStore)"))
 @pytest.mark.parametrize("payload", [b"\x95", b"\x98\xa1s\x03\x03\x01"])
 def test_crc_valid_undecodable_frame_is_reported_as_damage(tmp_path, payload):
     store = tmp_path / "store"
@@ -212,9 +206,6 @@ def test_crc_valid_undecodable_frame_is_reported_as_damage(tmp_path, payload):
         assert b"unexpected" not in r.stderr, (args, r.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: after a CRC-valid frame with a 0-event batch [stream, v, p, t] (wrong shape), "
-    "'append' succeeds and writes past the damage; afterwards 'read --all' fails"))
 def test_writer_does_not_append_past_a_wrong_shape_frame(tmp_path):
     store = tmp_path / "store"
     _store_with_bad_frame(store, msgpack.packb(["s", 3, 3, 1]))

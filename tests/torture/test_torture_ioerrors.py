@@ -122,13 +122,6 @@ def test_library_io_errors(tmp_path_factory, fault, steps, segment_bytes):
     _check_after(store_dir, acked, fsync_failed)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: EventStore.close() (evstore/store.py:238-249) calls _sync_streams_locked "
-    "outside _writing(), so an OSError from recovery.save_state/write_atomic or "
-    "sync_streams (ENOSPC/EIO) escapes as a bare OSError although the docstring says a "
-    "failure there is 'never worth failing close' and only EvstoreError is caught. "
-    "Fix: catch (EvstoreError, OSError) there (and in the CLI this turns an acknowledged "
-    "append into exit 1)"))
 def test_close_raises_bare_oserror(tmp_path):
     d = str(tmp_path / "s")
     s = EventStore(d)

@@ -286,12 +286,6 @@ def test_no_sync_power_loss(tmp_path):
     check_recovered(str(crash), shim.ops, len(shim.ops), batches)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: offsets read from .idx files (documented as untrusted caches) are passed to "
-    "os.pread unchecked: CommitLog.locate/_head_at (evstore/commitlog.py ~l.200-240) -> "
-    "segment.read_frame (evstore/segment.py:156) raises OverflowError for an entry >= 2**63 "
-    "and EINVAL (StoreIOError) near it; read_frame's callers catch only FrameError/ValueError. "
-    "Fix: in read_frame (or OffsetIndex.get) treat an offset >= file size as a FrameError"))
 @pytest.mark.parametrize("entry", [b"\xff" * 8, b"\x7f" + b"\xff" * 7])
 def test_garbage_index_entry_breaks_reads(tmp_path, entry):
     d = tmp_path / "s"

@@ -21,7 +21,7 @@ import pytest
 from conftest import cli_env, ndjson, run_cli
 from evstore import EventStore
 from evstore.checkpoints import CheckpointStore
-from evstore.errors import EvstoreError, UsageError
+from evstore.errors import CorruptStore, EvstoreError, UsageError
 from evstore.ops import verify
 from evstore.snapshots import SnapshotStore
 from evstore.streamlog import stream_dir
@@ -218,24 +218,37 @@ def _plant_snapshots(store, out):
     os.symlink(out / "snaps", d)
 
 
-SYMLINK_BUG = ("BUG: the store follows a symlink planted in its directory and writes "
-               "outside it (appends land in the link's target); stream dirs and segment "
-               "files (streams/*/*.seg, log/*.log) are opened without O_NOFOLLOW / an "
-               "lstat check")
+def _plant_stream_index(store, out):
+    idx = sorted(glob.glob(stream_dir(str(store / "streams"), "w") + "/*.idx"))[-1]
+    shutil.copy(idx, out / "widx")
+    os.unlink(idx)
+    os.symlink(out / "widx", idx)
+
+
+def _plant_stream_shard(store, out):
+    d = os.path.dirname(stream_dir(str(store / "streams"), "v"))
+    shutil.copytree(d, out / "shard", symlinks=True)
+    shutil.rmtree(d)
+    os.symlink(out / "shard", d)
+
+
+def _plant_snapshot_file(store, out):
+    p = SnapshotStore(EventStore(store)).path("v", 1)
+    shutil.copy(p, out / "snap")
+    os.unlink(p)
+    os.symlink(out / "snap", p)
 
 
 @pytest.mark.parametrize("plant", [
-    pytest.param(_plant_stream_dir, marks=pytest.mark.xfail(strict=True, reason=SYMLINK_BUG),
-                 id="stream-dir"),
-    pytest.param(_plant_segment, marks=pytest.mark.xfail(strict=True, reason=SYMLINK_BUG),
-                 id="stream-segment"),
-    pytest.param(_plant_log_segment, marks=pytest.mark.xfail(strict=True, reason=SYMLINK_BUG),
-                 id="log-segment"),
+    pytest.param(_plant_stream_dir, id="stream-dir"),
+    pytest.param(_plant_segment, id="stream-segment"),
+    pytest.param(_plant_log_segment, id="log-segment"),
     pytest.param(_plant_checkpoint, id="checkpoint-file"),
     pytest.param(_plant_lock, id="lock-file"),
-    pytest.param(_plant_snapshots, marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: a snapshot save follows a symlinked snapshots/<xx>/<key> directory and "
-        "writes the .snap outside the store")), id="snapshot-dir"),
+    pytest.param(_plant_snapshots, id="snapshot-dir"),
+    pytest.param(_plant_stream_index, id="stream-index"),
+    pytest.param(_plant_stream_shard, id="stream-shard-dir"),
+    pytest.param(_plant_snapshot_file, id="snapshot-file"),
 ])
 def test_symlink_planted_in_the_store(tmp_path, sentinel, plant):
     store = _store(tmp_path)
@@ -244,6 +257,27 @@ def test_symlink_planted_in_the_store(tmp_path, sentinel, plant):
     outcomes = _attempt_writes(store)
     check_untouched(sentinel, before, tmp_path)
     print(outcomes)
+
+
+def test_symlinked_checkpoint_lock_is_refused(tmp_path, sentinel):
+    """A consumer's lock file (written with its pid) is never opened through a link."""
+    store = _store(tmp_path)
+    cps = CheckpointStore(EventStore(store))
+    os.symlink(sentinel / "f", cps.path("cp", ".lock"))
+    before = snapshot_tree(sentinel)
+    with pytest.raises(CorruptStore, match="symbolic link"):
+        with cps.hold("cp"):
+            pass
+    check_untouched(sentinel, before, tmp_path)
+
+
+def test_symlinked_stream_segment_is_refused_with_its_path(tmp_path, sentinel):
+    store = _store(tmp_path)
+    _plant_segment(store, sentinel)
+    with EventStore(store) as es, pytest.raises(CorruptStore) as e:
+        es.append("w", [{"type": "X"}])
+    assert ".seg is a symbolic link" in str(e.value)
+    assert str(store) in str(e.value)
 
 
 # --- umask and modes -------------------------------------------------------------------

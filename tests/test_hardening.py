@@ -1,0 +1,116 @@
+"""Small checks of the hardening against untrusted store content: index
+offsets, undecodable commit-log payloads, links inside the store."""
+from __future__ import annotations
+
+import os
+
+import msgpack
+import pytest
+
+from evstore.errors import CorruptStore
+from evstore.format import STREAM_MAGIC, FrameError, encode_frame
+from evstore.records import MalformedBatch, decode_batch, decode_batch_head
+from evstore.segment import SegmentWriter, open_file, read_frame
+
+
+@pytest.mark.parametrize("offset", [-1, 2**63 - 1, 2**63, 2**64 - 1, 10**6])
+def test_read_frame_offset_outside_the_file_is_a_frame_error(tmp_path, offset):
+    p = tmp_path / "seg"
+    p.write_bytes(encode_frame(STREAM_MAGIC, b"\x90"))
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with pytest.raises(FrameError):
+            read_frame(fd, offset, STREAM_MAGIC)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x95", b"\xc1", b"\x94\xa1s\x01\x02\x03",
+                                     msgpack.packb(["s", 3, 3, 1]),
+                                     msgpack.packb(["s", 1, 1, 1, "id", "T", {}]),
+                                     msgpack.packb([1, 1, 1, 1, "id", "T", {}, {}]),
+                                     msgpack.packb(["s", "1", 1, 1, "id", "T", {}, {}]),
+                                     msgpack.packb(["s", True, 1, 1, "id", "T", {}, {}])])
+def test_malformed_batches_are_corrupt_store_and_value_error(payload):
+    for decode in (decode_batch, decode_batch_head):
+        with pytest.raises(MalformedBatch) as e:
+            decode(payload)
+        assert isinstance(e.value, ValueError) and isinstance(e.value, CorruptStore)
+
+
+def test_a_good_batch_still_decodes():
+    payload = msgpack.packb(["s", 1, 2, 3, "id", "T", {}, {}])
+    assert decode_batch_head(payload) == ("s", 1, 2, 3, 1)
+    assert decode_batch(payload).count == 1
+
+
+@pytest.mark.skipif(not getattr(os, "O_NOFOLLOW", 0), reason="no O_NOFOLLOW")
+def test_links_are_not_opened(tmp_path):
+    target = tmp_path / "target"
+    target.write_bytes(b"x")
+    link = tmp_path / "0000000000000001.seg"
+    os.symlink(target, link)
+    with pytest.raises(CorruptStore, match="is a symbolic link") as e:
+        SegmentWriter(str(link))
+    assert str(link) in str(e.value)
+    with pytest.raises(CorruptStore):
+        open_file(str(link), os.O_RDONLY)
+    os.symlink(tmp_path / "missing", tmp_path / "dangling")
+    with pytest.raises(CorruptStore):
+        open_file(str(tmp_path / "dangling"), os.O_WRONLY | os.O_CREAT)
+    assert not (tmp_path / "missing").exists()
+    assert target.read_bytes() == b"x"
+
+
+def _store_with_events(d, n=6):
+    from evstore import EventStore
+
+    with EventStore(d, segment_bytes=160) as s:
+        for i in range(n):
+            s.append("a", [{"type": "T", "data": {"i": i}}])
+
+
+def test_verify_reports_a_link_planted_in_the_store(tmp_path):
+    from evstore.ops import verify
+
+    d = tmp_path / "s"
+    _store_with_events(d)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, d / "streams" / "zz")
+    report = verify(d)
+    assert not report.ok
+    assert any(p.kind == "link" and "symbolic link" in p.message for p in report.problems)
+
+
+def test_a_link_in_place_of_the_log_directory_is_refused(tmp_path):
+    from evstore import EventStore
+
+    d = tmp_path / "s"
+    _store_with_events(d)
+    real = tmp_path / "real-log"
+    os.rename(d / "log", real)
+    os.symlink(real, d / "log")
+    with pytest.raises(CorruptStore, match="symbolic link"):
+        with EventStore(d) as s:
+            s.head()
+
+
+def test_an_undecodable_committed_frame_names_its_file_and_offset(tmp_path):
+    """A frame whose CRC is right but whose payload is not a batch, in the
+    middle of the commit log: reading past it says where it is."""
+    from evstore import EventStore
+    from evstore.format import LOG_MAGIC
+
+    d = tmp_path / "s"
+    _store_with_events(d, 3)
+    (seg,) = sorted((d / "log").glob("*.log"))[:1]
+    data = seg.read_bytes()
+    # replace the first frame by a same-length valid frame holding junk
+    n = int.from_bytes(data[4:8], "big")
+    junk = encode_frame(LOG_MAGIC, msgpack.packb("x" * (n - 2))[:n].ljust(n, b"\0"))
+    assert len(junk) == n + 16
+    seg.write_bytes(junk + data[n + 16:])
+    with EventStore(d) as s:
+        with pytest.raises(CorruptStore, match=r"commit log .*0000000000000001\.log.* offset 0"):
+            list(s.read_all())
