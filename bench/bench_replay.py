@@ -38,8 +38,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # the working copy's evstore
 
 from evstore import EventStore, NewEvent  # noqa: E402
-from evstore.reducers import BUILTINS  # noqa: E402
-from evstore.replay import plan, replay, verify_snapshots  # noqa: E402
+from evstore.features.reducers import BUILTINS  # noqa: E402
+from evstore.features.replay import plan, replay, verify_snapshots  # noqa: E402
 
 EVERY = 1000
 BATCH = 1000

@@ -356,8 +356,8 @@ def cli_cost(root: Path, x: Extra) -> dict:
 def replay_bench(root: Path, x: Extra, repeats: int) -> dict:
     import bench_replay
     from evstore import EventStore
-    from evstore.reducers import BUILTINS
-    from evstore.replay import replay
+    from evstore.features.reducers import BUILTINS
+    from evstore.features.replay import replay
 
     fold = BUILTINS["merge"][1]                   # the in-place merge evstore's replay uses
     n, every = x.replay_events, x.snapshot_every

@@ -15,14 +15,16 @@ from .errors import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
-    from .records import AppendResult, NewEvent, RecordedEvent
-    from .store import ANY, NO_STREAM, STREAM_EXISTS, EventStore
+    from .disk.records import AppendResult, NewEvent, RecordedEvent
+    from .core.store import ANY, NO_STREAM, STREAM_EXISTS, EventStore
 
 # The store and records modules load on first use (PEP 562), so that
 # `evstore --help` and the CLI's argument parsing do not pay for them
 # (bench/README.md, workload (h)).
-_LAZY = {"AppendResult": "records", "NewEvent": "records", "RecordedEvent": "records",
-         "ANY": "store", "NO_STREAM": "store", "STREAM_EXISTS": "store", "EventStore": "store"}
+_LAZY = {"AppendResult": "disk.records", "NewEvent": "disk.records",
+         "RecordedEvent": "disk.records",
+         "ANY": "core.store", "NO_STREAM": "core.store", "STREAM_EXISTS": "core.store",
+         "EventStore": "core.store"}
 
 
 def __getattr__(name: str):

@@ -27,7 +27,7 @@ import pytest
 from core_helpers import LONG, check_dense, check_streams_agree, json_lines, spawn
 from evstore import EventStore, NewEvent
 from evstore.errors import CorruptStore, StreamNotFound
-from evstore.format import HEADER
+from evstore.disk.format import HEADER
 from evstore.ops import verify
 
 WRITER = r"""

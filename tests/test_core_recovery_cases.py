@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from evstore import EventStore, NewEvent
-from evstore.commitlog import CommitLog
+from evstore.disk.commitlog import CommitLog
 from evstore.errors import CorruptStore
-from evstore.index import ENTRY
+from evstore.disk.index import ENTRY
 from evstore.ops import repair, verify
-from evstore.streamlog import stream_dir
+from evstore.disk.streamlog import stream_dir
 
 
 def evs(n, tag="e"):
@@ -32,7 +32,7 @@ def index_entries(path: Path) -> list[int]:
 
 def frame_offsets(seg: Path, magic: bytes) -> list[int]:
     """Offsets of the frames in a segment, found from the data alone."""
-    from evstore.segment import iter_frames
+    from evstore.disk.segment import iter_frames
 
     fd = os.open(seg, os.O_RDONLY)
     try:

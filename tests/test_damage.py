@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from evstore import EventStore, NewEvent
 from evstore.errors import CorruptStore
-from evstore.format import LOG_MAGIC, STREAM_MAGIC
+from evstore.disk.format import LOG_MAGIC, STREAM_MAGIC
 from evstore.ops import repair, verify
 from evstore.ops.frames import batch_head, record_head, walk
 
@@ -38,7 +38,7 @@ def build(path):
         for stream in ("acct-1", "x"):  # snapshots are files of the store too
             es.snapshots.save(stream, {"seen": es.version(stream)}, es.version(stream) - 1)
         try:  # ... and checkpoints (issue 3), when this evstore has them
-            from evstore.checkpoints import CheckpointStore
+            from evstore.features.checkpoints import CheckpointStore
         except ImportError:
             pass
         else:

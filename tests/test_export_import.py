@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from conftest import cli_env, ndjson, run_cli
 from evstore import EventStore, NewEvent
 from evstore.errors import InvalidEvent, StreamNotFound
-from evstore.jsonio import Writer
+from evstore.features.jsonio import Writer
 from evstore.ops import export_events, import_events, verify
 from evstore.ops import importer
 from evstore.ops.transfer import _MARK

@@ -8,9 +8,9 @@ import msgpack
 import pytest
 
 from evstore.errors import CorruptStore
-from evstore.format import STREAM_MAGIC, FrameError, encode_frame
-from evstore.records import MalformedBatch, decode_batch, decode_batch_head
-from evstore.segment import SegmentWriter, open_file, read_frame
+from evstore.disk.format import STREAM_MAGIC, FrameError, encode_frame
+from evstore.disk.records import MalformedBatch, decode_batch, decode_batch_head
+from evstore.disk.segment import SegmentWriter, open_file, read_frame
 
 
 @pytest.mark.parametrize("offset", [-1, 2**63 - 1, 2**63, 2**64 - 1, 10**6])
@@ -100,7 +100,7 @@ def test_an_undecodable_committed_frame_names_its_file_and_offset(tmp_path):
     """A frame whose CRC is right but whose payload is not a batch, in the
     middle of the commit log: reading past it says where it is."""
     from evstore import EventStore
-    from evstore.format import LOG_MAGIC
+    from evstore.disk.format import LOG_MAGIC
 
     d = tmp_path / "s"
     _store_with_events(d, 3)

@@ -5,7 +5,7 @@ import json
 import os
 
 from evstore import EventStore, NewEvent
-from evstore.checkpoints import CheckpointStore
+from evstore.features.checkpoints import CheckpointStore
 
 
 def fill(d):

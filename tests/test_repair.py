@@ -14,9 +14,9 @@ import pytest
 from conftest import cli_env, run_cli
 from evstore import EventStore, NewEvent
 from evstore.errors import StoreLocked
-from evstore.format import STREAM_MAGIC, encode_frame
+from evstore.disk.format import STREAM_MAGIC, encode_frame
 from evstore.ops import repair, verify
-from evstore.records import stream_payload
+from evstore.disk.records import stream_payload
 from test_verify import files, flip, make_store, tree_digest
 
 

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from evstore import EventStore, NewEvent
 from evstore.errors import NotFound, StreamNotFound, UsageError
-from evstore.records import us_to_datetime
-from evstore.reducers import BUILTINS, ReducerError, load_reducer
-from evstore.replay import (apply_changes, diff, path_text, plan, replay, steps,
+from evstore.disk.records import us_to_datetime
+from evstore.features.reducers import BUILTINS, ReducerError, load_reducer
+from evstore.features.replay import (apply_changes, diff, path_text, plan, replay, steps,
                             verify_snapshots, version_at)
 
 settings.register_profile("evstore-replay", deadline=None, max_examples=40,

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from conftest import ndjson
 from evstore import EventStore, NewEvent
-from evstore.checkpoints import CheckpointBusy, CheckpointStore, verify_files
+from evstore.features.checkpoints import CheckpointBusy, CheckpointStore, verify_files
 from evstore.errors import CorruptStore, UsageError
-from evstore.subscriptions import Subscription
+from evstore.features.subscriptions import Subscription
 
 
 def fill(es, spec):

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, cli_env, ndjson, run_cli
 from evstore import EventStore, NewEvent
-from evstore.checkpoints import CheckpointStore
+from evstore.features.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and pipes")
 
@@ -110,8 +110,8 @@ CRASHER = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {root!r})
     from evstore import EventStore
-    from evstore.format import LOG_MAGIC, encode_frame
-    from evstore.records import log_payload, normalize, pack_fields
+    from evstore.disk.format import LOG_MAGIC, encode_frame
+    from evstore.disk.records import log_payload, normalize, pack_fields
     es = EventStore(sys.argv[1], sync=False, segment_bytes=4096)
     with es.writer_lock() as log:
         blobs = [pack_fields(normalize({{"type": "Torn"}}), 1 << 20) for _ in range(3)]

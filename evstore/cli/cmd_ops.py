@@ -180,7 +180,7 @@ def _existing_store(ctx, store) -> Path:
     import os
 
     from ..errors import StoreNotFound
-    from ..store import LOG_DIR, MARKER
+    from ..core.store import LOG_DIR, MARKER
 
     path = store_path(ctx, store)
     if not (os.path.isfile(os.path.join(path, MARKER)) or os.path.isdir(os.path.join(path, LOG_DIR))):
@@ -192,8 +192,8 @@ def _remove_new_store(path, existed: bool) -> None:
     """Undo the creation of a store that an import refused to fill."""
     import os
 
-    from ..store import LOCK_FILE, LOG_DIR, MARKER, STREAMS_DIR
-    from ..recovery import STATE_FILE
+    from ..core.store import LOCK_FILE, LOG_DIR, MARKER, STREAMS_DIR
+    from ..disk.recovery import STATE_FILE
 
     for name in (LOG_DIR, STREAMS_DIR):
         p = os.path.join(path, name)
@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
         path = _existing_store(ctx, store)
         report = run_verify(path, progress=_progress(), workers=workers)
         if fmt == ReportFormat.json:
-            from ..jsonio import dumps
+            from ..features.jsonio import dumps
 
             sys.stdout.write(dumps(report.to_dict()) + "\n")
         else:
@@ -297,7 +297,7 @@ def register(app: typer.Typer) -> None:
         report = run_repair(path, dry_run=dry_run, lock_timeout=lock_timeout,
                             progress=_progress())
         if fmt == ReportFormat.json:
-            from ..jsonio import dumps
+            from ..features.jsonio import dumps
 
             sys.stdout.write(dumps(report.to_dict()) + "\n")
         else:
@@ -352,7 +352,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         import gc
 
-        from ..jsonio import dumps
+        from ..features.jsonio import dumps
         from ..ops import import_events
         from .common import open_store
 
@@ -368,7 +368,7 @@ def register(app: typer.Typer) -> None:
         import os
 
         from ..errors import InvalidEvent
-        from ..store import MARKER
+        from ..core.store import MARKER
 
         path = store_path(ctx, store)
         existed = os.path.exists(path)

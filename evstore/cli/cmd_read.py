@@ -58,7 +58,7 @@ def emit_events(events, fmt: str, *, flush_each: bool = False, wide: bool = Fals
         from .render import events_table
 
         return events_table(events, wide=wide)
-    from ..jsonio import Writer
+    from ..features.jsonio import Writer
 
     from .common import stdout_pipe
 
@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
 
                 dict_table(rows, title="streams", wide=wide)
                 return
-            from ..jsonio import Writer
+            from ..features.jsonio import Writer
 
             w = Writer(sys.stdout.buffer, fmt_)
             for row in rows:
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
-        from ..jsonio import dumps
+        from ..features.jsonio import dumps
 
         with open_store(ctx, store) as es:
             data = es.info(per_stream=per_stream)

@@ -109,7 +109,7 @@ MAX_NOTES = 5
 
 def auto_snapshot_options(ctx: typer.Context, store) -> dict:
     """EventStore arguments for writers: the store's automatic snapshots."""
-    from ..settings import append_options
+    from ..features.settings import append_options
 
     return append_options(store_path(ctx, store))
 
@@ -117,7 +117,7 @@ def auto_snapshot_options(ctx: typer.Context, store) -> dict:
 def _reducer_spec(ctx, store, reducer: Optional[str]):
     if reducer is not None:
         return reducer
-    from ..settings import default_reducer
+    from ..features.settings import default_reducer
 
     return default_reducer(store_path(ctx, store))
 
@@ -211,8 +211,8 @@ def register(app: typer.Typer) -> None:
                 return
             spec = _reducer_spec(ctx, store, reducer)
             if state is not None:
-                from ..jsonio import loads
-                from ..reducers import load_reducer
+                from ..features.jsonio import loads
+                from ..features.reducers import load_reducer
 
                 r = load_reducer(spec)
                 text = sys.stdin.read() if state == "-" else state
@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
                 snap = es.snapshots.save(stream, value, version, r)
                 _print_object(snap.to_dict())
                 return
-            from ..replay import plan, run
+            from ..features.replay import plan, run
 
             p = plan(es, stream, spec, to_version=version)
             with _Progress(f"snapshot {stream}", p.to_apply) as bar:
@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
             if verify_snapshots:
                 _verify(es, stream, spec, out)
                 return
-            from ..replay import plan, run
+            from ..features.replay import plan, run
 
             p = plan(es, stream, spec, to_version=to_version, at=at,
                      use_snapshots=not no_snapshot,
@@ -299,7 +299,7 @@ def register(app: typer.Typer) -> None:
         unset: Annotated[bool, typer.Option("--unset", help="Remove the setting KEY.")] = False,
         store: StoreOpt = None,
     ) -> None:
-        from .. import settings
+        from ..features import settings
         from .common import fail
 
         if key is None:
@@ -330,14 +330,14 @@ def _on_terminal(out) -> bool:
 
 
 def _steps(es, p, types, from_version, out) -> None:
-    from ..replay import steps
+    from ..features.replay import steps
 
     if _on_terminal(out):
         _steps_view(p, steps(es, p, types, from_version), _notes(p.notes), from_version, types)
         return
     for line in _notes(p.notes):
         note(f"replay {p.stream}: {line}")
-    from ..jsonio import Writer
+    from ..features.jsonio import Writer
 
     w = Writer(sys.stdout.buffer, out or "ndjson")
     try:
@@ -349,7 +349,7 @@ def _steps(es, p, types, from_version, out) -> None:
 
 
 def _verify(es, stream, spec, out) -> None:
-    from ..replay import verify_snapshots
+    from ..features.replay import verify_snapshots
 
     total = es.version(stream)
     with _Progress(f"verify {stream}", total) as bar:
@@ -363,7 +363,7 @@ def _verify(es, stream, spec, out) -> None:
                          "path": _path(r.get("path")), "snapshot": r.get("snapshot"),
                          "rebuilt": r.get("rebuilt")} for r in rows), title="mismatches")
     else:
-        from ..jsonio import Writer
+        from ..features.jsonio import Writer
 
         w = Writer(sys.stdout.buffer, out or "ndjson")
         for row in rows:
@@ -382,7 +382,7 @@ def _verify(es, stream, spec, out) -> None:
 # --- terminal views (rich is imported only here, only on a terminal) -------------------------
 
 def _path(path) -> str:
-    from ..replay import path_text
+    from ..features.replay import path_text
 
     return "" if path is None else path_text(path)
 

@@ -1,6 +1,6 @@
 """``evstore tail`` and ``evstore checkpoints``: following the store.
 
-The command is a thin loop over :class:`evstore.subscriptions.Subscription`:
+The command is a thin loop over :class:`evstore.features.subscriptions.Subscription`:
 print an event, flush, ask for the next one (which acknowledges the one just
 printed).  Stopping is always cooperative -- signal handlers and the
 stdout-hangup watcher only call ``stop()`` -- so a line is never cut in half
@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
 
             if stream is not None and not follow and es.version(stream) == 0:
                 raise StreamNotFound(stream)
-            from ..subscriptions import Subscription
+            from ..features.subscriptions import Subscription
 
             sub = Subscription(
                 es, stream, last=lines,
@@ -212,7 +212,7 @@ def register(app: typer.Typer) -> None:
             metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
         store: StoreOpt = None,
     ) -> None:
-        from ..checkpoints import CheckpointStore
+        from ..features.checkpoints import CheckpointStore
 
         with open_store(ctx, _parent_store(ctx, store)) as es:
             CheckpointStore(es).delete(name)
@@ -230,8 +230,8 @@ def register(app: typer.Typer) -> None:
                                            "a position, or head.")] = "0",
         store: StoreOpt = None,
     ) -> None:
-        from ..checkpoints import CheckpointStore
-        from ..jsonio import dumps
+        from ..features.checkpoints import CheckpointStore
+        from ..features.jsonio import dumps
 
         with open_store(ctx, _parent_store(ctx, store)) as es:
             if to.strip().lower() == "head":
@@ -262,7 +262,7 @@ def _print(sub, fmt: str, *, flush_each: bool, wide: bool = False) -> None:
         for ev in sub:
             write(ev)
         return
-    from ..jsonio import Writer
+    from ..features.jsonio import Writer
 
     w = Writer(sys.stdout.buffer, fmt, flush_each=flush_each)
     try:
@@ -307,7 +307,7 @@ def _parent_store(ctx: typer.Context, store):
 
 
 def _list(ctx: typer.Context, store, fmt, wide: bool = False) -> None:
-    from ..checkpoints import CheckpointStore
+    from ..features.checkpoints import CheckpointStore
 
     with open_store(ctx, store) as es:
         head = es.head()
@@ -320,7 +320,7 @@ def _list(ctx: typer.Context, store, fmt, wide: bool = False) -> None:
             r["stream"] = "(all)" if r["stream"] is None else r["stream"]
         dict_table(rows, title="checkpoints", wide=wide)
         return
-    from ..jsonio import Writer
+    from ..features.jsonio import Writer
 
     with _closed_pipe_is_fine():
         w = Writer(sys.stdout.buffer, fmt_)

@@ -70,9 +70,9 @@ def register(app: typer.Typer) -> None:
         from itertools import chain, islice
 
         from ..errors import InvalidEvent
-        from ..jsonio import dumps, iter_documents, loads
-        from ..records import check_stream_id, normalize
-        from ..store import parse_expected
+        from ..features.jsonio import dumps, iter_documents, loads
+        from ..disk.records import check_stream_id, normalize
+        from ..core.store import parse_expected
         from .common import fail
 
         try:
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
             raise InvalidEvent("no events to append (the input was empty)")
         events = chain(first, events)
 
-        from ..ingest import append_events
+        from ..features.ingest import append_events
         from .cmd_state import auto_snapshot_options  # the store's automatic snapshots
 
         with open_store(ctx, store, create=True, sync=not no_sync,

@@ -44,7 +44,7 @@ TypeOpt = Annotated[Optional[list[str]], typer.Option(
 def _completion_store(ctx: typer.Context):
     """The store a command being completed names, opened for reading; None
     when there is none there (completion never creates a store)."""
-    from ..store import MARKER, EventStore
+    from ..core.store import MARKER, EventStore
 
     path = None
     c = ctx
@@ -76,7 +76,7 @@ def complete_stream(ctx: typer.Context, incomplete: str) -> list[str]:
 def complete_checkpoint(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion of a checkpoint's NAME; like :func:`complete_stream`."""
     try:
-        from ..checkpoints import CheckpointStore
+        from ..features.checkpoints import CheckpointStore
 
         es = _completion_store(ctx)
         if es is None:
@@ -96,7 +96,7 @@ def store_path(ctx: typer.Context, store: Optional[Path]) -> Path:
 
 def open_store(ctx: typer.Context, store: Optional[Path], *, create: bool = False, **kw):
     """Open the store; reading never creates one (a missing store is exit 4)."""
-    from ..store import EventStore
+    from ..core.store import EventStore
 
     return EventStore(store_path(ctx, store), create=create, **kw)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from ..format import FORMAT_VERSION, STREAM_MAGIC
-from ..records import check_stream_id
-from ..streamlog import stream_key
+from ..disk.format import FORMAT_VERSION, STREAM_MAGIC
+from ..disk.records import check_stream_id
+from ..disk.streamlog import stream_key
 from . import layout as L
 from .frames import frame_at, record_head, walk
 from .progress import NO_PROGRESS
@@ -371,7 +371,7 @@ def snapshot_findings(directory: str, versions: dict, live: bool = False):
     version.  The snapshot module reads the files (it owns their format).
     With ``live``, snapshots past the version seen are not judged: a writer
     may have appended and snapshotted since."""
-    from .. import snapshots as snapmod
+    from ..features import snapshots as snapmod
 
     root = os.path.join(directory, L.SNAPSHOTS_DIR)
     known = {stream_key(s): s for s in versions}

@@ -21,7 +21,7 @@ import struct
 import zlib
 from collections import deque
 
-from ..format import STREAM_MAGIC
+from ..disk.format import STREAM_MAGIC
 from . import layout as L
 from .checks import be_offsets, read_stream_id
 

@@ -19,7 +19,7 @@ import os
 import struct
 import zlib
 
-from ..format import HEADER_SIZE, OVERHEAD
+from ..disk.format import HEADER_SIZE, OVERHEAD
 
 CHUNK = 4 << 20
 
@@ -188,7 +188,7 @@ def batch_head(p) -> tuple[str, int, int, int, int, int]:
 def first_position(fd: int, size: int):
     """The first position of the first valid, readable frame of a commit-log
     segment (None when it holds none), and whether that frame is at offset 0."""
-    from ..format import LOG_MAGIC
+    from ..disk.format import LOG_MAGIC
 
     payload = frame_at(fd, LOG_MAGIC, 0, size)  # the usual case: one small read
     if payload is not None:

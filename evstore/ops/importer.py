@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from ..errors import InvalidEvent
-from ..records import (DEFAULT_MAX_EVENT_BYTES, NewEvent, canonical_id, check_json_value,
+from ..disk.records import (DEFAULT_MAX_EVENT_BYTES, NewEvent, canonical_id, check_json_value,
                        check_stream_id, datetime_to_us, parse_timestamp)
 from .progress import NO_PROGRESS
 
@@ -329,14 +329,14 @@ def _peek(path: str) -> bytes:
 
 def _source_lines(source):
     """Raw lines of the input; a JSON array is turned into lines."""
-    from ..jsonio import dumps
+    from ..features.jsonio import dumps
 
     if hasattr(source, "peek"):
         head = source.peek(4096)[:4096]
     else:
         head = b""
     if _is_array(head):
-        from ..jsonio import iter_documents
+        from ..features.jsonio import iter_documents
 
         for _label, obj in iter_documents(source):
             yield dumps(obj).encode("utf-8")
@@ -379,8 +379,8 @@ class _Plan:
 def _stitch(store, chunks: list[_Chunk]) -> _Plan:
     """Check that the chunks continue each other and the store; raise
     InvalidEvent naming the first offending line."""
-    from ..commitlog import CommitLog
-    from ..store import LOG_DIR
+    from ..disk.commitlog import CommitLog
+    from ..core.store import LOG_DIR
 
     log = CommitLog(os.path.join(store.directory, LOG_DIR))
     try:

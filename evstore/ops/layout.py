@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import re
 
-from .. import recovery
-from ..commitlog import IDX_SUFFIX as LOG_IDX
-from ..commitlog import SEG_SUFFIX as LOG_SEG
-from ..store import FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, SNAPSHOTS_DIR, STREAMS_DIR
-from ..segment import stable_listdir
-from ..streamlog import ID_FILE
-from ..streamlog import IDX_SUFFIX as STREAM_IDX
-from ..streamlog import SEG_SUFFIX as STREAM_SEG
+from ..disk import recovery
+from ..disk.commitlog import IDX_SUFFIX as LOG_IDX
+from ..disk.commitlog import SEG_SUFFIX as LOG_SEG
+from ..core.store import FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, SNAPSHOTS_DIR, STREAMS_DIR
+from ..disk.segment import stable_listdir
+from ..disk.streamlog import ID_FILE
+from ..disk.streamlog import IDX_SUFFIX as STREAM_IDX
+from ..disk.streamlog import SEG_SUFFIX as STREAM_SEG
 
 __all__ = [
     "LOG_DIR", "STREAMS_DIR", "SNAPSHOTS_DIR", "MARKER", "LOCK_FILE", "FSYNC_FAILED",

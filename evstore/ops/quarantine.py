@@ -22,7 +22,7 @@ import json
 import os
 import time
 
-from ..segment import fsync_dir, fsync_file
+from ..disk.segment import fsync_dir, fsync_file
 from . import layout as L
 
 
@@ -125,7 +125,7 @@ class Quarantine:
             self._events_file = None
         if self.dry_run or not self._made:
             return
-        from ..recovery import write_atomic
+        from ..disk.recovery import write_atomic
 
         manifest = {"store": os.path.abspath(self.store), "removed": self.entries,
                     "removed_events": self.events,

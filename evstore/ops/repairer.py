@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from ..format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame
-from ..records import check_stream_id, format_timestamp, log_payload, stream_payload, us_to_datetime
-from ..recovery import current_boot_id, write_atomic
-from ..segment import fsync_dir, fsync_file
-from ..streamlog import stream_key
+from ..disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame
+from ..disk.records import check_stream_id, format_timestamp, log_payload, stream_payload, us_to_datetime
+from ..disk.recovery import current_boot_id, write_atomic
+from ..disk.segment import fsync_dir, fsync_file
+from ..disk.streamlog import stream_key
 from . import layout as L
 from .frames import batch_head, frame_at, log_segment_order, record_head, walk
 from .progress import NO_PROGRESS
@@ -73,7 +73,7 @@ def repair(store, *, dry_run: bool = False, lock_timeout: float = 30.0,
     files they hold open.
     """
     from ..errors import CorruptStore
-    from ..locking import WriterLock
+    from ..core.locking import WriterLock
 
     directory = store_directory(store)
     newer = _newer_format(directory)
@@ -970,14 +970,14 @@ class _Repair:
         if failed or self.state_msg:
             if not self.dry:
                 self.sync_everything()
-                from ..recovery import save_state
+                from ..disk.recovery import save_state
 
                 save_state(self.dir, current_boot_id(), plan.head)
             self.act("sync", "every segment and directory fsynced; sync-state set to position "
                      f"{plan.head}", os.path.join(self.dir, L.STATE_FILE))
         elif self.synced > plan.head:
             if not self.dry:
-                from ..recovery import save_state
+                from ..disk.recovery import save_state
 
                 save_state(self.dir, self.boot, plan.head)
             self.act("rewrite", f"sync-state lowered to the commit log's end ({plan.head})",
@@ -997,7 +997,7 @@ class _Repair:
         if not os.path.isdir(os.path.join(self.dir, L.CHECKPOINTS_DIR)):
             return
         try:
-            from ..checkpoints import verify_files
+            from ..features.checkpoints import verify_files
         except ImportError:
             return
         for item in list(verify_files(self.dir, dict(plan.versions), plan.head)):
@@ -1097,7 +1097,7 @@ def _copy(fd: int, start: int, end: int, out) -> None:
 
 
 def _line(stream, v, p, us, eid, etype, data, metadata) -> str:
-    from ..jsonio import dumps
+    from ..features.jsonio import dumps
 
     return dumps({"stream": stream, "version": v, "position": p, "id": eid, "type": etype,
                   "data": data, "metadata": metadata,

@@ -17,7 +17,7 @@ import os
 import re
 from json.encoder import c_make_encoder, encode_basestring
 
-from ..records import format_timestamp, us_to_datetime
+from ..disk.records import format_timestamp, us_to_datetime
 from .progress import NO_PROGRESS
 
 # The encoder json.dumps(obj, ensure_ascii=False) uses, built once.  With
@@ -122,9 +122,9 @@ def _log_payloads(directory: str, start: int, head: int):
     reads sound stores."""
     import msgpack
 
-    from ..commitlog import CommitLog
+    from ..disk.commitlog import CommitLog
     from ..errors import CorruptStore
-    from ..format import LOG_MAGIC
+    from ..disk.format import LOG_MAGIC
     from . import layout as L
     from .frames import walk
 

@@ -31,9 +31,9 @@ from array import array
 
 import msgpack
 
-from ..format import LOG_MAGIC, STREAM_MAGIC
-from ..records import check_stream_id
-from ..streamlog import stream_key
+from ..disk.format import LOG_MAGIC, STREAM_MAGIC
+from ..disk.records import check_stream_id
+from ..disk.streamlog import stream_key
 from . import layout as L
 from .checks import (PROBLEMS_PER_STREAM, StreamResult, check_stream, index_problem,
                      marker_problem, mp_context, or_none, read_index, read_state,
@@ -556,7 +556,7 @@ class _Verifier:
 
     def _reconcile_pending(self) -> bool:
         """After a reboot, stream logs may lack copies the next writer replays."""
-        from ..recovery import current_boot_id
+        from ..disk.recovery import current_boot_id
 
         boot = current_boot_id()
         return (self.boot != boot or boot is None) and self.synced < self.head
@@ -686,8 +686,8 @@ class _Verifier:
         ``SnapshotStore.load`` (:func:`snapshot_findings`)."""
         import importlib
 
-        for modname, sub in (("evstore.snapshots", L.SNAPSHOTS_DIR),
-                             ("evstore.checkpoints", L.CHECKPOINTS_DIR)):
+        for modname, sub in (("evstore.features.snapshots", L.SNAPSHOTS_DIR),
+                             ("evstore.features.checkpoints", L.CHECKPOINTS_DIR)):
             path = os.path.join(self.dir, sub)
             if not os.path.isdir(path):
                 continue

@@ -3,7 +3,7 @@
 :class:`Shim` monkeypatches the ``os`` functions evstore writes with
 (``open``/``write``/``pwrite``/``ftruncate``/``fsync``/``fdatasync``/
 ``rename``/``replace``/``mkdir``/``unlink``/``rmdir``), ``builtins.open`` for
-files opened for writing, and ``evstore.segment._fdatasync`` (captured at
+files opened for writing, and ``evstore.disk.segment._fdatasync`` (captured at
 import time, so patching ``os.fdatasync`` alone would miss it).  Only paths
 under ``root`` are tracked; everything else passes through.
 
@@ -274,7 +274,7 @@ class Shim:
 
     # -- installing ------------------------------------------------------------------
     def install(self):
-        import evstore.segment as seg
+        import evstore.disk.segment as seg
 
         patches = {
             (os, "open"): self._open, (os, "close"): self._close,

@@ -31,13 +31,13 @@ import time
 from conftest import cli_env
 from core_helpers import LONG, check_dense, check_streams_agree, json_lines, spawn
 from evstore import EventStore
-from evstore.checkpoints import CheckpointStore
+from evstore.features.checkpoints import CheckpointStore
 from evstore.ops import verify
 
 WRITER = r"""
 import json, random, sys
 from evstore import EventStore, NewEvent
-from evstore.checkpoints import CheckpointStore
+from evstore.features.checkpoints import CheckpointStore
 path, mode, b, seed, seg = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rnd = random.Random(seed)
 def say(obj):

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import ndjson, run_cli
 from evstore import EventStore
 from evstore.errors import CorruptStore, InvalidEvent, UsageError
-from evstore.format import LOG_MAGIC, STREAM_MAGIC, FrameError, check_frame, encode_frame
-from evstore.jsonio import iter_documents
-from evstore.records import (DEFAULT_MAX_EVENT_BYTES, decode_batch, decode_batch_head,
+from evstore.disk.format import LOG_MAGIC, STREAM_MAGIC, FrameError, check_frame, encode_frame
+from evstore.features.jsonio import iter_documents
+from evstore.disk.records import (DEFAULT_MAX_EVENT_BYTES, decode_batch, decode_batch_head,
                              normalize)
 
 

@@ -156,7 +156,7 @@ def test_fsync_failure_poisons_every_handle(tmp_path):
 def test_check_catches_a_swallowed_fsync_error(tmp_path, monkeypatch):
     """Sanity check of the property itself: a store whose commit-log fsync
     swallowed its error (a sabotaged copy) must fail the library check."""
-    import evstore.store as S
+    import evstore.core.store as S
 
     real = S.EventStore._sync_log
 

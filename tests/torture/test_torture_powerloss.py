@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 sys.path.insert(0, os.path.dirname(__file__))
 import faultfs  # noqa: E402
 
-import evstore.recovery  # noqa: E402
+import evstore.disk.recovery  # noqa: E402
 from evstore import EventStore  # noqa: E402
 from evstore.errors import CorruptStore, EvstoreError  # noqa: E402
 
@@ -113,12 +113,12 @@ def check_recovered(crash_dir, ops, cut, batches, allow_repair=False):
             return check_recovered(crash_dir, ops, cut, batches)
         except (CorruptStore, VerifyFailed) as e:
             from evstore.ops import repair
-            saved = evstore.recovery.current_boot_id
-            evstore.recovery.current_boot_id = lambda: "rebooted-" + uuid.uuid4().hex
+            saved = evstore.disk.recovery.current_boot_id
+            evstore.disk.recovery.current_boot_id = lambda: "rebooted-" + uuid.uuid4().hex
             try:
                 rep = repair(os.path.join(crash_dir, "store"))
             finally:
-                evstore.recovery.current_boot_id = saved
+                evstore.disk.recovery.current_boot_id = saved
             assert rep.ok, f"repair did not fix {e}: {rep}"
             REPAIRED.append(str(e)[:200])
             return check_recovered(crash_dir, ops, cut, batches)
@@ -129,8 +129,8 @@ def check_recovered(crash_dir, ops, cut, batches, allow_repair=False):
         if op[0] == "mark" and op[1] == "begin":
             started = op[2] + 1
     store_dir = os.path.join(crash_dir, "store")
-    saved = evstore.recovery.current_boot_id
-    evstore.recovery.current_boot_id = lambda: "rebooted-" + uuid.uuid4().hex
+    saved = evstore.disk.recovery.current_boot_id
+    evstore.disk.recovery.current_boot_id = lambda: "rebooted-" + uuid.uuid4().hex
     try:
         with EventStore(store_dir) as store:
             seen = list(store.read_all())
@@ -166,7 +166,7 @@ def check_recovered(crash_dir, ops, cut, batches, allow_repair=False):
             report = store.verify()
             assert report.ok, [str(p) for p in report.problems]
     finally:
-        evstore.recovery.current_boot_id = saved
+        evstore.disk.recovery.current_boot_id = saved
 
 
 def known_bug_carveout(ops, stream_idx=True):
@@ -307,12 +307,12 @@ class _NoCommitFsync:
     """Sabotage: the commit log's per-append fsync does nothing."""
 
     def __enter__(self):
-        import evstore.store as s
+        import evstore.core.store as s
         self._saved = s.EventStore._sync_log
         s.EventStore._sync_log = lambda self, created: None
 
     def __exit__(self, *a):
-        import evstore.store as s
+        import evstore.core.store as s
         s.EventStore._sync_log = self._saved
 
 
@@ -320,12 +320,12 @@ class _NoDirFsync:
     """Sabotage: new commit-log segments' directory entries are not synced."""
 
     def __enter__(self):
-        import evstore.store as s
+        import evstore.core.store as s
         self._saved = s.fsync_dir
         s.fsync_dir = lambda path: None
 
     def __exit__(self, *a):
-        import evstore.store as s
+        import evstore.core.store as s
         s.fsync_dir = self._saved
 
 
@@ -360,11 +360,11 @@ def test_stream_log_hole_after_reboot(tmp_path):
     data[0:8] = b"\0" * 8  # the first record's write never reached the disk
     seg.write_bytes(bytes(data))
     (d / "sync-state").write_text('{"boot_id": "before-the-power-cut", "synced_position": 0}')
-    saved = evstore.recovery.current_boot_id
-    evstore.recovery.current_boot_id = lambda: "after-the-power-cut"
+    saved = evstore.disk.recovery.current_boot_id
+    evstore.disk.recovery.current_boot_id = lambda: "after-the-power-cut"
     try:
         with EventStore(d) as s:
             assert [e.type for e in s.read("a")] == ["T0", "T1", "T2"]
             assert s.verify().ok
     finally:
-        evstore.recovery.current_boot_id = saved
+        evstore.disk.recovery.current_boot_id = saved

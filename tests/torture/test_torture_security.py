@@ -20,11 +20,11 @@ import pytest
 
 from conftest import cli_env, ndjson, run_cli
 from evstore import EventStore
-from evstore.checkpoints import CheckpointStore
+from evstore.features.checkpoints import CheckpointStore
 from evstore.errors import CorruptStore, EvstoreError, UsageError
 from evstore.ops import verify
-from evstore.snapshots import SnapshotStore
-from evstore.streamlog import stream_dir
+from evstore.features.snapshots import SnapshotStore
+from evstore.disk.streamlog import stream_dir
 
 HOSTILE = ["../x", "a/b", ".", "..", "../../sentinel/f", "/etc/passwd", "CON", "con", "NUL",
            "%2e%2e", "..\\x", "a\\b", "~", "$HOME", "*", "x" * 200, "é" * 100,

@@ -8,7 +8,7 @@ different keys, on any file system.  The directory holds:
 * ``id`` -- the stream id, UTF-8, written before the directory appears
   (created as ``.tmp-*`` then renamed);
 * ``NNNNNNNNNNNNNNNN.seg`` -- segments named by the first version they hold,
-  one ``EvS1`` frame per event (:mod:`evstore.format`);
+  one ``EvS1`` frame per event (:mod:`evstore.disk.format`);
 * ``NNNNNNNNNNNNNNNN.idx`` -- their offset indexes, one entry per version.
 
 A stream log is a copy of what the commit log holds, laid out for reading one
@@ -23,7 +23,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from .errors import CorruptStore
+from ..errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError
 from .index import OffsetIndex
 from .records import RecordedEvent, unpack, us_to_datetime

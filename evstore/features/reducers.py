@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import EvstoreError, UsageError
+from ..errors import EvstoreError, UsageError
 
 DEFAULT = "merge"
 

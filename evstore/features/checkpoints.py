@@ -11,11 +11,11 @@ Files (docs/TAIL.md has the reasoning)::
                                     "stream", "updated_at"}
     STORE/checkpoints/<KEY>.lock   flock'ed by the consumer running under NAME
 
-``KEY`` is :func:`evstore.streamlog.stream_key` of the name: a name never
+``KEY`` is :func:`evstore.disk.streamlog.stream_key` of the name: a name never
 becomes a path, and the real name is kept inside the file (a file whose name
 does not hash to its KEY is reported, never used).  ``stream`` records what
 the consumer followed last (``null`` for ``$all``); it is informational.
-Files are replaced with :func:`evstore.recovery.write_atomic`, so a reader
+Files are replaced with :func:`evstore.disk.recovery.write_atomic`, so a reader
 sees the old checkpoint or the new one, never a torn one.
 
 The ``.lock`` file makes a name single-consumer: two processes delivering
@@ -31,11 +31,11 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator, NamedTuple
 
-from .errors import CorruptStore, NotFound, StoreIOError, StoreLocked, UsageError
-from .records import check_id_text, format_timestamp
-from .recovery import write_atomic
-from .segment import check_not_link, nofollow, open_file
-from .streamlog import stream_key
+from ..errors import CorruptStore, NotFound, StoreIOError, StoreLocked, UsageError
+from ..disk.records import check_id_text, format_timestamp
+from ..disk.recovery import write_atomic
+from ..disk.segment import check_not_link, nofollow, open_file
+from ..disk.streamlog import stream_key
 
 CHECKPOINTS_DIR = "checkpoints"
 FORMAT = 1
@@ -231,7 +231,7 @@ class CheckpointStore:
             return
         if not os.path.isdir(self.root):
             os.makedirs(self.root, exist_ok=True)
-            from .segment import fsync_dir
+            from ..disk.segment import fsync_dir
             fsync_dir(os.path.dirname(self.root))
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from .errors import StoreLocked
+from ..errors import StoreLocked
 
 try:
     import fcntl

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import InvalidEvent, NotFound, StreamNotFound, UsageError
-from .records import check_json_value, format_timestamp, parse_timestamp
+from ..errors import InvalidEvent, NotFound, StreamNotFound, UsageError
+from ..disk.records import check_json_value, format_timestamp, parse_timestamp
 from .reducers import Reducer, ReducerError, load_reducer
 
 PROGRESS_EVERY = 4096
@@ -485,7 +485,7 @@ def verify_snapshots(store, stream: str, reducer=None,
 
 
 def _compare(snaps, stream, ev, p, state) -> list[Mismatch]:
-    from .errors import CorruptStore
+    from ..errors import CorruptStore
 
     v = ev.version
     try:

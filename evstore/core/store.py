@@ -1,7 +1,7 @@
 """EventStore: streams, versions, positions, locking and durability.
 
 The commit point of an append is its frame in the commit log
-(:mod:`evstore.commitlog`); the stream logs (:mod:`evstore.streamlog`) are
+(:mod:`evstore.disk.commitlog`); the stream logs (:mod:`evstore.disk.streamlog`) are
 copies laid out per aggregate.  One append, under the writer lock:
 
 1. check the expected version against the stream's committed tail;
@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .commitlog import CommitLog
-from .errors import (
+from ..disk.commitlog import CommitLog
+from ..errors import (
     CorruptStore,
     DurabilityError,
     EvstoreError,
@@ -38,9 +38,9 @@ from .errors import (
     UsageError,
     WrongExpectedVersion,
 )
-from .format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame
+from ..disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame
 from .locking import WriterLock
-from .records import (
+from ..disk.records import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
     RecordedEvent,
@@ -52,9 +52,11 @@ from .records import (
     stream_payload,
     us_to_datetime,
 )
-from . import recovery
-from .segment import fsync_dir
-from .streamlog import COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail
+from ..disk import recovery
+from ..disk.segment import fsync_dir
+from ..disk.streamlog import (
+    COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail,
+)
 
 # How many positions EventStore.version catches up on through the commit
 # log's batch heads before it asks the stream log afresh.
@@ -511,7 +513,7 @@ class EventStore:
         with self._writing() as log:
             result, before = self._append_locked(log, stream, evs, blobs, expected)
         if self.snapshot_every and self.reducer is not None and result.count and before >= 0:
-            from .snapshots import auto_snapshot
+            from ..features.snapshots import auto_snapshot
             auto_snapshot(self, stream, before, result.version)
         return result
 
@@ -539,7 +541,7 @@ class EventStore:
         ``first_version`` the stream's next version, and ``recorded_at`` is
         not before the store's last commit.  ``events`` are NewEvents or dicts
         with ids."""
-        from .records import datetime_to_us
+        from ..disk.records import datetime_to_us
 
         check_stream_id(stream)
         evs = [normalize(e, f"event {i + 1}") for i, e in enumerate(events)]
@@ -871,7 +873,7 @@ class EventStore:
         return out
 
     def _checkpoint_rows(self, head: int) -> list[dict]:
-        from .checkpoints import CheckpointStore, _files, decode
+        from ..features.checkpoints import CheckpointStore, _files, decode
 
         rows = []
         for key, path in _files(CheckpointStore(self).root):
@@ -912,23 +914,23 @@ class EventStore:
     @property
     def snapshots(self):
         if self._snapshots is None:
-            from .snapshots import SnapshotStore
+            from ..features.snapshots import SnapshotStore
             self._snapshots = SnapshotStore(self)
         return self._snapshots
 
     def replay(self, stream: str, reducer=None, to_version: int | None = None, **kw):
-        from .replay import replay
+        from ..features.replay import replay
         return replay(self, stream, reducer if reducer is not None else self.reducer,
                       to_version=to_version, **kw)
 
     def subscribe(self, stream: str | None = None, from_position: int | None = None,
                   checkpoint: str | None = None, idle_timeout: float | None = None, **kw):
-        from .subscriptions import subscribe
+        from ..features.subscriptions import subscribe
         return subscribe(self, stream=stream, from_position=from_position,
                          checkpoint=checkpoint, idle_timeout=idle_timeout, **kw)
 
     def verify(self, **kw):
-        from .ops import verify
+        from ..ops import verify
         return verify(self, **kw)
 
     # -- for features and operations -----------------------------------------------------------
@@ -939,7 +941,7 @@ class EventStore:
     @contextmanager
     def bulk_writer(self, timeout: float | None = None):
         """Hold the writer lock and write many pre-recorded batches through a
-        :class:`~evstore.bulk.BulkWriter` (import).  Nothing is fsynced until
+        :class:`~evstore.core.bulk.BulkWriter` (import).  Nothing is fsynced until
         the caller says so (``sync()``/``finish()``)."""
         from .bulk import BulkWriter
         with self._writing(timeout) as log:
@@ -974,7 +976,7 @@ class StreamInfo(tuple):
     last_recorded_at = property(lambda s: s[3])
 
     def to_dict(self) -> dict:
-        from .records import format_timestamp
+        from ..disk.records import format_timestamp
         return {"stream": self.stream, "version": self.version,
                 "first_recorded_at": format_timestamp(self.first_recorded_at)
                 if self.first_recorded_at else None,
@@ -984,7 +986,7 @@ class StreamInfo(tuple):
 def _fmt_us(us):
     if us is None:
         return None
-    from .records import format_timestamp
+    from ..disk.records import format_timestamp
     return format_timestamp(us_to_datetime(us))
 
 

@@ -33,9 +33,9 @@ import time
 from collections import deque
 
 from .checkpoints import CheckpointStore, check_name
-from .errors import UsageError
-from .records import RecordedEvent, check_stream_id
-from .store import LOG_DIR
+from ..errors import UsageError
+from ..disk.records import RecordedEvent, check_stream_id
+from ..core.store import LOG_DIR
 
 #: Longest sleep between two checks when polling (no inotify).
 DEFAULT_POLL = 0.05

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 
-from .errors import CorruptStore, UsageError
-from .recovery import write_atomic
+from ..errors import CorruptStore, UsageError
+from ..disk.recovery import write_atomic
 
 FILE = "settings.json"
 KEYS = ("snapshot_every", "reducer")

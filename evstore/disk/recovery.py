@@ -134,7 +134,7 @@ def fix_log_index(log) -> None:
 def materialize(stream_log, batch, is_committed, segment_bytes: int) -> bool:
     """Make sure a stream log holds the records of a committed batch; returns
     True if it had to write any.  Used after a reboot and by repair."""
-    from .errors import CorruptStore
+    from ..errors import CorruptStore
 
     tail = stream_log.tail(is_committed, whole_batches=False)
     if tail.version >= batch.last_version:

@@ -12,8 +12,8 @@ import json
 import math
 from typing import IO, Iterator
 
-from .errors import InvalidEvent
-from .records import INT_MAX, INT_MIN
+from ..errors import InvalidEvent
+from ..disk.records import INT_MAX, INT_MIN
 
 
 class _Reject(ValueError):

@@ -1,7 +1,7 @@
 """The commit log: the store's single source of truth and its ``$all`` order.
 
 ``log/`` holds segments named by the first position they contain
-(``0000000000000001.log``), each a run of batch frames (:mod:`evstore.format`)
+(``0000000000000001.log``), each a run of batch frames (:mod:`evstore.disk.format`)
 with an offset index beside it (``.idx``, one entry per position).  An append
 is committed exactly when its frame is complete and valid in the log; a frame
 is the whole batch, so a batch is all-or-nothing by construction.
@@ -16,7 +16,7 @@ import bisect
 import os
 from dataclasses import dataclass
 
-from .errors import CorruptStore
+from ..errors import CorruptStore
 from .format import LOG_MAGIC, FrameError
 from .index import OffsetIndex
 from .records import LogBatch, decode_batch, decode_batch_head

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .errors import CorruptStore, InvalidEvent, UsageError
+from ..errors import CorruptStore, InvalidEvent, UsageError
 
 MAX_STREAM_ID_BYTES = 200
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024

@@ -9,7 +9,7 @@ Files (docs/SNAPSHOTS.md has the reasoning)::
 
     STORE/snapshots/<kk>/<KEY>/<version:016d>.snap
 
-``KEY`` is :func:`evstore.streamlog.stream_key` of the stream id (never the id
+``KEY`` is :func:`evstore.disk.streamlog.stream_key` of the stream id (never the id
 itself) and ``kk`` its first two characters.  Zero-padded names sort as their
 versions, so "the latest at or below V" is one directory listing (names only)
 and a bisection; only the chosen file is opened.  A file is three lines of
@@ -24,7 +24,7 @@ The header comes first and is small, so a reducer's fingerprint can be checked
 by reading one short line, however large the state.  ``event_id`` is the id of
 the event at ``version``: a snapshot whose event is no longer there (a store
 rebuilt under it) is not used.  Files are written with
-:func:`evstore.recovery.write_atomic`: readers see a whole file or none, and
+:func:`evstore.disk.recovery.write_atomic`: readers see a whole file or none, and
 two processes saving the same snapshot at once just replace one whole file
 with another.
 """
@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from .errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
-from .records import check_json_value, check_stream_id, format_timestamp
-from .recovery import write_atomic
-from .segment import check_not_link, fsync_dir, nofollow
-from .streamlog import stream_key
+from ..errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
+from ..disk.records import check_json_value, check_stream_id, format_timestamp
+from ..disk.recovery import write_atomic
+from ..disk.segment import check_not_link, fsync_dir, nofollow
+from ..disk.streamlog import stream_key
 
 SNAPSHOTS_DIR = "snapshots"
 FORMAT = 1
@@ -176,7 +176,7 @@ class SnapshotStore:
     def _event_id(self, stream: str, version: int) -> str:
         current = self.store.version(stream)
         if current == 0:
-            from .errors import StreamNotFound
+            from ..errors import StreamNotFound
             raise StreamNotFound(stream)
         if version > current:
             raise NotFound(f"stream {stream!r} has no version {version} "
@@ -387,7 +387,7 @@ def auto_snapshot(store, stream: str, version_before: int, version_after: int) -
     target = crossed(store.snapshot_every, version_before, version_after)
     if target is None:
         return None
-    from .errors import EvstoreError
+    from ..errors import EvstoreError
     from .reducers import load_reducer
     from .replay import replay
 

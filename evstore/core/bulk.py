@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 
-from .errors import InvalidEvent
-from .records import AppendResult, check_stream_id
-from .segment import fsync_dir, fsync_file
+from ..errors import InvalidEvent
+from ..disk.records import AppendResult, check_stream_id
+from ..disk.segment import fsync_dir, fsync_file
 
 
 class BulkWriter:

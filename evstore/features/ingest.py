@@ -11,9 +11,9 @@ from __future__ import annotations
 from itertools import islice
 from typing import Iterable
 
-from .errors import EvstoreError, InvalidEvent
-from .records import AppendResult
-from .store import ANY, STREAM_EXISTS
+from ..errors import EvstoreError, InvalidEvent
+from ..disk.records import AppendResult
+from ..core.store import ANY, STREAM_EXISTS
 
 
 def append_events(store, stream: str, events: Iterable, expected=ANY,

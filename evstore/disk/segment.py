@@ -1,7 +1,7 @@
 """One segment file: frames appended at the end, read both ways.
 
 A segment knows nothing of streams or positions; it only moves frames
-(:mod:`evstore.format`) between memory and a file.  Writing goes through
+(:mod:`evstore.disk.format`) between memory and a file.  Writing goes through
 :meth:`SegmentWriter.append` and :meth:`SegmentWriter.sync`; the latter is the
 single place where evstore calls ``fdatasync``/``fsync`` on segment data, so
 crash tests can replace it (see ``tests/torture``).
@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .errors import CorruptStore
+from ..errors import CorruptStore
 from .format import (
     HEADER_SIZE,
     OVERHEAD,
