@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A shell without job control starts background commands with SIGINT
+# ignored, and an ignored signal stays ignored across exec: run from such a
+# job (`.ci/run &`), every `evstore tail -f` the tests stop with SIGINT would
+# ignore it too.  A handled signal is reset to its default on exec, so
+# handling it here gives the children the SIGINT a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
