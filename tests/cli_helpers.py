@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import time
 from pathlib import Path
 
 from conftest import run_cli
@@ -157,3 +159,24 @@ def all_errors(results: dict, code: int, **kw) -> dict:
             bad[name] = f"{e} (exit {r.returncode}, stderr {r.stderr[:200]!r})"
     assert not bad, "\n".join(f"{k}: {v}" for k, v in bad.items())
     return msgs
+
+
+def read_pty(master: int, proc, timeout: float) -> bytes:
+    """Everything ``proc`` writes to the pseudo-terminal ``master`` until it
+    exits (or ``timeout`` passes); a pty must be drained while the child runs,
+    or a child that fills it blocks."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.1)
+        if r:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    return seen

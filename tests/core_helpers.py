@@ -49,3 +49,33 @@ def check_streams_agree(es, by_stream) -> None:
     for s, evs in by_stream.items():
         assert es.version(s) == len(evs), s
         assert [e.to_dict() for e in es.read(s)] == [e.to_dict() for e in evs], s
+
+
+def check_acked(by_batch: dict, acked: dict) -> None:
+    """Every acknowledged batch is present, and where its acknowledgement
+    said: ``acked`` maps a batch number to the append's reported
+    version, position and count; ``by_batch`` maps it to its events."""
+    for b, a in acked.items():
+        assert b in by_batch, f"acknowledged batch {b} is lost"
+        evs = by_batch[b]
+        assert (evs[-1].version, evs[-1].position, len(evs)) == \
+            (a["version"], a["position"], a["count"]), f"batch {b} moved"
+
+
+def kill_after_ready(p: subprocess.Popen, delay: float) -> bytes:
+    """Wait for a spawned writer's "ready" line, let it run ``delay``
+    seconds, SIGKILL it, and return what it printed after "ready"."""
+    import signal
+    import time
+
+    assert b"ready" in p.stdout.readline(), p.stderr.read()
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    # not communicate(): it reads the raw pipe and would skip what
+    # readline() above already buffered
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdout.close()
+    p.stderr.close()
+    assert p.returncode == -signal.SIGKILL, err.decode()
+    return out

@@ -14,12 +14,11 @@ import struct
 import subprocess
 import sys
 import termios
-import time
 
 import pytest
 from rich.cells import cell_len
 
-from cli_helpers import error, ok, run
+from cli_helpers import error, ok, read_pty, run
 from conftest import cli_env
 from evstore import EventStore, NewEvent
 
@@ -39,20 +38,7 @@ def run_tty(args, store, cols=80, env=None, timeout=60):
     p = subprocess.Popen([sys.executable, "-m", "evstore", *args], stdin=subprocess.DEVNULL,
                          stdout=slave, stderr=subprocess.PIPE, env=e)
     os.close(slave)
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 0.1)
-        if r:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        elif p.poll() is not None:
-            break
+    seen = read_pty(master, p, timeout)
     rc = p.wait(timeout)
     err = p.stderr.read()
     os.close(master)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
-import time
 
 import pytest
 
-from core_helpers import LONG, check_dense, check_streams_agree, json_lines, spawn
+from core_helpers import (
+    LONG, check_acked, check_dense, check_streams_agree, json_lines, kill_after_ready, spawn,
+)
 from evstore import EventStore, NewEvent
 from evstore.errors import CorruptStore, StreamNotFound
 from evstore.disk.format import HEADER
@@ -70,15 +70,8 @@ def check_batches(events, tries, acked):
         assert [e.position for e in evs] == list(range(evs[0].position, evs[0].position + k))
         assert evs[0].version == t["expected"] + 1, f"batch {b} not at its expected version"
         assert len({e.recorded_at for e in evs}) == 1
-    for b, a in acked.items():
-        assert b in by_b, f"acknowledged batch {b} is lost"
-        evs = by_b[b]
-        assert (evs[-1].version, evs[-1].position, len(evs)) == \
-            (a["version"], a["position"], a["count"]), f"batch {b} moved"
+    check_acked(by_b, acked)
     return by_b
-
-
-
 
 
 def test_verify_after_a_kill_between_frame_and_index(tmp_path):
@@ -94,7 +87,6 @@ def test_verify_after_a_kill_between_frame_and_index(tmp_path):
         assert [e.position for e in es.read_all()] == [1, 2, 3, 4, 5]
     report = verify(path, settle=0)
     assert report.ok, [str(p) for p in report.problems]
-
 
 
 def test_short_log_index_is_rebuilt_before_the_writer_rolls(tmp_path):
@@ -134,18 +126,7 @@ def test_sigkill_at_random_moments(tmp_path, segments):
     for it in range(iterations):
         seg = rnd.choice([400, 900, 2000, 6000]) if segments == "varying" else fixed_seg
         p = spawn(WRITER, path, next_b, rnd.randrange(10**9), seg)
-        out = p.stdout.readline()
-        assert b"ready" in out, p.stderr.read()
-        time.sleep(rnd.uniform(0, 0.06))
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=30)
-        # not communicate(): it reads the raw pipe and would skip what
-        # readline() above already buffered
-        out, err = p.stdout.read(), p.stderr.read()
-        p.stdout.close()
-        p.stderr.close()
-        assert p.returncode == -signal.SIGKILL, err.decode()
-        lines = json_lines(out)  # the "ready" line was read above
+        lines = json_lines(kill_after_ready(p, rnd.uniform(0, 0.06)))
         for line in lines:
             if "try" in line:
                 tries[line["try"]] = line
@@ -335,7 +316,6 @@ def test_commit_log_last_frame_bytes_flipped(crash_image, tmp_path):
         shutil.rmtree(path)
     assert "intact" not in seen, seen  # a flipped frame is never read as the batch
     print(seen)
-
 
 
 @pytest.mark.parametrize("where", ["inside-last-record", "at-a-record-boundary"])

@@ -6,12 +6,11 @@ import json
 import os
 import pty
 import re
-import select
 import subprocess
 import sys
-import time
 
 import pytest
+from cli_helpers import read_pty
 from conftest import ROOT, cli_env, ndjson
 
 from evstore import EventStore, NewEvent
@@ -313,20 +312,7 @@ def run_tty(args, store, stdout_tty=True, timeout=60):
     p = subprocess.Popen([sys.executable, "-m", "evstore", *args], stdin=subprocess.DEVNULL,
                          stdout=out, stderr=slave, env=env)
     os.close(slave)
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 0.1)
-        if r:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        elif p.poll() is not None:
-            break
+    seen = read_pty(master, p, timeout)
     stdout = p.stdout.read() if p.stdout else b""
     rc = p.wait(timeout)
     os.close(master)

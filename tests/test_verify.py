@@ -210,3 +210,27 @@ def test_no_false_alarms_while_a_writer_appends(tmp_path):
         w.wait(timeout=30)
     assert w.returncode == 0
     assert verify(store).ok
+
+
+def test_a_torn_last_index_entry_is_harmless(tmp_path):
+    """A power cut can leave the last index entry half written: verify
+    warns (the next writer overwrites it), and after one append all is clean."""
+    from evstore import EventStore
+    from evstore.ops import verify as run_verify
+
+    d = tmp_path / "s"
+    with EventStore(d) as es:
+        for i in range(3):
+            es.append("a", [{"type": "T", "data": {"i": i}}])
+    idxs = sorted((d / "log").glob("*.idx"))[-1:] + sorted((d / "streams").glob("*/*/*.idx"))[-1:]
+    for p in idxs:
+        with open(p, "ab") as f:
+            f.write(b"\x00\x00\x01")
+    report = run_verify(d)
+    assert report.ok, [str(p) for p in report.problems]
+    assert sum("partial entry" in w.message for w in report.warnings) == 2
+    with EventStore(d) as es:
+        es.append("a", [{"type": "T", "data": {"i": 3}}])
+        assert [e.data["i"] for e in es.read("a")] == [0, 1, 2, 3]
+    report = run_verify(d)
+    assert report.ok and not any("partial entry" in w.message for w in report.warnings)

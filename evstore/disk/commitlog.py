@@ -286,33 +286,28 @@ class CommitLog:
         """Yield the batches that hold positions ``from..to`` (inclusive), in order."""
         if from_position > to_position:
             return
-        first, off = self.locate(from_position)
-        i = self._firsts.index(first)
-        while True:
-            fd = self.fd(first)
-            end = self.tail.end if first == self.tail.seg_first else file_size(fd)
-            for o, payload in self._frames(first, fd, off, end):
-                b = self._decode(decode_batch, payload, first, o)
-                yield b
-                if b.last_position >= to_position:
-                    return
-            i += 1
-            if i >= len(self._firsts) or self._firsts[i] > self.tail.head:
+        for b in self._decoded_from(from_position, decode_batch):
+            yield b
+            if b.last_position >= to_position:
                 return
-            first, off = self._firsts[i], 0
 
     def batch_heads_from(self, from_position: int):
         """Yield (stream, first_version, first_position, us, count) of each
         batch from ``from_position`` to the head, decoding no event data."""
         if from_position > self.tail.head:
             return
+        yield from self._decoded_from(from_position, decode_batch_head)
+
+    def _decoded_from(self, from_position: int, decode):
+        """``decode`` of each committed frame from the one holding
+        ``from_position`` to the head, across segments."""
         first, off = self.locate(from_position)
         i = self._firsts.index(first)
         while True:
             fd = self.fd(first)
             end = self.tail.end if first == self.tail.seg_first else file_size(fd)
             for o, payload in self._frames(first, fd, off, end):
-                yield self._decode(decode_batch_head, payload, first, o)
+                yield self._decode(decode, payload, first, o)
             i += 1
             if i >= len(self._firsts) or self._firsts[i] > self.tail.head:
                 return

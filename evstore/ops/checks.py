@@ -254,6 +254,13 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
                 r.rebuild = True
             ipath = L.seg_path(path, first, L.STREAM_IDX)
             idx_bytes = idx_first
+            if idx_bytes and len(idx_bytes) % 8 and first == firsts[-1]:
+                # A torn write of the last entry: the writer overwrites it.
+                r.warnings.append(Problem(
+                    "stream-index", "index ends in a partial entry (a torn write); harmless: "
+                    "the stream's next writer rewrites it",
+                    L.rel(directory, L.seg_path(path, first, L.STREAM_IDX)), None, stream))
+                idx_bytes = idx_bytes[:len(idx_bytes) - len(idx_bytes) % 8]
             committed_offs = array("Q")
             later_offs = array("Q")
             seg_sound = True

@@ -29,7 +29,9 @@ import sys
 import time
 
 from conftest import cli_env
-from core_helpers import LONG, check_dense, check_streams_agree, json_lines, spawn
+from core_helpers import (
+    LONG, check_acked, check_dense, check_streams_agree, json_lines, kill_after_ready, spawn,
+)
 from evstore import EventStore
 from evstore.features.checkpoints import CheckpointStore
 from evstore.ops import verify
@@ -103,11 +105,7 @@ def check_batches(events, tries, acked):
         assert [e.data["i"] for e in evs] == list(range(t["n"])), f"batch {b}: partial or doubled"
         assert {e.stream for e in evs} == {t["stream"]}
         assert [e.position for e in evs] == list(range(evs[0].position, evs[0].position + t["n"]))
-    for b, a in acked.items():
-        assert b in by_b, f"acknowledged batch {b} is lost"
-        evs = by_b[b]
-        assert (evs[-1].version, evs[-1].position, len(evs)) == \
-            (a["version"], a["position"], a["count"]), f"batch {b} moved"
+    check_acked(by_b, acked)
     return by_b
 
 
@@ -147,15 +145,7 @@ def test_sigkill_writers_with_followers(tmp_path):
         else:
             seg = rnd.choice([300, 700]) if mode == "roll" else 64 << 20
             p = spawn(WRITER, path, mode, next_b, rnd.randrange(10**9), seg)
-            assert b"ready" in p.stdout.readline(), p.stderr.read()
-            time.sleep(rnd.uniform(0, 0.08))
-            p.send_signal(signal.SIGKILL)
-            p.wait(timeout=30)
-            out, err = p.stdout.read(), p.stderr.read()
-            p.stdout.close()
-            p.stderr.close()
-            assert p.returncode == -signal.SIGKILL, err.decode()
-            for line in json_lines(out):
+            for line in json_lines(kill_after_ready(p, rnd.uniform(0, 0.08))):
                 for key, store in (("try", tries), ("ack", acked)):
                     if key in line:
                         store[line[key]] = line

@@ -60,7 +60,7 @@ STREAMS = ["a", "b", "c/../x", "d"]
 # -- workloads ------------------------------------------------------------------------------
 batch_st = st.tuples(st.sampled_from(STREAMS), st.integers(1, 4), st.integers(0, 120))
 workload_st = st.fixed_dictionaries({
-    # sync=False power loss has its own (xfail) test: test_no_sync_power_loss
+    # sync=False power loss has its own test: test_no_sync_power_loss
     "sync": st.just(True),
     "segment_bytes": st.sampled_from([160, 300, 700, 64 * 1024]),
     "steps": st.lists(st.one_of(batch_st, st.just("reopen")), min_size=1, max_size=14),
@@ -169,25 +169,6 @@ def check_recovered(crash_dir, ops, cut, batches, allow_repair=False):
         evstore.disk.recovery.current_boot_id = saved
 
 
-def known_bug_carveout(ops, stream_idx=True):
-    """No write is assumed durable beyond what the store fsyncs.  (Stream
-    directories, ``id`` files and indexes once were: the bugs they covered
-    are fixed and the focused tests below pass.)"""
-    return lambda i, op: False
-
-
-#: Index files (.idx) are caches the store documents as never trusted, but a
-#: power cut that leaves them stale or torn trips several bugs (see
-#: test_stream_indexes_survive_power_loss and test_log_index_after_power_loss);
-#: until they are fixed the random tests take every .idx out of the image.
-DROP_INDEXES = False
-
-
-def _without_indexes(tree):
-    return {k: (_without_indexes(v) if isinstance(v, dict) else v) for k, v in tree.items()
-            if isinstance(v, dict) or not k.endswith(".idx")}
-
-
 def torture(tmp_path, wl, seed, cuts=CUTS_PER_EXAMPLE, modes=faultfs.MODES + ("mixed",),
             sabotage=None):
     root = tmp_path / f"run-{uuid.uuid4().hex[:8]}"
@@ -201,11 +182,10 @@ def torture(tmp_path, wl, seed, cuts=CUTS_PER_EXAMPLE, modes=faultfs.MODES + ("m
         for j, cut in enumerate(points):
             mode = rng.choice(modes)
             crash = tmp_path / f"crash-{uuid.uuid4().hex[:8]}"
-            tree = faultfs.crash_image(shim.ops, cut, shim.root_ino, rng, mode,
-                                       assume_durable=known_bug_carveout(shim.ops))
-            faultfs.materialize(_without_indexes(tree) if DROP_INDEXES else tree, str(crash))
+            tree = faultfs.crash_image(shim.ops, cut, shim.root_ino, rng, mode)
+            faultfs.materialize(tree, str(crash))
             try:
-                check_recovered(str(crash), shim.ops, cut, batches, allow_repair=True)
+                check_recovered(str(crash), shim.ops, cut, batches)
             except (AssertionError, EvstoreError) as e:
                 raise AssertionError(
                     f"cut after op {cut}/{n} ({shim.ops[cut - 1] if cut else None!r:.120}), "
@@ -219,9 +199,8 @@ def torture(tmp_path, wl, seed, cuts=CUTS_PER_EXAMPLE, modes=faultfs.MODES + ("m
 @given(wl=workload_st, seed=st.integers(0, 2**32 - 1))
 def test_power_loss_random(tmp_path_factory, wl, seed):
     """CI: derandomized (reproducible) examples.  EVSTORE_TORTURE=long hunts
-    with fresh random ones; it still meets the index bugs documented by the
-    xfail tests below (an open CorruptStore or unclean verify is let through
-    to ``repair``, but acknowledged batches must survive it)."""
+    with fresh random ones.  Recovery must need no ``repair``: a power cut is
+    the crash the store is designed for."""
     torture(tmp_path_factory.mktemp("pl"), wl, seed)
 
 
@@ -239,55 +218,45 @@ def test_power_loss_rolling_segments(tmp_path, seed):
     for cut in cuts[seed::3]:
         crash = tmp_path / f"crash-{cut}"
         faultfs.materialize(faultfs.crash_image(
-            shim.ops, cut, shim.root_ino, rng, "none", keep_ns=0.0,
-            assume_durable=known_bug_carveout(shim.ops)), str(crash))
+            shim.ops, cut, shim.root_ino, rng, "none", keep_ns=0.0), str(crash))
         check_recovered(str(crash), shim.ops, cut, batches)
+
+
+def power_cut_after(tmp_path, wl, keep_ns=0.0):
+    """Run ``wl`` to its end, cut the power (unsynced writes each survive
+    with probability ``keep_ns``), reboot and check the recovered store."""
+    root = tmp_path / "run"
+    root.mkdir()
+    shim, batches = run_workload(str(root), wl)
+    crash = tmp_path / "crash"
+    faultfs.materialize(faultfs.crash_image(shim.ops, len(shim.ops), shim.root_ino,
+                                            random.Random(0), "none", keep_ns=keep_ns), str(crash))
+    check_recovered(str(crash), shim.ops, len(shim.ops), batches)
 
 
 def test_stream_dirs_survive_power_loss(tmp_path):
     """Everything acknowledged, store closed cleanly (stream logs synced and
     sync-state advanced), then a power cut that loses only what was never
     fsynced: every stream must still be readable after the reboot."""
-    wl = {"sync": True, "segment_bytes": 64 * 1024,
-          "steps": [("a", 1, 10), ("b", 2, 10), ("a", 1, 10)]}
-    root = tmp_path / "run"
-    root.mkdir()
-    shim, batches = run_workload(str(root), wl)
-    crash = tmp_path / "crash"
-    faultfs.materialize(faultfs.crash_image(shim.ops, len(shim.ops), shim.root_ino,
-                                            random.Random(0), "none", keep_ns=0.0), str(crash))
-    check_recovered(str(crash), shim.ops, len(shim.ops), batches)
+    power_cut_after(tmp_path, {"sync": True, "segment_bytes": 64 * 1024,
+                               "steps": [("a", 1, 10), ("b", 2, 10), ("a", 1, 10)]})
 
 
 def test_stream_indexes_survive_power_loss(tmp_path):
-    wl = {"sync": True, "segment_bytes": 160,
-          "steps": [("a", 2, 60), ("a", 2, 60), ("a", 2, 60), ("b", 1, 10)]}
-    root = tmp_path / "run"
-    root.mkdir()
-    shim, batches = run_workload(str(root), wl)
-    crash = tmp_path / "crash"
-    faultfs.materialize(faultfs.crash_image(
-        shim.ops, len(shim.ops), shim.root_ino, random.Random(0), "none", keep_ns=0.0,
-        assume_durable=known_bug_carveout(shim.ops, stream_idx=False)), str(crash))
-    check_recovered(str(crash), shim.ops, len(shim.ops), batches)
+    """Stream segments rolled (sealed) and their indexes never synced."""
+    power_cut_after(tmp_path, {"sync": True, "segment_bytes": 160,
+                               "steps": [("a", 2, 60), ("a", 2, 60), ("a", 2, 60), ("b", 1, 10)]})
 
 
 def test_no_sync_power_loss(tmp_path):
     """--no-sync gives up durability, not consistency: after a power cut the
     store must open to some prefix of whole batches (SPEC §1)."""
-    wl = {"sync": False, "segment_bytes": 160, "steps": [("a", 1, 78), ("b", 1, 0)]}
-    root = tmp_path / "run"
-    root.mkdir()
-    shim, batches = run_workload(str(root), wl)
-    crash = tmp_path / "crash"
-    faultfs.materialize(faultfs.crash_image(
-        shim.ops, len(shim.ops), shim.root_ino, random.Random(0), "none", keep_ns=1.0,
-        assume_durable=known_bug_carveout(shim.ops)), str(crash))
-    check_recovered(str(crash), shim.ops, len(shim.ops), batches)
+    power_cut_after(tmp_path, {"sync": False, "segment_bytes": 160,
+                               "steps": [("a", 1, 78), ("b", 1, 0)]}, keep_ns=1.0)
 
 
 @pytest.mark.parametrize("entry", [b"\xff" * 8, b"\x7f" + b"\xff" * 7])
-def test_garbage_index_entry_breaks_reads(tmp_path, entry):
+def test_garbage_index_entries_are_not_followed(tmp_path, entry):
     d = tmp_path / "s"
     with EventStore(d, segment_bytes=160) as s:
         for i in range(6):

@@ -175,32 +175,32 @@ def _attempt_writes(store):
     return outcomes
 
 
+def _relink(path, target) -> None:
+    """Move ``path`` (a file or a directory) out of the store to ``target``
+    and leave a symbolic link to it in its place."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.copytree(path, target, symlinks=True)
+        shutil.rmtree(path)
+    else:
+        shutil.copy(path, target)
+        os.unlink(path)
+    os.symlink(target, path)
+
+
 def _plant_stream_dir(store, out):
-    d = stream_dir(str(store / "streams"), "v")
-    shutil.copytree(d, out / "vdir")
-    shutil.rmtree(d)
-    os.symlink(out / "vdir", d)
+    _relink(stream_dir(str(store / "streams"), "v"), out / "vdir")
 
 
 def _plant_segment(store, out):
-    seg = sorted(glob.glob(stream_dir(str(store / "streams"), "w") + "/*.seg"))[-1]
-    shutil.copy(seg, out / "wseg")
-    os.unlink(seg)
-    os.symlink(out / "wseg", seg)
+    _relink(sorted(glob.glob(stream_dir(str(store / "streams"), "w") + "/*.seg"))[-1], out / "wseg")
 
 
 def _plant_log_segment(store, out):
-    seg = sorted(glob.glob(str(store / "log" / "*.log")))[-1]
-    shutil.copy(seg, out / "log")
-    os.unlink(seg)
-    os.symlink(out / "log", seg)
+    _relink(sorted(glob.glob(str(store / "log" / "*.log")))[-1], out / "log")
 
 
 def _plant_checkpoint(store, out):
-    p = CheckpointStore(EventStore(store)).path("cp")
-    shutil.copy(p, out / "cp")
-    os.unlink(p)
-    os.symlink(out / "cp", p)
+    _relink(CheckpointStore(EventStore(store)).path("cp"), out / "cp")
 
 
 def _plant_lock(store, out):
@@ -212,31 +212,19 @@ def _plant_lock(store, out):
 
 
 def _plant_snapshots(store, out):
-    d = SnapshotStore(EventStore(store)).stream_dir("v")
-    shutil.copytree(d, out / "snaps")
-    shutil.rmtree(d)
-    os.symlink(out / "snaps", d)
+    _relink(SnapshotStore(EventStore(store)).stream_dir("v"), out / "snaps")
 
 
 def _plant_stream_index(store, out):
-    idx = sorted(glob.glob(stream_dir(str(store / "streams"), "w") + "/*.idx"))[-1]
-    shutil.copy(idx, out / "widx")
-    os.unlink(idx)
-    os.symlink(out / "widx", idx)
+    _relink(sorted(glob.glob(stream_dir(str(store / "streams"), "w") + "/*.idx"))[-1], out / "widx")
 
 
 def _plant_stream_shard(store, out):
-    d = os.path.dirname(stream_dir(str(store / "streams"), "v"))
-    shutil.copytree(d, out / "shard", symlinks=True)
-    shutil.rmtree(d)
-    os.symlink(out / "shard", d)
+    _relink(os.path.dirname(stream_dir(str(store / "streams"), "v")), out / "shard")
 
 
 def _plant_snapshot_file(store, out):
-    p = SnapshotStore(EventStore(store)).path("v", 1)
-    shutil.copy(p, out / "snap")
-    os.unlink(p)
-    os.symlink(out / "snap", p)
+    _relink(SnapshotStore(EventStore(store)).path("v", 1), out / "snap")
 
 
 @pytest.mark.parametrize("plant", [
