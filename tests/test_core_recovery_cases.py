@@ -247,3 +247,62 @@ def test_a_cached_tail_sees_a_segment_rolled_by_a_writer_that_died(tmp_path):
         assert [e.data["tag"] for e in es.read("x")] == ["b"] * 4 + ["b2"]
     report = verify(path, settle=0)
     assert report.ok, [str(p) for p in report.problems]
+
+
+# --- a commit-log tail torn by a power cut ----------------------------------------------------
+def _last_frame_torn(tmp_path, monkeypatch, tear, reboot):
+    """Three acknowledged appends, then the bytes ``tear(frame)`` of an
+    unacknowledged fourth frame at the end of the commit log, as a power cut
+    (``reboot``) or something else left them.  Returns the store's path."""
+    import evstore.disk.recovery as recovery
+    from evstore.disk.format import LOG_MAGIC, encode_frame
+
+    d = tmp_path / "s"
+    with EventStore(d) as es:
+        es.append("a", evs(3))
+    frame = encode_frame(LOG_MAGIC, b"\x94" + b"p" * 300)  # any payload: it is never decoded
+    (seg,) = only(d / "log", ".log")
+    with open(seg, "ab") as f:
+        f.write(tear(frame))
+    if reboot:
+        monkeypatch.setattr(recovery, "current_boot_id", lambda: "after-the-power-cut")
+    return d
+
+
+TEARS = {
+    "first page lost": lambda fr: b"\0" * 200 + fr[200:],
+    "last page lost": lambda fr: fr[:200] + b"\0" * (len(fr) - 200),
+    "size extended, no data": lambda fr: b"\0" * len(fr),
+}
+
+
+@pytest.mark.parametrize("tear", TEARS.values(), ids=TEARS.keys())
+def test_a_power_cut_tear_is_cut_after_a_reboot(tmp_path, monkeypatch, tear):
+    d = _last_frame_torn(tmp_path, monkeypatch, tear, reboot=True)
+    with EventStore(d) as es:
+        assert es.head() == 3
+        assert es.append("a", evs(1)).position == 4
+    assert verify(d).ok
+    assert len(only(d / "quarantine", ".bin")) == 1
+
+
+@pytest.mark.parametrize("tear", TEARS.values(), ids=TEARS.keys())
+def test_zeros_without_a_reboot_are_damage(tmp_path, monkeypatch, tear):
+    """A killed process leaves a short frame, never zeros: without a reboot
+    the same bytes are damage, refused and left for repair."""
+    d = _last_frame_torn(tmp_path, monkeypatch, tear, reboot=False)
+    with EventStore(d) as es:
+        with pytest.raises(CorruptStore, match="damaged bytes after position 3"):
+            es.append("a", evs(1))
+
+
+def test_a_flipped_bit_in_the_last_frame_is_not_a_power_cut(tmp_path, monkeypatch):
+    """A whole frame with one bad bit may be an acknowledged batch: even
+    after a reboot it is never cut."""
+    def flip(fr):
+        b = bytearray(fr)
+        b[100] ^= 0x10
+        return bytes(b)
+    d = _last_frame_torn(tmp_path, monkeypatch, flip, reboot=True)
+    with pytest.raises(CorruptStore, match="damaged bytes after position 3"):
+        EventStore(d)

@@ -288,11 +288,14 @@ class EventStore:
                 if log.tail.head != self._own_head:
                     self._forget_tails_since(log)
                 if log.tail.trailing:
-                    _boot, synced = recovery.load_state(self._dir)
-                    if log.tail.trailing == "damaged" or synced > log.tail.head:
-                        # Not a torn append (a crash leaves a *short* frame):
-                        # a damaged frame may be an acknowledged batch, which
-                        # repair can restore from the stream logs.  Never cut it.
+                    boot, synced = recovery.load_state(self._dir)
+                    rebooted = self._boot is not None and boot != self._boot
+                    torn = log.tail.trailing == "short" or (rebooted and log.tail.power_cut)
+                    if not torn or synced > log.tail.head:
+                        # Not a torn append: a killed writer leaves a *short*
+                        # frame, a power cut pages of zeros.  A damaged frame
+                        # may be an acknowledged batch, which repair can
+                        # restore from the stream logs.  Never cut it.
                         raise CorruptStore(
                             f"the commit log has {log.tail.trailing} bytes after position "
                             f"{log.tail.head} ({log.tail.trailing_reason}); run "

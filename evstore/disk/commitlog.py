@@ -31,6 +31,7 @@ from .segment import (
     read_frame,
     scan,
     stable_listdir,
+    torn_by_power_cut,
 )
 
 SEG_SUFFIX = ".log"
@@ -52,6 +53,9 @@ class Tail:
     #: what follows ``end`` when it is not clean: "", "short" or "damaged"
     trailing: str = ""
     trailing_reason: str = ""
+    #: the damage after ``end`` has the shape a power cut leaves (see
+    #: segment.torn_by_power_cut); only then may a reboot cut it
+    power_cut: bool = False
 
 
 class CommitLog:
@@ -183,6 +187,7 @@ class CommitLog:
             t.head, t.last_recorded_us = fp + n - 1, us
             t.end = r.end
         t.trailing, t.trailing_reason = ("" if r.status == "eof" else r.status), r.reason
+        t.power_cut = r.status == "damaged" and torn_by_power_cut(fd, r.end, LOG_MAGIC)
         if r.status == "damaged":
             # Damage with intact frames after it is not a torn tail.
             if find_next_frame(fd, r.end + 1, LOG_MAGIC) is not None:

@@ -110,11 +110,12 @@ def cut_log_tail(store_dir: str, log) -> str | None:
         data = f.read()
         kept = None
         if data:
+            how = "a write a power cut interrupted" if t.trailing == "damaged" else t.trailing
             kept = quarantine(store_dir, path, t.end, data,
-                              f"torn commit-log tail ({t.trailing}: {t.trailing_reason})")
+                              f"torn commit-log tail ({how}: {t.trailing_reason})")
         f.truncate(t.end)
         fsync_file(f.fileno())
-    t.trailing = ""
+    t.trailing, t.power_cut = "", False
     return kept
 
 

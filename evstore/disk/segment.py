@@ -284,6 +284,31 @@ def _whole_but_for_length(fd: int, pos: int, size: int, magic: bytes) -> bool:
     return True
 
 
+def torn_by_power_cut(fd: int, pos: int, magic: bytes) -> bool:
+    """Do the bytes from ``pos`` to the end look like a write that a power
+    cut interrupted, rather than damage to a frame that was once whole?
+
+    One ``write`` of a frame reaches the disk page by page, in any order, and
+    the file's size may be extended before its data: a power cut leaves pages
+    of zeros where the frame's start or its end should be.  A frame that was
+    fsynced does not lose pages that way, and damage to one (a flipped bit)
+    does not turn its magic or its trailing length into zeros.  So: the
+    magic is four zero bytes, or the header is intact and the trailing
+    length where the header says the frame ends is zero (or missing).
+    """
+    size = file_size(fd)
+    head = os.pread(fd, HEADER_SIZE, pos)
+    if head[:4] == b"\0\0\0\0":
+        return True
+    if len(head) < HEADER_SIZE or head[:4] != magic:
+        return False
+    n = int.from_bytes(head[4:8], "big")
+    end = pos + HEADER_SIZE + n + TRAILER_SIZE
+    if end > size:
+        return True  # the file ends inside the frame: a plain short write
+    return os.pread(fd, TRAILER_SIZE, end - TRAILER_SIZE) == b"\0\0\0\0"
+
+
 def find_next_frame(fd: int, start: int, magic: bytes) -> int | None:
     """Offset of the first valid frame at or after ``start``, or None.
 
