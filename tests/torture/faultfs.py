@@ -310,7 +310,12 @@ class Shim:
 
 
 # -- crash images -----------------------------------------------------------------------
-MODES = ("none", "all", "prefix", "subset")
+MODES = ("none", "all", "prefix", "subset", "sectors")
+
+#: What a device persists atomically: one write that spans several sectors
+#: may reach the disk with any of them missing (they keep their old bytes,
+#: or zeros past the old end of the file, whose size may still have grown).
+SECTOR = 512
 
 
 def _apply(buf: bytearray, op, tear=None):
@@ -329,6 +334,20 @@ def _apply(buf: bytearray, op, tear=None):
     elif op[0] == "set":
         data = op[2] if tear is None else op[2][:tear]
         buf[:] = data
+
+
+def _apply_sectors(buf: bytearray, op, rng: random.Random) -> None:
+    """Apply a write of which each sector lands or not, independently."""
+    _, _, off, data = op
+    old = bytes(buf)
+    _apply(buf, op)
+    end = off + len(data)
+    p = off - off % SECTOR
+    while p < end:
+        lo, hi = max(p, off), min(p + SECTOR, end)
+        if rng.random() < 0.5:
+            buf[lo:hi] = old[lo:hi].ljust(hi - lo, b"\0")
+        p += SECTOR
 
 
 def _length(op):
@@ -406,6 +425,14 @@ def crash_image(ops, cut: int, root_ino: int, rng: random.Random, mode: str = "p
                 if j == k - 1 and _length(op) and rng.random() < 0.7:
                     tear = rng.randint(0, _length(op))
                 _apply(buf, op, tear)
+        elif m == "sectors" and unsynced:
+            # a prefix of the writes, the last of them sector by sector
+            k = rng.randint(1, len(unsynced))
+            for j, op in enumerate(unsynced[:k]):
+                if j == k - 1 and op[0] == "write":
+                    _apply_sectors(buf, op, rng)
+                else:
+                    _apply(buf, op)
         elif m == "subset":
             for op in unsynced:
                 if rng.random() < 0.5:

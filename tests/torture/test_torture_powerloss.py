@@ -3,8 +3,9 @@
 A workload runs in-process under :class:`faultfs.Shim`, which logs every
 write, truncate, create, rename and fsync the store makes.  Then, for random
 cut points, :func:`faultfs.crash_image` builds a state a power cut could
-leave (synced data kept; unsynced writes lost, kept, kept as a torn prefix or
-as an arbitrary subset; unsynced creates/renames possibly undone), it is
+leave (synced data kept; unsynced writes lost, kept, kept as a torn prefix,
+as an arbitrary subset, or with the last one landing sector by sector over a
+grown file; unsynced creates/renames possibly undone), it is
 written to a fresh directory, and the store is opened there *as after a
 reboot* (a new boot id).
 
