@@ -284,6 +284,11 @@ def _whole_but_for_length(fd: int, pos: int, size: int, magic: bytes) -> bool:
     return True
 
 
+#: The unit a device writes atomically (at least); pages are whole sectors.
+SECTOR = 512
+ZERO_SECTOR = bytes(SECTOR)
+
+
 def torn_by_power_cut(fd: int, pos: int, magic: bytes) -> bool:
     """Do the bytes from ``pos`` to the end look like a write that a power
     cut interrupted, rather than damage to a frame that was once whole?
@@ -292,9 +297,12 @@ def torn_by_power_cut(fd: int, pos: int, magic: bytes) -> bool:
     the file's size may be extended before its data: a power cut leaves pages
     of zeros where the frame's start or its end should be.  A frame that was
     fsynced does not lose pages that way, and damage to one (a flipped bit)
-    does not turn its magic or its trailing length into zeros.  So: the
-    magic is four zero bytes, or the header is intact and the trailing
-    length where the header says the frame ends is zero (or missing).
+    does not turn its magic, its trailing length or a whole sector into
+    zeros.  So: the magic is four zero bytes, or the header is intact and the
+    trailing length where the header says the frame ends is zero (or
+    missing), or a whole 512-byte sector inside the frame is zeros.  (A frame
+    whose payload holds 512 aligned zero bytes *and* a flipped bit would be
+    taken for torn; its bytes are kept in quarantine/ all the same.)
     """
     size = file_size(fd)
     head = os.pread(fd, HEADER_SIZE, pos)
@@ -306,7 +314,14 @@ def torn_by_power_cut(fd: int, pos: int, magic: bytes) -> bool:
     end = pos + HEADER_SIZE + n + TRAILER_SIZE
     if end > size:
         return True  # the file ends inside the frame: a plain short write
-    return os.pread(fd, TRAILER_SIZE, end - TRAILER_SIZE) == b"\0\0\0\0"
+    if os.pread(fd, TRAILER_SIZE, end - TRAILER_SIZE) == b"\0\0\0\0":
+        return True
+    # a sector in the middle that never landed (still zeros past the old end)
+    first = -(-pos // SECTOR) * SECTOR
+    for at in range(first, end - SECTOR + 1, SECTOR):
+        if os.pread(fd, SECTOR, at) == ZERO_SECTOR:
+            return True
+    return False
 
 
 def find_next_frame(fd: int, start: int, magic: bytes) -> int | None:

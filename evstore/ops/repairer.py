@@ -298,11 +298,12 @@ class _Repair:
         plan = LogPlan(fds=pre.fds)
         # A2: the stream logs' copies of events at those positions -- and past
         # the end, when something says batches there may have committed
-        # (chained batches and sync-state are the only proofs extend() takes,
-        # and verify reports both as problems)
+        # (chained batches, sync-state and a whole but damaged last commit
+        # frame are the proofs extend() takes, and verify reports each one)
         before = self.report.before
         past_end = self.synced > end or before is None or any(
-            "past the commit log" in p.message for p in before.problems)
+            "past the commit log" in p.message or "not torn" in p.message
+            for p in before.problems)
         if wanted or past_end:
             self.collect_copies(wanted, end if past_end else 1 << 62,
                                 {stream_key(s): s for s in ver})
@@ -552,8 +553,10 @@ class _Repair:
         if not self.copies:
             return
         runs, _p = self._runs(plan.head + 1, 1 << 62, plan.versions)
-        if runs and self.synced != runs[-1][-1].p:
-            runs.pop()  # the last batch: committed only if sync-state says exactly so
+        if runs and self.synced != runs[-1][-1].p and not self._damaged_frame_of(plan, runs[-1]):
+            # the last batch: committed only if sync-state says exactly so,
+            # or its own commit frame is there, whole but damaged
+            runs.pop()
         if not runs:
             return
         seg = plan.segs[-1] if plan.segs else None
@@ -566,7 +569,9 @@ class _Repair:
             plan.extended += len(run)
         plan.head = runs[-1][-1].p
 
-    def _restore(self, plan: LogPlan, seg: OutSeg, run: list[Copy], why: str) -> None:
+    def _encode_run(self, run: list[Copy]) -> tuple[bytes, list]:
+        """The commit frame a batch's stream-log copies say it had (byte for
+        byte: the same fields, packed the same way), and the events' bytes."""
         blobs = []
         for c in run:
             fd = os.open(c.path, os.O_RDONLY)
@@ -577,7 +582,29 @@ class _Repair:
             v, p, us, hl = record_head(payload)
             blobs.append(payload[hl:])
         c0 = run[0]
-        frame = encode_frame(LOG_MAGIC, log_payload(c0.stream, c0.v, c0.p, c0.us, blobs))
+        return encode_frame(LOG_MAGIC, log_payload(c0.stream, c0.v, c0.p, c0.us, blobs)), blobs
+
+    def _damaged_frame_of(self, plan: LogPlan, run: list[Copy]) -> bool:
+        """Is the damaged end of the commit log this batch's commit frame,
+        whole but for a few bytes?  A frame is written whole only by a commit
+        (a writer that dies leaves it short), so the batch was committed and
+        may have been acknowledged: restore it rather than remove it."""
+        damaged = [r for r in plan.removed if r[4].startswith("damaged")]
+        if not damaged:
+            return False
+        fd, path, off, end, _ = damaged[-1]
+        if end != os.fstat(fd).st_size:
+            return False  # not the end of its segment
+        frame, _ = self._encode_run(run)
+        if len(frame) != end - off:
+            return False
+        got = os.pread(fd, end - off, off)
+        differ = sum(1 for a, b in zip(got, frame) if a != b)
+        return 0 < differ <= min(512, len(frame) // 4)
+
+    def _restore(self, plan: LogPlan, seg: OutSeg, run: list[Copy], why: str) -> None:
+        frame, blobs = self._encode_run(run)
+        c0 = run[0]
         new_off = seg.add_bytes(frame)
         if seg.first == 0:
             seg.first = c0.p

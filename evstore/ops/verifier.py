@@ -374,10 +374,15 @@ class _Verifier:
                 self.error("log", f"the last {size - off} bytes of the commit log are damaged "
                            f"({reason}), and sync-state shows they held committed events "
                            f"(up to position {self.synced})", path, off, position=self.head + 1)
-            else:
+            elif self._tail_is_torn(path, off):
                 self.warn("log", f"{size - off} bytes of an append that never committed at the "
                           f"end of the commit log ({reason}); harmless: the next writer moves "
                           "them to quarantine/", path, off, position=self.head + 1)
+            else:
+                self.error("log", f"the last frame of the commit log is damaged ({reason}), "
+                           "not torn: it may be an acknowledged batch, so writers refuse to "
+                           "cut it; 'evstore repair' restores it from its stream-log copy or "
+                           "moves it to quarantine/", path, off, position=self.head + 1)
         self.events = self.head
 
     def _repeats(self, path, run, spans) -> None:
@@ -415,6 +420,24 @@ class _Verifier:
             self.warn("log-index", f"{msg}; harmless: the next writer rebuilds it", idx)
         elif msg:
             self.error("log-index", msg, idx)
+
+    def _tail_is_torn(self, path: str, off: int) -> bool:
+        """What a writer would cut by itself (core.store, docs/FORMAT.md
+        "Crashes"): a short last frame, or, after a reboot, one torn the
+        way a power cut tears."""
+        from ..disk.recovery import current_boot_id
+        from ..disk.segment import scan, torn_by_power_cut
+
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            status = scan(fd, off, LOG_MAGIC).status
+            if status == "short":
+                return True
+            # as the writer decides: only a known, new boot id is a reboot
+            rebooted = current_boot_id() is not None and self._rebooted()
+            return status == "damaged" and rebooted and torn_by_power_cut(fd, off, LOG_MAGIC)
+        finally:
+            os.close(fd)
 
     def _tail_now_valid(self) -> bool:
         """A half-written frame at the end may be a commit in progress."""
@@ -558,12 +581,17 @@ class _Verifier:
         if beyond_results:
             self.check_beyond(beyond_results)
 
-    def _reconcile_pending(self) -> bool:
-        """After a reboot, stream logs may lack copies the next writer replays."""
+    def _rebooted(self) -> bool:
+        """Has the machine restarted since sync-state was written (or is
+        there no telling)?  Then unsynced writes may have been torn."""
         from ..disk.recovery import current_boot_id
 
         boot = current_boot_id()
-        return (self.boot != boot or boot is None) and self.synced < self.head
+        return self.boot != boot or boot is None
+
+    def _reconcile_pending(self) -> bool:
+        """After a reboot, stream logs may lack copies the next writer replays."""
+        return self._rebooted() and self.synced < self.head
 
     def check_beyond(self, beyond: dict) -> None:
         """Records after a stream's committed tail.  One batch per stream is
@@ -587,6 +615,15 @@ class _Verifier:
             runs = _runs(judged)
             v, p, _us, first, off, _e = runs[0][0]
             spath = L.seg_path(r.path, first, L.STREAM_SEG)
+            torn_first = r.beyond[0][0] is None  # damaged bytes right after the tail
+            if torn_first and self._rebooted():
+                # A power cut tore an append that never committed; the
+                # stream's next writer cuts from the damaged bytes on.
+                self.warn("leftover", f"{len(judged)} records after a torn append past the "
+                          f"stream's committed tail (version {self.versions.get(stream, 0)}), "
+                          "left by a power cut; harmless: the stream's next writer moves them "
+                          "to quarantine/", spath, off, stream, v, p)
+                continue
             if len(runs) > 1 or (len(judged) == len(recs)
                                  and judged[0][0] != self.versions.get(stream, 0) + 1):
                 self.error("stream", f"{len(judged)} records after the stream's committed tail "
