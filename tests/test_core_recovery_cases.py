@@ -304,5 +304,26 @@ def test_a_flipped_bit_in_the_last_frame_is_not_a_power_cut(tmp_path, monkeypatc
         b[100] ^= 0x10
         return bytes(b)
     d = _last_frame_torn(tmp_path, monkeypatch, flip, reboot=True)
-    with pytest.raises(CorruptStore, match="damaged bytes after position 3"):
-        EventStore(d)
+    with EventStore(d) as es:
+        with pytest.raises(CorruptStore, match="damaged bytes after position 3"):
+            es.append("a", evs(1))
+
+
+def test_a_cleanly_closed_store_reads_on_another_boot_without_the_lock(tmp_path, monkeypatch):
+    """A store closed cleanly and opened after a reboot (or on another
+    machine, say a CI artifact) is read without taking the writer lock, so a
+    read-only copy works; the first writer then does the reboot checks."""
+    import evstore.disk.recovery as recovery
+    from evstore.core.locking import WriterLock
+
+    d = tmp_path / "s"
+    with EventStore(d) as es:
+        es.append("a", evs(3))
+    monkeypatch.setattr(recovery, "current_boot_id", lambda: "another-boot")
+
+    def no_lock(self, timeout=None):
+        raise AssertionError("a reader took the writer lock")
+    monkeypatch.setattr(WriterLock, "hold", no_lock)
+    with EventStore(d, create=False) as es:
+        assert [e.version for e in es.read("a")] == [1, 2, 3]
+        assert es.head() == 3

@@ -423,10 +423,10 @@ class EventStore:
         if head == 0:
             return
         boot, synced = recovery.load_state(self._dir)
-        if boot == self._boot and boot is not None:
+        if (boot == self._boot and boot is not None) or synced >= head:
+            # Nothing to replay: a reader needs no lock (the store may be on
+            # read-only media); the first writer rebuilds the log's index.
             return
-        if synced >= head and self._boot is None:
-            return  # no boot id on this platform: nothing to replay
         with self._writing():
             pass  # _writing runs _check_state_locked
 

@@ -90,17 +90,21 @@ def read_index(idx_path: str) -> bytes | None:
 
 
 def index_problem(idx_path: str, expected: array, extra: array | None = None,
-                  label: str = "position", first: int = 1, data=False) -> str | None:
+                  label: str = "position", first: int = 1, data=False,
+                  torn_ok: bool = False) -> str | None:
     """Compare an ``.idx`` file with the offsets the data says it must hold.
 
     ``expected`` (offsets, in order) must be there exactly; ``extra`` lists
     offsets the index *may* also hold after them (uncommitted records).
     ``data``: the index's bytes as read before the data (see read_index).
+    ``torn_ok``: ignore a partial last entry (the caller warns about it).
     """
     if data is False:
         data = read_index(idx_path)
     if data is None:
         return "index file is missing" if len(expected) else None
+    if torn_ok:  # a last segment's index: a half-written last entry is harmless
+        data = data[:len(data) - len(data) % 8]
     want = be_offsets(expected)
     if len(data) % 8:
         return f"index is {len(data)} bytes, not a whole number of 8-byte entries"
