@@ -327,3 +327,57 @@ def test_a_cleanly_closed_store_reads_on_another_boot_without_the_lock(tmp_path,
     with EventStore(d, create=False) as es:
         assert [e.version for e in es.read("a")] == [1, 2, 3]
         assert es.head() == 3
+
+
+def test_a_failed_index_write_after_the_commit_does_not_fail_the_append(tmp_path, monkeypatch):
+    """The commit frame is the commit point: the commit log's index entries
+    are written after it, and failing to write that cache must not report a
+    committed batch as failed (a retry would then duplicate it)."""
+    import errno
+
+    from evstore.disk.index import OffsetIndex
+
+    d = tmp_path / "s"
+    with EventStore(d) as es:
+        es.append("a", evs(2))
+    real = OffsetIndex.extend
+
+    def full_disk(self, start, offsets):
+        if os.sep + "log" + os.sep in self.path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, start, offsets)
+    with EventStore(d) as es:
+        monkeypatch.setattr(OffsetIndex, "extend", full_disk)
+        r = es.append("a", evs(1, "third"))
+        assert (r.version, r.position) == (3, 3)
+        monkeypatch.setattr(OffsetIndex, "extend", real)
+        es.append("a", evs(1, "fourth"))
+        assert [e.data["tag"] for e in es.read("a")] == ["e", "e", "third", "fourth"]
+    assert verify(d).ok
+
+
+def test_a_torn_uncommitted_batch_in_a_stream_log_is_cut_not_refused(tmp_path):
+    """A power cut during an append that never committed can leave its
+    stream records torn sector by sector: zeros, then an intact later record
+    of the same batch.  Nothing committed lies there: readers see the
+    committed events and the next writer cuts the rest into quarantine/."""
+    from evstore.disk.format import STREAM_MAGIC, encode_frame
+    from evstore.disk.records import stream_payload
+    import msgpack
+
+    d = tmp_path / "s"
+    with EventStore(d) as es:
+        es.append("a", evs(2))
+        head = es.head()
+    (seg,) = only(Path(stream_dir(str(d / "streams"), "a")), ".seg")
+    blob = msgpack.packb(["00000000-0000-4000-8000-000000000009", "T", {"x": 1}, {}])[1:]
+    in_flight = [encode_frame(STREAM_MAGIC, stream_payload(3 + i, head + 1 + i, 1, blob))
+                 for i in range(2)]
+    with open(seg, "ab") as f:
+        f.write(b"\0" * len(in_flight[0]) + in_flight[1])  # its first record never landed
+    with EventStore(d) as es:
+        assert [e.version for e in es.read("a")] == [1, 2]
+        assert es.append("a", evs(1, "next"), expected_version=2).version == 3
+        assert [e.data["tag"] for e in es.read("a")] == ["e", "e", "next"]
+    assert verify(d).ok
+    assert only(d / "quarantine", ".bin")

@@ -380,6 +380,7 @@ class EventStore:
                 return NOT_COMMITTED
             return COMMITTED if position == fp + n - 1 else INSIDE_BATCH
 
+        check.head = head
         return check
 
     def _stream_tail_locked(self, stream: str) -> tuple[StreamLog, StreamTail]:
@@ -570,7 +571,12 @@ class EventStore:
 
     def _write_locked(self, log, sl, tail, stream, blobs, us, sync=None) -> AppendResult:
         """Write one checked batch: stream records, then the commit frame.
-        ``sync`` (default: the store's setting) fsyncs the commit log."""
+        ``sync`` (default: the store's setting) fsyncs the commit log.  Once
+        the commit frame is written the batch is committed, so the work that
+        may fail for other reasons (syncing the stream logs) comes first."""
+        if self.sync and self._synced_to is not None and (
+                log.tail.head - self._synced_to) * 64 >= SYNC_STREAMS_EVERY:
+            self._sync_streams_locked()
         first_position = log.tail.head + 1
         first_version = tail.version + 1
         frames = [encode_frame(STREAM_MAGIC, stream_payload(first_version + i, first_position + i, us, b))
@@ -595,9 +601,6 @@ class EventStore:
             self._sync_log(created)
         new_tail.position, new_tail.recorded_us = log.tail.head, us
         self._wtails[stream] = new_tail
-        if self.sync and self._synced_to is not None and (
-                log.tail.head - self._synced_to) * 64 >= SYNC_STREAMS_EVERY:
-            self._sync_streams_locked()
         return AppendResult(stream, new_tail.version, log.tail.head, len(blobs))
 
     def _idempotent(self, sl, tail, stream, expected, evs):

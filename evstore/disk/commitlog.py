@@ -393,10 +393,14 @@ class CommitLog:
             # as is would leave a hole of zeroed entries.
             self.reindex_tail(idx)
         off = w.append(frame)
-        idx.extend(first_position - t.seg_first, [off] * count)
+        # The batch is committed now: nothing after this line may fail it.
         t.head = first_position + count - 1
         t.end = w.size
         t.last_recorded_us = recorded_us
+        try:
+            idx.extend(first_position - t.seg_first, [off] * count)
+        except OSError:
+            pass  # a cache: left short, the next commit rebuilds it (reindex_tail)
         return created
 
 

@@ -167,6 +167,9 @@ class StreamLog:
         is off (reconciliation and repair, which complete the batch).
         """
         t = StreamTail()
+        head = getattr(is_committed, "head", None)  # the commit log's, when known
+        #: True while every record met walking back lies past that head
+        in_flight = None
         firsts = self.list_segments()
         for k in range(len(firsts) - 1, -1, -1):
             first = firsts[k]
@@ -196,11 +199,23 @@ class StreamLog:
                     off, payload = frame_before(fd, end, STREAM_MAGIC)
                     rec = unpack(payload)
                 except (FrameError, ValueError) as e:
+                    if in_flight and t.cut_from is not None:
+                        # The rest of the batch that was being written when
+                        # the power failed, torn sector by sector: nothing
+                        # committed lies after it.  Go on from the valid
+                        # records before it (a forward scan finds them).
+                        valid_end = scan(fd, 0, STREAM_MAGIC).end
+                        if valid_end < end:
+                            t.cut_from = (first, valid_end)
+                            t.cut_reason = "a torn batch that never committed"
+                            end = valid_end
+                            continue
                     raise CorruptStore(
                         f"stream {self.stream!r}: damaged record before offset {end} "
                         f"in {self.path(first)}: {e}"
                     ) from None
                 v, p, us = rec[0], rec[1], rec[2]
+                in_flight = in_flight is not False and head is not None and p > head
                 state = is_committed(v, p)
                 if state == INSIDE_BATCH and whole_batches:
                     raise CorruptStore(

@@ -145,7 +145,7 @@ class Shim:
         to write for real before failing (a short write), or None."""
         if kind == "write" and fd in self._armed:
             e = self._armed.pop(fd)
-            self.fired.append((kind, "after-short-write", e))
+            self.fired.append((kind, "after-short-write", e, _fd_name(fd)))
             raise OSError(e, os.strerror(e))
         self.counts[kind] += 1
         if kind in ("fsync", "fdatasync"):
@@ -164,7 +164,7 @@ class Shim:
                     if part < len(data):
                         self._armed[fd] = f["errno"]
                         return part
-                self.fired.append((kind, n, f["errno"]))
+                self.fired.append((kind, n, f["errno"], _fd_name(fd)))
                 raise OSError(f["errno"], os.strerror(f["errno"]))
         return None
 
@@ -307,6 +307,14 @@ class Shim:
 
     def __exit__(self, *exc):
         self.uninstall()
+
+
+def _fd_name(fd) -> str:
+    """The base name of the file ``fd`` is open on ("" when unknown)."""
+    try:
+        return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+    except (OSError, TypeError):
+        return ""
 
 
 # -- crash images -----------------------------------------------------------------------

@@ -109,8 +109,10 @@ def test_library_io_errors(tmp_path_factory, fault, steps, segment_bytes):
                 else:
                     # never a success after an fsync failure
                     assert not fsync_failed, "append acknowledged after an fsync failed"
-                    assert len(shim.fired) == fired, \
-                        f"append acknowledged although {shim.fired[fired:]} failed under it"
+                    # only the commit log's index, a cache written after the
+                    # commit point, may fail under an acknowledged append
+                    failed = [f for f in shim.fired[fired:] if not f[3].endswith(".idx")]
+                    assert not failed, f"append acknowledged although {failed} failed under it"
                     acked.append((stream, evs))
             try:
                 store.close()
