@@ -46,29 +46,28 @@ _decoder = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int,
 
 def loads(text: str, where: str = "input"):
     """Parse one JSON document strictly; InvalidEvent names line and column."""
-    try:
-        return _decoder.decode(text)
-    except json.JSONDecodeError as e:
-        raise InvalidEvent(f"{where}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except _Reject as e:
-        raise InvalidEvent(f"{where}: {e}") from None
-    except RecursionError:
-        raise InvalidEvent(f"{where}: JSON nested too deeply") from None
-    except ValueError as e:  # e.g. Python's limit on integer digits
-        raise InvalidEvent(f"{where}: {e}") from None
+    return _decode(text, where, lambda e: f"{where}: invalid JSON at line {e.lineno}, "
+                                          f"column {e.colno}: {e.msg}")
 
 
 def _decode_line(line: str, lineno: int):
+    return _decode(line, None, lambda e: f"line {lineno}, column {e.colno}: invalid JSON: {e.msg}",
+                   lineno)
+
+
+def _decode(text: str, where, syntax_error, lineno: int = 0):
+    """Decode strictly; every failure is one InvalidEvent saying where."""
     try:
-        return _decoder.decode(line)
+        return _decoder.decode(text)
     except json.JSONDecodeError as e:
-        raise InvalidEvent(f"line {lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+        raise InvalidEvent(syntax_error(e)) from None
     except _Reject as e:
-        raise InvalidEvent(f"line {lineno}: {e}") from None
+        why = str(e)
     except RecursionError:
-        raise InvalidEvent(f"line {lineno}: JSON nested too deeply") from None
-    except ValueError as e:
-        raise InvalidEvent(f"line {lineno}: {e}") from None
+        why = "JSON nested too deeply"
+    except ValueError as e:  # e.g. Python's limit on integer digits
+        why = str(e)
+    raise InvalidEvent(f"{where if where is not None else f'line {lineno}'}: {why}")
 
 
 def iter_documents(stream: IO[bytes]) -> Iterator[tuple[str, object]]:
