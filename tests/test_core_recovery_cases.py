@@ -381,3 +381,28 @@ def test_a_torn_uncommitted_batch_in_a_stream_log_is_cut_not_refused(tmp_path):
         assert [e.data["tag"] for e in es.read("a")] == ["e", "e", "next"]
     assert verify(d).ok
     assert only(d / "quarantine", ".bin")
+
+
+def test_a_failed_sync_while_rolling_a_segment_poisons_the_store(tmp_path, monkeypatch):
+    """Rolling to a new commit-log segment syncs the old one first; if that
+    fails, the frames in it may not be on disk: the same as a failed fsync."""
+    import errno
+
+    from evstore.disk.commitlog import CommitLog
+    from evstore.errors import DurabilityError
+
+    d = tmp_path / "s"
+    es = EventStore(d, segment_bytes=200)
+    es.append("a", evs(2))
+
+    def eio(self, idx):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(CommitLog, "reindex_tail", eio)
+    with pytest.raises(DurabilityError, match="while rolling"):
+        for i in range(10):  # until the segment rolls
+            es.append("a", evs(1))
+    monkeypatch.undo()
+    with pytest.raises(DurabilityError, match="refusing to write"):
+        es.append("a", evs(1))
+    es.close()
+    assert (d / "fsync-failed").exists()

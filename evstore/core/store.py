@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..disk.commitlog import CommitLog
+from ..disk.commitlog import CommitLog, SealSyncError
 from ..errors import (
     CorruptStore,
     DurabilityError,
@@ -594,7 +594,11 @@ class EventStore:
             if tail.version != first_version - 1:  # pragma: no cover - a bug, not a race
                 raise CorruptStore(f"stream {stream!r}: its tail moved without a commit")
             new_tail = sl.append(tail, frames, self.segment_bytes)
-        created = log.commit(frame, first_position, len(blobs), us, self.segment_bytes)
+        try:
+            created = log.commit(frame, first_position, len(blobs), us, self.segment_bytes)
+        except SealSyncError as e:
+            self._poison(f"fsync of the commit-log segment {e.filename} failed while rolling "
+                         f"to position {first_position}", e)
         self._wrote = True
         self._own_head = log.tail.head
         if self.sync if sync is None else sync:

@@ -38,6 +38,11 @@ SEG_SUFFIX = ".log"
 IDX_SUFFIX = ".idx"
 
 
+class SealSyncError(OSError):
+    """Syncing a segment being rolled past failed: its committed frames may
+    not be on disk (the store treats it as a failed fsync)."""
+
+
 def seg_name(first: int) -> str:
     return f"{first:016d}{SEG_SUFFIX}"
 
@@ -362,16 +367,19 @@ class CommitLog:
             # The data first: an index synced ahead of its frames would,
             # after a power cut, point into a segment that lost them while
             # newer segments exist (also with --no-sync: one fsync per roll).
-            if own or self._writer is None:
-                fd = open_file(self.path(t.seg_first), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            else:
-                self._writer.sync()
-            self.reindex_tail(idx)
-            idx.sync()
+            try:
+                if own or self._writer is None:
+                    fd = open_file(self.path(t.seg_first), os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                else:
+                    self._writer.sync()
+                self.reindex_tail(idx)
+                idx.sync()
+            except OSError as e:
+                raise SealSyncError(e.errno, e.strerror, self.path(t.seg_first)) from e
         finally:
             if own:
                 idx.close()
