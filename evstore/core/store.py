@@ -290,7 +290,7 @@ class EventStore:
                 if log.tail.trailing:
                     boot, synced = recovery.load_state(self._dir)
                     rebooted = self._boot is not None and boot != self._boot
-                    torn = log.tail.trailing == "short" or (rebooted and log.tail.power_cut)
+                    torn = log.tail.trailing == "short" or (rebooted and log.tail_torn_by_power_cut())
                     if not torn or synced > log.tail.head:
                         # Not a torn append: a killed writer leaves a *short*
                         # frame, a power cut pages of zeros.  A damaged frame
@@ -412,7 +412,7 @@ class EventStore:
             if self._boot is not None:
                 # A reboot (or a store whose sync-state is gone): the last
                 # commit-log index was never synced; rebuild it once.
-                recovery.rebuild_log_index(self._wlog)
+                recovery.fix_log_index(self._wlog, rebuild=True)
             if synced < head:
                 self._reconcile_locked(synced)
                 synced = head
@@ -441,13 +441,11 @@ class EventStore:
             sl.close()
         self._wstreams.clear()
         self._wtails.clear()
-        touched: dict[str, int] = {}
-        for stream, fv, _fp, _us, _n in log.batch_heads_from(synced + 1):
-            touched.setdefault(stream, fv)
+        touched = self._touched_since(log, synced)
         for stream, low in touched.items():
             sl = StreamLog(root, stream)
             try:
-                sl.restore_id()
+                sl.create()  # puts back an id a power cut lost or cut short
                 sl.recheck_from(low, self._is_committed(log, stream), lambda path, off, data:
                                 recovery.quarantine(self._dir, path, off, data,
                                                     "stream log after a power cut"))
@@ -468,7 +466,7 @@ class EventStore:
         finally:
             for sl in open_logs.values():
                 sl.close()
-        recovery.sync_streams((StreamLog(root, s), v) for s, v in touched.items())
+        self._sync_stream_logs(touched)
 
     def _sync_streams_locked(self) -> None:
         """fsync the stream logs written since ``sync-state`` and advance it."""
@@ -478,23 +476,27 @@ class EventStore:
         head = log.tail.head
         if synced >= head:
             return
+        self._sync_stream_logs(self._touched_since(log, synced))
+        recovery.save_state(self._dir, self._boot, head)
+        self._synced_to = head
+
+    @staticmethod
+    def _touched_since(log: CommitLog, synced: int) -> dict[str, int]:
+        """The streams written after position ``synced``, with the first
+        version written to each."""
         touched: dict[str, int] = {}
-        for stream, fv, fp, us, n in log.batch_heads_from(synced + 1):
+        for stream, fv, _fp, _us, _n in log.batch_heads_from(synced + 1):
             touched.setdefault(stream, fv)
-        pairs = []
-        for stream, low in touched.items():
-            sl = self._wstreams.get(stream) or StreamLog(
-                os.path.join(self._dir, STREAMS_DIR), stream)
-            self._wstreams[stream] = sl
-            pairs.append((sl, low))
+        return touched
+
+    def _sync_stream_logs(self, touched: dict[str, int]) -> None:
+        root = os.path.join(self._dir, STREAMS_DIR)
         try:
-            recovery.sync_streams(pairs)
+            recovery.sync_streams((StreamLog(root, s), v) for s, v in touched.items())
         except OSError as e:
             # Dirty pages the kernel could not write may be gone: sync-state
             # must never claim them, and no later fsync can prove them.
             self._poison("fsync of the stream logs failed", e)
-        recovery.save_state(self._dir, self._boot, head)
-        self._synced_to = head
 
     # -- appending ---------------------------------------------------------------------------
     def append(self, stream: str, events: Iterable, expected_version=ANY) -> AppendResult:

@@ -58,9 +58,6 @@ class Tail:
     #: what follows ``end`` when it is not clean: "", "short" or "damaged"
     trailing: str = ""
     trailing_reason: str = ""
-    #: the damage after ``end`` has the shape a power cut leaves (see
-    #: segment.torn_by_power_cut); only then may a reboot cut it
-    power_cut: bool = False
 
 
 class CommitLog:
@@ -192,7 +189,6 @@ class CommitLog:
             t.head, t.last_recorded_us = fp + n - 1, us
             t.end = r.end
         t.trailing, t.trailing_reason = ("" if r.status == "eof" else r.status), r.reason
-        t.power_cut = r.status == "damaged" and torn_by_power_cut(fd, r.end, LOG_MAGIC)
         if r.status == "damaged":
             # Damage with intact frames after it is not a torn tail.
             if find_next_frame(fd, r.end + 1, LOG_MAGIC) is not None:
@@ -201,6 +197,14 @@ class CommitLog:
                     f"{r.end} ({r.reason}) with intact data after it; "
                     "run 'evstore verify' for a report and 'evstore repair' to fix it"
                 )
+
+    def tail_torn_by_power_cut(self) -> bool:
+        """Do the damaged bytes after the committed end have the shape a power
+        cut leaves (segment.torn_by_power_cut)?  Asked only by a writer after
+        a reboot, so readers refreshing the tail never pay for it."""
+        t = self.tail
+        return t.trailing == "damaged" and torn_by_power_cut(
+            self.fd(t.seg_first), t.end, LOG_MAGIC)
 
     # -- lookups --------------------------------------------------------------------
     def segment_for(self, position: int) -> int:

@@ -115,19 +115,30 @@ def cut_log_tail(store_dir: str, log) -> str | None:
                               f"torn commit-log tail ({how}: {t.trailing_reason})")
         f.truncate(t.end)
         fsync_file(f.fileno())
-    t.trailing, t.power_cut = "", False
+    t.trailing = ""
     return kept
 
 
-def fix_log_index(log) -> None:
+def fix_log_index(log, rebuild: bool = False) -> None:
     """Make the last segment's index hold exactly one entry per committed
-    position (it is a cache: extend it from the data, drop extra entries)."""
+    position (it is a cache: extend it from the data, drop extra entries).
+
+    ``rebuild``: rewrite it whole and sync it.  That index is not synced per
+    commit, so after a power cut it may be short, hold zeros, or point past
+    frames that never reached the disk: after a reboot it is rebuilt once
+    rather than trusted entry by entry."""
     from .index import OffsetIndex
     from .commitlog import IDX_SUFFIX
 
+    if not log.list_segments():
+        return
     idx = OffsetIndex(log.path(log.tail.seg_first, IDX_SUFFIX), writable=True)
     try:
+        if rebuild:
+            idx.truncate(0)
         log.reindex_tail(idx)
+        if rebuild:
+            idx.sync()
     finally:
         idx.close()
 
@@ -172,13 +183,15 @@ def sync_streams(touched) -> None:
     Only after this may ``sync-state`` say these streams are durable."""
     import bisect
 
+    from .streamlog import ID_FILE, IDX_SUFFIX
+
     dirs: dict[str, None] = {}
     for sl, low in touched:
         firsts = sl.list_segments()
         start = max(bisect.bisect_right(firsts, low) - 1, 0)
-        paths = [os.path.join(sl.dir, "id")]
+        paths = [os.path.join(sl.dir, ID_FILE)]
         for first in firsts[start:]:
-            paths += [sl.path(first), sl.path(first, ".idx")]
+            paths += [sl.path(first), sl.path(first, IDX_SUFFIX)]
         for path in paths:
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -192,24 +205,3 @@ def sync_streams(touched) -> None:
         dirs[sl.dir] = dirs[shard] = dirs[os.path.dirname(shard)] = None
     for d in dirs:
         fsync_dir(d)
-
-
-def rebuild_log_index(log) -> None:
-    """Rewrite the last commit-log segment's index from its frames and sync it.
-
-    That index is not synced per commit, so after a power cut it may be short,
-    hold zeros, or point past frames that never reached the disk: after a
-    reboot it is rebuilt once rather than trusted entry by entry."""
-    from .index import OffsetIndex
-    from .commitlog import IDX_SUFFIX
-
-    if not log.list_segments():
-        return
-    log.refresh()
-    idx = OffsetIndex(log.path(log.tail.seg_first, IDX_SUFFIX), writable=True)
-    try:
-        idx.truncate(0)
-        log.reindex_tail(idx)
-        idx.sync()
-    finally:
-        idx.close()

@@ -330,15 +330,7 @@ class StreamLog:
             os.mkdir(tmp)
         with open(os.path.join(tmp, ID_FILE), "wb") as f:
             f.write(self.stream.encode("utf-8"))
-        try:
-            os.rename(tmp, self.dir)
-        except OSError:
-            if not os.path.isdir(self.dir):
-                raise
-            # made meanwhile (a writer of another store generation): use it
-            os.unlink(os.path.join(tmp, ID_FILE))
-            os.rmdir(tmp)
-            return self.create()
+        os.rename(tmp, self.dir)
         self._known = True
         return True
 
@@ -369,14 +361,6 @@ class StreamLog:
             f.write(self.stream.encode("utf-8"))
             os.fsync(f.fileno())
         os.replace(tmp, path)
-
-    def restore_id(self) -> bool:
-        """Rewrite an ``id`` file a power cut lost or cut short (reconciliation
-        after a reboot; the caller syncs the directory).  True if it wrote."""
-        if os.path.isdir(self.dir) and self._id_state() != "ok":
-            self._write_id()
-            return True
-        return False
 
     def recheck_from(self, low: int, is_committed, keep) -> bool:
         """After a power cut, make the log a sound prefix from version ``low`` on.
