@@ -54,7 +54,9 @@ def _completion_store(ctx: typer.Context):
     path = path or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
     if not os.path.isfile(os.path.join(path, MARKER)):
         return None
-    return EventStore(path, create=False)
+    # lock_timeout=0: a store whose opening would wait for the writer lock
+    # (a reboot to reconcile) completes nothing rather than hang the shell
+    return EventStore(path, create=False, lock_timeout=0)
 
 
 def complete_stream(ctx: typer.Context, incomplete: str) -> list[str]:
