@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .usercode import guarded, to_stderr
 from .common import (FormatOpt, StoreOpt, TypeOpt, complete_stream, note, open_store, pick_format,
                      store_path)
 
@@ -214,7 +215,8 @@ def register(app: typer.Typer) -> None:
                 from ..features.jsonio import loads
                 from ..features.reducers import load_reducer
 
-                r = load_reducer(spec)
+                with to_stderr():  # loading runs the reducer's module
+                    r = load_reducer(spec, base=es.directory)
                 text = sys.stdin.read() if state == "-" else state
                 value = loads(text, "--state")
                 snap = es.snapshots.save(stream, value, version, r)
@@ -222,10 +224,11 @@ def register(app: typer.Typer) -> None:
                 return
             from ..features.replay import plan, run
 
-            p = plan(es, stream, spec, to_version=version)
-            with _Progress(f"snapshot {stream}", p.to_apply) as bar:
-                value = run(es, p, bar)
-            snap = es.snapshots.save(stream, value, p.version, p.reducer)
+            with to_stderr():  # the reducer's own output never reaches stdout
+                p = plan(es, stream, spec, to_version=version)
+                with _Progress(f"snapshot {stream}", p.to_apply) as bar:
+                    value = run(es, p, bar)
+                snap = es.snapshots.save(stream, value, p.version, p.reducer)
             _print_object(snap.to_dict())
 
     @app.command("replay", help=REPLAY_HELP, no_args_is_help=True)
@@ -275,13 +278,14 @@ def register(app: typer.Typer) -> None:
                 return
             from ..features.replay import plan, run
 
-            p = plan(es, stream, spec, to_version=to_version, at=at,
-                     use_snapshots=not no_snapshot,
-                     show_from=from_version if steps else None)
+            with to_stderr():  # loading runs the reducer's module
+                p = plan(es, stream, spec, to_version=to_version, at=at,
+                         use_snapshots=not no_snapshot,
+                         show_from=from_version if steps else None)
             if steps:
                 _steps(es, p, types, from_version, out)
                 return
-            with _Progress(f"replay {stream}", p.to_apply) as bar:
+            with to_stderr(), _Progress(f"replay {stream}", p.to_apply) as bar:
                 value = run(es, p, bar)
             result = {"stream": stream, "version": p.version, "state": value}
             if out == "table":
@@ -319,8 +323,9 @@ def register(app: typer.Typer) -> None:
                 _print_object({name: current.get(name)})
                 return
             raise fail("give a VALUE or --unset, not both", 2)
-        settings.check(name, value)  # refuse a bad value before creating a store
-        with open_store(ctx, store, create=True) as es:
+        with to_stderr():  # checking a reducer runs its module
+            settings.check(name, value)  # refuse a bad value before creating a store
+        with open_store(ctx, store, create=True) as es, to_stderr():
             new = settings.update(es, **{name: value})
         _print_object({k: new.get(k) for k in settings.KEYS})
 
@@ -333,7 +338,8 @@ def _steps(es, p, types, from_version, out) -> None:
     from ..features.replay import steps
 
     if _on_terminal(out):
-        _steps_view(p, steps(es, p, types, from_version), _notes(p.notes), from_version, types)
+        _steps_view(p, guarded(steps(es, p, types, from_version)), _notes(p.notes),
+                    from_version, types)
         return
     for line in _notes(p.notes):
         note(f"replay {p.stream}: {line}")
@@ -342,7 +348,7 @@ def _steps(es, p, types, from_version, out) -> None:
     w = Writer(sys.stdout.buffer, out or "ndjson")
     try:
         with _Progress(f"replay {p.stream}", p.to_apply) as bar:
-            for step in steps(es, p, types, from_version, bar):
+            for step in guarded(steps(es, p, types, from_version, bar)):
                 w.write(step.to_dict())
     finally:
         w.close()
@@ -352,7 +358,7 @@ def _verify(es, stream, spec, out) -> None:
     from ..features.replay import verify_snapshots
 
     total = es.version(stream)
-    with _Progress(f"verify {stream}", total) as bar:
+    with to_stderr(), _Progress(f"verify {stream}", total) as bar:
         rep = verify_snapshots(es, stream, spec, bar)
     rows = [m.to_dict() for m in rep.mismatches]
     if _on_terminal(out):

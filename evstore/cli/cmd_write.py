@@ -113,7 +113,20 @@ def register(app: typer.Typer) -> None:
         from ..features.ingest import append_events
         from .cmd_state import auto_snapshot_options  # the store's automatic snapshots
 
+        auto = auto_snapshot_options(ctx, store)
         with open_store(ctx, store, create=True, sync=not no_sync,
-                        lock_timeout=lock_timeout, **auto_snapshot_options(ctx, store)) as es:
+                        lock_timeout=lock_timeout) as es:
             result = append_events(es, stream, events, expected, batch_size)
+        # The acknowledgement first: an automatic snapshot runs after it, in
+        # a child process with a time limit, and can neither delay nor fail it.
         sys.stdout.write(dumps(result.to_dict()) + "\n")
+        sys.stdout.flush()
+        if auto and result.count:
+            from ..features.snapshots import crossed
+            from .usercode import auto_snapshot_after
+
+            before = result.version - result.count
+            if crossed(auto["snapshot_every"], before, result.version) is not None:
+                with open_store(ctx, store) as es:
+                    auto_snapshot_after(es, stream, before, result.version,
+                                        auto["snapshot_every"], auto["reducer"])

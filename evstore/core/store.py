@@ -114,7 +114,8 @@ class EventStore:
     def __init__(self, path, sync: bool = True, segment_bytes: int = 64 * 1024 * 1024,
                  snapshot_every: int | None = None, reducer=None, *,
                  lock_timeout: float = 30.0, create: bool = True,
-                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 snapshot_timeout: float | None = None):
         self.path = Path(path)
         self.sync = sync
         if segment_bytes < 1:
@@ -122,6 +123,8 @@ class EventStore:
         self.segment_bytes = segment_bytes
         self.snapshot_every = snapshot_every
         self.reducer = reducer
+        #: seconds an append waits for its automatic snapshot (None: 5)
+        self.snapshot_timeout = snapshot_timeout
         self.lock_timeout = lock_timeout
         self.max_event_bytes = max_event_bytes
         self._dir = str(self.path)
@@ -519,8 +522,10 @@ class EventStore:
         with self._writing() as log:
             result, before = self._append_locked(log, stream, evs, blobs, expected)
         if self.snapshot_every and self.reducer is not None and result.count and before >= 0:
-            from ..features.snapshots import auto_snapshot
-            auto_snapshot(self, stream, before, result.version)
+            # After the commit, and bounded: nothing here can fail or hold
+            # the append (a failure or a timeout is a logged warning).
+            from ..features.snapshots import auto_snapshot_bounded
+            auto_snapshot_bounded(self, stream, before, result.version, self.snapshot_timeout)
         return result
 
     def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected):
