@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
         from ..errors import InvalidEvent
         from ..features.jsonio import dumps, iter_documents, loads
-        from ..disk.records import check_stream_id, normalize
+        from ..disk.records import check_repeated_id, check_stream_id, normalize
         from ..core.store import parse_expected
         from .common import fail
 
@@ -81,10 +81,18 @@ def register(app: typer.Typer) -> None:
             raise fail(str(e), 2)
         check_stream_id(stream)  # before the store is created
 
+        seen: dict = {}  # ids of this batch (or chunk): where each was first seen
+        count = [0]
+
         def checked(obj, where):
             # Validate now (errors name the input line), but hand the store the
             # dict itself: a NewEvent cannot tell an explicit null from absent.
-            normalize(obj, where)
+            ev = normalize(obj, where)
+            if batch_size is not None and count[0] % batch_size == 0:
+                seen.clear()  # each chunk is a batch of its own
+            count[0] += 1
+            if isinstance(obj, dict) and obj.get("id") is not None:
+                check_repeated_id(seen, ev, where)
             return obj
 
         if type_ is None:
@@ -93,7 +101,8 @@ def register(app: typer.Typer) -> None:
             if sys.stdin is None or sys.stdin.isatty():
                 raise fail("no events: pass --type, or pipe JSON events to stdin "
                            "(see 'evstore append --help')", 2)
-            events = (checked(obj, label) for label, obj in iter_documents(sys.stdin.buffer))
+            events = (checked(obj, label) for label, obj in iter_documents(
+                sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
         else:
             ev = {"type": type_}
             if data is not None:
@@ -107,7 +116,7 @@ def register(app: typer.Typer) -> None:
         # whole batch, or the first chunk, before opening it.
         first = list(events if batch_size is None else islice(events, batch_size))
         if not first:
-            raise InvalidEvent("no events to append (the input was empty)")
+            raise InvalidEvent("no events to append: stdin was empty")
         events = chain(first, events)
 
         from ..features.ingest import append_events

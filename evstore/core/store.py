@@ -44,6 +44,7 @@ from ..disk.records import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
     RecordedEvent,
+    check_repeated_id,
     check_stream_id,
     log_payload,
     new_ids,
@@ -518,9 +519,14 @@ class EventStore:
             raise InvalidEvent("no events to append")
         ids = new_ids(len(events))
         evs = [normalize(e, f"event {i + 1}", ids[i]) for i, e in enumerate(events)]
+        own_ids = any(_has_id(e) for e in events)
+        if own_ids and len(evs) > 1:
+            seen: dict = {}
+            for i, e in enumerate(evs):
+                check_repeated_id(seen, e, f"event {i + 1}")
         blobs = [pack_fields(e, self.max_event_bytes, f"event {i + 1}") for i, e in enumerate(evs)]
         with self._writing() as log:
-            result, before = self._append_locked(log, stream, evs, blobs, expected)
+            result, before = self._append_locked(log, stream, evs, blobs, expected, own_ids)
         if self.snapshot_every and self.reducer is not None and result.count and before >= 0:
             # After the commit, and bounded: nothing here can fail or hold
             # the append (a failure or a timeout is a logged warning).
@@ -528,13 +534,21 @@ class EventStore:
             auto_snapshot_bounded(self, stream, before, result.version, self.snapshot_timeout)
         return result
 
-    def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected):
+    def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected, own_ids=True):
         sl, tail = self._stream_tail_locked(stream)
         current = tail.version
-        if expected == STREAM_EXISTS:
-            if current < 1:
+        if expected in (ANY, STREAM_EXISTS):
+            # A retry (e.g. `read S | append S`): the stream's last k events
+            # carry this batch's ids.  Only a batch that brought its own ids
+            # can be one (made ids are new), so only then is anything read.
+            if own_ids and current >= 1:
+                done = self._idempotent(sl, tail, stream, max(current - len(evs), 0), evs,
+                                        expected)
+                if done is not None:
+                    return done, -1
+            if expected == STREAM_EXISTS and current < 1:
                 raise WrongExpectedVersion(stream, "exists", current)
-        elif expected != ANY and current != expected:
+        elif current != expected:
             if current > expected:
                 done = self._idempotent(sl, tail, stream, expected, evs)
                 if done is not None:
@@ -614,15 +628,20 @@ class EventStore:
         self._wtails[stream] = new_tail
         return AppendResult(stream, new_tail.version, log.tail.head, len(blobs))
 
-    def _idempotent(self, sl, tail, stream, expected, evs):
-        """A retried batch: the events after ``expected`` carry its ids."""
-        have = list(sl.records(tail, expected + 1, min(expected + len(evs), tail.version)))
-        matches = [h.id == e.id for h, e in zip(have, evs)]
-        if len(have) == len(evs) and all(matches):
+    def _idempotent(self, sl, tail, stream, after, evs, expected=None):
+        """A retried batch: the events after version ``after`` carry its ids,
+        in order (the append succeeds without writing: this result).  When
+        only some of this batch's ids are among them, it is a conflict; when
+        none are, None (not a retry)."""
+        have = list(sl.records(tail, after + 1, min(after + len(evs), tail.version)))
+        if len(have) == len(evs) and all(h.id == e.id for h, e in zip(have, evs)):
             return AppendResult(stream, have[-1].version, have[-1].position, len(evs))
-        if any(matches):
-            raise WrongExpectedVersion(stream, expected, tail.version,
-                                       "only part of this batch is already stored")
+        stored = {h.id for h in have}
+        if any(e.id in stored for e in evs):
+            raise WrongExpectedVersion(
+                stream, after if expected is None else expected, tail.version,
+                "only part of this batch is already stored: "
+                f"the ids of versions {after + 1}..{after + len(have)} are not exactly its ids")
         return None
 
     # -- reading ----------------------------------------------------------------------------
@@ -969,6 +988,13 @@ class EventStore:
         """Hold the writer lock (for operations such as repair and import)."""
         with self._writing(timeout) as log:
             yield log
+
+
+def _has_id(event) -> bool:
+    """Did the caller give this event its own id?"""
+    if isinstance(event, dict):
+        return event.get("id") is not None
+    return getattr(event, "id", None) is not None
 
 
 def _identity(path: str):
