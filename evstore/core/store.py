@@ -22,6 +22,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -29,6 +30,7 @@ from typing import Iterable, Iterator
 from ..disk.commitlog import CommitLog, SealSyncError
 from ..errors import (
     CorruptStore,
+    DamagedCopyWarning,
     DurabilityError,
     EvstoreError,
     InvalidEvent,
@@ -403,6 +405,11 @@ class EventStore:
         sl.check_id()
         tail = sl.tail(self._is_committed(log, stream))
         if tail.cut_from is not None:
+            if self._committed_past(log, stream, tail) is not None:
+                raise CorruptStore(
+                    f"stream {stream!r}: its log is damaged after version {tail.version}, "
+                    "where the commit log holds later events of it; run 'evstore verify' "
+                    "for a report and 'evstore repair' to fix it")
             sl.cut(tail, lambda path, off, data: recovery.quarantine(
                 self._dir, path, off, data, f"stream log: {tail.cut_reason}"))
             tail.cut_from, tail.cut_reason = None, ""
@@ -660,7 +667,25 @@ class EventStore:
         if not sl.exists():
             return sl, StreamTail()
         sl.check_id()
-        return sl, sl.tail(self._is_committed(log, stream))
+        tail = sl.tail(self._is_committed(log, stream))
+        if tail.cut_from is not None:
+            # Bytes past the last good record: a write in flight, or damage
+            # that may hide committed records; their commit-log copies are
+            # read instead (see _records).
+            later = self._committed_past(log, stream, tail)
+            if later is not None:
+                tail.version, tail.position, tail.recorded_us = later
+        return sl, tail
+
+    @staticmethod
+    def _committed_past(log: CommitLog, stream: str, tail):
+        """(version, position, recorded_us) of the stream's last event when
+        the commit log holds events of it after ``tail``, else None."""
+        found = None
+        for s, fv, fp, us, n in log.batch_heads_from(tail.position + 1):
+            if s == stream and fv + n - 1 > tail.version:
+                found = (fv + n - 1, fp + n - 1, us)
+        return found
 
     def version(self, stream: str) -> int:
         """The stream's current version; 0 when it has no events.
@@ -726,16 +751,80 @@ class EventStore:
             if lo > hi or limit == 0:
                 return
             wanted = frozenset(types) if types else None
+            log = self._reader_log()
             if not backwards:
-                it = sl.records(tail, lo, hi)
+                it = self._records(log, sl, tail, lo, hi)
             else:
-                it = _backwards(lambda a, b: sl.records(tail, a, b), lo, hi,
+                it = _backwards(lambda a, b: self._records(log, sl, tail, a, b), lo, hi,
                                 _first_chunk(limit, wanted))
             yield from _filter(it, wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
         finally:
             sl.close()
+
+    def _records(self, log: CommitLog, sl, tail, lo: int, hi: int):
+        """``sl.records(tail, lo, hi)``, where a record the stream log cannot
+        give (damaged) comes from its batch in the commit log, the event's
+        other copy: one damaged copy never hides an intact event.  Each use
+        of the other copy issues a :class:`DamagedCopyWarning`; only when
+        neither copy can be read is it CorruptStore."""
+        v, after = lo, None  # the next version wanted; the position before it
+        while v <= hi:
+            try:
+                for ev in sl.records(tail, v, hi):
+                    yield ev
+                    v, after = ev.version + 1, ev.position
+                return
+            except CorruptStore as damage:
+                batch = self._other_copy(log, sl, tail, v, after, damage)
+            warnings.warn(DamagedCopyWarning(
+                f"stream {sl.stream!r}: a damaged record in its stream log was read from "
+                "its copy in the commit log; run 'evstore verify' for a report and "
+                "'evstore repair' to fix it"), stacklevel=1)
+            for ev in batch.events(v - batch.first_version):
+                if ev.version > hi:
+                    return
+                yield ev
+                v, after = ev.version + 1, ev.position
+
+    def _other_copy(self, log: CommitLog, sl, tail, v: int, after, damage):
+        """The commit-log batch that holds version ``v`` of ``sl``'s stream.
+        Looks first where the neighbours say it is (the batch of the event
+        before it, or of the next event or the stream's last), then walks the
+        batch heads from the event before it (or the start)."""
+        stream = sl.stream
+        hints = []
+        if after is not None:
+            hints.append(after + 1)
+        if v < tail.version:
+            try:
+                hints.extend(ev.position for ev in sl.records(tail, v + 1, v + 1))
+            except CorruptStore:
+                pass
+        else:
+            hints.append(tail.position)
+        try:
+            log.refresh()
+            for p in hints:
+                if not 1 <= p <= log.tail.head:
+                    continue
+                s, fv, fp, _us, n = log.head_of_batch(p)
+                if s == stream and fv <= v < fv + n:
+                    return log.batch_at(fp)
+            for s, fv, fp, _us, n in log.batch_heads_from((after or 0) + 1):
+                if s == stream and fv <= v < fv + n:
+                    return log.batch_at(fp)
+                if s == stream and fv > v:
+                    break
+            other = "it is not in the commit log"
+        except (CorruptStore, ValueError) as e:
+            other = f"its commit-log copy cannot be read either: {_no_hint(e)}"
+        read = f"the events before version {v} were read; " if v > 1 else ""
+        raise CorruptStore(
+            f"stream {stream!r}: version {v} is damaged in both its copies ({_no_hint(damage)}; "
+            f"{other}); {read}run 'evstore verify' for a report and 'evstore repair' "
+            "to fix what can be fixed") from None
 
     def read_all(self, from_position: int = 1, to_position: int | None = None,
                  limit: int | None = None, backwards: bool = False,
@@ -988,6 +1077,12 @@ class EventStore:
         """Hold the writer lock (for operations such as repair and import)."""
         with self._writing(timeout) as log:
             yield log
+
+
+def _no_hint(e: Exception) -> str:
+    """An error's message without its "; run 'evstore verify' ..." advice
+    (a message that quotes it gives that advice once, at its end)."""
+    return str(e).split("; run 'evstore", 1)[0]
 
 
 def _has_id(event) -> bool:
