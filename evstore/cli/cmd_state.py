@@ -86,16 +86,19 @@ event at that time, 6 a snapshot does not match the events.
 CONFIG_HELP = """Show or change the store's settings.
 
 snapshot-every N: every append that crosses a multiple of N versions saves
-a snapshot of that stream (off to stop). reducer R: the reducer used by those
-snapshots and the default of replay and snapshot. A file reducer is kept
-with its absolute path. Without KEY, prints the settings as JSON.
+a snapshot of that stream (off to stop), after the append's result is
+printed; one not made within $EVSTORE_SNAPSHOT_TIMEOUT seconds (default 5)
+is skipped with a note. reducer R: the reducer used by those snapshots and
+the default of replay and snapshot. A file reducer is kept as typed; a
+relative path is looked up in the current directory, then in the directory
+holding the store. Without KEY, prints the settings as JSON.
 
 Examples:
 
 \b
     evstore config snapshot-every 1000
     evstore config reducer sample_data/reducers.py:balance
-    evstore config                      # {"snapshot_every": 1000, "reducer": "/.../reducers.py:balance"}
+    evstore config                      # {"snapshot_every": 1000, "reducer": "sample_data/reducers.py:balance"}
     evstore config snapshot-every off
 """
 

@@ -4,10 +4,11 @@ Library callers pass ``snapshot_every``/``reducer`` to ``EventStore``; shell
 users cannot, so the command line reads them from here (``evstore config``
 sets them).  The file is small JSON, replaced atomically::
 
-    {"snapshot_every": 1000, "reducer": "/abs/path/reducers.py:balance"}
+    {"snapshot_every": 1000, "reducer": "sample_data/reducers.py:balance"}
 
-A file reducer is kept with an absolute path, so appends from any directory
-find it.  ``reducer`` is also the default reducer of ``evstore replay`` and
+A file reducer is kept as typed; a relative path is resolved when used, in
+the current directory and then beside the store (``load_reducer``'s
+``base``), so a store moved with its workspace keeps working.  ``reducer`` is also the default reducer of ``evstore replay`` and
 ``snapshot``: set it once, and every replay, snapshot and automatic snapshot
 agrees on it (and so can share snapshots).
 """
