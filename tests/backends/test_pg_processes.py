@@ -165,3 +165,36 @@ def test_server_crash_during_appends(pg_server, pg_url):
         assert b.append("after", prep("T"), "any").result.position == len(evs) + 1
     finally:
         b.close()
+
+
+HOLDER = r"""
+import sys, time
+from evstore.core.backend import open_backend
+b = open_backend(sys.argv[1])
+with b.hold_checkpoint("consumer"):
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_checkpoint_hold_dies_with_its_holder(pg_url):
+    from evstore.core.backend import ConsumerBusy
+    b = open_backend(pg_url)
+    try:
+        p = spawn(HOLDER, pg_url)
+        assert p.stdout.readline() == b"holding\n"
+        with pytest.raises(ConsumerBusy):
+            with b.hold_checkpoint("consumer"):
+                pass
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the closed socket at once; allow a moment
+            try:
+                with b.hold_checkpoint("consumer"):
+                    break
+            except ConsumerBusy:
+                assert time.monotonic() < deadline, "the dead holder's lock was never released"
+                time.sleep(0.05)
+    finally:
+        b.close()

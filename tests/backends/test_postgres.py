@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import psycopg
 import pytest
 
 from evstore.core.backend import open_backend
@@ -23,6 +22,7 @@ pytestmark = pytest.mark.usefixtures("pg_server")
 
 
 def admin(url: str):
+    import psycopg
     from evstore.backends.postgres.connect import split_url
     return psycopg.connect(split_url(url)[0], autocommit=True)
 
