@@ -13,7 +13,7 @@ import pytest
 
 from evstore.core.backend import CheckpointRow, ConsumerBusy
 from evstore.core.rules import ANY, STREAM_EXISTS
-from evstore.errors import InvalidEvent, StreamNotFound, WrongExpectedVersion
+from evstore.errors import InvalidEvent, StoreLocked, StreamNotFound, WrongExpectedVersion
 
 from .helpers import fill, prep, with_ids
 
@@ -332,3 +332,18 @@ def test_concurrent_threads_keep_positions_dense(open_same):
     assert [e.position for e in b.read_all()] == list(range(1, 161))
     assert b.version("s0") == b.version("s1") == 80
     assert b.verify() == []
+
+
+def test_a_bulk_session_excludes_appenders_until_it_ends(open_same):
+    importer, writer = open_same(), open_same(lock_timeout=0.3)
+    writer.append("w", prep("T"), ANY)
+    us = int((time.time() + 60) * 1e6)
+    with importer.bulk() as bulk:
+        bulk.write("a", 1, 2, us, [p.blob for p in prep("T")])
+        bulk.sync()  # a commit in the middle does not let a writer in
+        t = time.monotonic()
+        with pytest.raises(StoreLocked):
+            writer.append("w", prep("T"), ANY)
+        assert 0.25 < time.monotonic() - t < 5
+        bulk.write("a", 2, 3, us, [p.blob for p in prep("T")])
+    assert writer.append("w", prep("T"), ANY).result.position == 4
