@@ -198,3 +198,33 @@ def test_a_checkpoint_hold_dies_with_its_holder(pg_url):
                 time.sleep(0.05)
     finally:
         b.close()
+
+
+def test_handles_and_followers_carry_on_after_a_server_restart(pg_server, pg_url):
+    if not pg_server.can_crash:
+        pytest.skip("EVSTORE_TEST_PG points at a server we do not restart")
+    from .helpers import prep
+    b = open_backend(pg_url)
+    w = b.watcher()
+    try:
+        b.append("a", prep("T"), "any")
+        pg_server.stop("immediate")
+        pg_server.start()
+        wait_ready(pg_server.url)
+        calls = []
+        head = b.head
+        b.head = lambda: calls.append(1) or head()
+        assert w.wait(1, 1.0) == 1
+        assert len(calls) < 20, "the watcher spun on a dead connection"
+        del b.head
+        other = open_backend(pg_url)
+        try:
+            other.append("a", prep("T"), "any")
+        finally:
+            other.close()
+        assert w.wait(1, 10) == 2  # listens again; no event skipped
+        assert b.append("a", prep("T"), "any").result.position == 3  # no stale connection
+        assert [e.position for e in b.read_all()] == [1, 2, 3]
+    finally:
+        w.close()
+        b.close()

@@ -15,6 +15,7 @@ command that only reads) is StoreNotFound, exit 4.
 """
 from __future__ import annotations
 
+import select
 import threading
 from contextlib import contextmanager
 from typing import Sequence
@@ -23,6 +24,23 @@ from ...core.backend import Appended, Backend, CheckpointRow, Prepared
 from ...errors import StoreNotFound
 from . import documents, inspect, reads, schema, writes
 from .connect import Target, driver
+
+
+def _alive(conn) -> bool:
+    """Whether an idle connection may still have its server, without a
+    round trip.  The socket of an idle connection that LISTENs to nothing
+    becomes readable only when the server speaks on its own -- in practice
+    to say it is going away (a restart, a terminated session) -- or closes
+    it; either way a new connection is the answer.  Checked before each use,
+    so the first statement after a server restart does not fail on a
+    connection that died in the meantime."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        ready, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not ready
 
 
 class PostgresBackend(Backend):
@@ -50,6 +68,9 @@ class PostgresBackend(Backend):
     # -- connections ------------------------------------------------------------------
     def _conn(self):
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not _alive(conn):
+            conn.close()
+            conn = None
         if conn is None or conn.closed or conn.broken:
             conn = self.target.connect()
             self._local.conn = conn

@@ -54,11 +54,18 @@ class PgWatcher(Watcher):
         return left
 
     def _drain(self, fd: int) -> None:
+        """Consume what the server sent.  Readable without a notification
+        means the server spoke for itself, which an idle session only does
+        to say it is going away: then a ping decides, so a dead connection
+        is dropped instead of waking ``select`` over and over."""
         pg = self._listen.pgconn
+        got = 0
         try:
             pg.consume_input()
             while pg.notifies() is not None:
-                pass
+                got += 1
+            if not got:
+                self._listen.execute("SELECT 1")
         except Exception:  # noqa: BLE001 - the connection is gone: listen again later
             self._drop()
 
