@@ -133,8 +133,7 @@ def _run_then(pg_url, writers: int, events: int, action) -> list[dict]:
 
 
 def test_writers_killed_mid_transaction(pg_url):
-    # The first store write makes the schema; the writers race from there.
-    open_backend(pg_url).close()
+    # No schema yet: the writers' first appends race to create it.
     acked = _run_then(pg_url, 3, 150,
                       lambda procs: [os.kill(p.pid, signal.SIGKILL) for p in procs])
     check_store(pg_url, acked)
@@ -150,7 +149,6 @@ def test_writers_killed_mid_transaction(pg_url):
 def test_server_crash_during_appends(pg_server, pg_url):
     if not pg_server.can_crash:
         pytest.skip("EVSTORE_TEST_PG points at a server we do not crash")
-    open_backend(pg_url).close()
 
     def crash(_procs):
         pg_server.stop("immediate")
