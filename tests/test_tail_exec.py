@@ -272,3 +272,10 @@ def test_a_stop_signal_while_the_follower_starts_exits_0(store, tmp_path, sig):
             p.kill()
     assert (p.returncode, err, out) == (0, b"", b"")
     assert position(store) in (None, 0)  # stopped before handing anything out
+
+
+def test_help_shows_exec_and_set(cli):
+    r = cli("tail", "--help")
+    assert r.returncode == 0 and b"--exec" in r.stdout and b"--no-commit" in r.stdout
+    r = cli("checkpoints", "set", "--help")
+    assert r.returncode == 0 and b"Examples:" in r.stdout and b"--force" in r.stdout

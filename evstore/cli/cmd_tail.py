@@ -4,7 +4,10 @@ The command is a thin loop over :class:`evstore.features.subscriptions.Subscript
 print an event, flush, ask for the next one (which acknowledges the one just
 printed).  Stopping is always cooperative -- signal handlers and the
 stdout-hangup watcher only call ``stop()`` -- so a line is never cut in half
-and the checkpoint is saved on the way out.  docs/TAIL.md has the design.
+and the checkpoint is saved on the way out.  With ``--exec`` the loop is
+:func:`evstore.features.handoff.deliver` instead (the subscription then
+counts an event as handled only when its run of CMD exited 0).  docs/TAIL.md
+has the design.
 """
 from __future__ import annotations
 
@@ -192,7 +195,8 @@ def register(app: typer.Typer) -> None:
             help="A durable consumer: resume after the position saved under NAME, "
                  "and save each event's position once it is printed.")] = None,
         max_count: Annotated[Optional[int], typer.Option(
-            "--max-count", metavar="N", min=0, help="Stop after printing N events.")] = None,
+            "--max-count", metavar="N", min=0,
+            help="Stop after N events (printed, or handed to --exec).")] = None,
         idle_timeout: Annotated[Optional[float], typer.Option(
             "--idle-timeout", metavar="SECONDS", min=0,
             help="With -f: stop after this long without a new event.")] = None,

@@ -67,6 +67,7 @@ class StopSignals:
             signal.signal(sig, old)
         self._old = {}
         self._target = None
+        self.fired = 0
 
     def __enter__(self) -> "StopSignals":
         return self.install()
