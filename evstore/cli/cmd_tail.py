@@ -149,9 +149,10 @@ Examples:
 Prints the checkpoint as one JSON object.
 """
 
-SET_HELP = """Move the checkpoint NAME forward to position P: everything up to P is handled.
+SET_HELP = """Move the checkpoint NAME forward to position P.
 
-The commit of a consumer that manages its own ('evstore tail --checkpoint
+Says that everything up to P is handled: the commit of a consumer that
+manages its own ('evstore tail --checkpoint
 NAME --no-commit'). Creates the checkpoint when it does not exist. P is a
 position in the store or 'head'.
 
