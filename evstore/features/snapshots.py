@@ -20,6 +20,9 @@ UTF-8 JSON, so ``jq`` can read it::
     line 2  state   the state, as one line of JSON
     line 3  check   {"sha256": hex SHA-256 of the bytes of lines 1 and 2}
 
+(the check line of :mod:`evstore.features.checkline`, shared with checkpoints
+and the settings).
+
 The header comes first and is small, so a reducer's fingerprint can be checked
 by reading one short line, however large the state.  ``event_id`` is the id of
 the event at ``version``: a snapshot whose event is no longer there (a store
@@ -30,7 +33,6 @@ with another.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -46,6 +48,7 @@ from ..disk.records import check_json_value, check_stream_id, format_timestamp
 from ..disk.recovery import write_atomic
 from ..disk.segment import check_not_link, fsync_dir, nofollow
 from ..disk.streamlog import stream_key
+from .checkline import seal, unseal
 
 SNAPSHOTS_DIR = "snapshots"
 FORMAT = 1
@@ -102,10 +105,8 @@ def encode(stream: str, version: int, state, reducer: str, fingerprint: str,
     header = {"evstore_snapshot": FORMAT, "stream": stream, "version": version,
               "event_id": event_id, "reducer": reducer, "fingerprint": fingerprint,
               "created_at": created_at}
-    body = (json.dumps(header, ensure_ascii=False) + "\n"
-            + json.dumps(state, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-    check = json.dumps({"sha256": hashlib.sha256(body).hexdigest()}) + "\n"
-    return body + check.encode()
+    return seal((json.dumps(header, ensure_ascii=False) + "\n"
+                 + json.dumps(state, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
 
 
 class SnapshotStore:
@@ -267,13 +268,11 @@ class SnapshotStore:
         if len(lines) != 4 or lines[3] != b"":
             raise damaged("it does not have the three lines of a snapshot")
         try:
-            check = json.loads(lines[2])
-            digest = check["sha256"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise damaged("the checksum line is unreadable") from None
-        body = data[: len(lines[0]) + len(lines[1]) + 2]
-        if hashlib.sha256(body).hexdigest() != digest:
-            raise damaged("checksum mismatch")
+            _body, sealed = unseal(data)
+        except ValueError as e:
+            raise damaged(str(e)) from None
+        if not sealed:
+            raise damaged("the checksum line is unreadable")
         try:
             h = self._check_header(lines[0] + b"\n", stream, version)
             state = json.loads(lines[1])
