@@ -222,8 +222,8 @@ def test_library_replay_wraps_system_exit(tmp_path):
 
 def test_a_relative_reducer_setting_follows_the_workspace(work, tmp_path):
     assert cli(work, "config", "reducer", "reducers.py:count").returncode == 0
-    assert json.loads((work / "store" / "settings.json").read_text())["reducer"] == \
-        "reducers.py:count"
+    from evstore.features import settings
+    assert settings.load(work / "store")["reducer"] == "reducers.py:count"
     moved = tmp_path.parent / (tmp_path.name + "-moved")
     shutil.move(str(work), moved)
     try:
