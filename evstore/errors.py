@@ -81,3 +81,11 @@ class CorruptStore(EvstoreError):
     """The store's files are damaged; the message says which file and where."""
 
     exit_code = 6
+
+
+class ImportConflict(EvstoreError):
+    """``import --renumber``: a stream of the input does not continue the
+    store's (it starts past the stream's next version, or the store holds
+    different events at its versions).  Nothing was written."""
+
+    exit_code = 3
