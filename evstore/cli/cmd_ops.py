@@ -370,6 +370,12 @@ def register(app: typer.Typer) -> None:
             result = _run_import(ctx, store, path, src, renumber=renumber, dry_run=dry_run,
                                  batch_size=batch_size, sync=not no_sync,
                                  lock_timeout=lock_timeout)
+        except interrupts.Interrupted as e:
+            if not e.what:  # stopped before writing, or a second signal while writing
+                e.what = ("stopped at once while writing; what was committed is kept: run the "
+                          "same command again to resume" if e.forced else
+                          "nothing was imported")
+            raise
         finally:
             if src is not sys.stdin.buffer:
                 src.close()
@@ -381,19 +387,25 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(dumps(result.to_dict()) + "\n")
 
 
-def _spool_dir(path) -> str:
-    """Where pass 1 spools the input: the store's directory, or for a store
-    that does not exist yet the nearest existing directory above it (same
-    file system, and nothing is created before the input is checked)."""
+def _spool_name(path, exists: bool) -> str:
+    """Where pass 1 spools the input: ``STORE/.tmp-import-*`` (verify calls
+    one that a crash left harmless, repair moves it aside); for a store that
+    does not exist yet, ``.NAME.importing-*`` files in the nearest existing
+    directory above it (the same file system; nothing is created before the
+    input is checked, and the store's own directory must stay empty)."""
     import os
 
+    if exists:
+        return os.path.join(path, ".tmp-import")
     d = os.path.abspath(path)
+    name = os.path.basename(d)
+    d = os.path.dirname(d)
     while not os.path.isdir(d):
         parent = os.path.dirname(d)
         if parent == d:
             break
         d = parent
-    return d
+    return os.path.join(d, f".{name}.importing")
 
 
 def _run_import(ctx, store, path, src, *, renumber, dry_run, batch_size, sync, lock_timeout):
@@ -419,16 +431,19 @@ def _run_import(ctx, store, path, src, *, renumber, dry_run, batch_size, sync, l
         es = None
     try:
         max_bytes = es.max_event_bytes if es is not None else DEFAULT_MAX_EVENT_BYTES
-        with check_input(src, _spool_dir(path), max_bytes=max_bytes, progress=_progress(),
+        with check_input(src, _spool_name(path, exists), max_bytes=max_bytes, progress=_progress(),
                          renumber=renumber) as inp:
             plan = inp.plan(es)  # refusals here: nothing created, nothing written
             if dry_run:
                 return plan.result(time.monotonic() - t0, inp.events)
-            with interrupts.deferred():
+            # A store this import creates is written at once (a signal stops
+            # after its first batch: no empty store is left); into an existing
+            # one, a signal stops at once until the writer lock is held.
+            with interrupts.deferred(now=es is None) as begin:
                 if es is None:
                     es = open_store(ctx, store, create=True, lock_timeout=lock_timeout)
                 result = inp.write(es, batch_size=batch_size, sync=sync, progress=_progress(),
-                                   stop=interrupts.pending)
+                                   stop=interrupts.pending, on_locked=begin)
                 es.close()
     finally:
         if es is not None:

@@ -20,10 +20,12 @@ _state = {"signum": None, "defer": 0}
 class Interrupted(BaseException):
     """A signal asked the command to stop; ``what`` says what was done."""
 
-    def __init__(self, signum: int, what: str = ""):
+    def __init__(self, signum: int, what: str = "", forced: bool = False):
         super().__init__(signum)
         self.signum = signum
         self.what = what
+        #: a second signal, while the command was finishing a write
+        self.forced = forced
 
     @property
     def exit_code(self) -> int:
@@ -39,7 +41,7 @@ def _handle(signum, frame):
         _state["signum"] = signum
     if _state["defer"] and first:
         return
-    raise Interrupted(signum)
+    raise Interrupted(signum, forced=bool(_state["defer"]))
 
 
 def install() -> None:
@@ -64,16 +66,29 @@ def signum() -> int:
 
 
 @contextmanager
-def deferred():
+def deferred(now: bool = True):
     """Inside, the first signal is only noted: the caller stops at its next
-    safe point (``pending()``).  One that arrived before is raised now."""
-    if _state["signum"] is not None:
-        raise Interrupted(_state["signum"])
-    _state["defer"] += 1
+    safe point (``pending()``).  One that arrived before is raised now.
+    ``now=False``: signals still stop at once until the function this
+    yields is called (when the work reaches the point where stopping
+    half-way would cost something, e.g. once the writer lock is held)."""
+    started = [False]
+
+    def begin() -> None:
+        if started[0]:
+            return
+        if _state["signum"] is not None:
+            raise Interrupted(_state["signum"])
+        started[0] = True
+        _state["defer"] += 1
+
+    if now:
+        begin()
     try:
-        yield
+        yield begin
     finally:
-        _state["defer"] -= 1
+        if started[0]:
+            _state["defer"] -= 1
 
 
 @contextmanager

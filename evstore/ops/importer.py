@@ -7,21 +7,29 @@ Two passes, so that bad input is refused with nothing written:
    continue each other: positions dense, each stream's versions contiguous,
    ``recorded_at`` never going back.  The packed events go to a spool file
    (``STORE/.tmp-import-*``; verify calls one left by a crash harmless and
-   repair moves it aside).  A large input file is checked by several
+   repair moves it aside; for a store that does not exist yet, beside it:
+   no store is opened or created in this pass).  A large input file is checked by several
    processes at once, each over a byte range; they report what they saw at
    their edges and this process stitches the ranges together.  A pipe is
    spooled the same way, so it is refused as atomically as a file.
-2. *Write*: after checking that the input continues the store (its first
-   position is the next one, each stream's first version is that stream's
-   next one, times do not go back), the spool is written under one hold of
-   the writer lock: runs of lines with the same stream and ``recorded_at``
+2. *Write*: after checking, under the writer lock, that the input
+   continues the store (its first position is the next one -- or its
+   leading events are the store's own, which are skipped: a rerun resumes
+   -- each stream's first version is that stream's next one, times do not
+   go back), the spool is written under that one hold of the lock: runs of lines with the same stream and ``recorded_at``
    (the original batches) become batches again, and the commit log is
    fsynced once per ``batch_size`` events (never with ``sync=False``).  The
    stream logs are synced and ``sync-state`` advanced at the end, as the
    core does when a store closes.
 
 An import that crashes in pass 2 leaves a valid store holding a prefix of
-the input; ``evstore export --from-position`` on the source continues it.
+the input; the same import run again skips that prefix and goes on.
+
+``renumber`` (``import --renumber``, merging stores) keeps each event's
+stream, version, id and time but gives it the store's next position: per
+stream, events the store already holds are skipped, and the rest must
+continue the stream (else ImportConflict, exit 3).  Import never removes a
+store, even one it created: a refused import leaves what it found.
 """
 from __future__ import annotations
 
@@ -454,10 +462,12 @@ class CheckedInput:
         return plan
 
     def write(self, store, *, batch_size: int = 10_000, sync: bool = True, progress=None,
-              stop=None) -> ImportResult:
+              stop=None, on_locked=None) -> ImportResult:
         """Plan (under the writer lock, so no one can slip in between) and
         write.  ``stop()``, asked after each batch, ends the import early
-        with what is written made durable (``result.interrupted``)."""
+        with what is written made durable (``result.interrupted``).
+        ``on_locked()`` is called once the lock is held and the plan made,
+        right before the first write."""
         progress = progress or NO_PROGRESS
         with _BatchWriter(store, sync, batch_size) as w:
             bulk = w.bulk
@@ -466,6 +476,8 @@ class CheckedInput:
             result = ImportResult(streams=plan.streams, skipped=plan.skipped, total=self.events)
             if not plan.events:
                 return result
+            if on_locked is not None:
+                on_locked()
             floors = plan.floors
             renumber = self.renumber
             progress.begin("import", total_events=plan.events)
@@ -586,11 +598,13 @@ def _store_tail(store) -> tuple[int, int]:
         log.close()
 
 
-def check_input(source, spool_dir: str, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+def check_input(source, spool: str, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
                 workers: int | None = None, progress=None, renumber: bool = False) -> CheckedInput:
     """Pass 1: read, validate and spool recorded events (NDJSON or one JSON
-    array, binary ``source``) into files in ``spool_dir``.  Raises
-    InvalidEvent naming the first bad line; opens no store."""
+    array, binary ``source``) into files named ``spool`` + a suffix (a
+    store's ``STORE/.tmp-import``, or a name beside a store that does not
+    exist yet).  Raises InvalidEvent naming the first bad line; opens no
+    store."""
     progress = progress or NO_PROGRESS
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
     spools: list[str] = []
@@ -602,11 +616,11 @@ def check_input(source, spool_dir: str, *, max_bytes: int = DEFAULT_MAX_EVENT_BY
                 n = workers if workers is not None else (
                     (os.cpu_count() or 1) if size >= PARALLEL_BYTES else 1)
                 cuts = _boundaries(path, size, max(n, 1) * 4 if n > 1 else 1)
-                spools = [os.path.join(spool_dir, f".tmp-import-{stamp}-{i}")
+                spools = [f"{spool}-{stamp}-{i}"
                           for i in range(len(cuts) - 1)]
                 chunks = _check_parallel(path, cuts, spools, max_bytes, n, progress, renumber)
             else:
-                spools = [os.path.join(spool_dir, f".tmp-import-{stamp}-0")]
+                spools = [f"{spool}-{stamp}-0"]
                 chunks = [_check_lines(_source_lines(source), spools[0], max_bytes,
                                        progress, renumber)]
         finally:
@@ -636,7 +650,7 @@ def import_events(store, source, *, batch_size: int = 10_000, sync: bool = True,
     input does not continue the store.  ``dry_run``: check and plan only.
     """
     t0 = time.monotonic()
-    with check_input(source, store.directory, workers=workers, progress=progress,
+    with check_input(source, os.path.join(store.directory, ".tmp-import"), workers=workers, progress=progress,
                      renumber=renumber,
                      max_bytes=getattr(store, "max_event_bytes", DEFAULT_MAX_EVENT_BYTES)) as inp:
         if dry_run:
