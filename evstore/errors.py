@@ -89,3 +89,11 @@ class DamagedCopyWarning(UserWarning):
     data read is right; the store needs ``evstore verify`` and ``repair``.
     Issued with :func:`warnings.warn` (the library never prints); the
     command line shows it once on stderr."""
+
+
+class ImportConflict(EvstoreError):
+    """``import --renumber``: a stream of the input does not continue the
+    store's (it starts past the stream's next version, or the store holds
+    different events at its versions).  Nothing was written."""
+
+    exit_code = 3
