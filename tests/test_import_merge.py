@@ -146,7 +146,8 @@ def test_early_signals_never_print_a_traceback(tmp_path, big_export, delay):
 
 #: The files that run before evstore's handlers are installed.
 BOOTSTRAP = ("evstore/__init__.py", "evstore/__main__.py", "evstore/errors.py",
-             "evstore/cli/__init__.py", "evstore/cli/interrupts.py")
+             "evstore/cli/__init__.py", "evstore/cli/interrupts.py",
+             "evstore/cli/early.py")
 
 
 def _while_python_starts(err: bytes) -> bool:

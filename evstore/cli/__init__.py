@@ -15,12 +15,13 @@ def main(argv=None) -> None:
     after what must happen before the heavy imports: Ctrl-C and SIGTERM end
     any command with one line (:mod:`.interrupts`), and ``tail`` catches its
     stop signals from the first line on (:mod:`.early`)."""
-    from .early import prepare
     from .interrupts import Interrupted, install
 
     install()
-    prepare(sys.argv[1:] if argv is None else argv)
     try:
+        from .early import prepare
+
+        prepare(sys.argv[1:] if argv is None else argv)
         from .common import main as run
 
         run(argv)

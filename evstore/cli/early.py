@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Optional
 
 #: The root's options that take no value: skipped to find the command's name
 #: (``evstore -q --store DIR read ...``).
 GLOBAL_FLAGS = ("--quiet", "-q", "--no-color")
 
 
-def command_name(argv: list[str]) -> Optional[str]:
+def command_name(argv: list[str]) -> str | None:
     """The command ``argv`` plainly calls (``[--store DIR] [-q] [--no-color]
     COMMAND ...``), or None when it is anything else (other root options,
     --help, nothing)."""
