@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ from ..disk.records import (
     us_to_datetime,
 )
 from ..disk import recovery
-from ..disk.segment import fsync_dir
+from ..disk.segment import fsync_dir, listdir as listdir_nofollow, nofollow, read_small
 from ..disk.streamlog import (
     COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail,
 )
@@ -199,8 +200,7 @@ class EventStore:
 
     def _check_marker(self, marker: str) -> None:
         try:
-            with open(marker, "rb") as f:
-                meta = json.loads(f.read())
+            meta = json.loads(read_small(marker, 1 << 16))
             version = meta["format_version"]
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptStore(f"{marker}: unreadable store marker ({e})") from None
@@ -334,13 +334,7 @@ class EventStore:
 
     def _check_failed(self) -> None:
         if self._failed is None:
-            path = self._failed_flag
-            if os.path.exists(path):
-                try:
-                    with open(path) as f:
-                        self._failed = f.read().strip() or "an fsync failed"
-                except OSError:
-                    self._failed = "an fsync failed"
+            self._failed = recovery.read_failed_flag(self._dir)
         if self._failed:
             raise DurabilityError(
                 f"refusing to write: {self._failed}. Check the disk, then run "
@@ -362,11 +356,7 @@ class EventStore:
         raise.  The kernel may have dropped the dirty pages it could not
         write, so a later fsync that succeeds proves nothing about them."""
         self._failed = f"{what} ({e.strerror or e})"
-        try:
-            with open(os.path.join(self._dir, FSYNC_FAILED), "w") as f:
-                f.write(self._failed + "\n")
-        except OSError:
-            pass
+        recovery.write_failed_flag(self._dir, self._failed)
         raise DurabilityError(self._failed + "; the last append may not be durable") from e
 
     def _is_committed(self, log: CommitLog, stream: str):
@@ -756,17 +746,16 @@ class EventStore:
         log.refresh()
         root = os.path.join(self._dir, STREAMS_DIR)
         found = []
-        for shard in sorted(os.listdir(root)):
+        for shard in sorted(listdir_nofollow(root)):
             sdir = os.path.join(root, shard)
-            if shard.startswith(".") or not os.path.isdir(sdir):
+            if shard.startswith(".") or not _is_dir(sdir):
                 continue
             for key in os.listdir(sdir):
-                if key.startswith("."):
+                if key.startswith(".") or not _is_dir(os.path.join(sdir, key)):
                     continue
                 try:
-                    with open(os.path.join(sdir, key, "id"), "rb") as f:
-                        sid = f.read().decode("utf-8")
-                except (OSError, UnicodeDecodeError):
+                    sid = read_small(os.path.join(sdir, key, "id")).decode("utf-8")
+                except (OSError, UnicodeDecodeError, CorruptStore):
                     continue
                 if prefix is None or sid.startswith(prefix):
                     found.append(sid)
@@ -854,13 +843,7 @@ class EventStore:
             last_us = log.tail.last_recorded_us
             first_us = log.head_of_batch(1)[3]
         _boot, synced = recovery.load_state(self._dir)
-        failed = None
-        if os.path.exists(os.path.join(self._dir, FSYNC_FAILED)):
-            try:
-                with open(os.path.join(self._dir, FSYNC_FAILED)) as f:
-                    failed = f.read().strip() or "an fsync failed"
-            except OSError:
-                failed = "an fsync failed"
+        failed = recovery.read_failed_flag(self._dir)
         out = {
             "store": os.path.abspath(self._dir),
             "format_version": FORMAT_VERSION,
@@ -890,7 +873,7 @@ class EventStore:
         rows = []
         for key, path in _files(CheckpointStore(self).root):
             try:
-                with open(path, "rb") as f:
+                with open(path, "rb", opener=nofollow) as f:
                     cp = decode(f.read(), path, key)
             except (OSError, CorruptStore):
                 rows.append({"name": None, "file": os.path.relpath(path, self._dir),
@@ -907,9 +890,8 @@ class EventStore:
             if row["stream"] is None:
                 continue
             try:
-                with open(row["stream"], "rb") as f:
-                    sid = f.read().decode("utf-8")
-            except (OSError, UnicodeDecodeError):
+                sid = read_small(row["stream"]).decode("utf-8")
+            except (OSError, UnicodeDecodeError, CorruptStore):
                 continue
             row["stream"] = sid
             sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), sid)
@@ -964,6 +946,14 @@ class EventStore:
         """Hold the writer lock (for operations such as repair and import)."""
         with self._writing(timeout) as log:
             yield log
+
+
+def _is_dir(path: str) -> bool:
+    """A real directory, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _identity(path: str):

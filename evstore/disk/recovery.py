@@ -24,12 +24,14 @@ import json
 import os
 import time
 
+from ..errors import CorruptStore
 from .format import STREAM_MAGIC, encode_frame
 from .records import stream_payload
-from .segment import fsync_dir, fsync_file
+from .segment import check_not_link, fsync_dir, fsync_file, open_file, read_small
 
 STATE_FILE = "sync-state"
 QUARANTINE = "quarantine"
+FSYNC_FAILED = "fsync-failed"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
@@ -42,14 +44,50 @@ def current_boot_id() -> str | None:
 
 
 def load_state(store_dir: str) -> tuple[str | None, int]:
-    """(boot id, synced position); (None, 0) when absent or unreadable, which
-    makes the next reconciliation start from the beginning: slow, never wrong."""
+    """(boot id, synced position); (None, 0) when absent or unreadable (a
+    link included), which makes the next reconciliation start from the
+    beginning: slow, never wrong."""
     try:
-        with open(os.path.join(store_dir, STATE_FILE), "rb") as f:
-            d = json.loads(f.read())
+        d = json.loads(read_small(os.path.join(store_dir, STATE_FILE)))
         return d.get("boot_id"), int(d.get("synced_position", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, CorruptStore):
         return None, 0
+
+
+def read_failed_flag(store_dir: str) -> str | None:
+    """Why the store refuses writes (``fsync-failed``), or None when it does
+    not.  The flag is read without following a link and only a short line of
+    printable text is ever shown: a link or anything else there still marks
+    the store as failed, but its content is not repeated."""
+    path = os.path.join(store_dir, FSYNC_FAILED)
+    try:
+        raw = read_small(path, 1024)
+    except FileNotFoundError:
+        return None
+    except CorruptStore:
+        return f"an fsync failed ({FSYNC_FAILED} is a symbolic link, not read)"
+    except OSError:
+        return "an fsync failed"
+    text = raw.decode("utf-8", "replace").strip()
+    if not text or len(text) > 500 or any(not c.isprintable() for c in text):
+        return "an fsync failed"
+    return text
+
+
+def write_failed_flag(store_dir: str, why: str) -> None:
+    """Record a failed fsync for every process; never through a link (a
+    planted one is left as it is: readers take it as the flag anyway)."""
+    try:
+        fd = open_file(os.path.join(store_dir, FSYNC_FAILED),
+                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    except (OSError, CorruptStore):
+        return
+    try:
+        os.write(fd, (why + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_state(store_dir: str, boot_id: str | None, synced: int) -> None:
