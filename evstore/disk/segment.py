@@ -83,34 +83,19 @@ def stable_listdir(path: str) -> list[str]:
     second pass could have missed was created after the first one ended,
     and the first pass would then differ from it.
     """
-    fd = open_dir(path)
-    try:
-        names = sorted(os.listdir(fd))
-        while True:
-            again = sorted(os.listdir(fd))
-            if again == names:
-                return names
-            names = again
-    finally:
-        os.close(fd)
-
-
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-
-
-def open_dir(path: str) -> int:
-    """A descriptor of a directory inside the store, never through a link
-    (CorruptStore); FileNotFoundError and NotADirectoryError as they are."""
-    return open_file(path, os.O_RDONLY | _O_DIRECTORY)
+    names = sorted(listdir(path))
+    while True:
+        again = sorted(os.listdir(path))
+        if again == names:
+            return names
+        names = again
 
 
 def listdir(path: str) -> list[str]:
-    """``os.listdir`` of a directory inside the store, never through a link."""
-    fd = open_dir(path)
-    try:
-        return os.listdir(fd)
-    finally:
-        os.close(fd)
+    """``os.listdir`` of a directory inside the store, never through a link
+    (CorruptStore); FileNotFoundError and NotADirectoryError as they are."""
+    check_not_link(path)
+    return os.listdir(path)
 
 
 def walk(top: str):

@@ -18,6 +18,7 @@ import os
 
 from ..errors import CorruptStore, UsageError
 from ..disk.recovery import write_atomic
+from ..disk.segment import nofollow
 
 FILE = "settings.json"
 KEYS = ("snapshot_every", "reducer")
@@ -31,7 +32,7 @@ def load(store_dir) -> dict:
     """The settings, ``{}`` when none were ever set (or there is no store)."""
     p = path(store_dir)
     try:
-        with open(p, "rb") as f:
+        with open(p, "rb", opener=nofollow) as f:  # never a link's target
             raw = f.read()
     except FileNotFoundError:
         return {}
