@@ -1,7 +1,8 @@
 """Where repair puts what it takes out of a store.
 
 Each repair run that removes anything gets its own directory,
-``STORE/quarantine/repair-<UTC time>-<pid>/``, holding:
+``STORE/quarantine/repair-<UTC time>-<pid>/`` (``-2``, ``-3``... when that
+exists: a run never writes into another run's directory), holding:
 
 * ``NNNN.bin`` -- removed bytes, one file per contiguous range of a store
   file, exactly as they were;
@@ -85,10 +86,10 @@ class Quarantine:
         entry = self._entry(path, offset, n, reason)
         if self.dry_run:
             return
-        target = os.path.join(self.dir, entry["file"])
         made = False
         try:
             self._mkdir()
+            target = os.path.join(self.dir, entry["file"])
             fd = open_file(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             made = True
             try:
