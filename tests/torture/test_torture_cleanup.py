@@ -63,3 +63,19 @@ def test_a_repair_quarantine_file_that_cannot_be_written_is_removed(tmp_path):
     assert sorted(os.listdir(q.dir)) == ["0001.bin"] and len(q.entries) == 1
     q.keep(str(store / "z"), 0, b"z", "third")
     assert sorted(os.listdir(q.dir)) == ["0001.bin", "0002.bin"]
+
+
+def test_two_repair_runs_in_one_second_keep_both_quarantines(tmp_path):
+    """Runs of one process within one second used to share a directory, the
+    second overwriting the first one's 0001.bin."""
+    store = tmp_path / "s"
+    store.mkdir()
+    q1 = Quarantine(str(store), dry_run=False)
+    q1.keep(str(store / "x"), 0, b"first run", "one")
+    q2 = Quarantine(str(store), dry_run=False)
+    q2.keep(str(store / "y"), 0, b"second run", "two")
+    assert q1.dir != q2.dir
+    with open(os.path.join(q1.dir, "0001.bin"), "rb") as f:
+        assert f.read() == b"first run"
+    with open(os.path.join(q2.dir, "0001.bin"), "rb") as f:
+        assert f.read() == b"second run"
