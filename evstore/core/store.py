@@ -20,7 +20,6 @@ import errno
 import json
 import os
 import shutil
-import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -54,7 +53,7 @@ from ..disk.records import (
     us_to_datetime,
 )
 from ..disk import recovery
-from ..disk.segment import fsync_dir, listdir as listdir_nofollow, nofollow, read_small
+from ..disk.segment import fsync_dir, is_dir as _is_dir, listdir as listdir_nofollow, nofollow, read_small
 from ..disk.streamlog import (
     COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail,
 )
@@ -72,7 +71,7 @@ LOCK_FILE = "writer.lock"
 LOG_DIR = "log"
 STREAMS_DIR = "streams"
 SNAPSHOTS_DIR = "snapshots"
-FSYNC_FAILED = "fsync-failed"
+FSYNC_FAILED = recovery.FSYNC_FAILED
 
 #: Stream logs are fsynced (and ``sync-state`` advanced) at least this often,
 #: bounding how much of the commit log a reboot makes us replay.
@@ -143,7 +142,6 @@ class EventStore:
         else:
             self._check_marker(marker)
         self._marker = marker
-        self._failed_flag = os.path.join(self._dir, FSYNC_FAILED)
         self._generation = _identity(marker)
         self._gen = 0
         self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
@@ -946,14 +944,6 @@ class EventStore:
         """Hold the writer lock (for operations such as repair and import)."""
         with self._writing(timeout) as log:
             yield log
-
-
-def _is_dir(path: str) -> bool:
-    """A real directory, not a link to one."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _identity(path: str):

@@ -98,6 +98,14 @@ def listdir(path: str) -> list[str]:
     return os.listdir(path)
 
 
+def is_dir(path: str) -> bool:
+    """A real directory, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def walk(top: str):
     """``os.walk`` of a directory inside the store: nothing when ``top`` is
     a link, and (as ``os.walk`` does by default) never into a link below it.

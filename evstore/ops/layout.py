@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
 from ..disk import recovery
 from ..disk.commitlog import IDX_SUFFIX as LOG_IDX
 from ..disk.commitlog import SEG_SUFFIX as LOG_SEG
 from ..core.store import FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, SNAPSHOTS_DIR, STREAMS_DIR
-from ..disk.segment import O_NOFOLLOW, stable_listdir
+from ..disk.segment import O_NOFOLLOW, is_dir, stable_listdir
 from ..errors import CorruptStore
 from ..disk.streamlog import ID_FILE
 from ..disk.streamlog import IDX_SUFFIX as STREAM_IDX
@@ -75,12 +74,6 @@ def opener(path: str, flags: int) -> int:
 RDONLY = os.O_RDONLY | O_NOFOLLOW
 
 
-def is_dir(path: str) -> bool:
-    """A real directory, not a link to one."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def stream_dirs(root: str):

@@ -205,3 +205,23 @@ def test_every_planted_link_leads_nowhere(template, tmp_path):
             elif res["rc"] not in (0, 1, 2, 3, 4, 5, 6):
                 failures.append(f"{where}: exit {res['rc']}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_poisoning_never_writes_through_a_link(tmp_path):
+    """A failed fsync records itself in fsync-failed; a link planted there
+    is neither followed (the target keeps its bytes) nor echoed."""
+    from evstore.errors import DurabilityError
+
+    store = tmp_path / "store"
+    secret = tmp_path / "secret"
+    secret.write_text(f"{SECRET}\n")
+    with EventStore(store) as es:
+        es.append("s", [{"type": "T"}])
+        os.symlink(secret, store / "fsync-failed")
+        with pytest.raises(DurabilityError) as e:
+            es._poison("fsync of the commit log failed", OSError(5, "Input/output error"))
+        assert SECRET not in str(e.value)
+    assert secret.read_text() == f"{SECRET}\n"
+    with EventStore(store) as es, pytest.raises(DurabilityError) as e:
+        es.append("s", [{"type": "T"}])  # still refused: a link there counts as the flag
+    assert SECRET not in str(e.value) and "symbolic link" in str(e.value)
