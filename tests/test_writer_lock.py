@@ -239,3 +239,16 @@ def test_a_link_at_writer_lock_is_refused_and_not_created(tmp_path):
     r = run_cli("append", "s", "--type", "A", store=store)
     assert r.returncode == 6 and b"symbolic link" in r.stderr, r.stderr
     assert not os.path.lexists(target)
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["/usr/bin/evstore", "append", "s", "--data", '{"secret": 1}'], "evstore append s"),
+    (["/x/evstore/__main__.py", "import", "big.ndjson", "--lock-timeout", "3"],
+     "evstore import big.ndjson"),
+    (["myservice.py", "--password", "hunter2"], "myservice.py"),
+])
+def test_the_holder_line_never_records_option_values(monkeypatch, argv, want):
+    from evstore.core import locking
+
+    monkeypatch.setattr("sys.argv", argv)
+    assert locking._command() == want

@@ -65,14 +65,25 @@ _HOLDER_MAX = 256
 
 
 def _command() -> str:
-    """This process's command line, short and printable, for the holder line."""
-    argv = list(sys.argv) or ["python"]
-    head = os.path.basename(argv[0] or "python")
-    if head in ("__main__.py", "-m", "-c", "") or head.startswith("evstore"):
-        head = "evstore"
-    text = " ".join([head] + [a for a in argv[1:]])
+    """A short, printable name of this process for the holder line.
+
+    Only what names the work, never option values (``--data`` holds event
+    data, a host program's options may hold passwords): for the evstore
+    command its subcommand and the arguments before the first option
+    (``evstore import big.ndjson``); for any other program its name."""
+    argv = list(sys.argv) or [""]
+    head = os.path.basename(argv[0] or "")
+    if head == "__main__.py" or head.startswith("evstore"):
+        words = ["evstore"]
+        for a in argv[1:]:
+            if a.startswith("-"):
+                break
+            words.append(a)
+        text = " ".join(words)
+    else:
+        text = {"-c": "python -c", "-m": "python -m", "": "python"}.get(head, head)
     text = "".join(c if " " <= c <= "~" else "?" for c in text)
-    return text[:200 - 3] + "..." if len(text) > 200 else text
+    return text[:197] + "..." if len(text) > 200 else text
 
 
 class WriterLock:
