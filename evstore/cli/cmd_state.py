@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .usercode import guarded, to_stderr
-from .common import (FormatOpt, StoreOpt, TypeOpt, complete_stream, note, open_store, pick_format,
+from .common import (FormatOpt, LockTimeoutOpt, StoreOpt, TypeOpt, complete_stream, note, open_store, pick_format,
                      store_path)
 
 REDUCER_HELP = ("The reducer: merge, count, last, list, path/to/file.py:function or "
@@ -305,6 +305,7 @@ def register(app: typer.Typer) -> None:
             metavar="VALUE", help="The new value.", show_default=False)] = None,
         unset: Annotated[bool, typer.Option("--unset", help="Remove the setting KEY.")] = False,
         store: StoreOpt = None,
+        lock_timeout: LockTimeoutOpt = 30.0,
     ) -> None:
         from ..features import settings
         from .common import fail
@@ -328,7 +329,7 @@ def register(app: typer.Typer) -> None:
             raise fail("give a VALUE or --unset, not both", 2)
         with to_stderr():  # checking a reducer runs its module
             settings.check(name, value)  # refuse a bad value before creating a store
-        with open_store(ctx, store, create=True) as es, to_stderr():
+        with open_store(ctx, store, create=True, lock_timeout=lock_timeout) as es, to_stderr():
             new = settings.update(es, **{name: value})
         _print_object({k: new.get(k) for k in settings.KEYS})
 

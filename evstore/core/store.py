@@ -56,7 +56,7 @@ from ..disk.records import (
     us_to_datetime,
 )
 from ..disk import recovery
-from ..disk.segment import fsync_dir
+from ..disk.segment import fsync_dir, is_dir as _is_dir, listdir as listdir_nofollow, nofollow, read_small
 from ..disk.streamlog import (
     COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail,
 )
@@ -74,7 +74,7 @@ LOCK_FILE = "writer.lock"
 LOG_DIR = "log"
 STREAMS_DIR = "streams"
 SNAPSHOTS_DIR = "snapshots"
-FSYNC_FAILED = "fsync-failed"
+FSYNC_FAILED = recovery.FSYNC_FAILED
 
 #: Stream logs are fsynced (and ``sync-state`` advanced) at least this often,
 #: bounding how much of the commit log a reboot makes us replay.
@@ -148,7 +148,6 @@ class EventStore:
         else:
             self._check_marker(marker)
         self._marker = marker
-        self._failed_flag = os.path.join(self._dir, FSYNC_FAILED)
         self._generation = _identity(marker)
         self._gen = 0
         self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
@@ -205,8 +204,7 @@ class EventStore:
 
     def _check_marker(self, marker: str) -> None:
         try:
-            with open(marker, "rb") as f:
-                meta = json.loads(f.read())
+            meta = json.loads(read_small(marker, 1 << 16))
             version = meta["format_version"]
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptStore(f"{marker}: unreadable store marker ({e})") from None
@@ -340,13 +338,7 @@ class EventStore:
 
     def _check_failed(self) -> None:
         if self._failed is None:
-            path = self._failed_flag
-            if os.path.exists(path):
-                try:
-                    with open(path) as f:
-                        self._failed = f.read().strip() or "an fsync failed"
-                except OSError:
-                    self._failed = "an fsync failed"
+            self._failed = recovery.read_failed_flag(self._dir)
         if self._failed:
             raise DurabilityError(
                 f"refusing to write: {self._failed}. Check the disk, then run "
@@ -368,11 +360,7 @@ class EventStore:
         raise.  The kernel may have dropped the dirty pages it could not
         write, so a later fsync that succeeds proves nothing about them."""
         self._failed = f"{what} ({e.strerror or e})"
-        try:
-            with open(os.path.join(self._dir, FSYNC_FAILED), "w") as f:
-                f.write(self._failed + "\n")
-        except OSError:
-            pass
+        recovery.write_failed_flag(self._dir, self._failed)
         raise DurabilityError(self._failed + "; the last append may not be durable") from e
 
     def _is_committed(self, log: CommitLog, stream: str):
@@ -869,17 +857,16 @@ class EventStore:
         log.refresh()
         root = os.path.join(self._dir, STREAMS_DIR)
         found = []
-        for shard in sorted(os.listdir(root)):
+        for shard in sorted(listdir_nofollow(root)):
             sdir = os.path.join(root, shard)
-            if shard.startswith(".") or not os.path.isdir(sdir):
+            if shard.startswith(".") or not _is_dir(sdir):
                 continue
             for key in os.listdir(sdir):
-                if key.startswith("."):
+                if key.startswith(".") or not _is_dir(os.path.join(sdir, key)):
                     continue
                 try:
-                    with open(os.path.join(sdir, key, "id"), "rb") as f:
-                        sid = f.read().decode("utf-8")
-                except (OSError, UnicodeDecodeError):
+                    sid = read_small(os.path.join(sdir, key, "id")).decode("utf-8")
+                except (OSError, UnicodeDecodeError, CorruptStore):
                     continue
                 if prefix is None or sid.startswith(prefix):
                     found.append(sid)
@@ -967,13 +954,7 @@ class EventStore:
             last_us = log.tail.last_recorded_us
             first_us = log.head_of_batch(1)[3]
         _boot, synced = recovery.load_state(self._dir)
-        failed = None
-        if os.path.exists(os.path.join(self._dir, FSYNC_FAILED)):
-            try:
-                with open(os.path.join(self._dir, FSYNC_FAILED)) as f:
-                    failed = f.read().strip() or "an fsync failed"
-            except OSError:
-                failed = "an fsync failed"
+        failed = recovery.read_failed_flag(self._dir)
         out = {
             "store": os.path.abspath(self._dir),
             "format_version": FORMAT_VERSION,
@@ -1003,7 +984,7 @@ class EventStore:
         rows = []
         for key, path in _files(CheckpointStore(self).root):
             try:
-                with open(path, "rb") as f:
+                with open(path, "rb", opener=nofollow) as f:
                     cp = decode(f.read(), path, key)
             except (OSError, CorruptStore):
                 rows.append({"name": None, "file": os.path.relpath(path, self._dir),
@@ -1020,9 +1001,8 @@ class EventStore:
             if row["stream"] is None:
                 continue
             try:
-                with open(row["stream"], "rb") as f:
-                    sid = f.read().decode("utf-8")
-            except (OSError, UnicodeDecodeError):
+                sid = read_small(row["stream"]).decode("utf-8")
+            except (OSError, UnicodeDecodeError, CorruptStore):
                 continue
             row["stream"] = sid
             sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), sid)

@@ -24,12 +24,14 @@ import json
 import os
 import time
 
+from ..errors import CorruptStore
 from .format import STREAM_MAGIC, encode_frame
 from .records import stream_payload
-from .segment import fsync_dir, fsync_file
+from .segment import check_not_link, fsync_dir, fsync_file, nofollow, open_file, read_small
 
 STATE_FILE = "sync-state"
 QUARANTINE = "quarantine"
+FSYNC_FAILED = "fsync-failed"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
@@ -42,14 +44,50 @@ def current_boot_id() -> str | None:
 
 
 def load_state(store_dir: str) -> tuple[str | None, int]:
-    """(boot id, synced position); (None, 0) when absent or unreadable, which
-    makes the next reconciliation start from the beginning: slow, never wrong."""
+    """(boot id, synced position); (None, 0) when absent or unreadable (a
+    link included), which makes the next reconciliation start from the
+    beginning: slow, never wrong."""
     try:
-        with open(os.path.join(store_dir, STATE_FILE), "rb") as f:
-            d = json.loads(f.read())
+        d = json.loads(read_small(os.path.join(store_dir, STATE_FILE)))
         return d.get("boot_id"), int(d.get("synced_position", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, CorruptStore):
         return None, 0
+
+
+def read_failed_flag(store_dir: str) -> str | None:
+    """Why the store refuses writes (``fsync-failed``), or None when it does
+    not.  The flag is read without following a link and only a short line of
+    printable text is ever shown: a link or anything else there still marks
+    the store as failed, but its content is not repeated."""
+    path = os.path.join(store_dir, FSYNC_FAILED)
+    try:
+        raw = read_small(path, 1024)
+    except FileNotFoundError:
+        return None
+    except CorruptStore:
+        return f"an fsync failed ({FSYNC_FAILED} is a symbolic link, not read)"
+    except OSError:
+        return "an fsync failed"
+    text = raw.decode("utf-8", "replace").strip()
+    if not text or len(text) > 500 or any(not c.isprintable() for c in text):
+        return "an fsync failed"
+    return text
+
+
+def write_failed_flag(store_dir: str, why: str) -> None:
+    """Record a failed fsync for every process; never through a link (a
+    planted one is left as it is: readers take it as the flag anyway)."""
+    try:
+        fd = open_file(os.path.join(store_dir, FSYNC_FAILED),
+                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    except (OSError, CorruptStore):
+        return
+    try:
+        os.write(fd, (why + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_state(store_dir: str, boot_id: str | None, synced: int) -> None:
@@ -80,22 +118,50 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
 
 
 def quarantine(store_dir: str, source: str, offset: int, data: bytes, reason: str) -> str:
-    """Keep removed bytes beside the store, with a note of where they came from."""
-    qdir = os.path.join(store_dir, QUARANTINE)
-    os.makedirs(qdir, exist_ok=True)
+    """Keep removed bytes beside the store, with a note of where they came from.
+
+    Never through a link (``quarantine`` linked outside the store is
+    CorruptStore), and all or nothing: a failed write (a full disk) removes
+    the ``.bin`` and ``.json`` it made before the error goes up."""
+    qdir = make_dir(store_dir, QUARANTINE)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    base = f"{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**9:09d}"
-    with open(os.path.join(qdir, base + ".bin"), "wb") as f:
-        f.write(data)
-        fsync_file(f.fileno())
+    base = os.path.join(qdir, f"{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**9:09d}")
     note = {"source": os.path.relpath(source, store_dir), "offset": offset,
             "bytes": len(data), "reason": reason,
             "removed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with open(os.path.join(qdir, base + ".json"), "w") as f:
-        json.dump(note, f, indent=1)
-        f.write("\n")
-    fsync_dir(qdir)
-    return os.path.join(qdir, base + ".bin")
+    made: list[str] = []
+    try:
+        for path, body in ((base + ".bin", data),
+                           (base + ".json", (json.dumps(note, indent=1) + "\n").encode())):
+            fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            made.append(path)
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view):]
+                fsync_file(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(qdir)
+    except BaseException:
+        for path in made:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        raise
+    return base + ".bin"
+
+
+def make_dir(store_dir: str, name: str) -> str:
+    """``STORE/name``, made if absent, refused (CorruptStore) if a link."""
+    path = os.path.join(store_dir, name)
+    if not check_not_link(path):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            check_not_link(path)  # another process made it meanwhile
+    return path
 
 
 def cut_log_tail(store_dir: str, log) -> str | None:
@@ -105,7 +171,7 @@ def cut_log_tail(store_dir: str, log) -> str | None:
     if not t.trailing or not log.list_segments():
         return None
     path = log.path(t.seg_first)
-    with open(path, "r+b") as f:
+    with open(path, "r+b", opener=nofollow) as f:
         f.seek(t.end)
         data = f.read()
         kept = None
@@ -194,7 +260,7 @@ def sync_streams(touched) -> None:
             paths += [sl.path(first), sl.path(first, IDX_SUFFIX)]
         for path in paths:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = open_file(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue  # an index not made yet is rebuilt from its segment
             try:

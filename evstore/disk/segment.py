@@ -83,12 +83,53 @@ def stable_listdir(path: str) -> list[str]:
     second pass could have missed was created after the first one ended,
     and the first pass would then differ from it.
     """
-    names = sorted(os.listdir(path))
+    names = sorted(listdir(path))
     while True:
         again = sorted(os.listdir(path))
         if again == names:
             return names
         names = again
+
+
+def listdir(path: str) -> list[str]:
+    """``os.listdir`` of a directory inside the store, never through a link
+    (CorruptStore); FileNotFoundError and NotADirectoryError as they are."""
+    check_not_link(path)
+    return os.listdir(path)
+
+
+def is_dir(path: str) -> bool:
+    """A real directory, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def walk(top: str):
+    """``os.walk`` of a directory inside the store: nothing when ``top`` is
+    a link, and (as ``os.walk`` does by default) never into a link below it.
+    Links below it are listed among the files or directories as they are:
+    whoever opens one opens it with :func:`open_file`."""
+    try:
+        if stat.S_ISLNK(os.lstat(top).st_mode):
+            return
+    except OSError:
+        return
+    yield from os.walk(top)
+
+
+def read_small(path: str, limit: int = 4096) -> bytes:
+    """The first ``limit`` bytes of a small regular file inside the store,
+    never through a link (CorruptStore) and never from a FIFO or device
+    (OSError)."""
+    fd = open_file(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        return os.pread(fd, limit, 0)
+    finally:
+        os.close(fd)
 
 
 def fsync_file(fd: int) -> None:

@@ -33,6 +33,7 @@ from .segment import (
     file_size,
     frame_before,
     iter_frames,
+    listdir,
     nofollow,
     open_file,
     read_frame,
@@ -323,12 +324,14 @@ class StreamLog:
         parent = os.path.dirname(self.dir)
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".tmp-{os.path.basename(self.dir)}-{os.getpid()}")
+        if os.path.islink(tmp) or os.path.isfile(tmp):
+            os.unlink(tmp)  # a leftover (or a planted link) is removed, never followed
         if os.path.isdir(tmp):
-            for name in os.listdir(tmp):
+            for name in listdir(tmp):
                 os.unlink(os.path.join(tmp, name))
         else:
             os.mkdir(tmp)
-        with open(os.path.join(tmp, ID_FILE), "wb") as f:
+        with open(os.path.join(tmp, ID_FILE), "wb", opener=nofollow) as f:
             f.write(self.stream.encode("utf-8"))
         os.rename(tmp, self.dir)
         self._known = True

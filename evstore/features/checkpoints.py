@@ -39,7 +39,7 @@ from typing import Iterator, NamedTuple
 from ..errors import CorruptStore, NotFound, StoreIOError, StoreLocked, UsageError
 from ..disk.records import check_id_text, format_timestamp
 from ..disk.recovery import write_atomic
-from ..disk.segment import check_not_link, nofollow, open_file
+from ..disk.segment import check_not_link, listdir, nofollow, open_file
 from ..disk.streamlog import stream_key
 from .checkline import seal, unseal
 
@@ -260,7 +260,7 @@ class CheckpointStore:
 
 def _files(root: str):
     try:
-        names = sorted(os.listdir(root))
+        names = sorted(listdir(root))  # never through a link (CorruptStore)
     except FileNotFoundError:
         return
     for n in names:

@@ -42,7 +42,7 @@ def load(store_dir) -> dict:
     """The settings, ``{}`` when none were ever set (or there is no store)."""
     p = path(store_dir)
     try:
-        with open(p, "rb") as f:
+        with open(p, "rb", opener=nofollow) as f:  # never a link's target
             raw = f.read()
     except FileNotFoundError:
         return {}

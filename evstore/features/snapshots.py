@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 from ..errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
 from ..disk.records import check_json_value, check_stream_id, format_timestamp
 from ..disk.recovery import write_atomic
-from ..disk.segment import check_not_link, fsync_dir, nofollow
+from ..disk.segment import check_not_link, fsync_dir, nofollow, walk
 from ..disk.streamlog import stream_key
 from .checkline import seal, unseal
 
@@ -355,7 +355,7 @@ class SnapshotStore:
     def count(self) -> int:
         """How many snapshot files the store holds (all streams)."""
         n = 0
-        for _root, _dirs, files in os.walk(self.root):
+        for _root, _dirs, files in walk(self.root):  # never through a link
             n += sum(1 for name in files if _NAME.match(name))
         return n
 

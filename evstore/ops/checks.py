@@ -44,10 +44,12 @@ def read_state(directory: str):
 
     path = os.path.join(directory, L.STATE_FILE)
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=L.opener) as f:
             raw = f.read()
     except FileNotFoundError:
         return None, 0, None
+    except OSError as e:
+        return None, 0, f"unreadable ({e.strerror or e})"
     try:
         d = json.loads(raw)
         synced = d["synced_position"]
@@ -64,7 +66,7 @@ def marker_problem(directory: str) -> str | None:
 
     path = os.path.join(directory, L.MARKER)
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=L.opener) as f:
             meta = json.loads(f.read())
     except FileNotFoundError:
         return "the store marker is missing"
@@ -83,7 +85,7 @@ def read_index(idx_path: str) -> bytes | None:
     it indexes: writers append data first and index entries after, so every
     entry read first points at data that the later read sees."""
     try:
-        with open(idx_path, "rb") as f:
+        with open(idx_path, "rb", opener=L.opener) as f:
             return f.read()
     except FileNotFoundError:
         return None
@@ -174,7 +176,7 @@ PROBLEMS_PER_STREAM = 20
 def read_stream_id(path: str):
     """(stream id, None) from a stream directory's ``id`` file, or (None, why)."""
     try:
-        with open(os.path.join(path, L.ID_FILE), "rb") as f:
+        with open(os.path.join(path, L.ID_FILE), "rb", opener=L.opener) as f:
             raw = f.read()
     except FileNotFoundError:
         return None, "the stream's id file is missing"
@@ -241,7 +243,7 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
         spath = L.seg_path(path, first, L.STREAM_SEG)
         srel = L.rel(directory, spath)
         try:
-            fd = os.open(spath, os.O_RDONLY)
+            fd = os.open(spath, L.RDONLY)
         except OSError as e:
             r.problem("io", f"cannot open: {e.strerror}", srel, None, stream)
             r.rebuild = True
@@ -439,7 +441,7 @@ def _event_id(path: str, version: int):
     first = firsts[i]
     spath = L.seg_path(path, first, L.STREAM_SEG)
     try:
-        fd = os.open(spath, os.O_RDONLY)
+        fd = os.open(spath, L.RDONLY)
     except OSError:
         return None
     try:

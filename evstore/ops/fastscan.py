@@ -68,11 +68,11 @@ def summarize(path: str):
         spath = L.seg_path(path, first, L.STREAM_SEG)
         ipath = L.seg_path(path, first, L.STREAM_IDX)
         try:  # the index first: writers append records, then their entries
-            with open(ipath, "rb", buffering=0) as f:
+            with open(ipath, "rb", buffering=0, opener=L.opener) as f:
                 idx = f.read()
         except FileNotFoundError:
             idx = b""
-        with open(spath, "rb", buffering=0) as f:
+        with open(spath, "rb", buffering=0, opener=L.opener) as f:
             buf = f.read()
         size = len(buf)
         total += size

@@ -19,6 +19,7 @@ import os
 import struct
 import zlib
 
+from ..disk.segment import O_NOFOLLOW
 from ..disk.format import HEADER_SIZE, OVERHEAD
 
 CHUNK = 4 << 20
@@ -226,7 +227,7 @@ def log_segment_order(ldir: str, firsts, suffix: str) -> list[tuple[int, int | N
     for first in firsts:
         path = os.path.join(ldir, f"{first:016d}{suffix}")
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | O_NOFOLLOW)
         except OSError:
             keyed.append(((first, 0, first), first, None, False))
             continue

@@ -15,7 +15,8 @@ from ..disk import recovery
 from ..disk.commitlog import IDX_SUFFIX as LOG_IDX
 from ..disk.commitlog import SEG_SUFFIX as LOG_SEG
 from ..core.store import FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, SNAPSHOTS_DIR, STREAMS_DIR
-from ..disk.segment import stable_listdir
+from ..disk.segment import O_NOFOLLOW, is_dir, stable_listdir
+from ..errors import CorruptStore
 from ..disk.streamlog import ID_FILE
 from ..disk.streamlog import IDX_SUFFIX as STREAM_IDX
 from ..disk.streamlog import SEG_SUFFIX as STREAM_SEG
@@ -55,10 +56,24 @@ def seg_path(directory: str, first: int, suffix: str) -> str:
 
 
 def listdir(path: str) -> list[str]:
+    """The names in a directory of the store; none for a link (verify reports
+    links on their own, and nothing is ever looked for through one)."""
     try:
         return stable_listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, CorruptStore):
         return []
+
+
+def opener(path: str, flags: int) -> int:
+    """An ``opener`` for :func:`open` (and the flags for ``os.open``) that
+    verify and repair use: never through a link (OSError ELOOP, reported
+    like any unreadable file; the link itself is reported on its own)."""
+    return os.open(path, flags | O_NOFOLLOW)
+
+
+RDONLY = os.O_RDONLY | O_NOFOLLOW
+
+
 
 
 def stream_dirs(root: str):
@@ -67,12 +82,12 @@ def stream_dirs(root: str):
     strangers), in a stable order."""
     for shard in listdir(root):
         spath = os.path.join(root, shard)
-        if not os.path.isdir(spath) or is_temp(shard) or len(shard) != 2:
+        if not is_dir(spath) or is_temp(shard) or len(shard) != 2:
             yield None, spath
             continue
         for key in listdir(spath):
             kpath = os.path.join(spath, key)
-            if _KEY.match(key) and key[:2] == shard and os.path.isdir(kpath):
+            if _KEY.match(key) and key[:2] == shard and is_dir(kpath):
                 yield key, kpath
             else:
                 yield None, kpath
@@ -95,12 +110,23 @@ def temp_leftovers(directory: str):
                 yield os.path.join(root, f)
 
 
+def links(directory: str) -> list[str]:
+    """Every symbolic link inside the store (never followed)."""
+    out = []
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            if os.path.islink(p):
+                out.append(p)
+    return sorted(out)
+
+
 def rel(directory: str, path: str) -> str:
     return os.path.relpath(path, directory)
 
 
 def file_size(path: str) -> int:
     try:
-        return os.stat(path).st_size
+        return os.lstat(path).st_size
     except OSError:
         return 0

@@ -1,7 +1,8 @@
 """Where repair puts what it takes out of a store.
 
 Each repair run that removes anything gets its own directory,
-``STORE/quarantine/repair-<UTC time>-<pid>/``, holding:
+``STORE/quarantine/repair-<UTC time>-<pid>/`` (``-2``, ``-3``... when that
+exists: a run never writes into another run's directory), holding:
 
 * ``NNNN.bin`` -- removed bytes, one file per contiguous range of a store
   file, exactly as they were;
@@ -22,7 +23,8 @@ import json
 import os
 import time
 
-from ..disk.segment import fsync_dir, fsync_file
+from ..disk.recovery import make_dir
+from ..disk.segment import fsync_dir, fsync_file, nofollow, open_file
 from . import layout as L
 
 
@@ -47,39 +49,65 @@ class Quarantine:
 
     def _mkdir(self) -> None:
         if not self._made:
-            os.makedirs(self.dir, exist_ok=True)
+            make_dir(self.store, L.QUARANTINE)  # never a link
+            base, k = self.dir, 1
+            while True:  # a new directory of its own, never one reused
+                try:
+                    os.mkdir(self.dir)
+                    break
+                except FileExistsError:
+                    k += 1
+                    self.dir = f"{base}-{k}"
             fsync_dir(os.path.dirname(self.dir))
             self._made = True
 
     def keep(self, path: str, offset: int, data: bytes, reason: str) -> None:
         """Keep ``data`` (removed from ``path`` at ``offset``)."""
-        entry = self._entry(path, offset, len(data), reason)
-        if self.dry_run:
-            return
-        self._mkdir()
-        with open(os.path.join(self.dir, entry["file"]), "wb") as f:
-            f.write(data)
-            f.flush()
-            fsync_file(f.fileno())
+        self.keep_chunks(path, offset, len(data), reason, lambda: [data])
 
     def keep_range(self, fd: int, path: str, start: int, end: int, reason: str) -> None:
         """Keep bytes ``[start, end)`` of the open file ``fd`` (``path``)."""
         if end <= start:
             return
-        entry = self._entry(path, start, end - start, reason)
-        if self.dry_run:
-            return
-        self._mkdir()
-        with open(os.path.join(self.dir, entry["file"]), "wb") as f:
+
+        def chunks():
             pos = start
             while pos < end:
                 chunk = os.pread(fd, min(end - pos, 8 << 20), pos)
                 if not chunk:
                     break
-                f.write(chunk)
+                yield chunk
                 pos += len(chunk)
-            f.flush()
-            fsync_file(f.fileno())
+        self.keep_chunks(path, start, end - start, reason, chunks)
+
+    def keep_chunks(self, path: str, offset: int, n: int, reason: str, chunks) -> None:
+        """Write one ``.bin`` whole or not at all: a failed write (a full
+        disk) removes the file it made, and its entry, before the error goes up."""
+        entry = self._entry(path, offset, n, reason)
+        if self.dry_run:
+            return
+        made = False
+        try:
+            self._mkdir()
+            target = os.path.join(self.dir, entry["file"])
+            fd = open_file(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            made = True
+            try:
+                for chunk in chunks():
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                fsync_file(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            self.entries.remove(entry)
+            if made:
+                try:
+                    os.unlink(target)
+                except OSError:
+                    pass
+            raise
 
     def _entry(self, path: str, offset: int, n: int, reason: str) -> dict:
         entry = {"file": f"{len(self.entries) + 1:04d}.bin", "source": L.rel(self.store, path),
@@ -94,7 +122,7 @@ class Quarantine:
             return
         if self._events_file is None:
             self._mkdir()
-            self._events_file = open(self.events_path, "a", encoding="utf-8")
+            self._events_file = open(self.events_path, "a", encoding="utf-8", opener=nofollow)
         self._events_file.write(line + "\n")
 
     def move_in(self, path: str) -> str | None:
@@ -102,8 +130,7 @@ class Quarantine:
         if self.dry_run:
             return None
         self._mkdir()
-        tdir = os.path.join(self.dir, "temp")
-        os.makedirs(tdir, exist_ok=True)
+        tdir = make_dir(self.dir, "temp")
         name = L.rel(self.store, path).replace(os.sep, "__")
         dest = os.path.join(tdir, name)
         os.rename(path, dest)

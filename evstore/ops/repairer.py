@@ -83,6 +83,18 @@ def repair(store, *, dry_run: bool = False, lock_timeout: float = 30.0,
     lock = WriterLock(os.path.join(directory, L.LOCK_FILE), lock_timeout)
     try:
         with lock.hold(lock_timeout):
+            planted = L.links(directory)
+            if planted:
+                # Repair moves, rewrites and removes files: through a link it
+                # would do so outside the store.  Nothing is changed until a
+                # person has looked at them.
+                names = ", ".join(L.rel(directory, p) for p in planted[:5])
+                more = f" and {len(planted) - 5} more" if len(planted) > 5 else ""
+                raise CorruptStore(
+                    f"{directory}: symbolic links inside the store ({names}{more}); evstore "
+                    "does not follow links and repair changes nothing while they are there: "
+                    "replace each with the file or directory itself, or remove it, then run "
+                    "'evstore repair' again")
             return _Repair(directory, dry_run, progress or NO_PROGRESS).run()
     finally:
         close = getattr(lock, "close", None)
@@ -94,7 +106,7 @@ def _newer_format(directory: str):
     import json
 
     try:
-        with open(os.path.join(directory, L.MARKER), "rb") as f:
+        with open(os.path.join(directory, L.MARKER), "rb", opener=L.opener) as f:
             meta = json.loads(f.read())
         v = meta.get("format_version")
         if meta.get("format") == "evstore" and type(v) is int and v > FORMAT_VERSION:
@@ -245,7 +257,7 @@ class _Repair:
             path = L.seg_path(self.ldir, first, L.LOG_SEG)
             fd = plan.fds.get(first)
             if fd is None:
-                fd = plan.fds[first] = os.open(path, os.O_RDONLY)
+                fd = plan.fds[first] = os.open(path, L.RDONLY)
             yield first, path, fd, os.fstat(fd).st_size
 
     def _frames(self, plan: LogPlan):
@@ -443,7 +455,7 @@ class _Repair:
             for first in L.numbered(L.listdir(path), L.STREAM_SEG):
                 spath = L.seg_path(path, first, L.STREAM_SEG)
                 try:
-                    fd = os.open(spath, os.O_RDONLY)
+                    fd = os.open(spath, L.RDONLY)
                 except OSError:
                     continue
                 try:
@@ -574,7 +586,7 @@ class _Repair:
         byte: the same fields, packed the same way), and the events' bytes."""
         blobs = []
         for c in run:
-            fd = os.open(c.path, os.O_RDONLY)
+            fd = os.open(c.path, L.RDONLY)
             try:
                 payload = frame_at(fd, STREAM_MAGIC, c.off, os.fstat(fd).st_size)
             finally:
@@ -681,7 +693,7 @@ class _Repair:
                      quiet: bool = False) -> bool:
         want = be_offsets(entries)
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb", opener=L.opener) as f:
                 if f.read() == want:
                     return False
         except FileNotFoundError:
@@ -742,7 +754,7 @@ class _Repair:
         refs: dict[str, list] = {}
         for first in L.numbered(L.listdir(self.ldir), L.LOG_SEG):
             path = L.seg_path(self.ldir, first, L.LOG_SEG)
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, L.RDONLY)
             try:
                 for ok, off, _end, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size):
                     if ok:
@@ -759,7 +771,7 @@ class _Repair:
         from .checks import split_blobs
 
         for path, off in refs:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, L.RDONLY)
             try:
                 payload = frame_at(fd, LOG_MAGIC, off, os.fstat(fd).st_size)
             finally:
@@ -823,7 +835,7 @@ class _Repair:
             entries.append(off)
             off += len(f[3])
         try:
-            with open(spath, "rb") as fh:
+            with open(spath, "rb", opener=L.opener) as fh:
                 same = fh.read() == data
         except FileNotFoundError:
             same = False
@@ -845,7 +857,7 @@ class _Repair:
         ``pending`` (a dict), intact records wait there until the whole
         stream is rebuilt: only those the store no longer holds are kept as
         removed events."""
-        fd = os.open(spath, os.O_RDONLY)
+        fd = os.open(spath, L.RDONLY)
         try:
             size = os.fstat(fd).st_size
             removed = []
@@ -928,7 +940,7 @@ class _Repair:
         spath = L.seg_path(path, first, L.STREAM_SEG)
         entries = array("Q")
         v = first
-        fd = os.open(spath, os.O_RDONLY)
+        fd = os.open(spath, L.RDONLY)
         try:
             for ok, off, _end, x in walk(fd, STREAM_MAGIC, os.fstat(fd).st_size):
                 if not ok:
@@ -945,7 +957,7 @@ class _Repair:
         ipath = os.path.join(path, L.ID_FILE)
         if not self.dry:
             try:
-                with open(ipath, "rb") as f:
+                with open(ipath, "rb", opener=L.opener) as f:
                     old = f.read()
                 if old != stream.encode("utf-8"):
                     self.q.keep(ipath, 0, old, "wrong stream id")
@@ -986,7 +998,7 @@ class _Repair:
         if marker_problem(self.dir):
             if not self.dry:
                 if os.path.exists(marker):
-                    with open(marker, "rb") as f:
+                    with open(marker, "rb", opener=L.opener) as f:
                         self.q.keep(marker, 0, f.read(), "damaged store marker")
                 import json
 
@@ -1061,7 +1073,7 @@ class _Repair:
 
         marker = os.path.join(self.dir, L.MARKER)
         if marker_problem(self.dir) is None:
-            with open(marker, "rb") as f:
+            with open(marker, "rb", opener=L.opener) as f:
                 data = f.read()
         else:
             data = json.dumps({"format": "evstore", "format_version": FORMAT_VERSION},
@@ -1076,7 +1088,7 @@ class _Repair:
                 continue
             for name in files:
                 if name.endswith((L.LOG_SEG, L.STREAM_SEG)) or name in (L.ID_FILE, L.MARKER):
-                    fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                    fd = os.open(os.path.join(root, name), L.RDONLY)
                     try:
                         fsync_file(fd)
                     finally:
@@ -1117,7 +1129,7 @@ def _starts_at(path: str, first: int) -> bool:
     """Whether stream segment ``first`` begins with a valid record of that version."""
     spath = L.seg_path(path, first, L.STREAM_SEG)
     try:
-        fd = os.open(spath, os.O_RDONLY)
+        fd = os.open(spath, L.RDONLY)
     except OSError:
         return False
     try:

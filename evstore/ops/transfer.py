@@ -143,7 +143,7 @@ def _log_payloads(directory: str, start: int, head: int):
         if seg < first:
             continue
         path = L.seg_path(ldir, seg, L.LOG_SEG)
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, L.RDONLY)
         try:
             size = last_end if seg == last_first else os.fstat(fd).st_size
             for ok, o, _e, x in walk(fd, LOG_MAGIC, size, off if seg == first else 0):

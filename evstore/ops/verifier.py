@@ -31,6 +31,7 @@ from array import array
 
 import msgpack
 
+from ..disk import recovery
 from ..disk.format import LOG_MAGIC, STREAM_MAGIC
 from ..disk.records import check_stream_id
 from ..disk.streamlog import stream_key
@@ -148,13 +149,9 @@ class _Verifier:
             self.warn("sync-state", f"sync-state is {state_msg}; harmless: the next writer "
                       "re-checks every stream log against the commit log", os.path.join(d, L.STATE_FILE))
         flag = os.path.join(d, L.FSYNC_FAILED)
-        if os.path.exists(flag):
-            try:
-                with open(flag, errors="replace") as f:
-                    why = f.read().strip()
-            except OSError:
-                why = ""
-            self.error("fsync-failed", f"an fsync failed earlier ({why or 'no details'}); "
+        why = recovery.read_failed_flag(d)
+        if why is not None:
+            self.error("fsync-failed", f"an fsync failed earlier ({why}); "
                        "writes are refused until 'evstore repair' re-syncs the store", flag)
         total, stream_bytes = self._total_bytes()
         self.progress.begin("verify", total_bytes=total)
@@ -264,7 +261,7 @@ class _Verifier:
             repeats = []  # [offset, first, last position, stream, version] of a run of repeats
             held = []  # positions accepted from this segment: [first, last]
             pend_events, pend_from = 0, 0
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, L.RDONLY)
             try:
                 for ok, off, end, x in walk(fd, LOG_MAGIC, size):
                     if not ok:
@@ -433,7 +430,7 @@ class _Verifier:
         from ..disk.recovery import current_boot_id
         from ..disk.segment import scan, torn_by_power_cut
 
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, L.RDONLY)
         try:
             status = scan(fd, off, LOG_MAGIC).status
             if status == "short":
@@ -454,7 +451,7 @@ class _Verifier:
         sizes = []
         while True:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, L.RDONLY)
             except OSError:
                 return False
             try:
@@ -488,7 +485,7 @@ class _Verifier:
         for f in [x for x in L.numbered(L.listdir(ldir), L.LOG_SEG) if x >= first]:
             path = L.seg_path(ldir, f, L.LOG_SEG)
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, L.RDONLY)
             except OSError:
                 break
             try:
@@ -693,7 +690,7 @@ class _Verifier:
             if not its:
                 break
             path = L.seg_path(ldir, first, L.LOG_SEG)
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, L.RDONLY)
             try:
                 for ok, off, _end, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size):
                     if not ok:
@@ -817,7 +814,7 @@ def _stream_records(path: str, head: int):
     committed records (position <= head), skipping damaged bytes."""
     for first in L.numbered(L.listdir(path), L.STREAM_SEG):
         spath = L.seg_path(path, first, L.STREAM_SEG)
-        fd = os.open(spath, os.O_RDONLY)
+        fd = os.open(spath, L.RDONLY)
         try:
             for ok, off, _end, x in walk(fd, STREAM_MAGIC, os.fstat(fd).st_size):
                 if not ok:
