@@ -52,6 +52,14 @@ def check_big(fd: int, offset: int, n: int, crc: int, limit: int | None = None) 
     if trailer != _len4(n):
         raise FrameError(
             f"length mismatch: header {n}, trailer {int.from_bytes(trailer, 'big')}")
+    if frame_crc(fd, offset, n) != crc:
+        raise FrameError("checksum mismatch")
+    return end
+
+
+def frame_crc(fd: int, offset: int, n: int) -> int:
+    """The CRC a frame at ``offset`` with payload length ``n`` should carry,
+    computed a chunk at a time."""
     c = zlib.crc32(_len4(n))
     pos, left = offset + HEADER_SIZE, n
     while left:
@@ -61,9 +69,7 @@ def check_big(fd: int, offset: int, n: int, crc: int, limit: int | None = None) 
         c = zlib.crc32(data, c)
         pos += len(data)
         left -= len(data)
-    if c != crc:
-        raise FrameError("checksum mismatch")
-    return end
+    return c
 
 
 class BigPayload:
@@ -88,6 +94,20 @@ class BigPayload:
 
     def reader(self, at: int = 0) -> "_Reader":
         return _Reader(self.fd, self.start + at, self.size - at)
+
+    def read_at(self, at: int, size: int) -> bytes:
+        """Up to ``size`` bytes of the payload from offset ``at``."""
+        return os.pread(self.fd, max(min(size, self.size - at), 0), self.start + at)
+
+    def crc_from(self, at: int, crc: int = 0) -> int:
+        """zlib.crc32 of the payload from offset ``at``, continuing ``crc``."""
+        while at < self.size:
+            data = self.read_at(at, CHUNK)
+            if not data:
+                raise FrameError("the file ends inside a checked frame")
+            crc = zlib.crc32(data, crc)
+            at += len(data)
+        return crc
 
     def read_all(self) -> bytes:
         """The whole payload (for callers that really need it in memory)."""

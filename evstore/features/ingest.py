@@ -12,14 +12,14 @@ from itertools import islice
 from typing import Iterable
 
 from ..errors import EvstoreError, InvalidEvent
-from ..disk.records import AppendResult
+from ..disk.records import AppendResult, PackedEvents
 from ..core.store import ANY, STREAM_EXISTS
 
 
 def append_events(store, stream: str, events: Iterable, expected=ANY,
                   batch_size: int | None = None) -> AppendResult:
     if batch_size is None:
-        batch = list(events)
+        batch = events if isinstance(events, PackedEvents) else list(events)
         if not batch:
             raise InvalidEvent("no events to append (the input was empty)")
         return store.append(stream, batch, expected_version=expected)

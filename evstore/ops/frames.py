@@ -19,6 +19,7 @@ import os
 import struct
 import zlib
 
+from ..disk import bigframe
 from ..disk.format import HEADER_SIZE, OVERHEAD
 
 CHUNK = 4 << 20
@@ -28,13 +29,18 @@ _LEN = struct.Struct(">I")
 _crc32 = zlib.crc32
 
 
-def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK):
+def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK,
+         big: bool = False):
     """Yield the frames and the damaged ranges of ``[start, size)`` in order.
 
     Items are ``(True, offset, end, payload)`` for a valid frame (``payload``
     a memoryview, valid until the next item) and ``(False, offset, end,
     reason)`` for bytes that are not a valid frame; ``end`` is then where the
     next valid frame starts, or ``size`` when none follows (a *tail*).
+
+    ``big``: a frame whose payload is over ``bigframe.BIG`` bytes is checked
+    a chunk at a time and given as a ``bigframe.BigPayload`` (left in the
+    file), so that a batch of a million events is never read whole.
     """
     pos = start
     buf = b""
@@ -56,6 +62,16 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK):
             reason = f"bad magic {bytes(m)!r}"
         elif end > size:
             reason = f"incomplete frame: needs {n + OVERHEAD} bytes, {size - pos} present"
+        elif big and n > bigframe.BIG:
+            if os.pread(fd, 4, end - 4) != buf[rel + 4:rel + 8]:
+                reason = "header and trailer lengths differ"
+            elif bigframe.frame_crc(fd, pos, n) != crc:
+                reason = "checksum mismatch"
+            else:
+                yield True, pos, end, bigframe.BigPayload(fd, pos, n)
+                pos = end
+                buf, base = b"", pos
+                continue
         else:
             if end - base > len(buf):
                 buf = os.pread(fd, max(chunk, end - pos), pos)
@@ -152,7 +168,10 @@ def record_head(p) -> tuple[int, int, int, int]:
 def batch_head(p) -> tuple[str, int, int, int, int, int]:
     """(stream, first_version, first_position, recorded_us, count, length of
     the head) of a commit-log payload: the events' packed fields follow the
-    head.  Raises ValueError (or UnicodeDecodeError) when it is malformed."""
+    head.  Raises ValueError (or UnicodeDecodeError) when it is malformed.
+    ``p`` may be a ``bigframe.BigPayload`` (``walk(big=True)``)."""
+    if isinstance(p, bigframe.BigPayload):
+        p = p.prefix()
     b = p[0]
     if 0x90 <= b <= 0x9F:
         items, i = b & 0x0F, 1
