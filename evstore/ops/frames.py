@@ -20,7 +20,7 @@ import struct
 import zlib
 
 from ..disk import bigframe
-from ..disk.format import HEADER_SIZE, OVERHEAD
+from ..disk.format import HEADER_SIZE, OVERHEAD, FrameError
 
 CHUNK = 4 << 20
 
@@ -93,9 +93,11 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK,
         buf, base = b"", pos
 
 
-def frame_at(fd: int, magic: bytes, offset: int, size: int):
+def frame_at(fd: int, magic: bytes, offset: int, size: int, head: bool = False):
     """The payload (bytes) of the valid frame at ``offset``, or None.
-    ``offset`` may come from a damaged index: anything is allowed."""
+    ``offset`` may come from a damaged index: anything is allowed.
+    ``head``: of a big frame, only the first bytes (bigframe.PREFIX), after
+    checking the whole frame a chunk at a time."""
     if not 0 <= offset <= size - OVERHEAD:
         return None
     head = os.pread(fd, HEADER_SIZE, offset)
@@ -104,6 +106,12 @@ def frame_at(fd: int, magic: bytes, offset: int, size: int):
     m, n, crc = _HDR.unpack(head)
     if m != magic or offset + n + OVERHEAD > size:
         return None
+    if head and n > bigframe.BIG:
+        try:
+            bigframe.check_big(fd, offset, n, crc, size)
+        except FrameError:
+            return None
+        return os.pread(fd, bigframe.PREFIX, offset + HEADER_SIZE)
     data = os.pread(fd, n + 4, offset + HEADER_SIZE)
     if len(data) < n + 4 or data[n:] != head[4:8]:
         return None
@@ -209,13 +217,13 @@ def first_position(fd: int, size: int):
     segment (None when it holds none), and whether that frame is at offset 0."""
     from ..disk.format import LOG_MAGIC
 
-    payload = frame_at(fd, LOG_MAGIC, 0, size)  # the usual case: one small read
+    payload = frame_at(fd, LOG_MAGIC, 0, size, head=True)  # the usual case: one small read
     if payload is not None:
         try:
             return batch_head(payload)[2], True
         except (ValueError, IndexError, UnicodeDecodeError):
             pass
-    for ok, off, _end, x in walk(fd, LOG_MAGIC, size, chunk=1 << 16):
+    for ok, off, _end, x in walk(fd, LOG_MAGIC, size, chunk=1 << 16, big=True):
         if ok:
             try:
                 return batch_head(x)[2], off == 0
