@@ -176,6 +176,16 @@ def iter_frames(fd: int, start: int, end: int, magic: bytes, big: dict | None = 
     base = start  # file offset of buf[0]
     while pos < end:
         rel = pos - base
+        if big is not None and len(buf) - rel >= HEADER_SIZE and buf[rel:rel + 4] == magic:
+            need = int.from_bytes(buf[rel + 4 : rel + 8], "big") + OVERHEAD
+            if need - OVERHEAD > bigframe.BIG:
+                if need > end - pos:
+                    err = FrameError(f"frame of {need} bytes runs past the committed end {end}")
+                    err.offset = pos
+                    raise err
+                yield pos, _big_payload(fd, buf, rel, pos, magic, big)
+                pos, buf, base = pos + need, b"", pos + need
+                continue
         try:
             payload, fend = check_frame(buf, rel, magic)
         except FrameError as e:
@@ -190,11 +200,6 @@ def iter_frames(fd: int, start: int, end: int, magic: bytes, big: dict | None = 
                 err = FrameError(f"frame of {need} bytes runs past the committed end {end}")
                 err.offset = pos
                 raise err
-            if big is not None and need - OVERHEAD > bigframe.BIG:
-                payload = _big_payload(fd, buf, rel, pos, magic, big)
-                yield pos, payload
-                pos, buf, base = pos + need, b"", pos + need
-                continue
             want = min(max(need, CHUNK), end - pos)
             data = os.pread(fd, want, pos)
             if len(data) < min(need, end - pos):

@@ -47,7 +47,7 @@ SEG_SUFFIX = ".seg"
 IDX_SUFFIX = ".idx"
 ID_FILE = "id"
 #: A batch's stream records are written this many bytes at a time (at least one record).
-WRITE_CHUNK = 4 << 20
+WRITE_CHUNK = 1 << 20
 
 
 def stream_key(stream: str) -> str:
