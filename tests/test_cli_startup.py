@@ -12,7 +12,10 @@ import typer
 from evstore.cli.app import build_app
 from evstore.cli.fastparams import PlainParam, install
 
-typer_coercion = pytest.importorskip("typer._coercion")
+# Not importorskip: a typer without this module would silently turn the
+# fast path off (and make these tests skip instead of fail).  pyproject.toml
+# pins the typer range these tests were run against.
+import typer._coercion as typer_coercion  # noqa: E402
 
 
 def all_params(command, path=()):
@@ -47,6 +50,17 @@ def test_plain_coercion_agrees_with_typer():
             assert got == want, (path, param.name, value)
             checked += 1
     assert checked > 100
+
+
+def test_the_fast_path_applies_to_the_installed_typer():
+    """fastparams leans on typer's private ``_runtime_param`` slot; a typer
+    release that drops or renames it would leave every CLI call paying for
+    pydantic without an error anywhere.  This fails then."""
+    command = typer.main.get_command(build_app(["--store", "x", "append", "s"]))
+    params = [p for _, p in all_params(command)]
+    assert params and all(hasattr(p, "_runtime_param") for p in params)
+    install(command)
+    assert all(isinstance(p._runtime_param, PlainParam) for p in params)
 
 
 def test_install_covers_every_parameter():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -122,11 +121,17 @@ def register(app: typer.Typer) -> None:
                 ev["id"] = event_id
             events = iter([checked(ev, "--type event")])
         # Refused input must not even create the store: read (and check) the
-        # whole batch, or the first chunk, before opening it.
-        first = list(events if batch_size is None else islice(events, batch_size))
+        # whole batch, or the first chunk, before opening it.  One batch is
+        # packed as it is read (held as its packed bytes, not as dicts).
+        if batch_size is None and not dry_run:
+            from ..disk.records import DEFAULT_MAX_EVENT_BYTES, pack_events
+
+            first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
+        else:
+            first = list(events if batch_size is None else islice(events, batch_size))
+            events = chain(first, events)
         if not first:
             raise InvalidEvent("no events to append: stdin was empty")
-        events = chain(first, events)
 
         from ..features.ingest import append_events
         from . import interrupts

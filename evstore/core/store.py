@@ -40,17 +40,17 @@ from ..errors import (
     UsageError,
     WrongExpectedVersion,
 )
-from ..disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame
+from ..disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame, encode_frame_parts
 from .locking import WriterLock
 from ..disk.records import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
     RecordedEvent,
-    check_repeated_id,
     check_stream_id,
-    log_payload,
-    new_ids,
+    PackedEvents,
+    log_payload_parts,
     normalize,
+    pack_events,
     pack_fields,
     stream_payload,
     us_to_datetime,
@@ -509,17 +509,19 @@ class EventStore:
         """
         check_stream_id(stream)
         expected = parse_expected(expected_version)
-        events = events if isinstance(events, (list, tuple)) else list(events)
-        if not events:
+        # Packed as they come (records.pack_events): a batch of any length
+        # is held as its packed bytes, never as a list of its dicts.
+        evs = events if isinstance(events, PackedEvents) else \
+            pack_events(events, self.max_event_bytes)
+        if not evs:
             raise InvalidEvent("no events to append")
-        ids = new_ids(len(events))
-        evs = [normalize(e, f"event {i + 1}", ids[i]) for i, e in enumerate(events)]
-        own_ids = any(_has_id(e) for e in events)
-        if own_ids and len(evs) > 1:
-            seen: dict = {}
-            for i, e in enumerate(evs):
-                check_repeated_id(seen, e, f"event {i + 1}")
-        blobs = [pack_fields(e, self.max_event_bytes, f"event {i + 1}") for i, e in enumerate(evs)]
+        blobs = evs.blobs
+        if evs.max_bytes > self.max_event_bytes:
+            for i, b in enumerate(blobs):
+                if len(b) > self.max_event_bytes:
+                    raise InvalidEvent(f"event {i + 1}: {len(b)} bytes, over the size limit "
+                                       f"of {self.max_event_bytes} bytes")
+        own_ids = evs.own_ids
         with self._writing() as log:
             result, before = self._append_locked(log, stream, evs, blobs, expected, own_ids)
         if self.snapshot_every and self.reducer is not None and result.count and before >= 0:
@@ -595,9 +597,11 @@ class EventStore:
             self._sync_streams_locked()
         first_position = log.tail.head + 1
         first_version = tail.version + 1
-        frames = [encode_frame(STREAM_MAGIC, stream_payload(first_version + i, first_position + i, us, b))
-                  for i, b in enumerate(blobs)]
-        frame = encode_frame(LOG_MAGIC, log_payload(stream, first_version, first_position, us, blobs))
+        # stream records made as they are written (StreamLog.append), not all at once
+        frames = (encode_frame(STREAM_MAGIC, stream_payload(first_version + i, first_position + i, us, b))
+                  for i, b in enumerate(blobs))
+        frame = encode_frame_parts(LOG_MAGIC, log_payload_parts(
+            stream, first_version, first_position, us, blobs))
         sl.create()
         try:
             new_tail = sl.append(tail, frames, self.segment_bytes)
@@ -1063,13 +1067,6 @@ def _no_hint(e: Exception) -> str:
     """An error's message without its "; run 'evstore verify' ..." advice
     (a message that quotes it gives that advice once, at its end)."""
     return str(e).split("; run 'evstore", 1)[0]
-
-
-def _has_id(event) -> bool:
-    """Did the caller give this event its own id?"""
-    if isinstance(event, dict):
-        return event.get("id") is not None
-    return getattr(event, "id", None) is not None
 
 
 def _identity(path: str):

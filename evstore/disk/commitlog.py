@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..errors import CorruptStore
 from .format import LOG_MAGIC, FrameError
 from .index import OffsetIndex
+from .bigframe import decode, decode_head, read_head
 from .records import LogBatch, decode_batch, decode_batch_head
 from .segment import (
     SegmentWriter,
@@ -72,6 +73,8 @@ class CommitLog:
         self._writer: SegmentWriter | None = None
         self._widx: OffsetIndex | None = None
         self._heads: dict[tuple[int, int], tuple] = {}
+        #: big frames already checked, per segment (segment.iter_frames)
+        self._big: dict[int, dict] = {}
         self._dir_ok = False
 
     # -- files ---------------------------------------------------------------
@@ -118,6 +121,7 @@ class CommitLog:
         for idx in self._idx.values():
             idx.close()
         self._idx.clear()
+        self._big.clear()
         if self._writer:
             self._writer.close()
             self._writer = None
@@ -159,7 +163,7 @@ class CommitLog:
                 break
             off = idx.get(i)
             try:
-                payload, end = read_frame(fd, off, LOG_MAGIC)
+                payload, end = read_head(fd, off, LOG_MAGIC)
                 b = decode_batch_head(payload)
             except (FrameError, ValueError, Exception):
                 break
@@ -176,7 +180,7 @@ class CommitLog:
         prev = self._firsts[i]
         fd = self.fd(prev)
         try:
-            _, payload = frame_before(fd, file_size(fd), LOG_MAGIC)
+            _, payload = frame_before(fd, file_size(fd), LOG_MAGIC, head=True)
             return decode_batch_head(payload)[3]
         except (FrameError, ValueError):
             return 0
@@ -184,7 +188,7 @@ class CommitLog:
     def _walk(self, t: Tail, fd: int) -> None:
         r = scan(fd, t.end, LOG_MAGIC)
         if r.end > t.end:
-            off, payload = frame_before(fd, r.end, LOG_MAGIC, t.end)
+            off, payload = frame_before(fd, r.end, LOG_MAGIC, t.end, head=True)
             stream, fv, fp, us, n = self._decode(decode_batch_head, payload, t.seg_first, off)
             t.head, t.last_recorded_us = fp + n - 1, us
             t.end = r.end
@@ -235,14 +239,14 @@ class CommitLog:
         if n > 0:
             o = idx.get(n - 1)
             try:
-                payload, _ = read_frame(fd, o, LOG_MAGIC)
+                payload, _ = read_head(fd, o, LOG_MAGIC)
                 _, _, fp, _, cnt = decode_batch_head(payload)
                 if fp <= first + n - 1 < fp + cnt:
                     start = o
             except (FrameError, ValueError):
                 pass
         for off, payload in self._frames(first, fd, start, end):
-            head = self._decode(decode_batch_head, payload, first, off)
+            head = self._decode(decode_head, payload, first, off)
             _, _, fp, _, n = head
             if fp <= position < fp + n:
                 self._remember(first, off, head)
@@ -250,9 +254,11 @@ class CommitLog:
         raise CorruptStore(f"commit log: position {position} not found in {self.path(first)}")
 
     def _frames(self, first: int, fd: int, start: int, end: int):
-        """iter_frames over committed bytes, where any invalid frame is damage."""
+        """iter_frames over committed bytes, where any invalid frame is damage.
+        Big frames come as bigframe.BigPayload: decode them with
+        bigframe.decode or decode_head."""
         try:
-            yield from iter_frames(fd, start, end, LOG_MAGIC)
+            yield from iter_frames(fd, start, end, LOG_MAGIC, self._big.setdefault(first, {}))
         except FrameError as e:
             raise CorruptStore(
                 f"commit log {self.path(first)}: damaged frame at offset "
@@ -277,7 +283,7 @@ class CommitLog:
         checks ask for the same large batch again and again."""
         head = self._heads.get((first, off))
         if head is None:
-            payload, _ = read_frame(self.fd(first), off, LOG_MAGIC)
+            payload, _ = read_head(self.fd(first), off, LOG_MAGIC)
             head = decode_batch_head(payload)
             self._remember(first, off, head)
         return head
@@ -300,7 +306,7 @@ class CommitLog:
         """Yield the batches that hold positions ``from..to`` (inclusive), in order."""
         if from_position > to_position:
             return
-        for b in self._decoded_from(from_position, decode_batch):
+        for b in self._decoded_from(from_position, decode):
             yield b
             if b.last_position >= to_position:
                 return
@@ -310,7 +316,7 @@ class CommitLog:
         batch from ``from_position`` to the head, decoding no event data."""
         if from_position > self.tail.head:
             return
-        yield from self._decoded_from(from_position, decode_batch_head)
+        yield from self._decoded_from(from_position, decode_head)
 
     def _decoded_from(self, from_position: int, decode):
         """``decode`` of each committed frame from the one holding
@@ -433,15 +439,16 @@ class CommitLog:
         if n:
             try:
                 off = idx.get(n - 1)
-                payload, _ = read_frame(fd, off, LOG_MAGIC)
+                payload, _ = read_head(fd, off, LOG_MAGIC)
                 _, _, fp, _, cnt = decode_batch_head(payload)
                 if fp <= t.seg_first + n - 1 < fp + cnt:
                     start, done = off, fp - t.seg_first
             except (FrameError, ValueError):
                 pass
         entries: list[int] = []
-        for off, payload in iter_frames(fd, start, t.end, LOG_MAGIC):
-            _, _, fp, _, cnt = decode_batch_head(payload)
+        for off, payload in iter_frames(fd, start, t.end, LOG_MAGIC,
+                                        self._big.setdefault(t.seg_first, {})):
+            _, _, fp, _, cnt = decode_head(payload)
             entries.extend([off] * cnt)
         idx.extend(done, entries)
 

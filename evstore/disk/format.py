@@ -67,6 +67,19 @@ def encode_frame(magic: bytes, payload: bytes) -> bytes:
     return b"".join((magic, length, _LEN.pack(crc), payload, length))
 
 
+def encode_frame_parts(magic: bytes, parts: list) -> bytes:
+    """:func:`encode_frame` of the payload ``b"".join(parts)``, joined once:
+    a batch's payload of many events is never copied twice."""
+    n = sum(map(len, parts))
+    if n > MAX_PAYLOAD:
+        raise ValueError(f"frame payload too large: {n} bytes")
+    length = _LEN.pack(n)
+    crc = _crc32(length)
+    for p in parts:
+        crc = _crc32(p, crc)
+    return b"".join([magic, length, _LEN.pack(crc), *parts, length])
+
+
 def frame_length_at(buf, pos: int, magic: bytes) -> int:
     """Return the payload length of a frame whose header starts at ``pos``.
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+from array import array
 
 from .segment import open_file
 
@@ -52,7 +54,10 @@ class OffsetIndex:
 
     def extend(self, start: int, offsets) -> None:
         """Write entries ``start, start+1, ...``; drops any entries past them."""
-        data = b"".join(ENTRY.pack(o) for o in offsets)
+        entries = array("Q", offsets)  # 8 bytes an entry, not a bytes object each
+        if sys.byteorder == "little":
+            entries.byteswap()  # entries are big-endian
+        data = entries.tobytes()
         os.pwrite(self.fd, data, start * ENTRY_SIZE)
         end = start * ENTRY_SIZE + len(data)
         if os.fstat(self.fd).st_size > end:

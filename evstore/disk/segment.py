@@ -14,7 +14,9 @@ import stat
 from dataclasses import dataclass
 
 from ..errors import CorruptStore
+from . import bigframe
 from .format import (
+    HEADER,
     HEADER_SIZE,
     OVERHEAD,
     TRAILER,
@@ -198,18 +200,33 @@ def file_size(fd: int) -> int:
     return os.fstat(fd).st_size
 
 
-def iter_frames(fd: int, start: int, end: int, magic: bytes):
+def iter_frames(fd: int, start: int, end: int, magic: bytes, big: dict | None = None):
     """Yield (offset, payload) for the frames in ``[start, end)``.
 
     ``end`` must be a frame boundary known to be committed; an invalid frame
     before it is damage and raises FrameError (with ``.offset`` set).
     Reads in large chunks so that a long stream costs few system calls.
+
+    With ``big`` (a dict kept by the caller for this file), a frame whose
+    payload is over ``bigframe.BIG`` bytes is checked a chunk at a time and
+    yielded as a ``bigframe.BigPayload`` left in the file; ``big`` remembers
+    the frames already checked (offset -> the payload's shared marks).
     """
     pos = start
     buf = b""
     base = start  # file offset of buf[0]
     while pos < end:
         rel = pos - base
+        if big is not None and len(buf) - rel >= HEADER_SIZE and buf[rel:rel + 4] == magic:
+            need = int.from_bytes(buf[rel + 4 : rel + 8], "big") + OVERHEAD
+            if need - OVERHEAD > bigframe.BIG:
+                if need > end - pos:
+                    err = FrameError(f"frame of {need} bytes runs past the committed end {end}")
+                    err.offset = pos
+                    raise err
+                yield pos, _big_payload(fd, buf, rel, pos, magic, big)
+                pos, buf, base = pos + need, b"", pos + need
+                continue
         try:
             payload, fend = check_frame(buf, rel, magic)
         except FrameError as e:
@@ -238,6 +255,26 @@ def iter_frames(fd: int, start: int, end: int, magic: bytes):
         pos = base + fend
 
 
+def _big_payload(fd: int, buf, rel: int, pos: int, magic: bytes, big: dict):
+    """iter_frames' big frame at ``pos`` (its header at ``buf[rel:]``)."""
+    m, n, crc = HEADER.unpack_from(buf, rel)
+    if m != magic:
+        err = FrameError(f"bad magic {bytes(m)!r}")
+        err.offset = pos
+        raise err
+    marks = big.get(pos)
+    if marks is None:
+        try:
+            bigframe.check_big(fd, pos, n, crc)
+        except FrameError as e:
+            e.offset = pos
+            raise
+        if len(big) >= 256:
+            big.clear()
+        marks = big[pos] = []
+    return bigframe.BigPayload(fd, pos, n, marks)
+
+
 def read_frame(fd: int, offset: int, magic: bytes, size_hint: int = 4096):
     """Return (payload_bytes, end_offset) of the frame at ``offset``.
 
@@ -255,15 +292,19 @@ def read_frame(fd: int, offset: int, magic: bytes, size_hint: int = 4096):
     return bytes(payload), offset + end
 
 
-def frame_before(fd: int, end: int, magic: bytes, floor: int = 0):
-    """Return (offset, payload_bytes) of the frame that ends at ``end``."""
+def frame_before(fd: int, end: int, magic: bytes, floor: int = 0, head: bool = False):
+    """Return (offset, payload_bytes) of the frame that ends at ``end``.
+    ``head``: of a big frame, only the start of the payload (bigframe.read_head)."""
     if end - floor < OVERHEAD:
         raise FrameError("no frame before this offset")
     (n,) = TRAILER.unpack(os.pread(fd, TRAILER_SIZE, end - TRAILER_SIZE))
     start = end - n - OVERHEAD
     if start < floor:
         raise FrameError("trailer points before the start of the file")
-    payload, fend = read_frame(fd, start, magic, n + OVERHEAD)
+    if head:
+        payload, fend = bigframe.read_head(fd, start, magic)
+    else:
+        payload, fend = read_frame(fd, start, magic, n + OVERHEAD)
     if fend != end:
         raise FrameError("frame does not end where its trailer is")
     return start, payload
@@ -282,21 +323,41 @@ def scan(fd: int, start: int, magic: bytes) -> ScanResult:
             _, fend = check_frame(buf, rel, magic)
         except FrameError as e:
             if not is_short(e) or len(buf) - rel >= size - pos:
-                status, reason = ("short" if is_short(e) else "damaged"), str(e)
-                if status == "short" and _whole_but_for_length(fd, pos, size, magic):
-                    status = "damaged"
-                    reason = ("a complete frame whose length field is damaged (its trailer "
-                              f"and checksum agree on {size - pos - OVERHEAD} bytes)")
-                return ScanResult(pos, count, status, reason, size)
+                if not is_short(e):
+                    return ScanResult(pos, count, "damaged", str(e), size)
+                return _short_end(fd, pos, count, size, magic, str(e))
             need = HEADER_SIZE
             if len(buf) - rel >= HEADER_SIZE:
                 need = int.from_bytes(buf[rel + 4 : rel + 8], "big") + OVERHEAD
+                if need - OVERHEAD > bigframe.BIG and pos + need <= size:
+                    # a big frame: checked a chunk at a time, never read whole
+                    try:
+                        bigframe.check_big(fd, pos, need - OVERHEAD,
+                                           HEADER.unpack_from(buf, rel)[2])
+                    except FrameError as e2:
+                        return ScanResult(pos, count, "damaged", str(e2), size)
+                    count += 1
+                    pos = base = pos + need
+                    buf = b""
+                    continue
+                if need - OVERHEAD > bigframe.BIG:  # a big frame the file ends inside
+                    return _short_end(fd, pos, count, size, magic,
+                                      f"short frame: needs {need} bytes, {size - pos} present")
             buf = os.pread(fd, min(max(need, CHUNK), size - pos), pos)
             base = pos
             continue
         count += 1
         pos = base + fend
     return ScanResult(pos, count, "eof", "", size)
+
+
+def _short_end(fd: int, pos: int, count: int, size: int, magic: bytes, reason: str):
+    """scan's result when the file ends inside the frame at ``pos``."""
+    if _whole_but_for_length(fd, pos, size, magic):
+        return ScanResult(pos, count, "damaged", (
+            "a complete frame whose length field is damaged (its trailer "
+            f"and checksum agree on {size - pos - OVERHEAD} bytes)"), size)
+    return ScanResult(pos, count, "short", reason, size)
 
 
 def _whole_but_for_length(fd: int, pos: int, size: int, magic: bytes) -> bool:

@@ -12,7 +12,7 @@ from itertools import islice
 from typing import Iterable
 
 from ..errors import EvstoreError, InvalidEvent
-from ..disk.records import AppendResult
+from ..disk.records import AppendResult, PackedEvents
 from ..core.store import ANY, STREAM_EXISTS
 
 
@@ -21,7 +21,7 @@ def append_events(store, stream: str, events: Iterable, expected=ANY,
     """``on_chunk(result, total)`` is called after each committed chunk
     (the CLI stops there when interrupted)."""
     if batch_size is None:
-        batch = list(events)
+        batch = events if isinstance(events, PackedEvents) else list(events)
         if not batch:
             raise InvalidEvent("no events to append (the input was empty)")
         res = store.append(stream, batch, expected_version=expected)

@@ -463,6 +463,36 @@ def _event_id(path: str, version: int):
     return None
 
 
+def iter_blobs(payload, hl: int, n: int):
+    """:func:`split_blobs`, one blob at a time; a big payload
+    (bigframe.BigPayload) is read a chunk at a time, never whole."""
+    from ..disk.bigframe import CHUNK, BigPayload
+
+    if not isinstance(payload, BigPayload):
+        yield from split_blobs(payload, hl, n)
+        return
+    off, buf, done = hl, b"", 0  # payload offset of buf[0]
+    while done < n:
+        more = payload.read_at(off + len(buf), CHUNK)
+        if not more:
+            raise ValueError("the payload ends inside an event")
+        buf += more
+        up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(buf), 1))
+        up.feed(buf)
+        start = 0
+        try:
+            while done < n:
+                for _ in range(4):
+                    up.skip()
+                end = up.tell()
+                yield buf[start:end]
+                start = end
+                done += 1
+        except msgpack.OutOfData:
+            pass
+        buf, off = buf[start:], off + start
+
+
 def split_blobs(payload, hl: int, n: int) -> list[bytes]:
     """The packed fields of each of a batch's ``n`` events, as bytes."""
     up = msgpack.Unpacker(raw=False, strict_map_key=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from array import array
 from collections import deque
 
 from ..disk.format import STREAM_MAGIC
@@ -32,6 +33,8 @@ RING = 256
 _HDR = struct.Struct(">4sII")
 _REC = struct.Struct(">BBQBQBQ")
 _crc32 = zlib.crc32
+#: Bytes of a segment read at a time.
+WINDOW = 4 << 20
 
 
 def summarize(path: str):
@@ -68,52 +71,88 @@ def summarize(path: str):
         spath = L.seg_path(path, first, L.STREAM_SEG)
         ipath = L.seg_path(path, first, L.STREAM_IDX)
         try:  # the index first: writers append records, then their entries
-            with open(ipath, "rb", buffering=0, opener=L.opener) as f:
-                idx = f.read()
+            ifd = os.open(ipath, L.RDONLY)
         except FileNotFoundError:
-            idx = b""
-        with open(spath, "rb", buffering=0, opener=L.opener) as f:
-            buf = f.read()
-        size = len(buf)
-        total += size
-        mv = memoryview(buf)
-        pos = 0
-        offs = []
-        add = offs.append
-        keep = ring.append
-        while pos < size:
-            if size - pos < 44:
+            ifd = None
+        fd = os.open(spath, L.RDONLY)
+        try:
+            isize = os.fstat(ifd).st_size if ifd is not None else 0
+            size = os.fstat(fd).st_size
+            if isize % 8:
                 return None
-            m, n, crc = unpack_from(buf, pos)
-            end = pos + 16 + n
-            if m != magic or end > size or buf[end - 4:end] != buf[pos + 4:pos + 8]:
-                return None
-            if _crc32(mv[pos + 12:end - 4], _crc32(mv[pos + 4:pos + 8])) != crc:
-                return None
-            t, a, v, b, p, cc, us = rec(buf, pos + 12)
-            if (t != 0x97 or a != 0xCF or b != 0xCF or cc != 0xCF or v != v_exp
-                    or p <= last_p or us < last_us):
-                return None
-            d0 += 1
-            d1 += p
-            d2 += us
-            c = _crc32(mv[pos + 40:end - 4], c)
-            add(pos)
-            keep((v, p, us, first, pos, end, d0, d1, d2, c))
-            last_p, last_us, v_exp = p, us, v + 1
-            pos = end
-        if len(idx) % 8:
-            return None
-        want = be_offsets(offs)
-        k = len(idx) // 8
-        if idx == want[:len(idx)]:
-            match = k
-        else:
-            match = 0
-            while match < k and idx[8 * match:8 * match + 8] == want[8 * match:8 * match + 8]:
-                match += 1
-        segments.append((first, len(offs), k, match))
+            k = isize // 8
+            total += size
+            # Read a window at a time (a segment holding one huge batch can
+            # be far larger than the default 64 MiB), and compare the index
+            # with the records' offsets a run at a time: memory stays flat.
+            buf, base, pos = b"", 0, 0
+            mv = memoryview(buf)
+            nrec = match = 0
+            matching = True
+            offs = array("Q")
+            add = offs.append
+            keep = ring.append
+            while pos < size:
+                if size - pos < 44:
+                    return None
+                rel = pos - base
+                if len(buf) - rel < 12:
+                    buf = os.pread(fd, min(WINDOW, size - pos), pos)
+                    mv, base, rel = memoryview(buf), pos, 0
+                m, n, crc = unpack_from(buf, rel)
+                end = pos + 16 + n
+                if m != magic or end > size:
+                    return None
+                if end - base > len(buf):
+                    buf = os.pread(fd, max(WINDOW, end - pos), pos)
+                    mv, base, rel = memoryview(buf), pos, 0
+                e = end - base
+                if buf[e - 4:e] != buf[rel + 4:rel + 8]:
+                    return None
+                if _crc32(mv[rel + 12:e - 4], _crc32(mv[rel + 4:rel + 8])) != crc:
+                    return None
+                t, a, v, b, p, cc, us = rec(buf, rel + 12)
+                if (t != 0x97 or a != 0xCF or b != 0xCF or cc != 0xCF or v != v_exp
+                        or p <= last_p or us < last_us):
+                    return None
+                d0 += 1
+                d1 += p
+                d2 += us
+                c = _crc32(mv[rel + 40:e - 4], c)
+                add(pos)
+                keep((v, p, us, first, pos, end, d0, d1, d2, c))
+                last_p, last_us, v_exp = p, us, v + 1
+                pos = end
+                if len(offs) >= 65536:
+                    match, matching = _match_index(ifd, k, nrec, offs, match, matching)
+                    nrec += len(offs)
+                    del offs[:]
+            match, matching = _match_index(ifd, k, nrec, offs, match, matching)
+            nrec += len(offs)
+        finally:
+            os.close(fd)
+            if ifd is not None:
+                os.close(ifd)
+        segments.append((first, nrec, k, match))
     return os.path.basename(path), sid, total, d0, segments, list(ring)
+
+
+def _match_index(ifd, k: int, done: int, offs, match: int, matching: bool):
+    """Compare index entries ``done``.. with the offsets ``offs`` of the
+    records found there; (entries matching from the start, still matching)."""
+    if not matching or ifd is None:
+        return match, False
+    n = min(len(offs), k - done)
+    if n <= 0:
+        return match, matching
+    want = be_offsets(offs[:n])
+    have = os.pread(ifd, 8 * n, 8 * done)
+    if have == want:
+        return match + n, n == len(offs)
+    j = 0
+    while j < n and have[8 * j:8 * j + 8] == want[8 * j:8 * j + 8]:
+        j += 1
+    return match + j, False
 
 
 def summarize_many(paths):

@@ -19,8 +19,9 @@ import os
 import struct
 import zlib
 
+from ..disk import bigframe
 from ..disk.segment import O_NOFOLLOW
-from ..disk.format import HEADER_SIZE, OVERHEAD
+from ..disk.format import HEADER_SIZE, OVERHEAD, FrameError
 
 CHUNK = 4 << 20
 
@@ -29,13 +30,18 @@ _LEN = struct.Struct(">I")
 _crc32 = zlib.crc32
 
 
-def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK):
+def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK,
+         big: bool = False):
     """Yield the frames and the damaged ranges of ``[start, size)`` in order.
 
     Items are ``(True, offset, end, payload)`` for a valid frame (``payload``
     a memoryview, valid until the next item) and ``(False, offset, end,
     reason)`` for bytes that are not a valid frame; ``end`` is then where the
     next valid frame starts, or ``size`` when none follows (a *tail*).
+
+    ``big``: a frame whose payload is over ``bigframe.BIG`` bytes is checked
+    a chunk at a time and given as a ``bigframe.BigPayload`` (left in the
+    file), so that a batch of a million events is never read whole.
     """
     pos = start
     buf = b""
@@ -57,6 +63,16 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK):
             reason = f"bad magic {bytes(m)!r}"
         elif end > size:
             reason = f"incomplete frame: needs {n + OVERHEAD} bytes, {size - pos} present"
+        elif big and n > bigframe.BIG:
+            if os.pread(fd, 4, end - 4) != buf[rel + 4:rel + 8]:
+                reason = "header and trailer lengths differ"
+            elif bigframe.frame_crc(fd, pos, n) != crc:
+                reason = "checksum mismatch"
+            else:
+                yield True, pos, end, bigframe.BigPayload(fd, pos, n)
+                pos = end
+                buf, base = b"", pos
+                continue
         else:
             if end - base > len(buf):
                 buf = os.pread(fd, max(chunk, end - pos), pos)
@@ -78,9 +94,11 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = CHUNK):
         buf, base = b"", pos
 
 
-def frame_at(fd: int, magic: bytes, offset: int, size: int):
+def frame_at(fd: int, magic: bytes, offset: int, size: int, head: bool = False):
     """The payload (bytes) of the valid frame at ``offset``, or None.
-    ``offset`` may come from a damaged index: anything is allowed."""
+    ``offset`` may come from a damaged index: anything is allowed.
+    ``head``: of a big frame, only the first bytes (bigframe.PREFIX), after
+    checking the whole frame a chunk at a time."""
     if not 0 <= offset <= size - OVERHEAD:
         return None
     head = os.pread(fd, HEADER_SIZE, offset)
@@ -89,6 +107,12 @@ def frame_at(fd: int, magic: bytes, offset: int, size: int):
     m, n, crc = _HDR.unpack(head)
     if m != magic or offset + n + OVERHEAD > size:
         return None
+    if head and n > bigframe.BIG:
+        try:
+            bigframe.check_big(fd, offset, n, crc, size)
+        except FrameError:
+            return None
+        return os.pread(fd, bigframe.PREFIX, offset + HEADER_SIZE)
     data = os.pread(fd, n + 4, offset + HEADER_SIZE)
     if len(data) < n + 4 or data[n:] != head[4:8]:
         return None
@@ -153,7 +177,10 @@ def record_head(p) -> tuple[int, int, int, int]:
 def batch_head(p) -> tuple[str, int, int, int, int, int]:
     """(stream, first_version, first_position, recorded_us, count, length of
     the head) of a commit-log payload: the events' packed fields follow the
-    head.  Raises ValueError (or UnicodeDecodeError) when it is malformed."""
+    head.  Raises ValueError (or UnicodeDecodeError) when it is malformed.
+    ``p`` may be a ``bigframe.BigPayload`` (``walk(big=True)``)."""
+    if isinstance(p, bigframe.BigPayload):
+        p = p.prefix()
     b = p[0]
     if 0x90 <= b <= 0x9F:
         items, i = b & 0x0F, 1
@@ -191,13 +218,13 @@ def first_position(fd: int, size: int):
     segment (None when it holds none), and whether that frame is at offset 0."""
     from ..disk.format import LOG_MAGIC
 
-    payload = frame_at(fd, LOG_MAGIC, 0, size)  # the usual case: one small read
+    payload = frame_at(fd, LOG_MAGIC, 0, size, head=True)  # the usual case: one small read
     if payload is not None:
         try:
             return batch_head(payload)[2], True
         except (ValueError, IndexError, UnicodeDecodeError):
             pass
-    for ok, off, _end, x in walk(fd, LOG_MAGIC, size, chunk=1 << 16):
+    for ok, off, _end, x in walk(fd, LOG_MAGIC, size, chunk=1 << 16, big=True):
         if ok:
             try:
                 return batch_head(x)[2], off == 0

@@ -122,7 +122,9 @@ def _log_payloads(directory: str, start: int, head: int):
     reads sound stores."""
     import msgpack
 
+    from ..disk.bigframe import BigPayload, LazyBatch
     from ..disk.commitlog import CommitLog
+    from ..disk.records import decode_batch_head
     from ..errors import CorruptStore
     from ..disk.format import LOG_MAGIC
     from . import layout as L
@@ -146,10 +148,23 @@ def _log_payloads(directory: str, start: int, head: int):
         fd = os.open(path, L.RDONLY)
         try:
             size = last_end if seg == last_first else os.fstat(fd).st_size
-            for ok, o, _e, x in walk(fd, LOG_MAGIC, size, off if seg == first else 0):
+            for ok, o, _e, x in walk(fd, LOG_MAGIC, size, off if seg == first else 0, big=True):
                 if not ok:
                     raise CorruptStore(f"commit log {path}: damaged frame at offset {o} ({x}); "
                                        "run 'evstore verify'")
+                if isinstance(x, BigPayload):
+                    # a huge batch: decoded and yielded 1024 events at a time
+                    # (each piece a batch of its own), never whole
+                    b = LazyBatch(x, decode_batch_head(x.prefix()))
+                    if b.first_position > head:
+                        return
+                    skip = max(start - b.first_position, 0)
+                    for i, fields in b.fields_chunks(skip):
+                        if b.first_position + i > head:
+                            return
+                        yield [b.stream, b.first_version + i, b.first_position + i,
+                               b.recorded_us, *fields]
+                    continue
                 items = unpackb(x, raw=False, strict_map_key=False)
                 if items[2] > head:
                     return

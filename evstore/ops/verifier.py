@@ -31,14 +31,14 @@ from array import array
 
 import msgpack
 
-from ..disk import recovery
+from ..disk import bigframe, recovery
 from ..disk.format import LOG_MAGIC, STREAM_MAGIC
 from ..disk.records import check_stream_id
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .checks import (PROBLEMS_PER_STREAM, StreamResult, check_stream, index_problem,
                      marker_problem, mp_context, or_none, read_index, read_state,
-                     snapshot_findings, split_blobs, store_directory)
+                     iter_blobs, snapshot_findings, split_blobs, store_directory)
 from .frames import batch_head, log_segment_order, record_head, walk
 from .progress import NO_PROGRESS
 from .report import Problem, VerifyReport
@@ -263,7 +263,7 @@ class _Verifier:
             pend_events, pend_from = 0, 0
             fd = os.open(path, L.RDONLY)
             try:
-                for ok, off, end, x in walk(fd, LOG_MAGIC, size):
+                for ok, off, end, x in walk(fd, LOG_MAGIC, size, big=True):
                     if not ok:
                         if last_seg and end == size:
                             self.tail = (first, off, size, x)
@@ -276,8 +276,7 @@ class _Verifier:
                         continue
                     try:
                         stream, fv, fp, us, n, hl = batch_head(x)
-                        items = _unpackb(x, raw=False, strict_map_key=False)
-                        _check_items(items)
+                        _check_payload(x)
                         check_stream_id(stream)
                     except Exception as e:  # noqa: BLE001 - any decoding failure is damage here
                         self.error("log", f"frame passes its checksum but does not decode ({e})",
@@ -327,7 +326,8 @@ class _Verifier:
                     dg[0] += n
                     dg[1] += n * fp + n * (n - 1) // 2
                     dg[2] += n * us
-                    dg[3] = _crc32(x[hl:], dg[3])
+                    dg[3] = x.crc_from(hl, dg[3]) if isinstance(x, bigframe.BigPayload) \
+                        else _crc32(x[hl:], dg[3])
                     if n == 1:
                         entries.append(off)
                     else:
@@ -456,7 +456,7 @@ class _Verifier:
                 return False
             try:
                 size = os.fstat(fd).st_size
-                for ok, _o, _e, _x in walk(fd, LOG_MAGIC, size, off):
+                for ok, _o, _e, _x in walk(fd, LOG_MAGIC, size, off, big=True):
                     if ok:
                         return True
                     break
@@ -490,7 +490,7 @@ class _Verifier:
                 break
             try:
                 for ok, _o, _e, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size,
-                                          off if f == first else 0):
+                                          off if f == first else 0, big=True):
                     if not ok:
                         break
                     try:
@@ -692,7 +692,7 @@ class _Verifier:
             path = L.seg_path(ldir, first, L.LOG_SEG)
             fd = os.open(path, L.RDONLY)
             try:
-                for ok, off, _end, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size):
+                for ok, off, _end, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size, big=True):
                     if not ok:
                         continue
                     try:
@@ -704,10 +704,10 @@ class _Verifier:
                     it = its.get(stream)
                     if it is None:
                         continue
-                    blobs = split_blobs(x, hl, n)
+                    blobs = iter_blobs(x, hl, n)
                     for i in range(n):
                         rec = next(it, None)
-                        want = (fv + i, fp + i, us, blobs[i])
+                        want = (fv + i, fp + i, us, next(blobs))
                         if rec is None or rec[2:] != want:
                             if rec is None:
                                 self.error("consistency", "stream log ends before this event of "
@@ -783,6 +783,31 @@ class _Verifier:
         for path in L.temp_leftovers(self.dir):
             self.warn("temp", "temp file left behind by an interrupted write; harmless "
                       "('evstore repair' moves it to quarantine/)", path)
+
+
+def _check_payload(x) -> None:
+    """Raise unless a commit-log payload decodes whole into a batch's shape.
+    A big one (bigframe.BigPayload) is decoded an event at a time."""
+    if not isinstance(x, bigframe.BigPayload):
+        _check_items(_unpackb(x, raw=False, strict_map_key=False))
+        return
+    up = msgpack.Unpacker(x.reader(), raw=False, strict_map_key=False,
+                          read_size=1 << 16, max_buffer_size=max(x.size, 1 << 16))
+    n = up.read_array_header()
+    if n < 8 or (n - 4) % 4:
+        raise ValueError("payload has the wrong shape")
+    for _ in range(4):
+        up.unpack()
+    for _ in range((n - 4) // 4):
+        if type(up.unpack()) is not str:
+            raise ValueError("an event id is not a string")
+        t = up.unpack()
+        if type(t) is not str or not t:
+            raise ValueError("an event type is not a non-empty string")
+        up.unpack()
+        up.unpack()
+    if up.tell() != x.size:
+        raise ValueError("extra data after the batch")
 
 
 def _check_items(items) -> None:
