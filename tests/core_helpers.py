@@ -79,3 +79,25 @@ def kill_after_ready(p: subprocess.Popen, delay: float) -> bytes:
     p.stderr.close()
     assert p.returncode == -signal.SIGKILL, err.decode()
     return out
+
+
+def store_files(path) -> dict:
+    """Every file of a store with its bytes, by relative path: the "store
+    untouched" check.  writer.lock is left out: its holder line changes with
+    every writer and is not data."""
+    out = {}
+    for root, _dirs, names in os.walk(path):
+        for f in names:
+            if f == "writer.lock":
+                continue
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, path)] = fh.read()
+    return out
+
+
+def tree_digest(path) -> dict:
+    """:func:`store_files` with each file's SHA-256 instead of its bytes."""
+    import hashlib
+
+    return {k: hashlib.sha256(v).hexdigest() for k, v in store_files(path).items()}

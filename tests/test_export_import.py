@@ -3,7 +3,6 @@ export gives the same bytes, and the commit log itself comes out the same),
 bad input is refused whole, and incremental backups work."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -17,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import cli_env, ndjson, run_cli
+from core_helpers import tree_digest as digest
 from evstore import EventStore, NewEvent
 from evstore.errors import InvalidEvent, StreamNotFound
 from evstore.features.jsonio import Writer
@@ -177,16 +177,6 @@ def test_incremental_backup(tmp_path):
 
 def lines_of(store):
     return run_cli("export", store=store).stdout.decode().splitlines()
-
-
-def digest(path):
-    h = hashlib.sha256()
-    for root, _d, fs in sorted(os.walk(path)):
-        for f in sorted(fs):
-            if f != "writer.lock":
-                h.update(f.encode())
-                h.update(open(os.path.join(root, f), "rb").read())
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize("edit,line,why", [

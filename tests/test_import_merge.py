@@ -3,7 +3,6 @@ interruption, merges with --renumber, and --dry-run for import and append
 (issue 12 items 4 and 8, issue 13 sections 2 and 5)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import time
 import pytest
 
 from conftest import cli_env, ndjson, run_cli
+from core_helpers import tree_digest as digest
 from evstore import EventStore, NewEvent
 
 
@@ -28,15 +28,6 @@ def export(path) -> bytes:
     r = run_cli("export", store=path)
     assert r.returncode == 0, r.stderr
     return r.stdout
-
-
-def digest(path) -> str:
-    h = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(path)):
-        dirs.sort()
-        for f in sorted(files):
-            h.update(f.encode() + open(os.path.join(root, f), "rb").read())
-    return h.hexdigest()
 
 
 def popen(*args, store, **kw):

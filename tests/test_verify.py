@@ -2,7 +2,6 @@
 nothing is ever changed -- also while a writer is busy."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import time
 import pytest
 
 from conftest import cli_env, run_cli
+from core_helpers import tree_digest
 from evstore import EventStore, NewEvent
 from evstore.ops import verify
 
@@ -22,19 +22,6 @@ def make_store(path, n=60, streams=3, segment_bytes=4096):
             es.append(f"s{i % streams}",
                       [NewEvent("T", {"i": i, "pad": "x" * 40, "u": "é✓"}) for _ in range(1 + i % 4)])
     return path
-
-
-def tree_digest(path) -> dict:
-    """Every file's digest, except writer.lock (its holder line is not data)."""
-    out = {}
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            if f == "writer.lock":
-                continue
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def files(path, suffix):

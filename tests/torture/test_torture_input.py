@@ -22,25 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import ndjson, run_cli
+from core_helpers import store_files as tree
 from evstore import EventStore
 from evstore.errors import CorruptStore, InvalidEvent, UsageError
 from evstore.disk.format import LOG_MAGIC, STREAM_MAGIC, FrameError, check_frame, encode_frame
 from evstore.features.jsonio import iter_documents
 from evstore.disk.records import (DEFAULT_MAX_EVENT_BYTES, decode_batch, decode_batch_head,
                              normalize)
-
-
-def tree(path):
-    """Every file under ``path`` with its bytes (the store 'untouched' check)."""
-    out = {}
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            if f == "writer.lock":  # its holder line is not data
-                continue
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = fh.read()
-    return out
 
 
 SEEDS = [
