@@ -147,10 +147,11 @@ def register(app: typer.Typer) -> None:
 
         with open_store(ctx, store) as es:
             data = es.info(per_stream=per_stream)
-        if fmt is not None and fmt.value == "table":
+        if (fmt is not None and fmt.value == "table") or (fmt is None and sys.stdout.isatty()):
             from .render import info_table
 
-            info_table(data, wide=wide)
+            # on a terminal: sizes and counts as people read them ("14.6 KiB")
+            info_table(data, wide=wide, human=True)
             return
         if fmt is not None and fmt.value == "ndjson":
             sys.stdout.write(dumps(data) + "\n")

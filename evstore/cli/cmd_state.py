@@ -403,14 +403,43 @@ def _state_view(result: dict) -> None:
         con.print_json(json.dumps(state, ensure_ascii=False))
 
 
+def _step_head(st, ev, total):
+    """The line that starts a step (version, type, time, data) and, when it
+    does not fit beside the data, the metadata on a line of its own,
+    indented like the changes: never wrapped back to column 0.  ``total``:
+    the terminal's width (None: a file, nothing cut)."""
+    from rich.text import Text
+
+    from .render import compact, cut, fmt_time, safe, time_form
+
+    data = safe(compact(ev.data, None))
+    meta = safe(compact(ev.metadata, None)) if ev.metadata else ""
+    stamp = ev.to_dict()["recorded_at"]
+    head = Text()
+    head.append(f"v{st.version:<6}", style="bold")
+    head.append(safe(st.type), style="bold cyan")
+    head.append(f"  {fmt_time(stamp, time_form(total))}  ", style="dim")  # gives way before the data
+    if total is None or len(head) + len(data) + (len(meta) + 2 if meta else 0) <= total:
+        head.append(data)
+        if meta:
+            head.append(f"  {meta}", style="dim")
+        return [head]
+    head.append(cut(data, max(total - len(head), 1)))
+    lines = [head]
+    if meta:
+        lines.append(Text(cut(f"         {meta}", total), style="dim"))
+    return lines
+
+
 def _steps_view(p, step_iter, notes: list[str], from_version=None, types=None) -> None:
     """Each event (version, type, time, data), then the paths it changed:
     added in green, removed in red, changed as old (red) -> new (green)."""
     from rich.text import Text
 
-    from .render import compact, console, safe
+    from .render import compact, console, safe, width
 
     con = console()
+    tty = width() is not None
     shown_from = f", showing from version {from_version}" if from_version else ""
     only = f", only {safe(', '.join(types))}" if types else ""
     con.print(Text(f"replay {safe(p.stream)} with {safe(p.reducer.name)}: folding versions "
@@ -420,14 +449,8 @@ def _steps_view(p, step_iter, notes: list[str], from_version=None, types=None) -
     shown = 0
     for st in step_iter:
         ev = st.event
-        line = Text()
-        line.append(f"v{st.version:<6}", style="bold")
-        line.append(safe(st.type), style="bold cyan")
-        line.append(f"  {ev.to_dict()['recorded_at']}  ", style="dim")
-        line.append(safe(compact(ev.data, 100)))
-        if ev.metadata:
-            line.append(f"  {safe(compact(ev.metadata, 80))}", style="dim")
-        con.print(line)
+        for line in _step_head(st, ev, con.width if tty else None):
+            con.print(line, no_wrap=True, crop=True, overflow="ellipsis")
         if not st.changes:
             con.print(Text("         (no change)", style="dim"))
         for c in st.changes:
@@ -451,7 +474,7 @@ def _steps_view(p, step_iter, notes: list[str], from_version=None, types=None) -
                 t.append(safe(compact(c["old"], 60)), style="red")
                 t.append(" -> ")
                 t.append(safe(compact(c["new"], 60)), style="green")
-            con.print(t)
+            con.print(t, no_wrap=True, crop=True, overflow="ellipsis")
         shown += 1
     if shown == 0:
         con.print(Text("(no events to show)", style="dim"))

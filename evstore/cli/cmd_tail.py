@@ -275,21 +275,13 @@ def _print(sub, fmt: str, *, flush_each: bool, wide: bool = False) -> None:
 def _line_printer(wide: bool = False):
     """One rich line per event (a terminal view of ``tail -f``): rendered to
     a string and written by us, so a closed pipe is our BrokenPipeError."""
-    from rich.text import Text
-
-    from .render import compact, console, safe
+    from .render import console, event_line, width
 
     con = console()
     out = sys.stdout
 
     def write(ev) -> None:
-        t = Text()
-        t.append(f"{ev.position:>7} ", style="dim")
-        t.append(safe(ev.stream), style="bold")
-        t.append(f"@{ev.version} ")
-        t.append(safe(ev.type), style="cyan")
-        t.append(" " + safe(compact(ev.data, None if wide else 200)) + " ")
-        t.append(ev.to_dict()["recorded_at"], style="dim")
+        t = event_line(ev, width(), wide=wide)
         with con.capture() as cap:  # (print() ignores a Text's own no_wrap)
             con.print(t, crop=not wide, no_wrap=not wide, overflow="fold" if wide else "ellipsis")
         out.write(cap.get())
