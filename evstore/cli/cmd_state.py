@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (FormatOpt, StoreOpt, TypeOpt, complete_stream, note, open_store, pick_format,
+from .common import (FormatOpt, StoreOpt, TypeOpt, complete_stream, count, note, open_store, pick_format,
                      store_path)
 
 REDUCER_HELP = ("The reducer: merge, count, last, list, path/to/file.py:function or "
@@ -371,11 +371,11 @@ def _verify(es, stream, spec, out) -> None:
         w.close()
     for line in _notes(rep.skipped):
         note(f"not checked (another reducer's snapshot): {line}")
-    note(f"{stream}: compared {rep.checked} snapshot(s) made by {rep.reducer} with a replay "
-         f"from the first event; {len(rep.mismatches)} mismatch(es)")
+    note(f"{stream}: compared {count(rep.checked, 'snapshot')} made by {rep.reducer} with a replay "
+         f"from the first event; {count(len(rep.mismatches), 'mismatch', 'mismatches')}")
     if rep.mismatches:
-        sys.stderr.write(f"evstore: error: {len(rep.mismatches)} snapshot(s) of {stream!r} "
-                         "do not match its events\n")
+        sys.stderr.write(f"evstore: error: {count(len(rep.mismatches), 'snapshot')} of {stream!r} "
+                         f"{'does' if len(rep.mismatches) == 1 else 'do'} not match its events\n")
         raise typer.Exit(code=6)
 
 

@@ -100,7 +100,12 @@ def open_store(ctx: typer.Context, store: Optional[Path], *, create: bool = Fals
     """Open the store; reading never creates one (a missing store is exit 4)."""
     from ..core.store import EventStore
 
-    return EventStore(store_path(ctx, store), create=create, **kw)
+    path = store_path(ctx, store)
+    if os.path.exists(path) and not os.path.isdir(path):
+        # a usage mistake (a file named where a store goes), not damage (exit 6)
+        raise fail(f"{path} is not a directory, so not a store; pass --store DIR "
+                   "(a store is a directory)", 2)
+    return EventStore(path, create=create, **kw)
 
 
 def pick_format(fmt: Optional[Format]) -> str:
@@ -146,6 +151,12 @@ def show_progress() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """``count(1, "event")`` -> "1 event", ``count(2, "event")`` -> "2 events"
+    (thousands separated): every count in a message goes through here."""
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
 def fail(message: str, code: int) -> "typer.Exit":

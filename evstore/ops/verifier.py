@@ -281,7 +281,7 @@ class _Verifier:
                         stream, fv, fp, us, n, hl = batch_head(x)
                         items = _unpackb(x, raw=False, strict_map_key=False)
                         _check_items(items)
-                        check_stream_id(stream)
+                        check_stream_id(stream, new=False)
                     except Exception as e:  # noqa: BLE001 - any decoding failure is damage here
                         self.error("log", f"frame passes its checksum but does not decode ({e})",
                                    path, off, position=expected)
