@@ -2,12 +2,13 @@
 
 Every stream is a segmented, append-only msgpack log with an offset index;
 one commit log gives every event a dense global position.  See README.md and
-docs/ for the guarantees; SPEC §4 for this API.
+docs/ for the guarantees; docs/GUIDE.md describes this API.
 """
 from typing import TYPE_CHECKING
 
 from .errors import (  # noqa: F401
     CorruptStore,
+    EventNotFound,
     EvstoreError,
     InvalidEvent,
     StreamNotFound,

@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
         backwards: Annotated[bool, typer.Option("--backwards", help="Newest first.")] = False,
         types: TypeOpt = None,
         stream_prefix: Annotated[Optional[str], typer.Option(
-            "--stream-prefix", metavar="S", help="With --all: only streams whose id starts with S.")] = None,
+            "--stream-prefix", "--prefix", metavar="S",
+            help="With --all: only streams whose id starts with S.")] = None,
         fmt: FormatOpt = None,
         wide: WideOpt = False,
         store: StoreOpt = None,
@@ -113,7 +114,7 @@ def register(app: typer.Typer) -> None:
     def streams(
         ctx: typer.Context,
         prefix: Annotated[Optional[str], typer.Option(
-            "--prefix", metavar="S", help="Only streams whose id starts with S.")] = None,
+            "--prefix", "--stream-prefix", metavar="S", help="Only streams whose id starts with S.")] = None,
         fmt: FormatOpt = None,
         wide: WideOpt = False,
         store: StoreOpt = None,

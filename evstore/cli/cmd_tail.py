@@ -139,7 +139,8 @@ def register(app: typer.Typer) -> None:
             help="Start at this version (a position with --all) instead of the last N.")] = None,
         types: TypeOpt = None,
         stream_prefix: Annotated[Optional[str], typer.Option(
-            "--stream-prefix", metavar="S", help="With --all: only streams whose id starts with S.")] = None,
+            "--stream-prefix", "--prefix", metavar="S",
+            help="With --all: only streams whose id starts with S.")] = None,
         checkpoint: Annotated[Optional[str], typer.Option(
             "--checkpoint", metavar="NAME", autocompletion=complete_checkpoint,
             help="A durable consumer: resume after the position saved under NAME, "
