@@ -37,6 +37,12 @@ LockTimeoutOpt = Annotated[float, typer.Option(
 WideOpt = Annotated[bool, typer.Option(
     "--wide", help="Tables: show every cell whole, wrapped over several lines "
                    "(default: cut to the terminal's width with an ellipsis).")]
+SinceOpt = Annotated[Optional[str], typer.Option(
+    "--since", metavar="TIME",
+    help="Only events recorded at or after TIME: RFC 3339 (2026-11-28T12:00:00Z), a date "
+         "(2026-11-28, midnight UTC), or back from now: 45s, 30m, 2h, 7d, 2w.")]
+UntilOpt = Annotated[Optional[str], typer.Option(
+    "--until", metavar="TIME", help="Only events recorded at or before TIME (forms as --since).")]
 TypeOpt = Annotated[Optional[list[str]], typer.Option(
     "--type", metavar="TYPE", help="Only events of this type (repeat for several).")]
 

@@ -764,9 +764,12 @@ class EventStore:
             raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
 
     # -- the stream catalogue -------------------------------------------------------------------
-    def streams(self, prefix: str | None = None):
+    def streams(self, prefix: str | None = None, since=None, until=None):
         """Yield (stream, version, first_recorded_at, last_recorded_at) for
-        every stream with events, sorted by id."""
+        every stream with events, sorted by id.  ``since`` / ``until`` (aware
+        datetimes) keep the streams whose life overlaps that window: last
+        event at or after ``since``, first event at or before ``until``."""
+        window = _window(since, until)
         log = self._reader_log()
         log.refresh()
         root = os.path.join(self._dir, STREAMS_DIR)
@@ -792,6 +795,10 @@ class EventStore:
                 if tail.version == 0:
                     continue
                 first = sl.first_record()
+                if window is not None and (
+                        (window[0] is not None and tail.recorded_us < window[0])
+                        or (window[1] is not None and first and first[1] > window[1])):
+                    continue
                 yield StreamInfo(sid, tail.version,
                                  us_to_datetime(first[1]) if first else None,
                                  us_to_datetime(tail.recorded_us))
