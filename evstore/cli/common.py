@@ -159,6 +159,37 @@ def show_progress() -> bool:
         return False
 
 
+def json_option(value: str, name: str):
+    """The JSON value of an option like --data: given inline, as ``@FILE``
+    (a file holding it) or as ``-`` (stdin).  JSON never starts with ``@`` or
+    is ``-`` alone, so the three cannot be mixed up.  A file that cannot be
+    read is a usage error (exit 2); bad JSON is invalid input (exit 5)."""
+    from ..features.jsonio import loads
+
+    where = name
+    if value == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise fail(f"{name} -: reads stdin, but stdin is a terminal; pipe the JSON in", 2)
+        text = sys.stdin.buffer.read()
+        where = f"{name} (stdin)"
+    elif value.startswith("@"):
+        try:
+            with open(value[1:], "rb") as f:
+                text = f.read()
+        except OSError as e:
+            raise fail(f"{name} {value}: cannot read {value[1:]!r}: {e.strerror or e}", 2) from None
+        where = f"{name} {value}"
+    else:
+        return loads(value, name)
+    try:
+        text = text.decode("utf-8-sig")  # (a byte order mark, as some editors write, is fine)
+    except UnicodeDecodeError as e:
+        from ..errors import InvalidEvent
+
+        raise InvalidEvent(f"{where}: not UTF-8 (byte {e.start})") from None
+    return loads(text, where)
+
+
 def count(n: int, word: str, plural: str | None = None) -> str:
     """``count(1, "event")`` -> "1 event", ``count(2, "event")`` -> "2 events"
     (thousands separated): every count in a message goes through here."""
