@@ -96,22 +96,22 @@ def complete_checkpoint(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 def store_path(ctx: typer.Context, store: Optional[Path]) -> Path:
-    if store is not None:
-        return store
-    obj = ctx.find_root().obj or {}
-    return obj.get("store") or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
+    """The store's directory: --store, else $EVSTORE_DIR, else ./.evstore.
+    A file there is a usage mistake (exit 2), not a damaged store (6)."""
+    if store is None:
+        obj = ctx.find_root().obj or {}
+        store = obj.get("store") or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
+    if os.path.exists(store) and not os.path.isdir(store):
+        raise fail(f"{store} is not a directory, so not a store; pass --store DIR "
+                   "(a store is a directory)", 2)
+    return store
 
 
 def open_store(ctx: typer.Context, store: Optional[Path], *, create: bool = False, **kw):
     """Open the store; reading never creates one (a missing store is exit 4)."""
     from ..core.store import EventStore
 
-    path = store_path(ctx, store)
-    if os.path.exists(path) and not os.path.isdir(path):
-        # a usage mistake (a file named where a store goes), not damage (exit 6)
-        raise fail(f"{path} is not a directory, so not a store; pass --store DIR "
-                   "(a store is a directory)", 2)
-    return EventStore(path, create=create, **kw)
+    return EventStore(store_path(ctx, store), create=create, **kw)
 
 
 def pick_format(fmt: Optional[Format]) -> str:

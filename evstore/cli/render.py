@@ -5,8 +5,8 @@ Every table is laid out here (:func:`layout`), by one rule: the columns that
 say *which* row it is (position, stream, version, type, a checkpoint's name)
 get their width first; when the terminal is too narrow, what gives way is,
 in this order, the optional columns (metadata), the free text (data), then
-the timestamps (down to seconds, then to the time of day), and only last
-the names.  A file or pipe (``--format table > out``) has no width: nothing
+the timestamps (down to seconds, then to the time of day, then gone), and
+only last the names.  A file or pipe (``--format table > out``) has no width: nothing
 is cut there."""
 from __future__ import annotations
 
@@ -155,7 +155,6 @@ def layout(cols: list[Col], rows: list[list[str]], total: int | None, *, wide: b
 
     if used() <= total:
         return widths, form
-    flexible = [i for i, c in enumerate(cols) if c.kind in ("id", "text", "extra")]
     if wide:
         _wide(cols, widths, nat, total)
         return widths, ("stacked" if any(widths[i] == _TIME_WIDTH["stacked"]
@@ -175,8 +174,14 @@ def layout(cols: list[Col], rows: list[list[str]], total: int | None, *, wide: b
         for i, c in enumerate(cols):
             if c.kind == "time":
                 widths[i] = max(cell_len(time_header(c.header, f)), _TIME_WIDTH[f])
-    # 4. names, down to MIN_ID; then everything that is text, to a few cells
-    _shrink(widths, [i for i, c in enumerate(cols) if c.kind == "id"], used() - total, MIN_ID)
+    # 4. the times go, if there is anything else to show
+    if used() > total and any(c.kind != "time" for c in cols):
+        for i, c in enumerate(cols):
+            if c.kind == "time":
+                widths[i] = None
+    # 5. names, the later ones first, down to MIN_ID; then all text, to a few cells
+    for i in reversed([i for i, c in enumerate(cols) if c.kind == "id"]):
+        _shrink(widths, [i], used() - total, MIN_ID)
     _shrink(widths, [i for i, c in enumerate(cols) if c.kind in ("text", "id")], used() - total, 3)
     # what a narrower time form freed goes back to the free text, then to the optional columns
     for kind in ("text", "extra"):
