@@ -267,3 +267,15 @@ def test_data_and_metadata_from_a_file_or_stdin(store_dir, tmp_path):
     error(run(store_dir, "append", "s", "--type", "T", "--data", "-", input="{"), 5)
     error(run(store_dir, "append", "s", "--type", "T", "--data", "-", "--metadata", "-"), 2)
     assert len(ok(run(store_dir, "read", "s")).splitlines()) == 2
+
+
+def test_since_and_until_in_tail_and_export(dated):
+    assert _is(ok(run(dated, "tail", "--all", "--since", "7d"))) == [2, 3, 4]
+    assert _is(ok(run(dated, "tail", "new", "--since", "2h"))) == [3, 4]
+    assert _is(ok(run(dated, "tail", "--all", "--since", "30d", "--until", "5d"))) == [0, 1]
+    assert _is(ok(run(dated, "tail", "--all", "--since", "1s", "-f", "--idle-timeout", "0.2"))) == []
+    error(run(dated, "tail", "--all", "--since", "7d", "-n", "2"), 2)
+    assert _is(ok(run(dated, "export", "--since", "7d"))) == [2, 3, 4]
+    assert _is(ok(run(dated, "export", "--since", "15d", "--until", "2h"))) == [1, 2]
+    assert _is(ok(run(dated, "export", "old", "new", "--until", "2h"))) == [0, 1, 2]
+    assert _is(ok(run(dated, "export", "--since", "1s"))) == []

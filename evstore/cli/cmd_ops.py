@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, LockTimeoutOpt, StoreOpt, complete_stream, count, fail, store_path
+from .common import (FormatOpt, LockTimeoutOpt, SinceOpt, StoreOpt, UntilOpt, complete_stream, count,
+                     fail, store_path)
 
 VERIFY_HELP = """Check every byte of the store.
 
@@ -319,23 +320,27 @@ def register(app: typer.Typer) -> None:
         from_position: Annotated[int, typer.Option(
             "--from-position", metavar="P", min=1,
             help="Start at position P (for incremental backups).")] = 1,
+        since: SinceOpt = None,
+        until: UntilOpt = None,
         fmt: FormatOpt = None,
         store: StoreOpt = None,
     ) -> None:
+        from ..features.timespec import parse_window
         from ..ops import export_events
         from .common import open_store
 
         if all_ and streams:
             raise fail("give --all or STREAMs, not both", 2)
+        lo, hi = parse_window(since, until)
         fmt_ = fmt.value if fmt is not None else "ndjson"
         with open_store(ctx, store) as es:
             if fmt_ == "table":
                 from .cmd_read import emit_events
                 from ..ops.transfer import iter_events
 
-                emit_events(iter_events(es, streams or None, from_position), "table")
+                emit_events(iter_events(es, streams or None, from_position, lo, hi), "table")
                 return
-            export_events(es, sys.stdout.buffer, streams=streams or None,
+            export_events(es, sys.stdout.buffer, streams=streams or None, since=lo, until=hi,
                           from_position=from_position, fmt=fmt_, progress=_progress())
 
     @app.command("import", help=IMPORT_HELP)

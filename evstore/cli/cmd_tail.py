@@ -150,12 +150,22 @@ def register(app: typer.Typer) -> None:
         idle_timeout: Annotated[Optional[float], typer.Option(
             "--idle-timeout", metavar="SECONDS", min=0,
             help="With -f: stop after this long without a new event.")] = None,
+        since: Annotated[Optional[str], typer.Option(
+            "--since", metavar="TIME", help="Start at the first event recorded at or after TIME "
+            "(forms as in 'evstore read --help') instead of the last N.")] = None,
+        until: Annotated[Optional[str], typer.Option(
+            "--until", metavar="TIME", help="Stop before the first event recorded after TIME.")] = None,
         fmt: FormatOpt = None,
         wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
+        from ..features.timespec import parse_window
+
         if all_ == (stream is not None):
             raise fail("give a STREAM or --all (one of them)", 2)
+        lo, hi = parse_window(since, until)
+        if lo is not None and (lines is not None or from_ is not None or checkpoint is not None):
+            raise fail("give one of -n, --from, --since or --checkpoint: each says where to start", 2)
         if stream_prefix is not None and not all_:
             raise fail("--stream-prefix goes with --all", 2)
         if lines is not None and from_ is not None:
@@ -173,6 +183,9 @@ def register(app: typer.Typer) -> None:
                 raise StreamNotFound(stream)
             from ..features.subscriptions import Subscription
 
+            if lo is not None:  # where --since starts: the first event at or after it
+                lines, from_ = None, _first_since(es, stream, lo, stream_prefix)
+
             sub = Subscription(
                 es, stream, last=lines,
                 from_position=from_ if all_ else None,
@@ -189,8 +202,8 @@ def register(app: typer.Typer) -> None:
                 if follow:
                     _watch_stdout(sub)
                 with _closed_pipe_is_fine():
-                    _print(sub, pick_format(fmt), flush_each=follow or checkpoint is not None,
-                           wide=wide)
+                    _print(sub if hi is None else _until(sub, hi), pick_format(fmt),
+                           flush_each=follow or checkpoint is not None, wide=wide)
 
     cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)
 
@@ -245,6 +258,26 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(dumps(cp_.to_dict(es.head())) + "\n")
 
     app.add_typer(cp, name="checkpoints")
+
+
+def _first_since(es, stream, since, prefix) -> int:
+    """The version (position with --all) of the first event recorded at or
+    after ``since``; one past the end when there is none yet."""
+    if stream is not None:
+        first = next(iter(es.read(stream, since=since, limit=1)), None) if es.version(stream) else None
+        return first.version if first is not None else es.version(stream) + 1
+    first = next(iter(es.read_all(since=since, limit=1, stream_prefix=prefix)), None)
+    return first.position if first is not None else es.head() + 1
+
+
+def _until(events, until):
+    """The events up to ``until``: recorded_at never decreases with position,
+    so the first one after it ends the run (it is not handled, so a
+    checkpoint does not move past it)."""
+    for ev in events:
+        if ev.recorded_at > until:
+            return
+        yield ev
 
 
 # -- output ------------------------------------------------------------------------------------

@@ -212,17 +212,19 @@ class _Out:
 
 
 def export_events(store, out, *, streams=None, from_position: int = 1, fmt: str = "ndjson",
-                  progress=None, workers: int | None = None) -> int:
+                  progress=None, workers: int | None = None, since=None, until=None) -> int:
     """Write recorded events to the binary stream ``out`` in position order:
-    the whole store, or only ``streams``; from ``from_position`` on.  Returns
-    how many events were written.  Raises StreamNotFound (before writing
-    anything) when a named stream has no events.  ``workers``: processes
-    that format events for a whole-store export (None: one per CPU when the
-    export is large; 1: none)."""
+    the whole store, or only ``streams``; from ``from_position`` on, and
+    recorded between ``since`` and ``until`` (aware datetimes, inclusive;
+    None: open).  Returns how many events were written.  Raises
+    StreamNotFound (before writing anything) when a named stream has no
+    events.  ``workers``: processes that format events for a whole-store
+    export (None: one per CPU when the export is large; 1: none)."""
     progress = progress or NO_PROGRESS
     w = _Out(out, fmt)
     if streams:
-        its = [_positions_from(store.read(s), from_position) for s in dict.fromkeys(streams)]
+        its = [_positions_from(store.read(s, since=since, until=until), from_position)
+               for s in dict.fromkeys(streams)]
         progress.begin("export", total_events=sum(store.version(s) for s in dict.fromkeys(streams)))
         try:
             buf = []
@@ -238,8 +240,7 @@ def export_events(store, out, *, streams=None, from_position: int = 1, fmt: str 
         finally:
             progress.end()
         return w.count
-    start = max(from_position, 1)
-    head = store.head()
+    start, head = _time_range(store, max(from_position, 1), since, until)
     total = max(head - start + 1, 0)
     progress.begin("export", total_events=total)
     try:
@@ -336,18 +337,33 @@ def _parallel(directory, start, head, workers, ctx, array):
                 yield result
 
 
+def _time_range(store, start: int, since, until) -> tuple[int, int]:
+    """The positions start..end of the whole store's events recorded in
+    [since, until]: recorded_at never decreases with position, so the
+    window is one range of positions, found by the store's own time filter."""
+    end = store.head()
+    if since is not None:
+        first = next(iter(store.read_all(from_position=start, since=since, limit=1)), None)
+        start = first.position if first is not None else end + 1
+    if until is not None:
+        last = next(iter(store.read_all(until=until, backwards=True, limit=1)), None)
+        end = last.position if last is not None else 0
+    return start, end
+
+
 def _positions_from(events, from_position: int):
     for ev in events:
         if ev.position >= from_position:
             yield ev
 
 
-def iter_events(store, streams, from_position: int = 1):
+def iter_events(store, streams, from_position: int = 1, since=None, until=None):
     """RecordedEvents in position order (for ``--format table``)."""
     if streams:
-        its = [_positions_from(store.read(s), from_position) for s in dict.fromkeys(streams)]
+        its = [_positions_from(store.read(s, since=since, until=until), from_position)
+               for s in dict.fromkeys(streams)]
         return heapq.merge(*its, key=lambda e: e.position)
-    return store.read_all(from_position=max(from_position, 1))
+    return store.read_all(from_position=max(from_position, 1), since=since, until=until)
 
 
 def import_events(store, source, **kw):
