@@ -16,7 +16,7 @@ SIGKILLed and restarted now and then).  After every kill:
 At the end both followers saw exactly positions 1..head in order, ids
 matching the log (the checkpointed one: each restart resumes with no hole).
 
-CI: ~100 kills bounded to ~45 s; EVSTORE_TORTURE=long: 400 kills.
+By default ~24 kills bounded to ~15 s; EVSTORE_TORTURE=long: 400 kills.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ What must hold (SPEC §1, §3 "Durable by default", §4):
   ``read(stream)`` agrees with ``read_all``;
 - ``store.verify()`` is clean, and the store takes and keeps a new append.
 
-CI mode is bounded (~30 s); ``EVSTORE_TORTURE=long`` runs many more examples.
+By default bounded (~10 s); ``EVSTORE_TORTURE=long`` runs many more examples.
 """
 from __future__ import annotations
 
