@@ -403,7 +403,7 @@ def dict_table(rows, title: str | None = None, *, wide: bool = False) -> int:
 def info_table(data: dict, *, wide: bool = False, human: bool = False) -> None:
     """Key / value lines (``info``, a replayed state) that fit the terminal;
     ``human``: sizes (keys named bytes...) and counts as people read them."""
-    rows = [[k, _human(k, v) if human else ("null" if v is None else v)] for k, v in data.items()]
+    rows = _human_rows(data) if human else [[k, "null" if v is None else v] for k, v in data.items()]
     cols = [Col("", "id", style="bold"), Col("", "text")]
     from rich.table import Table
     from rich.text import Text
@@ -429,6 +429,25 @@ def human_size(n: int) -> str:
             return f"{n:,} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} bytes"  # pragma: no cover
+
+
+def _human_rows(data: dict) -> list[list]:
+    """``info`` for people: one row per key; a nested object (bytes_by_kind)
+    or a list of objects (checkpoints, per_stream) as indented rows, one
+    per item, named by the item's first value."""
+    rows: list[list] = []
+    for k, v in data.items():
+        if isinstance(v, dict) and v:
+            rows.append([k, ""])
+            rows += [[f"  {sk}", _human(k, sv)] for sk, sv in v.items()]
+        elif isinstance(v, list) and v and all(isinstance(x, dict) and x for x in v):
+            rows.append([k, ""])
+            for item in v:
+                (first, name), *rest = item.items()
+                rows.append([f"  {name}", ", ".join(f"{rk} {_human(rk, rv)}" for rk, rv in rest)])
+        else:
+            rows.append([k, _human(k, v)])
+    return rows
 
 
 def _human(key: str, value):
