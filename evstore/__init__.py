@@ -4,7 +4,9 @@ Every stream is a segmented, append-only msgpack log with an offset index;
 one commit log gives every event a dense global position.  See README.md and
 docs/ for the guarantees; docs/GUIDE.md describes this API.
 """
-from typing import TYPE_CHECKING
+# Not `from typing import TYPE_CHECKING`: importing typing costs a few
+# milliseconds before the CLI can install its signal handlers (cli/__init__.py).
+TYPE_CHECKING = False
 
 from .errors import (  # noqa: F401
     CorruptStore,

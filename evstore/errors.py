@@ -87,3 +87,19 @@ class CorruptStore(EvstoreError):
     """The store's files are damaged; the message says which file and where."""
 
     exit_code = 6
+
+
+class DamagedCopyWarning(UserWarning):
+    """A reader met a damaged copy of an event and served the intact one
+    (every event is stored twice: its stream log and the commit log).  The
+    data read is right; the store needs ``evstore verify`` and ``repair``.
+    Issued with :func:`warnings.warn` (the library never prints); the
+    command line shows it once on stderr."""
+
+
+class ImportConflict(EvstoreError):
+    """``import --renumber``: a stream of the input does not continue the
+    store's (it starts past the stream's next version, or the store holds
+    different events at its versions).  Nothing was written."""
+
+    exit_code = 3

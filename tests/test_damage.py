@@ -45,6 +45,8 @@ def build(path):
             pass
         else:
             CheckpointStore(es).save("projector", es.head() // 2)
+        from evstore.features import settings
+        settings.update(es, snapshot_every=1000)  # settings carry a checksum too
     return path
 
 
@@ -235,7 +237,8 @@ def test_random_damage(pristine, ops):
 
 
 KINDS = ["evstore.json", "sync-state", "log/*.log", "log/*.idx", "streams/*.seg",
-         "streams/*.idx", "streams/*/id", "snapshots/*.snap", "checkpoints/*.json"]
+         "streams/*.idx", "streams/*/id", "snapshots/*.snap", "checkpoints/*.json",
+         "settings.json"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -260,7 +263,7 @@ def test_truncate_every_kind_of_file(pristine, kind):
 
 
 def _matches(rel: str, kind: str) -> bool:
-    if kind in ("evstore.json", "sync-state"):
+    if kind in ("evstore.json", "sync-state", "settings.json"):
         return rel == kind
     if kind == "streams/*/id":
         return rel.startswith("streams") and rel.endswith("/id")

@@ -126,7 +126,7 @@ def test_cli_pipe_and_file(tmp_path):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"events": 4, "batches": 2, "streams": 2,
                                     "first_position": 1, "last_position": 4,
-                                    "seconds": json.loads(p.stdout)["seconds"]}
+                                    "seconds": json.loads(p.stdout)["seconds"], "skipped": 0}
     assert p.stderr == b""
     first = run_cli("export", store=a).stdout
     assert run_cli("export", store=tmp_path / "b").stdout == first
@@ -169,9 +169,12 @@ def test_incremental_backup(tmp_path):
     r = run_cli("import", store=b, input=more)
     assert r.returncode == 0, r.stderr
     assert run_cli("export", store=b).stdout == run_cli("export", store=a).stdout
-    # the same increment again does not continue the store: refused
+    # the same increment again is already there: recognised and skipped
+    before = run_cli("export", store=b).stdout
     r = run_cli("import", store=b, input=more)
-    assert r.returncode == 5 and b"nothing was imported" in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] == 5 and json.loads(r.stdout)["events"] == 0
+    assert run_cli("export", store=b).stdout == before
 
 
 def lines_of(store):
@@ -215,7 +218,7 @@ def test_bad_input_is_refused_whole(tmp_path, edit, line, why):
     before = digest(b)
     good = "\n".join(lines_of(a)) + "\n"
     r = run_cli("import", store=b, input=good)
-    assert r.returncode == 5 and b"line 1: position 1 is not the store's next position (2)" in r.stderr
+    assert r.returncode == 5 and b"line 1: position 1 is not the store's next position (2)" in r.stderr and b"--renumber" in r.stderr
     assert digest(b) == before
 
 

@@ -33,6 +33,7 @@ import uuid
 import pytest
 from datetime import timezone
 
+import pytest
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
@@ -159,9 +160,17 @@ class StoreVsModel(RuleBasedStateMachine):
         """What the model says an append does: ("write", None),
         ("idempotent", (version, position)) or ("conflict", None)."""
         cur = self.version(stream)
-        if expected == ANY:
-            return "write", None
-        if expected == STREAM_EXISTS:
+        if expected in (ANY, STREAM_EXISTS):
+            # a retry: the stream's last k events carry exactly these ids
+            if cur >= 1 and any(i is not None for i in ids):
+                have = self.streams[stream][max(cur - len(ids), 0):]
+                if len(have) == len(ids) and all(i is not None and h["id"] == i
+                                                 for h, i in zip(have, ids)):
+                    return "idempotent", (have[-1]["version"], have[-1]["position"])
+                if {h["id"] for h in have} & set(ids):
+                    return "conflict", None
+            if expected == ANY:
+                return "write", None
             return ("write", None) if cur >= 1 else ("conflict", None)
         n = 0 if expected == NO_STREAM else expected
         if n == cur:
@@ -182,6 +191,11 @@ class StoreVsModel(RuleBasedStateMachine):
         ids = [w[3] for w in want]
         if model_expected is ABSENT:
             model_expected = expected
+        given = [i for i in ids if i is not None]
+        if len(set(given)) < len(given):  # one id twice in a batch
+            with pytest.raises(InvalidEvent, match="is also the id of"):
+                es.append(stream, events, expected_version=expected)
+            return
         outcome, at = self.expected_outcome(stream, model_expected, ids)
         note(f"append h{h} {stream!r} x{len(events)} expected={expected!r} -> {outcome}")
         event(f"append: {outcome}")

@@ -251,7 +251,8 @@ def test_config_and_automatic_snapshots(cli, store_dir, tmp_path):
     assert one(r) == {"snapshot_every": 25, "reducer": None}
     rel = os.path.relpath(ROOT / "sample_data" / "reducers.py", tmp_path) + ":balance"
     r = cli("config", "reducer", rel, cwd=tmp_path)
-    assert one(r) == {"snapshot_every": 25, "reducer": BALANCE}  # kept absolute
+    assert one(r) == {"snapshot_every": 25, "reducer": rel}  # kept as typed
+    # from another directory: found beside the store (the store is in tmp_path)
     r = cli("append", "acct-7", input=ACCT7, cwd=tmp_path / "..")
     assert one(r)["version"] == 59
     with EventStore(store_dir) as s:
@@ -270,7 +271,7 @@ def test_config_and_automatic_snapshots(cli, store_dir, tmp_path):
         r = cli(*args)
         assert r.returncode == code and r.stdout == b"", args
     assert one(cli("config", "snapshot-every", "off")) == {"snapshot_every": None,
-                                                           "reducer": BALANCE}
+                                                           "reducer": rel}
     assert one(cli("config", "reducer", "--unset")) == {"snapshot_every": None, "reducer": None}
 
 

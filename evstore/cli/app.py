@@ -169,11 +169,6 @@ def _wrap(fn):
     return command
 
 
-#: The root's options that take no value: skipped by :func:`_keep_only` to
-#: find the command's name (``evstore -q --store DIR read ...``).
-GLOBAL_FLAGS = ("--quiet", "-q", "--no-color")
-
-
 def _keep_only(app: typer.Typer, argv: list[str]) -> None:
     """Drop the commands that ``argv`` does not call.
 
@@ -183,17 +178,11 @@ def _keep_only(app: typer.Typer, argv: list[str]) -> None:
     ``[--store DIR] [-q] [--no-color] COMMAND ...``, only COMMAND is kept;
     anything else (other root options, --help, an unknown name) keeps them
     all, so help texts and "no such command" errors are unchanged."""
-    i = 0
-    while i < len(argv):
-        if argv[i] == "--store":
-            i += 2
-        elif argv[i].startswith("--store=") or argv[i] in GLOBAL_FLAGS:
-            i += 1
-        else:
-            break
-    if i >= len(argv) or argv[i].startswith("-"):
+    from .early import command_name
+
+    wanted = command_name(argv)
+    if wanted is None:
         return
-    wanted = argv[i]
 
     def name(info) -> Optional[str]:
         return info.name or (info.typer_instance.info.name if hasattr(info, "typer_instance") else None)

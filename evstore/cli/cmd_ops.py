@@ -81,22 +81,37 @@ and recorded_at.
 
 The input must continue the store exactly: its first position is the
 store's next one, each stream's first version is that stream's next one,
-and times do not go backwards. The whole input is checked before anything
-is written: bad input is refused with exit code 5 and the store unchanged.
-Writes in batches with one fsync each (--no-sync: none).
+and times do not go backwards. Leading events the store already holds (same
+ids, streams, versions and positions) are skipped, so an interrupted import
+resumes when run again. The whole input is checked before anything is
+written (and before a new store is created): bad input is refused with exit
+code 5 and the store unchanged. Writes in batches with one fsync each
+(--no-sync: none).
+
+--renumber merges instead: each event keeps its stream, version, id, type,
+data, metadata and recorded_at but takes the store's next position, in file
+order. Events the store already holds (same stream, version and id) are
+skipped, so merging twice writes nothing; a stream that does not continue
+the store's is exit 3, nothing written.
+
+Ctrl-C (or SIGTERM) stops after the batch being written: it says how many
+events are committed; the same command resumes.
 
 Examples:
 
 \b
     evstore import backup.ndjson --store restored/
     evstore export --store old/ | evstore import --store new/
+    evstore export --store ci-a/ | evstore import --renumber --store merged/
+    evstore import backup.ndjson --dry-run     # what it would write
 
 \b
     # bring a copy up to date
     evstore export --from-position $(( $(evstore info --store copy | jq .events) + 1 )) \\
         | evstore import --store copy
 
-Exit codes: 5 invalid or non-continuing input (nothing written).
+Exit codes: 5 invalid or non-continuing input (nothing written), 3 a
+renumbered stream does not continue (nothing written), 130/143 interrupted.
 """
 
 
@@ -187,29 +202,6 @@ def _existing_store(ctx, store) -> Path:
     if not (os.path.isfile(os.path.join(path, MARKER)) or os.path.isdir(os.path.join(path, LOG_DIR))):
         raise StoreNotFound(path)
     return path
-
-
-def _remove_new_store(path, existed: bool) -> None:
-    """Undo the creation of a store that an import refused to fill."""
-    import os
-
-    from ..core.store import LOCK_FILE, LOG_DIR, MARKER, STREAMS_DIR
-    from ..disk.recovery import STATE_FILE
-
-    for name in (LOG_DIR, STREAMS_DIR):
-        p = os.path.join(path, name)
-        if os.path.isdir(p) and not any(os.scandir(p)):
-            os.rmdir(p)
-    for name in (MARKER, LOCK_FILE, STATE_FILE):
-        try:
-            os.unlink(os.path.join(path, name))
-        except FileNotFoundError:
-            pass
-    if not existed:
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
 
 def _print_verify(report, out) -> None:
@@ -348,6 +340,13 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         source: Annotated[str, typer.Argument(
             metavar="[FILE|-]", help="NDJSON from 'evstore export' (default: stdin).")] = "-",
+        renumber: Annotated[bool, typer.Option(
+            "--renumber", help="Merge: keep each event's stream, version, id and time but give "
+                               "it the store's next position; events already there are "
+                               "skipped.")] = False,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Check everything and print what would be imported; write "
+                              "nothing.")] = False,
         batch_size: Annotated[int, typer.Option(
             "--batch-size", metavar="N", min=1,
             help="Events written between two fsyncs.")] = 10_000,
@@ -359,8 +358,7 @@ def register(app: typer.Typer) -> None:
         import gc
 
         from ..features.jsonio import dumps
-        from ..ops import import_events
-        from .common import open_store
+        from . import interrupts
 
         if source == "-":
             if sys.stdin is None or sys.stdin.isatty():
@@ -370,25 +368,91 @@ def register(app: typer.Typer) -> None:
             try:
                 src = open(source, "rb")
             except OSError as e:
-                raise fail(f"cannot read {source}: {e.strerror}", 2 if isinstance(e, FileNotFoundError) else 1)
-        import os
-
-        from ..errors import InvalidEvent
-        from ..core.store import MARKER
-
+                raise fail(f"cannot read {source}: {e.strerror or e}",
+                           2 if isinstance(e, FileNotFoundError) else 1)
         path = store_path(ctx, store)
-        existed = os.path.exists(path)
-        fresh = not os.path.isfile(os.path.join(path, MARKER))
         gc.disable()  # parsed events are not cyclic; the collector only costs time here
         try:
-            with open_store(ctx, store, create=True, lock_timeout=lock_timeout) as es:
-                result = import_events(es, src, batch_size=batch_size, sync=not no_sync,
-                                       progress=_progress())
-        except InvalidEvent:
-            if fresh:  # refused input leaves no store behind
-                _remove_new_store(path, existed)
+            result = _run_import(ctx, store, path, src, renumber=renumber, dry_run=dry_run,
+                                 batch_size=batch_size, sync=not no_sync,
+                                 lock_timeout=lock_timeout)
+        except interrupts.Interrupted as e:
+            if not e.what:  # stopped before writing, or a second signal while writing
+                e.what = ("stopped at once while writing; what was committed is kept: run the "
+                          "same command again to resume" if e.forced else
+                          "nothing was imported")
             raise
         finally:
             if src is not sys.stdin.buffer:
                 src.close()
+        if result.interrupted:
+            done = result.skipped + result.events
+            raise interrupts.Interrupted(
+                interrupts.signum(), f"{done:,} of {result.total:,} events committed; run the "
+                                     "same command again to resume")
         sys.stdout.write(dumps(result.to_dict()) + "\n")
+
+
+def _spool_name(path, exists: bool) -> str:
+    """Where pass 1 spools the input: ``STORE/.tmp-import-*`` (verify calls
+    one that a crash left harmless, repair moves it aside); for a store that
+    does not exist yet, ``.NAME.importing-*`` files in the nearest existing
+    directory above it (the same file system; nothing is created before the
+    input is checked, and the store's own directory must stay empty)."""
+    import os
+
+    if exists:
+        return os.path.join(path, ".tmp-import")
+    d = os.path.abspath(path)
+    name = os.path.basename(d)
+    d = os.path.dirname(d)
+    while not os.path.isdir(d):
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return os.path.join(d, f".{name}.importing")
+
+
+def _run_import(ctx, store, path, src, *, renumber, dry_run, batch_size, sync, lock_timeout):
+    """Check the input before any store is opened or created; create the
+    store only to write into it; never remove one (another writer may have
+    used it since: a refused or interrupted import leaves what it found).
+    Signals stop at once while checking, and after the batch being
+    written (made durable) once writing."""
+    import os
+    import time
+
+    from ..core.store import MARKER
+    from ..disk.records import DEFAULT_MAX_EVENT_BYTES
+    from ..ops.importer import check_input
+    from .common import open_store
+    from . import interrupts
+
+    t0 = time.monotonic()
+    exists = os.path.isfile(os.path.join(path, MARKER))
+    if exists or dry_run:
+        es = open_store(ctx, store, lock_timeout=lock_timeout) if exists else None
+    else:
+        es = None
+    try:
+        max_bytes = es.max_event_bytes if es is not None else DEFAULT_MAX_EVENT_BYTES
+        with check_input(src, _spool_name(path, exists), max_bytes=max_bytes, progress=_progress(),
+                         renumber=renumber) as inp:
+            plan = inp.plan(es)  # refusals here: nothing created, nothing written
+            if dry_run:
+                return plan.result(time.monotonic() - t0, inp.events)
+            # A store this import creates is written at once (a signal stops
+            # after its first batch: no empty store is left); into an existing
+            # one, a signal stops at once until the writer lock is held.
+            with interrupts.deferred(now=es is None) as begin:
+                if es is None:
+                    es = open_store(ctx, store, create=True, lock_timeout=lock_timeout)
+                result = inp.write(es, batch_size=batch_size, sync=sync, progress=_progress(),
+                                   stop=interrupts.pending, on_locked=begin)
+                es.close()
+    finally:
+        if es is not None:
+            es.close()
+    result.seconds = time.monotonic() - t0
+    return result

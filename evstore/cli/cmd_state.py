@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .usercode import guarded, to_stderr
 from .common import (FormatOpt, StoreOpt, TypeOpt, complete_stream, count, note, open_store, pick_format,
                      store_path)
 
@@ -85,16 +86,19 @@ event at that time, 6 a snapshot does not match the events.
 CONFIG_HELP = """Show or change the store's settings.
 
 snapshot-every N: every append that crosses a multiple of N versions saves
-a snapshot of that stream (off to stop). reducer R: the reducer used by those
-snapshots and the default of replay and snapshot. A file reducer is kept
-with its absolute path. Without KEY, prints the settings as JSON.
+a snapshot of that stream (off to stop), after the append's result is
+printed; one not made within $EVSTORE_SNAPSHOT_TIMEOUT seconds (default 5)
+is skipped with a note. reducer R: the reducer used by those snapshots and
+the default of replay and snapshot. A file reducer is kept as typed; a
+relative path is looked up in the current directory, then in the directory
+holding the store. Without KEY, prints the settings as JSON.
 
 Examples:
 
 \b
     evstore config snapshot-every 1000
     evstore config reducer sample_data/reducers.py:balance
-    evstore config                      # {"snapshot_every": 1000, "reducer": "/.../reducers.py:balance"}
+    evstore config                      # {"snapshot_every": 1000, "reducer": "sample_data/reducers.py:balance"}
     evstore config snapshot-every off
 """
 
@@ -214,7 +218,8 @@ def register(app: typer.Typer) -> None:
                 from ..features.jsonio import loads
                 from ..features.reducers import load_reducer
 
-                r = load_reducer(spec)
+                with to_stderr():  # loading runs the reducer's module
+                    r = load_reducer(spec, base=es.directory)
                 text = sys.stdin.read() if state == "-" else state
                 value = loads(text, "--state")
                 snap = es.snapshots.save(stream, value, version, r)
@@ -222,10 +227,11 @@ def register(app: typer.Typer) -> None:
                 return
             from ..features.replay import plan, run
 
-            p = plan(es, stream, spec, to_version=version)
-            with _Progress(f"snapshot {stream}", p.to_apply) as bar:
-                value = run(es, p, bar)
-            snap = es.snapshots.save(stream, value, p.version, p.reducer)
+            with to_stderr():  # the reducer's own output never reaches stdout
+                p = plan(es, stream, spec, to_version=version)
+                with _Progress(f"snapshot {stream}", p.to_apply) as bar:
+                    value = run(es, p, bar)
+                snap = es.snapshots.save(stream, value, p.version, p.reducer)
             _print_object(snap.to_dict())
 
     @app.command("replay", help=REPLAY_HELP, no_args_is_help=True)
@@ -275,13 +281,14 @@ def register(app: typer.Typer) -> None:
                 return
             from ..features.replay import plan, run
 
-            p = plan(es, stream, spec, to_version=to_version, at=at,
-                     use_snapshots=not no_snapshot,
-                     show_from=from_version if steps else None)
+            with to_stderr():  # loading runs the reducer's module
+                p = plan(es, stream, spec, to_version=to_version, at=at,
+                         use_snapshots=not no_snapshot,
+                         show_from=from_version if steps else None)
             if steps:
                 _steps(es, p, types, from_version, out)
                 return
-            with _Progress(f"replay {stream}", p.to_apply) as bar:
+            with to_stderr(), _Progress(f"replay {stream}", p.to_apply) as bar:
                 value = run(es, p, bar)
             result = {"stream": stream, "version": p.version, "state": value}
             if out == "table":
@@ -319,8 +326,9 @@ def register(app: typer.Typer) -> None:
                 _print_object({name: current.get(name)})
                 return
             raise fail("give a VALUE or --unset, not both", 2)
-        settings.check(name, value)  # refuse a bad value before creating a store
-        with open_store(ctx, store, create=True) as es:
+        with to_stderr():  # checking a reducer runs its module
+            settings.check(name, value)  # refuse a bad value before creating a store
+        with open_store(ctx, store, create=True) as es, to_stderr():
             new = settings.update(es, **{name: value})
         _print_object({k: new.get(k) for k in settings.KEYS})
 
@@ -333,7 +341,8 @@ def _steps(es, p, types, from_version, out) -> None:
     from ..features.replay import steps
 
     if _on_terminal(out):
-        _steps_view(p, steps(es, p, types, from_version), _notes(p.notes), from_version, types)
+        _steps_view(p, guarded(steps(es, p, types, from_version)), _notes(p.notes),
+                    from_version, types)
         return
     for line in _notes(p.notes):
         note(f"replay {p.stream}: {line}")
@@ -342,7 +351,7 @@ def _steps(es, p, types, from_version, out) -> None:
     w = Writer(sys.stdout.buffer, out or "ndjson")
     try:
         with _Progress(f"replay {p.stream}", p.to_apply) as bar:
-            for step in steps(es, p, types, from_version, bar):
+            for step in guarded(steps(es, p, types, from_version, bar)):
                 w.write(step.to_dict())
     finally:
         w.close()
@@ -352,7 +361,7 @@ def _verify(es, stream, spec, out) -> None:
     from ..features.replay import verify_snapshots
 
     total = es.version(stream)
-    with _Progress(f"verify {stream}", total) as bar:
+    with to_stderr(), _Progress(f"verify {stream}", total) as bar:
         rep = verify_snapshots(es, stream, spec, bar)
     rows = [m.to_dict() for m in rep.mismatches]
     if _on_terminal(out):

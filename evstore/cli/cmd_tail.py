@@ -4,12 +4,14 @@ The command is a thin loop over :class:`evstore.features.subscriptions.Subscript
 print an event, flush, ask for the next one (which acknowledges the one just
 printed).  Stopping is always cooperative -- signal handlers and the
 stdout-hangup watcher only call ``stop()`` -- so a line is never cut in half
-and the checkpoint is saved on the way out.  docs/TAIL.md has the design.
+and the checkpoint is saved on the way out.  With ``--exec`` the loop is
+:func:`evstore.features.handoff.deliver` instead (the subscription then
+counts an event as handled only when its run of CMD exited 0).  docs/TAIL.md
+has the design.
 """
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ import typer
 
 from .common import (FormatOpt, StoreOpt, TypeOpt, WideOpt, complete_checkpoint, complete_stream,
                      fail, open_store, pick_format)
+from .early import STOP
 
 TAIL_HELP = """Print the last events; with -f, follow new ones.
 
@@ -38,7 +41,23 @@ STREAM that does not exist yet is waited for.
 saved under NAME (the first time: from the beginning, or where -n/--from
 say), and saves each event's position once its line is printed. Run the
 same command again and it resumes there: every event is delivered at least
-once, in order; after a clean stop, exactly once. See 'evstore checkpoints'.
+once, in order, to stdout; after a clean stop, exactly once. Written into a
+pipe counts as delivered: if the command after the pipe fails, its events
+are not delivered again. When the work matters, use --exec.
+
+--exec CMD (with --checkpoint) runs CMD (with sh -c) for each event, with
+the event as one NDJSON line on its stdin, and moves the checkpoint past it
+only when CMD exits 0. --batch N hands up to N events (those already
+committed) to one run. A failing CMD stops the command with CMD's exit code
+and a message naming the position; the next run starts there again. CMD's
+output is the command's output (nothing else is printed). CMD's environment
+has EVSTORE_POSITION, EVSTORE_STREAM, EVSTORE_VERSION, EVSTORE_TYPE and
+EVSTORE_ID (without --batch), and always EVSTORE_COUNT,
+EVSTORE_FIRST_POSITION, EVSTORE_LAST_POSITION and EVSTORE_CHECKPOINT. A
+stop signal lets the running CMD finish first.
+
+--no-commit reads from the checkpoint but never moves (or creates) it;
+'evstore checkpoints set NAME P' moves it when your script is done.
 
 Examples:
 
@@ -51,17 +70,27 @@ Examples:
     evstore tail -f --all | jq -c '{position, stream, type}'
 
 \b
-    # a projector that resumes where it stopped
-    evstore tail -f --all --checkpoint proj | while read -r ev; do
-        echo "$ev" | ./apply.sh
-    done
+    # a projector that resumes where it stopped, acknowledging only what
+    # ./apply.sh finished (exit 0)
+    evstore tail -f --all --checkpoint proj --exec ./apply.sh
+
+\b
+    # up to 500 events per run, as NDJSON on the handler's stdin
+    evstore tail --all --checkpoint load --batch 500 --exec 'psql -f load.sql'
+
+\b
+    # a script that commits by itself
+    evstore tail --all --checkpoint job --no-commit --max-count 100 > batch.ndjson
+    ./work.sh < batch.ndjson &&
+        evstore checkpoints set job "$(tail -n 1 batch.ndjson | jq .position)"
 
 \b
     # wait for the next event of order-7 (at most 30 s)
     evstore tail -f order-7 -n 0 --max-count 1 --idle-timeout 30
 
 Exit codes: 4 when the stream (without -f) or the store does not exist;
-1 when another consumer runs under the same --checkpoint NAME.
+1 when another consumer runs under the same --checkpoint NAME; 6 when the
+checkpoint's file is damaged; with --exec, a failing CMD's exit code.
 """
 
 CHECKPOINTS_HELP = """List, delete or reset durable consumers' checkpoints.
@@ -79,6 +108,7 @@ Examples:
     evstore checkpoints --format json | jq '.[] | select(.behind > 1000)'
     evstore checkpoints reset proj               # replay from the beginning
     evstore checkpoints reset proj --to head     # skip to now
+    evstore checkpoints set job 1200             # job handled everything up to 1200
     evstore checkpoints delete proj
 """
 
@@ -119,6 +149,27 @@ Examples:
 Prints the checkpoint as one JSON object.
 """
 
+SET_HELP = """Move the checkpoint NAME forward to position P.
+
+Says that everything up to P is handled: the commit of a consumer that
+manages its own ('evstore tail --checkpoint
+NAME --no-commit'). Creates the checkpoint when it does not exist. P is a
+position in the store or 'head'.
+
+Refused (exit 2) past the store's head, and backwards (which delivers
+events again) unless --force; exit 1 while a consumer runs under NAME
+(a --no-commit reader does not count); exit 6 when its file is damaged
+(--force overwrites it).
+
+Examples:
+
+\b
+    evstore checkpoints set job 1200
+    evstore checkpoints set job 800 --force       # deliver 801.. again
+
+Prints the checkpoint as one JSON object.
+"""
+
 
 def register(app: typer.Typer) -> None:
     @app.command("tail", help=TAIL_HELP)
@@ -146,10 +197,22 @@ def register(app: typer.Typer) -> None:
             help="A durable consumer: resume after the position saved under NAME, "
                  "and save each event's position once it is printed.")] = None,
         max_count: Annotated[Optional[int], typer.Option(
-            "--max-count", metavar="N", min=0, help="Stop after printing N events.")] = None,
+            "--max-count", metavar="N", min=0,
+            help="Stop after N events (printed, or handed to --exec).")] = None,
         idle_timeout: Annotated[Optional[float], typer.Option(
             "--idle-timeout", metavar="SECONDS", min=0,
             help="With -f: stop after this long without a new event.")] = None,
+        exec_: Annotated[Optional[str], typer.Option(
+            "--exec", metavar="CMD",
+            help="With --checkpoint: run CMD (sh -c) with each event on its stdin; the "
+                 "checkpoint moves past it only when CMD exits 0.")] = None,
+        batch: Annotated[Optional[int], typer.Option(
+            "--batch", metavar="N", min=1,
+            help="With --exec: up to N events (those already committed) per run of CMD.")] = None,
+        no_commit: Annotated[bool, typer.Option(
+            "--no-commit",
+            help="With --checkpoint: start after it, but never move it "
+                 "(see 'evstore checkpoints set').")] = False,
         since: Annotated[Optional[str], typer.Option(
             "--since", metavar="TIME", help="Start at the first event recorded at or after TIME "
             "(forms as in 'evstore read --help') instead of the last N.")] = None,
@@ -173,9 +236,24 @@ def register(app: typer.Typer) -> None:
                        "--from starts at a given place)", 2)
         if idle_timeout is not None and not follow:
             raise fail("--idle-timeout goes with -f", 2)
+        if exec_ is not None and checkpoint is None:
+            raise fail("--exec goes with --checkpoint NAME (the checkpoint is what moves "
+                       "when CMD succeeds)", 2)
+        if exec_ is not None and not exec_.strip():
+            raise fail("--exec: the command is empty", 2)
+        if hi is not None and checkpoint is not None:
+            raise fail("--until does not go with --checkpoint (a consumer does not skip "
+                       "events); stop with --max-count or --idle-timeout", 2)
+        if batch is not None and exec_ is None:
+            raise fail("--batch goes with --exec", 2)
+        if no_commit and checkpoint is None:
+            raise fail("--no-commit goes with --checkpoint NAME", 2)
+        if exec_ is not None and (fmt is not None or wide):
+            raise fail("--format and --wide do not go with --exec (CMD gets NDJSON; "
+                       "its output is the command's output)", 2)
         if lines is None and from_ is None and checkpoint is None:
             lines = 10
-        signals = _StopSignals()
+        signals = STOP
         with signals, open_store(ctx, store) as es:
             from ..errors import StreamNotFound
 
@@ -192,7 +270,8 @@ def register(app: typer.Typer) -> None:
                 from_version=from_ if stream is not None else None,
                 checkpoint=checkpoint, idle_timeout=idle_timeout, max_count=max_count,
                 types=types, stream_prefix=stream_prefix, follow=follow,
-                wake=os.environ.get("EVSTORE_TAIL_WAKE", "auto"))
+                wake=os.environ.get("EVSTORE_TAIL_WAKE", "auto"),
+                ack="manual" if exec_ is not None else "auto", commit=not no_commit)
             with sub:
                 signals.target = sub
                 from .common import note
@@ -201,8 +280,13 @@ def register(app: typer.Typer) -> None:
                     note(f"note: {text}")
                 if follow:
                     _watch_stdout(sub)
+                if exec_ is not None:
+                    from ..features.handoff import deliver
+
+                    deliver(sub, exec_, batch or 1)
+                    return
                 with _closed_pipe_is_fine():
-                    _print(sub if hi is None else _until(sub, hi), pick_format(fmt),
+                    _print(sub if hi is None else _until(sub, hi, follow), pick_format(fmt),
                            flush_each=follow or checkpoint is not None, wide=wide)
 
     cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)
@@ -248,16 +332,38 @@ def register(app: typer.Typer) -> None:
         from ..features.jsonio import dumps
 
         with open_store(ctx, _parent_store(ctx, store)) as es:
-            if to.strip().lower() == "head":
-                position = es.head()
-            elif to.strip().isdigit():
-                position = int(to.strip())
-            else:
-                raise fail(f"invalid --to {to!r}: a position (0 or more) or head", 2)
-            cp_ = CheckpointStore(es).reset(name, position)
+            cp_ = CheckpointStore(es).reset(name, _position(es, to, "--to"))
+            sys.stdout.write(dumps(cp_.to_dict(es.head())) + "\n")
+
+    @cp.command("set", help=SET_HELP, no_args_is_help=True)
+    def set_(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(
+            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
+        position: Annotated[str, typer.Argument(
+            metavar="P|head", help="The last position handled.")],
+        force: Annotated[bool, typer.Option(
+            "--force", help="Also move it backwards (events are delivered again), or over "
+                            "a damaged file.")] = False,
+        store: StoreOpt = None,
+    ) -> None:
+        from ..features.checkpoints import CheckpointStore
+        from ..features.jsonio import dumps
+
+        with open_store(ctx, _parent_store(ctx, store)) as es:
+            cp_ = CheckpointStore(es).set(name, _position(es, position, "P"), force=force)
             sys.stdout.write(dumps(cp_.to_dict(es.head())) + "\n")
 
     app.add_typer(cp, name="checkpoints")
+
+
+def _position(es, text: str, what: str) -> int:
+    """A position argument: a whole number or 'head'."""
+    if text.strip().lower() == "head":
+        return es.head()
+    if text.strip().isdigit():
+        return int(text.strip())
+    raise fail(f"invalid {what} {text!r}: a position (0 or more) or head", 2)
 
 
 def _first_since(es, stream, since, prefix) -> int:
@@ -270,13 +376,16 @@ def _first_since(es, stream, since, prefix) -> int:
     return first.position if first is not None else es.head() + 1
 
 
-def _until(events, until):
-    """The events up to ``until``: recorded_at never decreases with position,
-    so the first one after it ends the run (it is not handled, so a
-    checkpoint does not move past it)."""
+def _until(events, until, follow: bool):
+    """The events recorded up to ``until``.  Following, the first event
+    after it ends the run (new commits only get later; it is not handled, so
+    a checkpoint does not move past it); otherwise later ones are skipped (a
+    merged store's times need not follow its positions)."""
     for ev in events:
         if ev.recorded_at > until:
-            return
+            if follow:
+                return
+            continue
         yield ev
 
 
@@ -369,52 +478,6 @@ def _closed_pipe_is_fine():
 
 
 # -- stopping -----------------------------------------------------------------------------------
-
-class _StopSignals:
-    """SIGINT, SIGTERM and SIGHUP ask the subscription to stop at its next
-    safe point: exit 0, no half line.  (SIGINT and SIGHUP stay ignored when
-    we were started with them ignored, as Python and nohup expect.)  A
-    second signal is for a consumer stuck writing to a full pipe: it exits
-    at once (130), without saving the checkpoint -- at-least-once holds."""
-
-    def __init__(self):
-        self.target = None
-        self.fired = 0
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if sig is None:
-                continue
-            old = signal.getsignal(sig)
-            if sig != signal.SIGTERM and old == signal.SIG_IGN:
-                continue  # nohup, or a background job of a script: leave it ignored
-            self._old[sig] = old
-            signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handle(self, signum, frame):
-        self.fired += 1
-        if self.fired > 1:
-            os.write(2, b"evstore: interrupted\n")
-            os._exit(130)
-        if self.target is not None:
-            self.target.stop()
-
-    @property
-    def target(self):
-        return self._target
-
-    @target.setter
-    def target(self, sub):
-        self._target = sub
-        if sub is not None and getattr(self, "fired", 0):
-            sub.stop()
-
 
 def _watch_stdout(sub) -> None:
     """Stop when the reader of our stdout goes away, even while no event

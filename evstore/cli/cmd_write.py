@@ -33,6 +33,12 @@ Examples:
     # safe to retry: same ids at the same versions succeed without writing
     jq -c '.[]' batch.json | evstore append order-7 --expected-version 0
 
+    # check a batch without writing it
+    evstore append acct-1 --expected-version 4 --dry-run < events.ndjson
+
+Ctrl-C (or SIGTERM) stops after the batch being committed and says what was
+committed (exit 130, 143).
+
 Exit codes: 3 wrong expected version, 5 invalid input (nothing written).
 """
 
@@ -63,6 +69,9 @@ def register(app: typer.Typer) -> None:
             "--batch-size", metavar="N", min=1,
             help="Commit every N events from stdin, each chunk atomic (for inputs "
                  "larger than memory).")] = None,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Check everything (the events, --expected-version against the "
+                              "stream) and print what would be appended; write nothing.")] = False,
         no_sync: Annotated[bool, typer.Option(
             "--no-sync", help="Do not wait for the disk (fsync): faster, but a power "
                               "loss may lose the append.")] = False,
@@ -73,7 +82,7 @@ def register(app: typer.Typer) -> None:
 
         from ..errors import InvalidEvent
         from ..features.jsonio import dumps, iter_documents
-        from ..disk.records import check_stream_id, normalize
+        from ..disk.records import check_repeated_id, check_stream_id, normalize
         from ..core.store import parse_expected
         from .common import fail, json_option
 
@@ -83,10 +92,18 @@ def register(app: typer.Typer) -> None:
             raise fail(str(e), 2)
         check_stream_id(stream)  # before the store is created
 
+        seen: dict = {}  # ids of this batch (or chunk): where each was first seen
+        count = [0]
+
         def checked(obj, where):
             # Validate now (errors name the input line), but hand the store the
             # dict itself: a NewEvent cannot tell an explicit null from absent.
-            normalize(obj, where)
+            ev = normalize(obj, where)
+            if batch_size is not None and count[0] % batch_size == 0:
+                seen.clear()  # each chunk is a batch of its own
+            count[0] += 1
+            if isinstance(obj, dict) and obj.get("id") is not None:
+                check_repeated_id(seen, ev, where)
             return obj
 
         if type_ is None:
@@ -95,7 +112,8 @@ def register(app: typer.Typer) -> None:
             if sys.stdin is None or sys.stdin.isatty():
                 raise fail("no events: pass --type, or pipe JSON events to stdin "
                            "(see 'evstore append --help')", 2)
-            events = (checked(obj, label) for label, obj in iter_documents(sys.stdin.buffer))
+            events = _reading(checked(obj, label) for label, obj in iter_documents(
+                sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
         else:
             ev = {"type": type_}
             if data == "-" and metadata == "-":
@@ -111,13 +129,84 @@ def register(app: typer.Typer) -> None:
         # whole batch, or the first chunk, before opening it.
         first = list(events if batch_size is None else islice(events, batch_size))
         if not first:
-            raise InvalidEvent("no events to append (the input was empty)")
+            raise InvalidEvent("no events to append: stdin was empty")
         events = chain(first, events)
 
         from ..features.ingest import append_events
+        from . import interrupts
+
+        if dry_run:
+            result = _dry_run(ctx, store, stream, list(events), expected)
+            sys.stdout.write(dumps({**result.to_dict(), "dry_run": True}) + "\n")
+            return
         from .cmd_state import auto_snapshot_options  # the store's automatic snapshots
 
-        with open_store(ctx, store, create=True, sync=not no_sync,
-                        lock_timeout=lock_timeout, **auto_snapshot_options(ctx, store)) as es:
-            result = append_events(es, stream, events, expected, batch_size)
+        auto = auto_snapshot_options(ctx, store)
+        done = {"count": 0, "last": None}
+
+        def committed(res, total):
+            # the safe point: a signal that arrived during this chunk stops here
+            done["count"], done["last"] = total, res
+            if interrupts.pending():
+                raise interrupts.Interrupted(interrupts.signum(), _stopped(stream, done))
+
+        try:
+            with interrupts.deferred(), open_store(ctx, store, create=True, sync=not no_sync,
+                                                   lock_timeout=lock_timeout) as es:
+                result = append_events(es, stream, events, expected, batch_size, committed)
+        except interrupts.Interrupted as e:
+            e.what = e.what or _stopped(stream, done)
+            raise
+        # The acknowledgement first: an automatic snapshot runs after it, in
+        # a child process with a time limit, and can neither delay nor fail it.
         sys.stdout.write(dumps(result.to_dict()) + "\n")
+        sys.stdout.flush()
+        if auto and result.count:
+            from ..features.snapshots import crossed
+            from .usercode import auto_snapshot_after
+
+            before = result.version - result.count
+            if crossed(auto["snapshot_every"], before, result.version) is not None:
+                with open_store(ctx, store) as es:
+                    auto_snapshot_after(es, stream, before, result.version,
+                                        auto["snapshot_every"], auto["reducer"])
+
+
+def _reading(events):
+    """Events from stdin; waiting for the next one, a signal stops at once
+    (the append around it defers signals while it writes)."""
+    from . import interrupts
+
+    it = iter(events)
+    while True:
+        with interrupts.immediate():
+            ev = next(it, _END)
+        if ev is _END:
+            return
+        yield ev
+
+
+_END = object()
+
+
+def _stopped(stream: str, done: dict) -> str:
+    """What an interrupted append says it committed."""
+    last = done["last"]
+    if last is None:
+        return "nothing was appended"
+    return (f"{done['count']:,} events committed to {stream!r} (up to version {last.version:,}, "
+            "position {:,}); the rest of the input was not appended".format(last.position))
+
+
+def _dry_run(ctx, store, stream, events, expected):
+    """``append --dry-run``: read-only, and no store is created."""
+    import os
+
+    from ..core.store import MARKER
+    from ..features.ingest import plan_append
+    from .common import store_path
+
+    if not os.path.isfile(os.path.join(store_path(ctx, store), MARKER)):
+        return plan_append(None, stream, events, expected)
+    with open_store(ctx, store) as es:
+        return plan_append(es, stream, events, expected)

@@ -226,7 +226,9 @@ def _quiet_broken_pipe() -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point of the ``evstore`` script."""
     from .app import build_app
+    from .warn import install
 
+    install()  # the library's warnings as one line on stderr
     app = build_app(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("EVSTORE_DEBUG") == "1"
     try:

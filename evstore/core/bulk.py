@@ -36,11 +36,14 @@ class BulkWriter:
         return self._store._stream_tail_locked(stream)[1].version
 
     def write(self, stream: str, first_version: int, first_position: int,
-              recorded_us: int, blobs: list[bytes]) -> AppendResult:
+              recorded_us: int, blobs: list[bytes], any_time: bool = False) -> AppendResult:
         """Write one batch of packed events (``records.pack_fields``).
 
         Refused with InvalidEvent, nothing written, unless it continues
-        exactly what the store holds and is not older than its last commit.
+        exactly what the store holds and is not older than its last commit
+        (``any_time``: not older than the stream's last event -- a merge
+        keeps each event's own time, so the commit log may go back in time
+        where one store's events follow another's).
         """
         check_stream_id(stream)
         store, log = self._store, self._log
@@ -50,9 +53,10 @@ class BulkWriter:
                 f"stream {stream!r}: version {first_version} at position {first_position} "
                 f"does not continue the store (stream version {tail.version}, "
                 f"last position {log.tail.head})")
-        if recorded_us < log.tail.last_recorded_us:
+        if recorded_us < (tail.recorded_us if any_time else log.tail.last_recorded_us):
             raise InvalidEvent(f"position {first_position}: recorded_at is earlier than "
-                               "the store's last commit")
+                               "the " + ("stream's last event" if any_time else
+                                         "store's last commit"))
         before = log.tail.seg_first
         result = store._write_locked(log, sl, tail, stream, blobs, recorded_us, sync=False)
         if log.tail.seg_first != before:

@@ -22,6 +22,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -29,6 +30,7 @@ from typing import Iterable, Iterator
 from ..disk.commitlog import CommitLog, SealSyncError
 from ..errors import (
     CorruptStore,
+    DamagedCopyWarning,
     DurabilityError,
     EventNotFound,
     EvstoreError,
@@ -45,6 +47,7 @@ from ..disk.records import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
     RecordedEvent,
+    check_repeated_id,
     check_stream_id,
     log_payload,
     new_ids,
@@ -115,7 +118,8 @@ class EventStore:
     def __init__(self, path, sync: bool = True, segment_bytes: int = 64 * 1024 * 1024,
                  snapshot_every: int | None = None, reducer=None, *,
                  lock_timeout: float = 30.0, create: bool = True,
-                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 snapshot_timeout: float | None = None):
         self.path = Path(path)
         self.sync = sync
         if segment_bytes < 1:
@@ -123,6 +127,8 @@ class EventStore:
         self.segment_bytes = segment_bytes
         self.snapshot_every = snapshot_every
         self.reducer = reducer
+        #: seconds an append waits for its automatic snapshot (None: 5)
+        self.snapshot_timeout = snapshot_timeout
         self.lock_timeout = lock_timeout
         self.max_event_bytes = max_event_bytes
         self._dir = str(self.path)
@@ -400,6 +406,11 @@ class EventStore:
         sl.check_id()
         tail = sl.tail(self._is_committed(log, stream))
         if tail.cut_from is not None:
+            if self._committed_past(log, stream, tail) is not None:
+                raise CorruptStore(
+                    f"stream {stream!r}: its log is damaged after version {tail.version}, "
+                    "where the commit log holds later events of it; run 'evstore verify' "
+                    "for a report and 'evstore repair' to fix it")
             sl.cut(tail, lambda path, off, data: recovery.quarantine(
                 self._dir, path, off, data, f"stream log: {tail.cut_reason}"))
             tail.cut_from, tail.cut_reason = None, ""
@@ -516,21 +527,36 @@ class EventStore:
             raise InvalidEvent("no events to append")
         ids = new_ids(len(events))
         evs = [normalize(e, f"event {i + 1}", ids[i]) for i, e in enumerate(events)]
+        own_ids = any(_has_id(e) for e in events)
+        if own_ids and len(evs) > 1:
+            seen: dict = {}
+            for i, e in enumerate(evs):
+                check_repeated_id(seen, e, f"event {i + 1}")
         blobs = [pack_fields(e, self.max_event_bytes, f"event {i + 1}") for i, e in enumerate(evs)]
         with self._writing() as log:
-            result, before = self._append_locked(log, stream, evs, blobs, expected)
+            result, before = self._append_locked(log, stream, evs, blobs, expected, own_ids)
         if self.snapshot_every and self.reducer is not None and result.count and before >= 0:
-            from ..features.snapshots import auto_snapshot
-            auto_snapshot(self, stream, before, result.version)
+            # After the commit, and bounded: nothing here can fail or hold
+            # the append (a failure or a timeout is a logged warning).
+            from ..features.snapshots import auto_snapshot_bounded
+            auto_snapshot_bounded(self, stream, before, result.version, self.snapshot_timeout)
         return result
 
-    def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected):
+    def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected, own_ids=True):
         sl, tail = self._stream_tail_locked(stream)
         current = tail.version
-        if expected == STREAM_EXISTS:
-            if current < 1:
+        if expected in (ANY, STREAM_EXISTS):
+            # A retry (e.g. `read S | append S`): the stream's last k events
+            # carry this batch's ids.  Only a batch that brought its own ids
+            # can be one (made ids are new), so only then is anything read.
+            if own_ids and current >= 1:
+                done = self._idempotent(sl, tail, stream, max(current - len(evs), 0), evs,
+                                        expected)
+                if done is not None:
+                    return done, -1
+            if expected == STREAM_EXISTS and current < 1:
                 raise WrongExpectedVersion(stream, "exists", current)
-        elif expected != ANY and current != expected:
+        elif current != expected:
             if current > expected:
                 done = self._idempotent(sl, tail, stream, expected, evs)
                 if done is not None:
@@ -610,15 +636,20 @@ class EventStore:
         self._wtails[stream] = new_tail
         return AppendResult(stream, new_tail.version, log.tail.head, len(blobs))
 
-    def _idempotent(self, sl, tail, stream, expected, evs):
-        """A retried batch: the events after ``expected`` carry its ids."""
-        have = list(sl.records(tail, expected + 1, min(expected + len(evs), tail.version)))
-        matches = [h.id == e.id for h, e in zip(have, evs)]
-        if len(have) == len(evs) and all(matches):
+    def _idempotent(self, sl, tail, stream, after, evs, expected=None):
+        """A retried batch: the events after version ``after`` carry its ids,
+        in order (the append succeeds without writing: this result).  When
+        only some of this batch's ids are among them, it is a conflict; when
+        none are, None (not a retry)."""
+        have = list(sl.records(tail, after + 1, min(after + len(evs), tail.version)))
+        if len(have) == len(evs) and all(h.id == e.id for h, e in zip(have, evs)):
             return AppendResult(stream, have[-1].version, have[-1].position, len(evs))
-        if any(matches):
-            raise WrongExpectedVersion(stream, expected, tail.version,
-                                       "only part of this batch is already stored")
+        stored = {h.id for h in have}
+        if any(e.id in stored for e in evs):
+            raise WrongExpectedVersion(
+                stream, after if expected is None else expected, tail.version,
+                "only part of this batch is already stored: "
+                f"the ids of versions {after + 1}..{after + len(have)} are not exactly its ids")
         return None
 
     # -- reading ----------------------------------------------------------------------------
@@ -637,7 +668,25 @@ class EventStore:
         if not sl.exists():
             return sl, StreamTail()
         sl.check_id()
-        return sl, sl.tail(self._is_committed(log, stream))
+        tail = sl.tail(self._is_committed(log, stream))
+        if tail.cut_from is not None:
+            # Bytes past the last good record: a write in flight, or damage
+            # that may hide committed records; their commit-log copies are
+            # read instead (see _records).
+            later = self._committed_past(log, stream, tail)
+            if later is not None:
+                tail.version, tail.position, tail.recorded_us = later
+        return sl, tail
+
+    @staticmethod
+    def _committed_past(log: CommitLog, stream: str, tail):
+        """(version, position, recorded_us) of the stream's last event when
+        the commit log holds events of it after ``tail``, else None."""
+        found = None
+        for s, fv, fp, us, n in log.batch_heads_from(tail.position + 1):
+            if s == stream and fv + n - 1 > tail.version:
+                found = (fv + n - 1, fp + n - 1, us)
+        return found
 
     def version(self, stream: str) -> int:
         """The stream's current version; 0 when it has no events.
@@ -706,16 +755,80 @@ class EventStore:
             if lo > hi or limit == 0:
                 return
             wanted = frozenset(types) if types else None
+            log = self._reader_log()
             if not backwards:
-                it = sl.records(tail, lo, hi)
+                it = self._records(log, sl, tail, lo, hi)
             else:
-                it = _backwards(lambda a, b: sl.records(tail, a, b), lo, hi,
+                it = _backwards(lambda a, b: self._records(log, sl, tail, a, b), lo, hi,
                                 _first_chunk(limit, wanted or window))
             yield from _filter(_in_window(it, window, backwards), wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
         finally:
             sl.close()
+
+    def _records(self, log: CommitLog, sl, tail, lo: int, hi: int):
+        """``sl.records(tail, lo, hi)``, where a record the stream log cannot
+        give (damaged) comes from its batch in the commit log, the event's
+        other copy: one damaged copy never hides an intact event.  Each use
+        of the other copy issues a :class:`DamagedCopyWarning`; only when
+        neither copy can be read is it CorruptStore."""
+        v, after = lo, None  # the next version wanted; the position before it
+        while v <= hi:
+            try:
+                for ev in sl.records(tail, v, hi):
+                    yield ev
+                    v, after = ev.version + 1, ev.position
+                return
+            except CorruptStore as damage:
+                batch = self._other_copy(log, sl, tail, v, after, damage)
+            warnings.warn(DamagedCopyWarning(
+                f"stream {sl.stream!r}: a damaged record in its stream log was read from "
+                "its copy in the commit log; run 'evstore verify' for a report and "
+                "'evstore repair' to fix it"), stacklevel=1)
+            for ev in batch.events(v - batch.first_version):
+                if ev.version > hi:
+                    return
+                yield ev
+                v, after = ev.version + 1, ev.position
+
+    def _other_copy(self, log: CommitLog, sl, tail, v: int, after, damage):
+        """The commit-log batch that holds version ``v`` of ``sl``'s stream.
+        Looks first where the neighbours say it is (the batch of the event
+        before it, or of the next event or the stream's last), then walks the
+        batch heads from the event before it (or the start)."""
+        stream = sl.stream
+        hints = []
+        if after is not None:
+            hints.append(after + 1)
+        if v < tail.version:
+            try:
+                hints.extend(ev.position for ev in sl.records(tail, v + 1, v + 1))
+            except CorruptStore:
+                pass
+        else:
+            hints.append(tail.position)
+        try:
+            log.refresh()
+            for p in hints:
+                if not 1 <= p <= log.tail.head:
+                    continue
+                s, fv, fp, _us, n = log.head_of_batch(p)
+                if s == stream and fv <= v < fv + n:
+                    return log.batch_at(fp)
+            for s, fv, fp, _us, n in log.batch_heads_from((after or 0) + 1):
+                if s == stream and fv <= v < fv + n:
+                    return log.batch_at(fp)
+                if s == stream and fv > v:
+                    break
+            other = "it is not in the commit log"
+        except (CorruptStore, ValueError) as e:
+            other = f"its commit-log copy cannot be read either: {_no_hint(e)}"
+        read = f"the events before version {v} were read; " if v > 1 else ""
+        raise CorruptStore(
+            f"stream {stream!r}: version {v} is damaged in both its copies ({_no_hint(damage)}; "
+            f"{other}); {read}run 'evstore verify' for a report and 'evstore repair' "
+            "to fix what can be fixed") from None
 
     def read_all(self, from_position: int = 1, to_position: int | None = None,
                  limit: int | None = None, backwards: bool = False,
@@ -759,7 +872,7 @@ class EventStore:
         try:
             it = forward(lo, hi) if not backwards else \
                 _backwards(forward, lo, hi, _first_chunk(limit, wanted or window))
-            yield from _filter(_in_window(it, window, backwards), wanted, limit)
+            yield from _filter(_in_window(it, window, backwards, ordered=False), wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
 
@@ -988,6 +1101,19 @@ class EventStore:
             yield log
 
 
+def _no_hint(e: Exception) -> str:
+    """An error's message without its "; run 'evstore verify' ..." advice
+    (a message that quotes it gives that advice once, at its end)."""
+    return str(e).split("; run 'evstore", 1)[0]
+
+
+def _has_id(event) -> bool:
+    """Did the caller give this event its own id?"""
+    if isinstance(event, dict):
+        return event.get("id") is not None
+    return getattr(event, "id", None) is not None
+
+
 def _identity(path: str):
     try:
         st = os.stat(path)
@@ -1045,11 +1171,14 @@ def _window(since, until):
     return tuple(out)
 
 
-def _in_window(it, window, backwards: bool):
+def _in_window(it, window, backwards: bool, ordered: bool = True):
     """Events of ``it`` recorded in ``window`` (see :func:`_window`).
-    recorded_at never decreases with position, in a stream and in the whole
-    store (append stamps max(now, last); bulk writes refuse an earlier time),
-    so the scan stops at the first event past the window's far end."""
+    ``ordered``: recorded_at never decreases along ``it`` -- true of a
+    stream (append stamps max(now, last), bulk writes refuse an earlier
+    time than the stream's last event), so the scan stops at the first event
+    past the window's far end.  Not of the whole store: a merge (``import
+    --renumber``) keeps each event's time, so older events may follow newer
+    ones there, and every event is checked."""
     if window is None:
         yield from it
         return
@@ -1059,11 +1188,11 @@ def _in_window(it, window, backwards: bool):
     for ev in it:
         us = datetime_to_us(ev.recorded_at)
         if hi is not None and us > hi:
-            if backwards:
+            if backwards or not ordered:
                 continue
             return
         if lo is not None and us < lo:
-            if backwards:
+            if backwards and ordered:
                 return
             continue
         yield ev

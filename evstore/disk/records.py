@@ -210,12 +210,66 @@ def new_ids(n: int) -> list[str]:
     return out
 
 
+#: The fields of an event given to append, and those of a recorded event
+#: (from read or export) that append accepts and ignores.  Any other key is
+#: refused: a misspelt "dat" must not be stored as an event without data.
+EVENT_FIELDS = frozenset(("type", "data", "metadata", "id"))
+RECORDED_FIELDS = frozenset(("stream", "version", "position", "recorded_at"))
+
+
+def check_fields(event: dict, where: str) -> None:
+    """InvalidEvent naming the first key that is not an event's field."""
+    for key in event:
+        if key in EVENT_FIELDS or key in RECORDED_FIELDS:
+            continue
+        import difflib
+
+        close = difflib.get_close_matches(str(key), sorted(EVENT_FIELDS), n=1, cutoff=0.6)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        raise InvalidEvent(
+            f"{where}: unknown field {_quoted(key)}{hint}; an event has \"type\", \"data\", "
+            "\"metadata\" and \"id\" (and a recorded event's \"stream\", \"version\", "
+            "\"position\" and \"recorded_at\", which are ignored)")
+
+
+def _quoted(key) -> str:
+    import json
+
+    return json.dumps(key, ensure_ascii=False) if isinstance(key, str) else repr(key)
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words (for messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array" if value else "an empty array"
+    return f"a {type(value).__name__}, not JSON"
+
+
+def check_repeated_id(seen: dict, ev: "NewEvent", where: str) -> None:
+    """InvalidEvent when ``ev``'s id was already used in this batch (``seen``
+    maps ids to where they were first seen, and is updated)."""
+    first = seen.setdefault(ev.id, where)
+    if first != where:
+        raise InvalidEvent(f"{where}: \"id\" {ev.id} is also the id of {first}; "
+                           "the events of one batch need different ids")
+
+
 def normalize(event: Any, where: str = "event", new_id: str | None = None) -> NewEvent:
     """Turn a NewEvent or a dict (SPEC §2 input, or a recorded event) into a
     checked NewEvent with ``data``/``metadata`` defaulted and an id."""
     if isinstance(event, NewEvent):
         etype, data, metadata, eid = event.type, event.data, event.metadata, event.id
     elif isinstance(event, dict):
+        if len(event) > 4 or not EVENT_FIELDS.issuperset(event):
+            check_fields(event, where)
         if "type" not in event:
             raise InvalidEvent(f"{where}: missing \"type\"")
         etype = event["type"]
@@ -224,7 +278,7 @@ def normalize(event: Any, where: str = "event", new_id: str | None = None) -> Ne
         metadata = event["metadata"] if "metadata" in event else {}
         eid = event.get("id")
     else:
-        raise InvalidEvent(f"{where}: expected a JSON object, got {type(event).__name__}")
+        raise InvalidEvent(f"{where}: expected a JSON object (an event), got {json_kind(event)}")
     if not isinstance(etype, str) or not etype:
         raise InvalidEvent(f"{where}: \"type\" must be a non-empty string")
     if isinstance(event, NewEvent):

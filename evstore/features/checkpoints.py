@@ -9,6 +9,7 @@ Files (docs/TAIL.md has the reasoning)::
 
     STORE/checkpoints/<KEY>.json   {"evstore_checkpoint": 1, "name", "position",
                                     "stream", "updated_at"}
+                                   {"sha256": hex SHA-256 of the line above}
     STORE/checkpoints/<KEY>.lock   flock'ed by the consumer running under NAME
 
 ``KEY`` is :func:`evstore.disk.streamlog.stream_key` of the name: a name never
@@ -16,7 +17,11 @@ becomes a path, and the real name is kept inside the file (a file whose name
 does not hash to its KEY is reported, never used).  ``stream`` records what
 the consumer followed last (``null`` for ``$all``); it is informational.
 Files are replaced with :func:`evstore.disk.recovery.write_atomic`, so a reader
-sees the old checkpoint or the new one, never a torn one.
+sees the old checkpoint or the new one, never a torn one.  The check line
+(:mod:`evstore.features.checkline`) makes a flipped bit damage (exit 6 naming
+the file) instead of a position that silently skips or repeats events.  A
+file without one was written by an evstore from before checksums: it is
+used, ``verify`` warns about it, and its next save adds the line.
 
 The ``.lock`` file makes a name single-consumer: two processes delivering
 under the same name would each advance it past events only the other saw.
@@ -36,6 +41,7 @@ from ..disk.records import check_id_text, format_timestamp
 from ..disk.recovery import write_atomic
 from ..disk.segment import check_not_link, nofollow, open_file
 from ..disk.streamlog import stream_key
+from .checkline import seal, unseal
 
 CHECKPOINTS_DIR = "checkpoints"
 FORMAT = 1
@@ -64,6 +70,7 @@ class Checkpoint(NamedTuple):
     position: int
     stream: str | None  #: what the consumer followed last; None: $all
     updated_at: str
+    sealed: bool = True  #: False: a file from before checksums (rewritten on the next save)
 
     def to_dict(self, head: int | None = None) -> dict:
         d = {"name": self.name, "position": self.position}
@@ -81,15 +88,16 @@ def check_name(name: object) -> str:
 
 
 def encode(name: str, position: int, stream: str | None, updated_at: str) -> bytes:
-    return (json.dumps({"evstore_checkpoint": FORMAT, "name": name, "position": position,
-                        "stream": stream, "updated_at": updated_at},
-                       ensure_ascii=False) + "\n").encode("utf-8")
+    return seal((json.dumps({"evstore_checkpoint": FORMAT, "name": name, "position": position,
+                             "stream": stream, "updated_at": updated_at},
+                            ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def decode(data: bytes, path: str, key: str | None = None) -> Checkpoint:
     """Parse a checkpoint file; CorruptStore (exit 6) says what is wrong."""
     try:
-        d = json.loads(data)
+        body, sealed = unseal(data)
+        d = json.loads(body)
         if not isinstance(d, dict) or d.get("evstore_checkpoint") != FORMAT:
             raise ValueError("not an evstore checkpoint (format 1)")
         name, pos, stream = d["name"], d["position"], d.get("stream")
@@ -100,12 +108,12 @@ def decode(data: bytes, path: str, key: str | None = None) -> Checkpoint:
         if stream is not None and not isinstance(stream, str):
             raise ValueError("its stream is not a string")
     except (ValueError, KeyError, TypeError) as e:
-        raise CorruptStore(f"{path}: damaged checkpoint ({e}); reset or delete it "
-                           "with 'evstore checkpoints reset|delete NAME'") from None
+        raise CorruptStore(f"{path}: damaged checkpoint ({e}); set, reset or delete it "
+                           "with 'evstore checkpoints set|reset|delete NAME'") from None
     if key is not None and stream_key(name) != key:
         raise CorruptStore(f"{path}: holds checkpoint {name!r}, whose file would be "
                            f"{stream_key(name)}{SUFFIX}")
-    return Checkpoint(name, pos, stream, str(d.get("updated_at") or ""))
+    return Checkpoint(name, pos, stream, str(d.get("updated_at") or ""), sealed)
 
 
 class CheckpointStore:
@@ -179,17 +187,32 @@ class CheckpointStore:
         """Set ``name`` to ``position`` (0: from the beginning), creating it
         when absent.  Refused while a consumer runs under the name, and past
         the store's head (no event there has been handled)."""
+        return self.set(name, position, force=True)
+
+    def set(self, name: str, position: int, force: bool = False) -> Checkpoint:
+        """Move ``name`` to ``position`` -- "every event up to it is handled"
+        -- creating it when absent: the commit of a consumer that manages its
+        own (``tail --no-commit``).  Refused (UsageError) past the store's
+        head, and backwards (which delivers events again) or over a damaged
+        file unless ``force``; refused (CheckpointBusy) while a consumer runs
+        under the name."""
         head = self.store.head()
         if isinstance(position, bool) or not isinstance(position, int) or position < 0:
             raise UsageError(f"invalid position {position!r}: must be a whole number >= 0")
         if position > head:
-            raise UsageError(f"position {position} is past the store's head ({head})")
+            raise UsageError(f"position {position} is past the store's head ({head}): "
+                             "no event there has been handled")
         with self.hold(name):
             old = None
             try:
                 old = self.get(name)
             except CorruptStore:
-                pass  # resetting is how a damaged checkpoint is fixed
+                if not force:  # resetting (forcing) is how a damaged checkpoint is fixed
+                    raise
+            if old is not None and position < old.position and not force:
+                raise UsageError(
+                    f"checkpoint {name!r} is at {old.position}: moving it back to {position} "
+                    f"delivers events again (force it to: --force)")
             return self.save(name, position, old.stream if old else None)
 
     @contextmanager
@@ -260,6 +283,10 @@ def verify_files(store_dir: str, versions: dict, head: int):
         except (CorruptStore, OSError) as e:
             yield {"severity": "error", "kind": "checkpoint", "file": rel, "message": str(e)}
             continue
+        if not cp.sealed:
+            yield {"severity": "warning", "kind": "checkpoint", "file": rel,
+                   "message": f"checkpoint {cp.name!r} has no checksum (written by an older "
+                              "evstore); its consumer's next save adds one"}
         if cp.position > head:
             yield {"severity": "warning", "kind": "checkpoint", "file": rel,
                    "position": cp.position,

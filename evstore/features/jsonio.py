@@ -1,8 +1,9 @@
 """JSON in and out, exactly and in streaming fashion.
 
-Input is parsed strictly: NaN/Infinity, numbers that overflow a float, and
-integers outside 64 bits are errors that name the line and column, so that a
-bad line 3 of 5 is reported before anything is written.  Output is UTF-8 JSON
+Input is parsed strictly: NaN/Infinity, numbers that overflow a float,
+integers outside 64 bits and a key given twice in one object are errors that
+name the line (and column), so that a bad line 3 of 5 is reported before
+anything is written.  Output is UTF-8 JSON
 with the keys in the order they were given (SPEC §2).
 """
 from __future__ import annotations
@@ -40,8 +41,22 @@ def _parse_int(text: str) -> int:
     return value
 
 
+def _object(pairs: list):
+    """An object, refusing a key given twice: JSON parsers disagree on which
+    value wins, so keeping one would silently change the input."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Reject(f"duplicate key {json.dumps(key, ensure_ascii=False)} "
+                              "in an object (each key may appear once)")
+            seen.add(key)
+    return obj
+
+
 _decoder = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int,
-                            parse_constant=_parse_constant)
+                            parse_constant=_parse_constant, object_pairs_hook=_object)
 
 
 def loads(text: str, where: str = "input"):
@@ -70,11 +85,15 @@ def _decode(text: str, where, syntax_error, lineno: int = 0):
     raise InvalidEvent(f"{where if where is not None else f'line {lineno}'}: {why}")
 
 
-def iter_documents(stream: IO[bytes]) -> Iterator[tuple[str, object]]:
+def iter_documents(stream: IO[bytes], empty_array: str | None = None
+                   ) -> Iterator[tuple[str, object]]:
     """Yield (label, value) for each JSON value on ``stream``: NDJSON (one
     value a line, blank lines skipped) or a single JSON array of values.
-    Labels are "line N" (or "item N" inside an array) for error messages."""
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="\n")
+    Labels are "line N" (or "item N" inside an array) for error messages.
+    A leading UTF-8 byte order mark (some Windows editors write one) is
+    skipped.  ``empty_array``: the InvalidEvent message for ``[]``, when an
+    empty array is a mistake (else it yields nothing, like empty input)."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="\n")
     try:
         first = ""
         lineno = 0
@@ -90,6 +109,8 @@ def iter_documents(stream: IO[bytes]) -> Iterator[tuple[str, object]]:
             items = loads(rest, "stdin")
             if not isinstance(items, list):
                 raise InvalidEvent("stdin: expected a JSON array or one JSON object per line")
+            if not items and empty_array is not None:
+                raise InvalidEvent(empty_array)
             for i, item in enumerate(items, 1):
                 yield f"item {i}", item
             return

@@ -201,7 +201,7 @@ def _load_file(path: str, func: str, spec: str) -> Reducer:
     except SyntaxError as e:
         sys.modules.pop(modname, None)
         raise UsageError(f"reducer {spec!r}: syntax error in {path}, line {e.lineno}: {e.msg}") from None
-    except Exception as e:  # noqa: BLE001 - user code: any failure is a bad reducer
+    except BaseException as e:  # noqa: BLE001 - user code (even sys.exit): a bad reducer
         sys.modules.pop(modname, None)
         raise UsageError(f"reducer {spec!r}: importing {path} failed: "
                          f"{type(e).__name__}: {e}") from None
@@ -218,7 +218,7 @@ def _load_module(modname: str, func: str, spec: str) -> Reducer:
                          "(is it on PYTHONPATH? a file needs a path ending in .py)") from None
     except SyntaxError as e:
         raise UsageError(f"reducer {spec!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
-    except Exception as e:  # noqa: BLE001
+    except BaseException as e:  # noqa: BLE001 - user code (even sys.exit): a bad reducer
         raise UsageError(f"reducer {spec!r}: importing {modname} failed: "
                          f"{type(e).__name__}: {e}") from None
     fn = _attribute(module, func, spec, modname)
@@ -239,10 +239,15 @@ def _attribute(module, func: str, spec: str, where: str):
     return obj
 
 
-def load_reducer(spec=None) -> Reducer:
+def load_reducer(spec=None, base=None) -> Reducer:
     """Turn a spec (None = ``merge``), a callable or a Reducer into a Reducer.
 
-    Raises UsageError (exit 2), naming what is wrong, when it cannot be loaded.
+    ``base``: the store's directory, when there is one.  A relative
+    ``path/to/file.py`` is looked up in the current directory first, then
+    relative to the directory that holds the store, so that a store kept in a
+    workspace beside its reducers (and moved or copied with it) finds them
+    from anywhere.  Raises UsageError (exit 2), naming what is wrong (and
+    where it looked), when it cannot be loaded.
     """
     if spec is None:
         return _builtin(DEFAULT)
@@ -270,18 +275,30 @@ def load_reducer(spec=None) -> Reducer:
             f"unknown reducer {spec!r}: use a built-in ({', '.join(BUILTINS)}), "
             "path/to/file.py:function or package.module:function")
     if where.endswith(".py") or os.sep in where or "/" in where:
-        return _load_file(where, func, spec)
+        return _load_file(_find_file(where, spec, base), func, spec)
     if not all(p.isidentifier() for p in where.split(".")):
         raise UsageError(f"reducer {spec!r}: {where!r} is neither a .py file nor a module name")
     return _load_module(where, func, spec)
 
 
+def _find_file(where: str, spec: str, base) -> str:
+    """The file a reducer spec names (see :func:`load_reducer`)."""
+    if os.path.isabs(where) or os.path.exists(where) or base is None:
+        return where
+    parent = os.path.dirname(os.path.abspath(str(base)))
+    beside = os.path.join(parent, where)
+    if os.path.exists(beside):
+        return beside
+    raise UsageError(
+        f"reducer {spec!r}: no such file: {where} (looked for it in the current directory, "
+        f"{os.getcwd()}, and in the store's parent directory, {parent})")
+
+
 def settings_spec(spec: str) -> str:
-    """The form of ``spec`` to keep in the store's settings: a file reducer's
-    path made absolute, so appends from any directory find it.  Loads it
-    first, so a bad spec is refused when it is set, not at the next append."""
+    """The form of ``spec`` to keep in the store's settings: what the user
+    typed (a relative path stays relative, so a store moved or copied with
+    its workspace keeps working; it is resolved when used, see
+    :func:`load_reducer`).  Loads it first, so a bad spec is refused when it
+    is set, not at the next append."""
     load_reducer(spec)
-    where, sep, func = spec.strip().rpartition(":")
-    if sep and (where.endswith(".py") or "/" in where or os.sep in where):
-        return f"{os.path.abspath(where)}:{func}"
     return spec.strip()

@@ -50,6 +50,12 @@ class Plan:
         return self.version - self.start
 
 
+def _directory(store):
+    """The store's directory (relative reducer files are also looked up
+    beside it), or None for a store-like object without one."""
+    return getattr(store, "directory", None)
+
+
 # --- where to stop --------------------------------------------------------------------
 
 def _event_at(store, stream: str, version: int):
@@ -121,7 +127,7 @@ def plan(store, stream: str, reducer=None, to_version=None, at=None,
     """Decide where to start.  ``show_from``: the first version the caller
     wants to see applied (``--steps --from-version``), so a snapshot after
     it cannot be used."""
-    r = load_reducer(reducer)
+    r = load_reducer(reducer, base=_directory(store))
     version = target_version(store, stream, to_version, at)
     p = Plan(stream, r, version, 0, None)
     if not use_snapshots:
@@ -167,6 +173,11 @@ def _event_dicts(events) -> Iterator[tuple[Any, dict]]:
 
 
 def _failed(p: Plan, ev, state, e: BaseException) -> ReducerError:
+    """Whatever a reducer raises -- SystemExit, KeyboardInterrupt and
+    GeneratorExit included -- is a ReducerError (exit 1) naming the event.
+    A reducer calling ``sys.exit(0)`` must not end a replay as a success
+    with no output; a Ctrl-C while a reducer runs cannot be told apart
+    from a reducer raising KeyboardInterrupt, so it is reported the same way."""
     if isinstance(state, dict):
         keys = ", ".join(map(str, state)) or "none (an empty object)"
         before = f"state keys before it: {keys}"
@@ -183,7 +194,7 @@ def _failed(p: Plan, ev, state, e: BaseException) -> ReducerError:
         where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
     return ReducerError(
         f"reducer {p.reducer.name} failed on stream {p.stream!r} at version {ev.version} "
-        f"(type {ev.type}): {type(e).__name__}: {e}{where}; {before}")
+        f"(type {ev.type}): {type(e).__name__}{': ' if str(e) else ''}{e}{where}; {before}")
 
 
 def _not_json(p: Plan, version: int, e: InvalidEvent) -> ReducerError:
@@ -213,7 +224,7 @@ def run(store, p: Plan, progress: Callable[[int, int], None] | None = None):
                                              to_version=p.version)):
             try:
                 state = fn(state, d)
-            except Exception as e:  # noqa: BLE001 - user code: report where it failed
+            except BaseException as e:  # noqa: BLE001 - user code: report where it failed
                 raise _failed(p, ev, state, e) from e
             done += 1
             if progress is not None and done % PROGRESS_EVERY == 0:
@@ -293,7 +304,7 @@ def steps(store, p: Plan, types: Iterable[str] | None = None,
             else:
                 before = None
                 state = (pure if shown else fast)(state, d)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - even SystemExit (see _failed)
             raise _failed(p, ev, before if show else state, e) from e
         done += 1
         if progress is not None and done % PROGRESS_EVERY == 0:
@@ -441,7 +452,7 @@ def verify_snapshots(store, stream: str, reducer=None,
     """
     from .snapshots import SnapshotStore
 
-    r = load_reducer(reducer)
+    r = load_reducer(reducer, base=_directory(store))
     current = store.version(stream)
     if current == 0:
         raise StreamNotFound(stream)
@@ -470,7 +481,7 @@ def verify_snapshots(store, stream: str, reducer=None,
     for ev, d in _event_dicts(store.read(stream, from_version=1, to_version=p.version)):
         try:
             state = fn(state, d)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - even SystemExit (see _failed)
             raise _failed(p, ev, state, e) from e
         if progress is not None and ev.version % PROGRESS_EVERY == 0:
             progress(ev.version, p.version)

@@ -4,10 +4,19 @@ Library callers pass ``snapshot_every``/``reducer`` to ``EventStore``; shell
 users cannot, so the command line reads them from here (``evstore config``
 sets them).  The file is small JSON, replaced atomically::
 
-    {"snapshot_every": 1000, "reducer": "/abs/path/reducers.py:balance"}
+    {"snapshot_every": 1000, "reducer": "sample_data/reducers.py:balance"}
 
-A file reducer is kept with an absolute path, so appends from any directory
-find it.  ``reducer`` is also the default reducer of ``evstore replay`` and
+The last line is a check line (:mod:`evstore.features.checkline`): a changed
+byte is damage (exit 6 naming the file, found by ``verify``; ``repair`` moves
+the file to quarantine, which leaves the defaults), never a silently
+different setting.  A file without a check line (written before settings
+carried one, or by hand) is used as it is, and the next ``evstore config``
+change rewrites it with one.
+
+A file reducer is kept as typed; a relative path is resolved when used, in
+the current directory and then beside the store (``load_reducer``'s
+``base``), so a store moved with its workspace keeps working.  ``reducer`` is
+also the default reducer of ``evstore replay`` and
 ``snapshot``: set it once, and every replay, snapshot and automatic snapshot
 agrees on it (and so can share snapshots).
 """
@@ -18,6 +27,8 @@ import os
 
 from ..errors import CorruptStore, UsageError
 from ..disk.recovery import write_atomic
+from ..disk.segment import nofollow
+from .checkline import seal, unseal
 
 FILE = "settings.json"
 KEYS = ("snapshot_every", "reducer")
@@ -37,14 +48,47 @@ def load(store_dir) -> dict:
         return {}
     except OSError as e:
         raise CorruptStore(f"{p}: cannot read the store's settings: {e.strerror or e}") from None
+    return {k: v for k, v in decode(raw, p).items() if k in KEYS and v is not None}
+
+
+def decode(raw: bytes, where: str) -> dict:
+    """The settings object in a file's bytes; CorruptStore (exit 6) naming
+    ``where`` when they are damaged."""
     try:
-        data = json.loads(raw)
+        body, _sealed = unseal(raw)
+        data = json.loads(body)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
-        raise CorruptStore(f"{p}: the store's settings are not valid JSON ({e}); "
-                           "fix or delete the file") from None
-    return {k: data[k] for k in KEYS if data.get(k) is not None}
+        raise CorruptStore(f"{where}: the store's settings are damaged ({e}); delete the file "
+                           "(or run 'evstore repair') and set them again with "
+                           "'evstore config'") from None
+    return data
+
+
+def verify_file(store_dir):
+    """Problems with the settings file, for ``evstore verify`` (dicts as
+    :func:`evstore.features.checkpoints.verify_files` yields them)."""
+    p = path(store_dir)
+    rel = os.path.relpath(p, str(store_dir))
+    try:
+        with open(p, "rb", opener=nofollow) as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return
+    except (OSError, CorruptStore) as e:
+        yield {"severity": "error", "kind": "settings", "file": rel,
+               "message": f"cannot read the store's settings: {getattr(e, 'strerror', None) or e}"}
+        return
+    try:
+        decode(raw, rel)
+    except CorruptStore as e:
+        yield {"severity": "error", "kind": "settings", "file": rel, "message": str(e)}
+        return
+    if not unseal(raw)[1]:
+        yield {"severity": "warning", "kind": "settings", "file": rel,
+               "message": "the settings have no checksum (written by an older evstore or by "
+                          "hand); the next 'evstore config' change adds one"}
 
 
 def check(key: str, value):
@@ -77,7 +121,7 @@ def update(store, **values) -> dict:
         current.update(checked)
         current = {k: current[k] for k in KEYS if current.get(k) is not None}
         write_atomic(path(store.directory),
-                     (json.dumps(current, ensure_ascii=False, indent=1) + "\n").encode("utf-8"),
+                     seal((json.dumps(current, ensure_ascii=False, indent=1) + "\n").encode("utf-8")),
                      sync=store.sync)
     return current
 

@@ -20,6 +20,9 @@ UTF-8 JSON, so ``jq`` can read it::
     line 2  state   the state, as one line of JSON
     line 3  check   {"sha256": hex SHA-256 of the bytes of lines 1 and 2}
 
+(the check line of :mod:`evstore.features.checkline`, shared with checkpoints
+and the settings).
+
 The header comes first and is small, so a reducer's fingerprint can be checked
 by reading one short line, however large the state.  ``event_id`` is the id of
 the event at ``version``: a snapshot whose event is no longer there (a store
@@ -30,11 +33,12 @@ with another.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
@@ -44,6 +48,7 @@ from ..disk.records import check_json_value, check_stream_id, format_timestamp
 from ..disk.recovery import write_atomic
 from ..disk.segment import check_not_link, fsync_dir, nofollow
 from ..disk.streamlog import stream_key
+from .checkline import seal, unseal
 
 SNAPSHOTS_DIR = "snapshots"
 FORMAT = 1
@@ -100,10 +105,8 @@ def encode(stream: str, version: int, state, reducer: str, fingerprint: str,
     header = {"evstore_snapshot": FORMAT, "stream": stream, "version": version,
               "event_id": event_id, "reducer": reducer, "fingerprint": fingerprint,
               "created_at": created_at}
-    body = (json.dumps(header, ensure_ascii=False) + "\n"
-            + json.dumps(state, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-    check = json.dumps({"sha256": hashlib.sha256(body).hexdigest()}) + "\n"
-    return body + check.encode()
+    return seal((json.dumps(header, ensure_ascii=False) + "\n"
+                 + json.dumps(state, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
 
 
 class SnapshotStore:
@@ -155,7 +158,8 @@ class SnapshotStore:
         check_stream_id(stream)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise UsageError(f"invalid snapshot version {version!r}: must be a whole number >= 1")
-        r = load_reducer(reducer if reducer is not None else self.store.reducer)
+        r = load_reducer(reducer if reducer is not None else self.store.reducer,
+                         base=getattr(self.store, "directory", None))
         try:
             check_json_value(state, "snapshot state")
         except InvalidEvent as e:
@@ -264,13 +268,11 @@ class SnapshotStore:
         if len(lines) != 4 or lines[3] != b"":
             raise damaged("it does not have the three lines of a snapshot")
         try:
-            check = json.loads(lines[2])
-            digest = check["sha256"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise damaged("the checksum line is unreadable") from None
-        body = data[: len(lines[0]) + len(lines[1]) + 2]
-        if hashlib.sha256(body).hexdigest() != digest:
-            raise damaged("checksum mismatch")
+            _body, sealed = unseal(data)
+        except ValueError as e:
+            raise damaged(str(e)) from None
+        if not sealed:
+            raise damaged("the checksum line is unreadable")
         try:
             h = self._check_header(lines[0] + b"\n", stream, version)
             state = json.loads(lines[1])
@@ -297,7 +299,7 @@ class SnapshotStore:
         fingerprint = None
         if reducer is not None:
             from .reducers import load_reducer
-            fingerprint = load_reducer(reducer).fingerprint
+            fingerprint = load_reducer(reducer, base=getattr(self.store, "directory", None)).fingerprint
         for v in self._downwards(stream, max_version):
             if fingerprint is not None:
                 h = self.header(stream, v)
@@ -373,36 +375,92 @@ def crossed(every: int, before: int, after: int) -> int | None:
     return top if top > before and top > 0 else None
 
 
-def auto_snapshot(store, stream: str, version_before: int, version_after: int) -> Snapshot | None:
-    """Called by EventStore.append after a commit, outside the writer lock.
+#: How long an append waits for its automatic snapshot (seconds) before
+#: leaving it behind: ``EventStore(snapshot_timeout=...)``; the command line
+#: reads $EVSTORE_SNAPSHOT_TIMEOUT.
+SNAPSHOT_TIMEOUT = 5.0
 
-    Saves the state at the highest multiple of ``store.snapshot_every`` that
-    the append crossed (a batch crossing several saves one: the older ones
-    would never be the latest).  The append has already succeeded, so a
-    failure here (a reducer that raises, a full disk) must not turn it into
-    an error the caller would retry: it is logged as a warning instead.  Two
-    processes racing to save the same snapshot write equal states, and the
-    atomic rename makes one whole file win.
+
+def _warn(message: str) -> None:
+    log.warning("evstore: warning: %s", message)
+
+
+def auto_snapshot(store, stream: str, version_before: int, version_after: int, *,
+                  every: int | None = None, reducer=None,
+                  warn: Callable[[str], None] | None = None) -> Snapshot | None:
+    """Save the automatic snapshot an append from ``version_before`` to
+    ``version_after`` calls for, here and now (no time limit: see
+    :func:`auto_snapshot_bounded`).  ``every`` and ``reducer`` default to the
+    store's ``snapshot_every`` and ``reducer``.
+
+    Saves the state at the highest multiple of ``every`` that the append
+    crossed (a batch crossing several saves one: the older ones would never
+    be the latest).  The append has already succeeded, so a failure here (a
+    reducer that raises -- even ``sys.exit`` --, a full disk) must not turn it
+    into an error the caller would retry: it is passed to ``warn`` (default:
+    a warning on the ``evstore`` logger) and None is returned.  Two processes
+    racing to save the same snapshot write equal states, and the atomic
+    rename makes one whole file win.
     """
-    target = crossed(store.snapshot_every, version_before, version_after)
+    every = store.snapshot_every if every is None else every
+    spec = store.reducer if reducer is None else reducer
+    target = crossed(every, version_before, version_after)
     if target is None:
         return None
-    from ..errors import EvstoreError
     from .reducers import load_reducer
     from .replay import replay
 
     try:
-        reducer = load_reducer(store.reducer)
+        r = load_reducer(spec, base=store.directory)
         snaps = SnapshotStore(store)
         try:
             h = snaps.header(stream, target)
-            if h.problem is None and h.fingerprint == reducer.fingerprint:
+            if h.problem is None and h.fingerprint == r.fingerprint:
                 return None  # another process saved it already
         except SnapshotNotFound:
             pass
-        state, version = replay(store, stream, reducer, to_version=target)
-        return snaps.save(stream, state, version, reducer)
-    except (EvstoreError, OSError, RecursionError) as e:
-        log.warning("evstore: warning: automatic snapshot of %r at version %d not saved: %s",
-                    stream, target, e)
+        state, version = replay(store, stream, r, to_version=target)
+        return snaps.save(stream, state, version, r)
+    except BaseException as e:  # noqa: BLE001 - never fail the append (the reducer's code)
+        (warn or _warn)(f"automatic snapshot of {stream!r} at version {target} not saved: {e}")
         return None
+
+
+#: the automatic-snapshot thread of each store that has one
+_running: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def auto_snapshot_bounded(store, stream: str, version_before: int, version_after: int,
+                          timeout: float | None = None) -> None:
+    """What ``EventStore.append`` runs after its commit: :func:`auto_snapshot`
+    in a daemon thread, waited for at most ``timeout`` seconds (default
+    :data:`SNAPSHOT_TIMEOUT`).
+
+    An append must never hang on its snapshot: a reducer that loops would
+    hold the caller's acknowledgement forever (and a retry would append the
+    events twice).  When the time is up the append returns and a warning
+    says the snapshot was skipped; the thread cannot be stopped, so it runs
+    on in the background (a daemon: it does not keep the process alive), and
+    while it does, this store's later appends skip their automatic snapshots
+    (with a warning) instead of starting more.  A reducer that never lets
+    go of the GIL (a long loop inside one C call) cannot be bounded this way;
+    the command line runs its snapshots in a child process it can kill.
+    """
+    if crossed(store.snapshot_every, version_before, version_after) is None:
+        return
+    timeout = SNAPSHOT_TIMEOUT if timeout is None else timeout
+    busy = _running.get(store)
+    if busy is not None and busy.is_alive():
+        _warn(f"automatic snapshot of {stream!r} skipped: an earlier one of this store "
+              f"has been running for more than {timeout:g} s (does the reducer loop?)")
+        return
+    t = threading.Thread(target=auto_snapshot, name="evstore-auto-snapshot", daemon=True,
+                         args=(store, stream, version_before, version_after))
+    _running[store] = t
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        _warn(f"automatic snapshot of {stream!r} skipped: not made within {timeout:g} s "
+              "(does the reducer loop?); the append itself is committed")
+    else:
+        _running.pop(store, None)

@@ -21,6 +21,10 @@ checkpoint never passes an event whose handling did not finish.  Saves are
 coalesced while catching up on a backlog (at most one per
 ``checkpoint_interval``) and made whenever the subscription is caught up or
 stops: after a crash, only events since the last save are delivered again.
+With ``ack="manual"`` the consumer says what is handled instead
+(:meth:`Subscription.ack`), which is how ``tail --exec`` (features/handoff.py)
+moves a checkpoint only past events whose handler succeeded; with
+``commit=False`` the checkpoint is read and never written.
 """
 from __future__ import annotations
 
@@ -84,6 +88,13 @@ class Subscription:
     ``types`` and ``stream_prefix`` (``$all`` only) filter; a filtered
     consumer's checkpoint still moves past the events it skips.  ``wake`` is
     "auto" (inotify when it works), "notify" or "poll".
+
+    ``ack="manual"``: an event counts as handled only when :meth:`ack` says
+    so (asking for the next one is not enough), for consumers that work on
+    several events at once (:meth:`take`) or hand them on.  ``commit=False``:
+    the checkpoint is read (where to start) but never written, not even
+    created, and the name is not held: any number of such readers may run,
+    and ``CheckpointStore.set`` may move the checkpoint meanwhile.
     """
 
     def __init__(self, store, stream: str | None = None, *, from_position: int | None = None,
@@ -91,7 +102,8 @@ class Subscription:
                  checkpoint: str | None = None, idle_timeout: float | None = None,
                  max_count: int | None = None, types=None, stream_prefix: str | None = None,
                  follow: bool = True, wake: str = "auto", poll_interval: float = DEFAULT_POLL,
-                 checkpoint_interval: float = CHECKPOINT_INTERVAL):
+                 checkpoint_interval: float = CHECKPOINT_INTERVAL, ack: str = "auto",
+                 commit: bool = True):
         if stream is not None:
             check_stream_id(stream)
             if stream_prefix is not None:
@@ -113,6 +125,8 @@ class Subscription:
                 raise UsageError(f"invalid {name}: {v!r} (must be a number >= 0)")
         if wake not in ("auto", "notify", "poll"):
             raise UsageError(f"invalid wake {wake!r}: auto, notify or poll")
+        if ack not in ("auto", "manual"):
+            raise UsageError(f"invalid ack {ack!r}: auto or manual")
         if checkpoint is not None:
             check_name(checkpoint)
 
@@ -126,6 +140,8 @@ class Subscription:
         self.follow = follow
         self.poll_interval = max(poll_interval, MIN_POLL)
         self.checkpoint_interval = checkpoint_interval
+        self.manual = ack == "manual"
+        self.commit = commit
         #: Things the caller may want to tell a user (e.g. an ignored --from).
         self.notes: list[str] = []
         #: Events handed out so far.
@@ -135,6 +151,7 @@ class Subscription:
         self._closed = False
         self._buf: deque[RecordedEvent] = deque()
         self._out: int | None = None   # position of the event the consumer holds
+        self._last_out = 0             # manual: position of the last event handed out
         self._acked = 0                # every event at or before it is handled
         self._saved = -1               # what the checkpoint file says
         self._saved_at = 0.0
@@ -150,8 +167,9 @@ class Subscription:
         try:
             if checkpoint is not None:
                 self._cps = CheckpointStore(store)
-                self._hold = self._cps.hold(checkpoint)
-                self._hold.__enter__()
+                if commit:
+                    self._hold = self._cps.hold(checkpoint)
+                    self._hold.__enter__()
             self._waker = _Waker(os.path.join(store.directory, LOG_DIR),
                                  notify=follow and wake != "poll", require=wake == "notify")
             self._start(from_position, from_version, last)
@@ -213,21 +231,12 @@ class Subscription:
             self._acked = max(self._acked, self._out)
             self._out = None
         while True:
-            if self._stopped or (self.max_count is not None and self.count >= self.max_count):
+            if self._done():
                 self._end()
             if self._buf:
-                ev = self._buf.popleft()
-                # Everything before it was handed out and handled, or filtered out.
-                self._acked = max(self._acked, ev.position - 1)
-                if (self.checkpoint is not None and self._acked > self._saved
-                        and time.monotonic() - self._saved_at >= self.checkpoint_interval):
-                    self._save()
-                self._out = ev.position
-                self.count += 1
-                self._sleep = MIN_POLL
-                self._idle_since = time.monotonic()
-                return ev
-            self._acked = max(self._acked, self._scan_pos)
+                return self._hand_out()
+            if not self.manual or self._acked >= self._last_out:
+                self._acked = max(self._acked, self._scan_pos)
             if self._fetch():
                 if (self._timed_out and self._waker.inotify is not None
                         and not self._waker.announced(0.05)):
@@ -238,6 +247,56 @@ class Subscription:
             if not self.follow:
                 self._end()
             self._wait()
+
+    def take(self, n: int) -> list[RecordedEvent]:
+        """Up to ``n`` events: waits for the first as ``next()`` does, then
+        adds only events already committed (never waits for more).  [] when
+        the subscription ends.  Meant for ``ack="manual"``."""
+        try:
+            out = [next(self)]
+        except StopIteration:
+            return []
+        while len(out) < n and not self._done():
+            if self._buf:
+                out.append(self._hand_out())
+            elif not self._fetch():
+                break
+        return out
+
+    def ack(self, position: int) -> None:
+        """(``ack="manual"``) Every event handed out at or before
+        ``position`` is handled; the checkpoint may move past it (it is saved
+        at the subscription's usual moments: when caught up, every
+        ``checkpoint_interval`` on a backlog, when it ends)."""
+        if not self.manual:
+            raise UsageError("ack() is for subscriptions made with ack='manual'")
+        if position > self._last_out:
+            raise UsageError(f"position {position} was not handed out yet")
+        if position == self._last_out:
+            # everything handed out is handled; what lies before the next
+            # event was filtered out
+            position = self._buf[0].position - 1 if self._buf else self._scan_pos
+        self._acked = max(self._acked, position)
+
+    def _done(self) -> bool:
+        return self._stopped or (self.max_count is not None and self.count >= self.max_count)
+
+    def _hand_out(self) -> RecordedEvent:
+        ev = self._buf.popleft()
+        if self.manual:
+            self._last_out = ev.position
+        else:
+            # Everything before it was handed out and handled, or filtered out.
+            self._acked = max(self._acked, ev.position - 1)
+        if (self.checkpoint is not None and self._acked > self._saved
+                and time.monotonic() - self._saved_at >= self.checkpoint_interval):
+            self._save()
+        if not self.manual:
+            self._out = ev.position
+        self.count += 1
+        self._sleep = MIN_POLL
+        self._idle_since = time.monotonic()
+        return ev
 
     # -- where to begin ------------------------------------------------------------------
     def _start(self, from_position, from_version, last) -> None:
@@ -259,7 +318,8 @@ class Subscription:
                     f"head ({head}): the events it saw are gone; resuming at the head")
                 pos = head
             self._start_after_position(pos)
-            self._saved = saved.position if saved.position == pos else -1
+            # (-1: save at the first chance: moved to the head, or a file without a checksum)
+            self._saved = saved.position if saved.position == pos and saved.sealed else -1
         elif from_position is not None:
             self._start_after_position(max(from_position - 1, 0))
         elif from_version is not None:
@@ -272,8 +332,8 @@ class Subscription:
             self._stop_pos = head
             if self.stream is not None:
                 self._stop_ver = es.version(self.stream)
-        self._acked = self._scan_pos
-        if self._cps is not None and saved is None:
+        self._acked = self._last_out = self._scan_pos
+        if self._cps is not None and saved is None and self.commit:
             self._save(force=True)  # a new consumer exists from now on, at its seed
 
     def _start_after_position(self, pos: int) -> None:
@@ -385,7 +445,7 @@ class Subscription:
         raise StopIteration
 
     def _save(self, force: bool = False) -> None:
-        if self._cps is None or (self._acked <= self._saved and not force):
+        if self._cps is None or not self.commit or (self._acked <= self._saved and not force):
             return
         self._cps.save(self.checkpoint, self._acked, self.stream)
         self._saved = self._acked

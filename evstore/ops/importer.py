@@ -7,21 +7,29 @@ Two passes, so that bad input is refused with nothing written:
    continue each other: positions dense, each stream's versions contiguous,
    ``recorded_at`` never going back.  The packed events go to a spool file
    (``STORE/.tmp-import-*``; verify calls one left by a crash harmless and
-   repair moves it aside).  A large input file is checked by several
+   repair moves it aside; for a store that does not exist yet, beside it:
+   no store is opened or created in this pass).  A large input file is checked by several
    processes at once, each over a byte range; they report what they saw at
    their edges and this process stitches the ranges together.  A pipe is
    spooled the same way, so it is refused as atomically as a file.
-2. *Write*: after checking that the input continues the store (its first
-   position is the next one, each stream's first version is that stream's
-   next one, times do not go back), the spool is written under one hold of
-   the writer lock: runs of lines with the same stream and ``recorded_at``
+2. *Write*: after checking, under the writer lock, that the input
+   continues the store (its first position is the next one -- or its
+   leading events are the store's own, which are skipped: a rerun resumes
+   -- each stream's first version is that stream's next one, times do not
+   go back), the spool is written under that one hold of the lock: runs of lines with the same stream and ``recorded_at``
    (the original batches) become batches again, and the commit log is
    fsynced once per ``batch_size`` events (never with ``sync=False``).  The
    stream logs are synced and ``sync-state`` advanced at the end, as the
    core does when a store closes.
 
 An import that crashes in pass 2 leaves a valid store holding a prefix of
-the input; ``evstore export --from-position`` on the source continues it.
+the input; the same import run again skips that prefix and goes on.
+
+``renumber`` (``import --renumber``, merging stores) keeps each event's
+stream, version, id and time but gives it the store's next position: per
+stream, events the store already holds are skipped, and the rest must
+continue the stream (else ImportConflict, exit 3).  Import never removes a
+store, even one it created: a refused import leaves what it found.
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from ..errors import InvalidEvent
+from ..errors import ImportConflict, InvalidEvent
 from ..disk.records import (DEFAULT_MAX_EVENT_BYTES, NewEvent, canonical_id, check_json_value,
                        check_stream_id, datetime_to_us, parse_timestamp)
 from .progress import NO_PROGRESS
@@ -53,11 +61,21 @@ class ImportResult:
     first_position: int | None = None
     last_position: int | None = None
     seconds: float = 0.0
+    #: events of the input the store already held (a resumed or repeated import)
+    skipped: int = 0
+    #: events in the input
+    total: int = 0
+    #: stopped early (``stop()``): events and last_position say how far it got
+    interrupted: bool = False
+    dry_run: bool = False
 
     def to_dict(self) -> dict:
-        return {"events": self.events, "batches": self.batches, "streams": self.streams,
-                "first_position": self.first_position, "last_position": self.last_position,
-                "seconds": round(self.seconds, 3)}
+        d = {"events": self.events, "batches": self.batches, "streams": self.streams,
+             "first_position": self.first_position, "last_position": self.last_position,
+             "seconds": round(self.seconds, 3), "skipped": self.skipped}
+        if self.dry_run:
+            d["dry_run"] = True
+        return d
 
 
 @dataclass
@@ -80,6 +98,12 @@ class _Chunk:
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z").match
+
+
+#: Positions with gaps: most likely an export of some streams, which only
+#: a renumbering import can take.
+_GAP_HINT = (" (an export of some streams? 'evstore import --renumber' gives them the "
+             "store's next positions)")
 
 
 def _reject(name):
@@ -105,8 +129,13 @@ def _decode(text: str):
     return obj
 
 
-def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS) -> _Chunk:
-    """Pass 1 over an iterable of raw lines (bytes): validate, pack, spool."""
+def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS,
+                 renumber: bool = False) -> _Chunk:
+    """Pass 1 over an iterable of raw lines (bytes): validate, pack, spool.
+
+    ``renumber``: positions are not kept, so they need not be dense (nor
+    present), and times only have to keep their order within each stream
+    (a merge of two exports goes back in time where the second begins)."""
     c = _Chunk(spool)
     out = open(spool, "wb")
     packb = msgpack.Packer(use_bin_type=True).pack
@@ -117,7 +146,7 @@ def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS) -> _Ch
     ts_text, ts_us = None, 0
     g_stream = None
     g_blobs: list = []
-    g_fv = g_fp = g_us = g_size = 0
+    g_fv = g_fp = g_us = g_size = g_line = 0
     prev_p = prev_us = None
     n = 0
     pending_bytes = 0
@@ -130,6 +159,7 @@ def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS) -> _Ch
                 progress.advance(events=n - pending_lines, nbytes=pending_bytes)
                 pending_bytes, pending_lines = 0, n
             if not raw.strip():
+                g_stream = None  # a group's events are on consecutive lines
                 continue
             try:
                 obj = _decode(raw.decode("utf-8"))
@@ -137,7 +167,7 @@ def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS) -> _Ch
                     raise ValueError("expected a JSON object (a recorded event)")
                 stream = obj["stream"]
                 v = obj["version"]
-                p = obj["position"]
+                p = obj.get("position", 1) if renumber else obj["position"]
                 eid = obj["id"]
                 etype = obj["type"]
                 ts = obj["recorded_at"]
@@ -184,20 +214,27 @@ def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS) -> _Ch
                 c.error = (n, str(e))
                 break
             us = ts_us
-            if prev_p is not None and p != prev_p + 1:
-                c.error = (n, f"position {p} does not follow position {prev_p} on the line before")
+            if renumber:
+                p = 0
+            elif prev_p is not None and p != prev_p + 1:
+                c.error = (n, f"position {p} does not follow position {prev_p} on the line "
+                              f"before{_GAP_HINT}")
                 break
-            if prev_us is not None and us < prev_us:
+            if prev_us is not None and us < prev_us and not renumber:
                 c.error = (n, "recorded_at is earlier than on the line before")
                 break
             s = streams.get(stream)
             if s is None:
-                streams[stream] = [v, v, n]
+                streams[stream] = [v, v, n, us, us]
             elif v != s[1] + 1:
                 c.error = (n, f"stream {stream!r}: version {v} does not follow version {s[1]}")
                 break
+            elif us < s[4]:
+                c.error = (n, f"stream {stream!r}: recorded_at is earlier than at version {s[1]}")
+                break
             else:
                 s[1] = v
+                s[4] = us
             if c.events == 0:
                 c.first_p, c.first_us, c.first_line = p, us, n
             c.events += 1
@@ -208,12 +245,12 @@ def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS) -> _Ch
                 g_size += len(blob)
             else:
                 if g_blobs:
-                    write(packb([g_stream, g_fv, g_fp, g_us, g_blobs]))
+                    write(packb([g_stream, g_fv, g_fp, g_us, g_blobs, g_line]))
                     c.groups += 1
-                g_stream, g_fv, g_fp, g_us = stream, v, p, us
+                g_stream, g_fv, g_fp, g_us, g_line = stream, v, p, us, n
                 g_blobs, g_size = [blob], len(blob)
         if g_blobs and c.error is None:
-            write(packb([g_stream, g_fv, g_fp, g_us, g_blobs]))
+            write(packb([g_stream, g_fv, g_fp, g_us, g_blobs, g_line]))
             c.groups += 1
         c.lines = n
         c.last_p, c.last_us = prev_p or 0, prev_us or 0
@@ -236,8 +273,17 @@ def _range_lines(path: str, start: int, end: int):
             pos += len(line)
 
 
-def _check_range(path, start, end, spool, max_bytes) -> _Chunk:
-    return _check_lines(_range_lines(path, start, end), spool, max_bytes)
+def _check_range(path, start, end, spool, max_bytes, renumber=False) -> _Chunk:
+    return _check_lines(_range_lines(path, start, end), spool, max_bytes, renumber=renumber)
+
+
+def _quiet_worker() -> None:
+    """Worker processes leave Ctrl-C to the parent (a terminal sends it to
+    every process of the group): the parent stops them and reports once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _boundaries(path: str, size: int, parts: int) -> list[int]:
@@ -257,21 +303,311 @@ def _is_array(head: bytes) -> bool:
     return head.lstrip().startswith(b"[")
 
 
-def import_events(store, source, *, batch_size: int = 10_000, sync: bool = True,
-                  progress=None, workers: int | None = None) -> ImportResult:
-    """Read recorded events (NDJSON or one JSON array, binary ``source``)
-    into ``store``, keeping ids, streams, versions, positions and times.
+class CheckedInput:
+    """Pass 1's result: the whole input checked and packed into spool files,
+    before any store is opened, created or locked.  :meth:`plan` checks it
+    against a store (read-only, for ``--dry-run``); :meth:`write` writes it
+    under the writer lock.  ``close()`` removes the spool files."""
 
-    Raises InvalidEvent, with nothing written, when any line is invalid or
-    the input does not continue the store.
-    """
-    t0 = time.monotonic()
+    def __init__(self, chunks: list, spools: list, renumber: bool):
+        self.chunks = chunks
+        self.spools = spools
+        self.renumber = renumber
+        self.events = sum(c.events for c in chunks)
+        self.first_p = chunks[0].first_p if self.events else None
+        self.last_p = chunks[-1].last_p if self.events else None
+        #: stream -> (its first version in the input, that event's line)
+        self.firsts: dict = {}
+        self.first_line = 0
+        self.first_us = 0
+
+    def close(self) -> None:
+        for s in self.spools:
+            try:
+                os.unlink(s)
+            except FileNotFoundError:
+                pass
+        self.spools = []
+
+    def __enter__(self) -> "CheckedInput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def groups(self):
+        """The spooled runs of events as [stream, first version, first
+        position, recorded_us, blobs, line of the first] -- the batches to
+        write; a run that a chunk boundary split in two is one again."""
+        pend = None
+        base = 0
+        for c in self.chunks:
+            with open(c.spool, "rb") as f:
+                for g in msgpack.Unpacker(f, raw=False, use_list=True, max_buffer_size=1 << 31):
+                    g[5] += base
+                    n = len(pend[4]) if pend is not None else 0
+                    if (pend is not None and g[0] == pend[0] and g[3] == pend[3]
+                            and g[1] == pend[1] + n and g[5] == pend[5] + n
+                            and n + len(g[4]) <= MAX_GROUP):
+                        pend[4].extend(g[4])
+                        continue
+                    if pend is not None:
+                        yield pend
+                    pend = g
+            base += c.lines
+        if pend is not None:
+            yield pend
+
+    # -- against a store ----------------------------------------------------------------
+    def plan(self, store) -> "_Plan":
+        """What writing this input into ``store`` would do (``None``: a store
+        that does not exist yet), read-only.  Raises, with nothing written,
+        InvalidEvent (exit 5) when the input does not continue the store and
+        ImportConflict (exit 3) when a renumbered stream does not."""
+        head, last_us = _store_tail(store)
+        return self._plan(_ReadView(store), head, last_us)
+
+    def _plan(self, view, head: int, last_us: int) -> "_Plan":
+        if self.renumber:
+            return self._plan_renumber(view, head)
+        plan = _Plan(floors={})
+        if not self.events:
+            return plan
+        p0 = self.first_p
+        hint = ("; to merge into a store that already has events, use 'evstore import "
+                "--renumber'" if head else "; to copy events that do not start at position 1 "
+                "(an export of some streams), use 'evstore import --renumber'")
+        if p0 > head + 1:
+            raise InvalidEvent(f"line {self.first_line}: position {p0} is not the store's next "
+                               f"position ({head + 1}); nothing was imported{hint}")
+        if p0 <= head:
+            # a rerun of an import that stopped part-way: the input's leading
+            # events must be the store's own, and are skipped
+            top = min(head, self.last_p)
+            for stream, fv, fp, _us, blobs, line in self.groups():
+                if fp > top:
+                    break
+                k = min(len(blobs), top - fp + 1)
+                bad = _compare(view.read_all(fp, fp + k - 1), stream, fv, blobs[:k], fp)
+                if bad is not None:
+                    i, what = bad
+                    raise InvalidEvent(
+                        f"line {line + i}: position {fp + i} is not the store's next position "
+                        f"({head + 1}): the store holds {what} there; nothing was "
+                        f"imported{hint}")
+                plan.floors[stream] = fv + k - 1
+                plan.skipped += k
+            last_us = 0  # the store's last event is the input's: times were checked in pass 1
+        errors = []
+        for stream, (fv, line) in self.firsts.items():
+            if stream in plan.floors:
+                continue
+            cur = view.version(stream) if head else 0
+            if fv != cur + 1:
+                errors.append((line, f"stream {stream!r}: version {fv} does not continue "
+                                     f"version {cur} (the store's)"))
+        if plan.skipped == 0 and self.first_us < last_us:
+            errors.append((self.first_line, "recorded_at is earlier than the store's last commit"))
+        if errors:
+            line, msg = min(errors)
+            raise InvalidEvent(f"line {line}: {msg}; nothing was imported{hint}")
+        plan.events = self.events - plan.skipped
+        if plan.events:
+            plan.first_p, plan.last_p = max(p0, head + 1), self.last_p
+            streams = set()
+            for stream, fv, _fp, _us, blobs, _line in self.groups():
+                if fv + len(blobs) - 1 > plan.floors.get(stream, 0):
+                    plan.batches += 1
+                    streams.add(stream)
+            plan.streams = len(streams)
+        return plan
+
+    def _plan_renumber(self, view, head: int) -> "_Plan":
+        """Each stream continues the store's (events it already holds, same
+        id and version, are skipped); positions are the store's next ones."""
+        plan = _Plan(floors={})
+        started: set = set()
+        for stream, fv, _fp, us, blobs, line in self.groups():
+            cur = plan.floors.get(stream)
+            if cur is None:
+                cur = plan.floors[stream] = view.version(stream) if head else 0
+            n = len(blobs)
+            k = max(0, min(n, cur - fv + 1))
+            if k:
+                bad = _compare(view.read(stream, fv, fv + k - 1), stream, fv, blobs[:k])
+                if bad is not None:
+                    i, what = bad
+                    raise ImportConflict(
+                        f"line {line + i}: stream {stream!r} version {fv + i} in this store is "
+                        f"{what}; the stream has diverged; nothing was imported")
+                plan.skipped += k
+            if k == n:
+                continue
+            if stream not in started:
+                started.add(stream)
+                v = fv + k
+                if v != cur + 1:
+                    raise ImportConflict(
+                        f"line {line + k}: stream {stream!r} is at version {cur} in this store, "
+                        f"the input continues it from version {v}; nothing was imported")
+                if cur and us < view.last_us(stream):
+                    raise InvalidEvent(
+                        f"line {line + k}: recorded_at is earlier than the last event of stream "
+                        f"{stream!r} in this store; nothing was imported")
+            plan.events += n - k
+            plan.batches += 1
+        plan.streams = len(started)
+        if plan.events:
+            plan.first_p, plan.last_p = head + 1, head + plan.events
+        return plan
+
+    def write(self, store, *, batch_size: int = 10_000, sync: bool = True, progress=None,
+              stop=None, on_locked=None) -> ImportResult:
+        """Plan (under the writer lock, so no one can slip in between) and
+        write.  ``stop()``, asked after each batch, ends the import early
+        with what is written made durable (``result.interrupted``).
+        ``on_locked()`` is called once the lock is held and the plan made,
+        right before the first write."""
+        progress = progress or NO_PROGRESS
+        with _BatchWriter(store, sync, batch_size) as w:
+            bulk = w.bulk
+            plan = self._plan(_LockedView(store, bulk), bulk.head,
+                              bulk._log.tail.last_recorded_us)
+            result = ImportResult(streams=plan.streams, skipped=plan.skipped, total=self.events)
+            if not plan.events:
+                return result
+            if on_locked is not None:
+                on_locked()
+            floors = plan.floors
+            renumber = self.renumber
+            progress.begin("import", total_events=plan.events)
+            try:
+                for stream, fv, fp, us, blobs, _line in self.groups():
+                    k = max(0, min(len(blobs), floors.get(stream, 0) - fv + 1))
+                    if k == len(blobs):
+                        continue
+                    if k:
+                        blobs = blobs[k:]
+                    res = w.write(stream, fv + k, bulk.head + 1 if renumber else fp + k, us,
+                                  blobs, renumber)
+                    if result.first_position is None:
+                        result.first_position = res.position - res.count + 1
+                    result.last_position = res.position
+                    result.events += res.count
+                    result.batches += 1
+                    progress.advance(events=res.count)
+                    if stop is not None and result.events < plan.events and stop():
+                        result.interrupted = True
+                        break
+            finally:
+                progress.end()
+        return result
+
+
+@dataclass
+class _Plan:
+    events: int = 0
+    skipped: int = 0
+    batches: int = 0
+    streams: int = 0
+    first_p: int | None = None
+    last_p: int | None = None
+    #: stream -> the last version already in the store (events up to it are skipped)
+    floors: dict = field(default_factory=dict)
+
+    def result(self, seconds: float, total: int) -> ImportResult:
+        return ImportResult(self.events, self.batches, self.streams, self.first_p, self.last_p,
+                            seconds, skipped=self.skipped, total=total, dry_run=True)
+
+
+def _event_id(blob: bytes) -> str:
+    return msgpack.unpackb(b"\x94" + blob, raw=False, strict_map_key=False)[0]
+
+
+def _compare(have: list, stream: str, fv: int, blobs: list, fp: int | None = None):
+    """None when the store's events ``have`` are these (same stream, ids,
+    versions and, when ``fp`` is given, positions); else (index of the
+    first that differs, what the store holds instead)."""
+    for i, blob in enumerate(blobs):
+        h = have[i] if i < len(have) else None
+        if h is None:
+            return i, "no event" if fp is not None else "missing"
+        eid = _event_id(blob)
+        if (h.stream != stream or h.version != fv + i or h.id != eid
+                or (fp is not None and h.position != fp + i)):
+            return i, (f"a different event (stream {h.stream!r} version {h.version}, id {h.id}; "
+                       f"the input has {stream!r} version {fv + i}, id {eid})")
+    return None
+
+
+class _ReadView:
+    """The store as the plan sees it without the lock (None: no store)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def version(self, stream: str) -> int:
+        return self.store.version(stream) if self.store is not None else 0
+
+    def read(self, stream: str, lo: int, hi: int) -> list:
+        from ..errors import NotFound
+
+        if self.store is None:
+            return []
+        try:
+            return list(self.store.read(stream, from_version=lo, to_version=hi))
+        except NotFound:
+            return []
+
+    def read_all(self, lo: int, hi: int) -> list:
+        if self.store is None:
+            return []
+        return list(self.store.read_all(from_position=lo, to_position=hi))
+
+    def last_us(self, stream: str) -> int:
+        from ..disk.records import datetime_to_us
+
+        v = self.version(stream)
+        have = self.read(stream, v, v) if v else []
+        return datetime_to_us(have[0].recorded_at) if have else 0
+
+
+class _LockedView(_ReadView):
+    """The same, under the writer lock: versions from the writer's tails."""
+
+    def __init__(self, store, bulk):
+        super().__init__(store)
+        self.bulk = bulk
+
+    def version(self, stream: str) -> int:
+        return self.bulk.version(stream)
+
+
+def _store_tail(store) -> tuple[int, int]:
+    """(last position, its recorded_us) of ``store`` (None: no store)."""
+    if store is None:
+        return 0, 0
+    from ..disk.commitlog import CommitLog
+    from ..core.store import LOG_DIR
+
+    log = CommitLog(os.path.join(store.directory, LOG_DIR))
+    try:
+        t = log.refresh()
+        return t.head, t.last_recorded_us
+    finally:
+        log.close()
+
+
+def check_input(source, spool: str, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                workers: int | None = None, progress=None, renumber: bool = False) -> CheckedInput:
+    """Pass 1: read, validate and spool recorded events (NDJSON or one JSON
+    array, binary ``source``) into files named ``spool`` + a suffix (a
+    store's ``STORE/.tmp-import``, or a name beside a store that does not
+    exist yet).  Raises InvalidEvent naming the first bad line; opens no
+    store."""
     progress = progress or NO_PROGRESS
-    directory = store.directory
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
-    chunks: list[_Chunk] = []
     spools: list[str] = []
-    max_bytes = getattr(store, "max_event_bytes", DEFAULT_MAX_EVENT_BYTES)
     try:
         path, size = _regular_file(source)
         progress.begin("check", total_bytes=size)
@@ -280,25 +616,48 @@ def import_events(store, source, *, batch_size: int = 10_000, sync: bool = True,
                 n = workers if workers is not None else (
                     (os.cpu_count() or 1) if size >= PARALLEL_BYTES else 1)
                 cuts = _boundaries(path, size, max(n, 1) * 4 if n > 1 else 1)
-                spools = [os.path.join(directory, f".tmp-import-{stamp}-{i}")
+                spools = [f"{spool}-{stamp}-{i}"
                           for i in range(len(cuts) - 1)]
-                chunks = _check_parallel(path, cuts, spools, max_bytes, n, progress)
+                chunks = _check_parallel(path, cuts, spools, max_bytes, n, progress, renumber)
             else:
-                spools = [os.path.join(directory, f".tmp-import-{stamp}-0")]
+                spools = [f"{spool}-{stamp}-0"]
                 chunks = [_check_lines(_source_lines(source), spools[0], max_bytes,
-                                       progress)]
+                                       progress, renumber)]
         finally:
             progress.end()
-        plan = _stitch(store, chunks)
-        result = _write(store, chunks, plan, batch_size, sync, progress)
-        result.seconds = time.monotonic() - t0
-        return result
-    finally:
+        checked = CheckedInput(chunks, spools, renumber)
+        _stitch(checked)
+        return checked
+    except BaseException:
         for s in spools:
             try:
                 os.unlink(s)
             except FileNotFoundError:
                 pass
+        raise
+
+
+def import_events(store, source, *, batch_size: int = 10_000, sync: bool = True,
+                  progress=None, workers: int | None = None, renumber: bool = False,
+                  dry_run: bool = False, stop=None) -> ImportResult:
+    """Read recorded events (NDJSON or one JSON array, binary ``source``)
+    into ``store``, keeping ids, streams, versions, positions and times
+    (``renumber``: taking the store's next positions instead).  Leading
+    events the store already holds are skipped (a rerun resumes).
+
+    Raises InvalidEvent (ImportConflict for a renumbered stream that does
+    not continue), with nothing written, when any line is invalid or the
+    input does not continue the store.  ``dry_run``: check and plan only.
+    """
+    t0 = time.monotonic()
+    with check_input(source, os.path.join(store.directory, ".tmp-import"), workers=workers, progress=progress,
+                     renumber=renumber,
+                     max_bytes=getattr(store, "max_event_bytes", DEFAULT_MAX_EVENT_BYTES)) as inp:
+        if dry_run:
+            return inp.plan(store).result(time.monotonic() - t0, inp.events)
+        result = inp.write(store, batch_size=batch_size, sync=sync, progress=progress, stop=stop)
+    result.seconds = time.monotonic() - t0
+    return result
 
 
 def _regular_file(source):
@@ -344,123 +703,83 @@ def _source_lines(source):
     yield from source
 
 
-def _check_parallel(path, cuts, spools, max_bytes, workers, progress) -> list[_Chunk]:
+def _check_parallel(path, cuts, spools, max_bytes, workers, progress,
+                    renumber=False) -> list[_Chunk]:
     from .checks import mp_context
 
     ctx = mp_context() if workers > 1 else None
     if ctx is None or len(spools) == 1:
         out = []
         for i, s in enumerate(spools):
-            c = _check_lines(_range_lines(path, cuts[i], cuts[i + 1]), s, max_bytes, progress)
+            c = _check_lines(_range_lines(path, cuts[i], cuts[i + 1]), s, max_bytes, progress,
+                             renumber)
             out.append(c)
             if c.error:
                 break
         return out
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-        futs = [ex.submit(_check_range, path, cuts[i], cuts[i + 1], s, max_bytes)
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_worker)
+    try:
+        futs = [ex.submit(_check_range, path, cuts[i], cuts[i + 1], s, max_bytes, renumber)
                 for i, s in enumerate(spools)]
         out = []
         for i, f in enumerate(futs):
             out.append(f.result())
             progress.advance(events=out[-1].lines, nbytes=cuts[i + 1] - cuts[i])
         return out
-
-
-@dataclass
-class _Plan:
-    first_p: int | None = None
-    last_p: int | None = None
-    streams: int = 0
-    events: int = 0
-
-
-def _stitch(store, chunks: list[_Chunk]) -> _Plan:
-    """Check that the chunks continue each other and the store; raise
-    InvalidEvent naming the first offending line."""
-    from ..disk.commitlog import CommitLog
-    from ..core.store import LOG_DIR
-
-    log = CommitLog(os.path.join(store.directory, LOG_DIR))
-    try:
-        t = log.refresh()
-        head, last_us = t.head, t.last_recorded_us
+    except BaseException:
+        # interrupted (or a worker failed): stop the workers now rather
+        # than wait for every range to be checked
+        for p in list((getattr(ex, "_processes", None) or {}).values()):
+            p.terminate()
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
     finally:
-        log.close()
-    plan = _Plan()
-    expected = head + 1
-    versions: dict = {}
+        ex.shutdown(wait=True)
+
+
+def _stitch(inp: CheckedInput) -> None:
+    """Check that the chunks continue each other (the input on its own;
+    the store is checked by the plan); raise InvalidEvent naming the first
+    offending line.  Fills in the input's first line, time and the first
+    version of each stream."""
+    renumber = inp.renumber
+    firsts = inp.firsts
+    last: dict = {}  # stream -> (last version, last us)
+    expected = last_us = None
     base = 0
-    for c in chunks:
+    for c in inp.chunks:
         errors = []
         if c.error:
             errors.append(c.error)
         if c.events:
-            if c.first_p != expected:
-                what = ("the store's next position" if expected == head + 1 and plan.events == 0
-                        else "the position after the line before")
-                errors.append((c.first_line, f"position {c.first_p} is not {what} ({expected})"))
-            if c.first_us < last_us:
-                errors.append((c.first_line, "recorded_at is earlier than the store's last commit"
-                               if plan.events == 0 else "recorded_at is earlier than on the line before"))
-            for stream, (fv, lv, line) in c.streams.items():
-                prev = versions.get(stream)
+            if not inp.first_line:
+                inp.first_line, inp.first_us = base + c.first_line, c.first_us
+            if expected is not None and not renumber:
+                if c.first_p != expected:
+                    errors.append((c.first_line, f"position {c.first_p} does not follow position "
+                                                 f"{expected - 1} on the line before{_GAP_HINT}"))
+                if c.first_us < last_us:
+                    errors.append((c.first_line, "recorded_at is earlier than on the line before"))
+            for stream, (fv, lv, line, fus, lus) in c.streams.items():
+                prev = last.get(stream)
                 if prev is None:
-                    prev = store.version(stream) if head else 0
-                if fv != prev + 1:
-                    errors.append((line, f"stream {stream!r}: version {fv} does not continue "
-                                   f"version {prev}" + (" (the store's)" if stream not in versions else "")))
-                versions[stream] = lv
+                    firsts[stream] = (fv, base + line)
+                elif fv != prev[0] + 1:
+                    errors.append((line, f"stream {stream!r}: version {fv} does not follow "
+                                         f"version {prev[0]}"))
+                elif fus < prev[1]:
+                    errors.append((line, f"stream {stream!r}: recorded_at is earlier than at "
+                                         f"version {prev[0]}"))
+                last[stream] = (lv, lus)
         if errors:
             line, msg = min(errors)
             raise InvalidEvent(f"line {base + line}: {msg}; nothing was imported")
         if c.events:
-            if plan.first_p is None:
-                plan.first_p = c.first_p
-            plan.last_p = c.last_p
-            plan.events += c.events
             expected = c.last_p + 1
             last_us = c.last_us
         base += c.lines
-    plan.streams = len(versions)
-    return plan
-
-
-def _write(store, chunks, plan: _Plan, batch_size: int, sync: bool, progress) -> ImportResult:
-    result = ImportResult(streams=plan.streams, first_position=plan.first_p,
-                          last_position=plan.last_p)
-    if not plan.events:
-        return result
-    progress.begin("import", total_events=plan.events)
-    try:
-        with _BatchWriter(store, plan.first_p, sync, batch_size) as w:
-            pend = None
-
-            def flush(g):
-                w.write(*g)
-                result.events += len(g[4])
-                result.batches += 1
-                progress.advance(events=len(g[4]))
-
-            for c in chunks:
-                with open(c.spool, "rb") as f:
-                    for g in msgpack.Unpacker(f, raw=False, use_list=True,
-                                              max_buffer_size=1 << 31):
-                        # a batch that a chunk boundary split in two is one again
-                        if (pend is not None and g[0] == pend[0] and g[3] == pend[3]
-                                and g[2] == pend[2] + len(pend[4])
-                                and len(pend[4]) + len(g[4]) <= MAX_GROUP):
-                            pend[4].extend(g[4])
-                            continue
-                        if pend is not None:
-                            flush(pend)
-                        pend = g
-            if pend is not None:
-                flush(pend)
-    finally:
-        progress.end()
-    return result
 
 
 class _BatchWriter:
@@ -468,27 +787,21 @@ class _BatchWriter:
     of the writer lock, with one fsync of the commit log per ``batch_size``
     events (or none with ``--no-sync``).  See docs/OPERATIONS.md, "Import"."""
 
-    def __init__(self, store, first_p: int, sync: bool, batch_size: int):
+    def __init__(self, store, sync: bool, batch_size: int):
         self.store = store
-        self.first_p = first_p
         self.sync = sync
         self.batch_size = batch_size
 
     def __enter__(self):
         self._cm = self.store.bulk_writer()
         self.bulk = self._cm.__enter__()
-        if self.bulk.head + 1 != self.first_p:
-            head = self.bulk.head
-            self._cm.__exit__(None, None, None)
-            raise InvalidEvent(f"the store's last position is now {head}: another "
-                               "writer appended while the input was being checked; nothing was "
-                               "imported")
         return self
 
-    def write(self, stream, fv, fp, us, blobs) -> None:
-        self.bulk.write(stream, fv, fp, us, blobs)
+    def write(self, stream, fv, fp, us, blobs, any_time=False):
+        res = self.bulk.write(stream, fv, fp, us, blobs, any_time=any_time)
         if self.sync and self.bulk.unsynced >= self.batch_size:
             self.bulk.sync()
+        return res
 
     def __exit__(self, exc_type, exc, tb):
         try:

@@ -969,6 +969,7 @@ class _Repair:
                 self.act("move", f"{why}; moved to quarantine (snapshots are caches: "
                          "'evstore snapshot' makes a new one)", path, stream=stream)
         self.tidy_checkpoints(plan)
+        self.tidy_settings()
         for path in list(L.temp_leftovers(self.dir)):
             self.q.move_in(path)
             self.act("move", "temp file left by an interrupted write, moved to quarantine",
@@ -1035,6 +1036,21 @@ class _Repair:
                 self.q.move_in(path)
                 self.act("move", f"{item.get('message', 'damaged checkpoint')}; moved to "
                          "quarantine: its consumer starts again from the first event", path)
+
+    def tidy_settings(self) -> None:
+        """Damaged settings cannot be trusted (a changed snapshot_every or
+        reducer): the file moves to quarantine and the defaults apply until
+        ``evstore config`` sets them again."""
+        from ..features.settings import verify_file
+
+        for item in list(verify_file(self.dir)):
+            if item.get("severity") != "error":
+                continue
+            path = os.path.join(self.dir, item["file"])
+            if os.path.lexists(path):
+                self.q.move_in(path)
+                self.act("move", f"{item['message']}; moved to quarantine: the defaults apply "
+                         "until 'evstore config' sets them again", path)
 
     def mark_generation(self) -> None:
         """Replace the marker with an identical file: its new inode tells

@@ -731,7 +731,7 @@ class _Verifier:
 
     # -- snapshots, checkpoints, temp files ----------------------------------------------
     def feature_checks(self) -> None:
-        """Snapshots and checkpoints belong to their own modules, which know
+        """Snapshots, checkpoints and settings belong to their own modules, which know
         their formats.  A module may offer ``verify_files(store_dir,
         versions, head)`` yielding problems (dicts with ``severity`` "error"
         or "warning", or Problems); snapshots are otherwise checked through
@@ -764,16 +764,23 @@ class _Verifier:
             except Exception as e:  # noqa: BLE001 - a checker's crash is a finding, not ours
                 self.error(kind, f"checking {sub}/ failed: {type(e).__name__}: {e}", path)
                 continue
-            for item in found:
-                if isinstance(item, Problem):
-                    self.problems.append(item)
-                    continue
-                item = dict(item)
-                sev = item.pop("severity", "error")
-                p = Problem(item.pop("kind", kind), item.pop("message", "?"),
-                            item.get("file"), item.get("offset"), item.get("stream"),
-                            item.get("version"), item.get("position"))
-                (self.warnings if sev == "warning" else self.problems).append(p)
+            self.findings(kind, found)
+        from ..features.settings import verify_file
+
+        self.findings("settings", verify_file(self.dir))
+
+    def findings(self, kind: str, found) -> None:
+        """Record what a feature module's checker reported."""
+        for item in found:
+            if isinstance(item, Problem):
+                self.problems.append(item)
+                continue
+            item = dict(item)
+            sev = item.pop("severity", "error")
+            p = Problem(item.pop("kind", kind), item.pop("message", "?"),
+                        item.get("file"), item.get("offset"), item.get("stream"),
+                        item.get("version"), item.get("position"))
+            (self.warnings if sev == "warning" else self.problems).append(p)
 
     def temp_check(self) -> None:
         for path in L.temp_leftovers(self.dir):

@@ -1,0 +1,104 @@
+"""Ctrl-C and SIGTERM: one line on stderr, never a traceback, exit 128+N.
+
+Installed before anything heavy is imported (``evstore.cli.main``), so that
+even a signal in the first tenth of a second ends the same way.  A signal
+raises :class:`Interrupted` (a BaseException, so that no ``except
+Exception`` and none of click's handlers swallow it) at once -- except inside
+:func:`deferred`, where commands that write (``import``, ``append``) let the
+batch being committed finish and stop at the next safe point (``pending()``);
+a second signal there stops at once (the store is crash-safe: that is a
+crash, and loses nothing acknowledged).
+"""
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+
+_state = {"signum": None, "defer": 0}
+
+
+class Interrupted(BaseException):
+    """A signal asked the command to stop; ``what`` says what was done."""
+
+    def __init__(self, signum: int, what: str = "", forced: bool = False):
+        super().__init__(signum)
+        self.signum = signum
+        self.what = what
+        #: a second signal, while the command was finishing a write
+        self.forced = forced
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def message(self) -> str:
+        return "evstore: interrupted" + (f": {self.what}" if self.what else "")
+
+
+def _handle(signum, frame):
+    first = _state["signum"] is None
+    if first:
+        _state["signum"] = signum
+    if _state["defer"] and first:
+        return
+    raise Interrupted(signum, forced=bool(_state["defer"]))
+
+
+def install() -> None:
+    """SIGINT and SIGTERM raise Interrupted.  A SIGINT ignored by whoever
+    started us (a background job of a shell) stays ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            signal.signal(sig, _handle)
+        except (ValueError, OSError):  # not the main thread: leave them
+            pass
+
+
+def pending() -> bool:
+    """A signal arrived (inside :func:`deferred`, not yet acted on)."""
+    return _state["signum"] is not None
+
+
+def signum() -> int:
+    return _state["signum"] or signal.SIGINT
+
+
+@contextmanager
+def deferred(now: bool = True):
+    """Inside, the first signal is only noted: the caller stops at its next
+    safe point (``pending()``).  One that arrived before is raised now.
+    ``now=False``: signals still stop at once until the function this
+    yields is called (when the work reaches the point where stopping
+    half-way would cost something, e.g. once the writer lock is held)."""
+    started = [False]
+
+    def begin() -> None:
+        if started[0]:
+            return
+        if _state["signum"] is not None:
+            raise Interrupted(_state["signum"])
+        started[0] = True
+        _state["defer"] += 1
+
+    if now:
+        begin()
+    try:
+        yield begin
+    finally:
+        if started[0]:
+            _state["defer"] -= 1
+
+
+@contextmanager
+def immediate():
+    """Inside :func:`deferred`, a stretch where a signal stops at once
+    (waiting for input: nothing is being written)."""
+    if _state["signum"] is not None:
+        raise Interrupted(_state["signum"])
+    saved, _state["defer"] = _state["defer"], 0
+    try:
+        yield
+    finally:
+        _state["defer"] = saved

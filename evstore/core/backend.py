@@ -1,0 +1,412 @@
+"""The backend seam: what EventStore needs from a place that keeps events.
+
+Why a seam: the same store must live in a directory, in memory (the reference
+the model tests compare against) and in PostgreSQL (many machines), with one
+set of rules.  Everything a user can observe that does not depend on where
+the bytes live -- validation, the expected-version rule (:mod:`.rules`),
+snapshots on a schedule, checkpointed subscriptions, replay, export and
+import -- is written once above this interface.  A backend only keeps
+events, positions and a few small documents, atomically and durably, and
+says exactly what it holds.
+
+Terms used by every method below: a *position* is the 1-based place of an
+event in the whole store, dense and assigned in commit order; a *version* is
+its 1-based place in its stream; ``recorded_us`` is the commit time in
+microseconds since the Unix epoch (UTC).  Arguments reach a backend already
+validated by the front end (stream ids, ranges >= 0, parsed expected
+versions, packed events); backends do not check them again.
+"""
+from __future__ import annotations
+
+import os
+import select
+import time
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+from ..disk.records import AppendResult, RecordedEvent, unpack, us_to_datetime
+from ..errors import CorruptStore, StoreLocked
+
+BACKEND_FORMAT = 1  #: the layout version backends other than files record
+
+
+class Prepared(NamedTuple):
+    """One event ready to store: its id and type (which backends index)
+    and ``blob``, :func:`evstore.disk.records.pack_fields` of the whole
+    event -- the exact bytes every backend stores, so JSON comes back
+    exactly as it went in (key order, 64-bit integers, floats)."""
+
+    id: str
+    type: str
+    blob: bytes
+
+
+class Appended(NamedTuple):
+    """The outcome of :meth:`Backend.append`.  ``written`` is False for a
+    retry that found the batch already stored; then ``version_before`` is
+    -1 (no automatic snapshot is due)."""
+
+    result: AppendResult
+    written: bool
+    version_before: int
+
+
+class StreamRow(NamedTuple):
+    stream: str
+    version: int
+    first_recorded_us: int
+    last_recorded_us: int
+
+
+class CheckpointRow(NamedTuple):
+    """A durable consumer's place: every event at or before ``position``
+    has been handled.  ``stream`` is what it followed (None: ``$all``)."""
+
+    name: str
+    position: int
+    stream: str | None
+    updated_at: str
+
+
+class ConsumerBusy(StoreLocked):
+    """Another consumer holds this checkpoint name (exit 1)."""
+
+    def __init__(self, name: str, detail: str = ""):
+        self.name = name
+        super().__init__(f"checkpoint {name!r} is in use by another consumer{detail}")
+
+
+def decode_event(stream: str, version: int, position: int, recorded_us: int,
+                 blob) -> RecordedEvent:
+    """A RecordedEvent from a stored :class:`Prepared` blob.  Raises
+    CorruptStore when the bytes are not one packed event."""
+    try:
+        fields = unpack(b"\x94" + bytes(blob))
+        eid, etype, data, metadata = fields
+    except Exception as e:  # msgpack raises several unrelated types
+        raise CorruptStore(f"the event at position {position} does not decode: {e}") from None
+    return RecordedEvent(stream, version, position, eid, etype, data, metadata,
+                         us_to_datetime(recorded_us))
+
+
+class BulkSession(ABC):
+    """Writes batches recorded elsewhere (import) while the session excludes
+    every other writer.  Batches written are committed no later than the
+    next :meth:`sync`; a crash keeps a prefix of the batches, never part of
+    one."""
+
+    @property
+    @abstractmethod
+    def head(self) -> int:
+        """The store's last position, including this session's writes."""
+
+    @abstractmethod
+    def version(self, stream: str) -> int:
+        """The stream's version, including this session's writes."""
+
+    @abstractmethod
+    def write(self, stream: str, first_version: int, first_position: int | None,
+              recorded_us: int, blobs: Sequence[bytes]) -> AppendResult:
+        """Store one batch with its versions, positions and time as given.
+
+        ``first_position`` None renumbers: the batch takes the next
+        positions, and ``recorded_us`` may be older than the last commit.
+        Refused with InvalidEvent, nothing written, unless the batch
+        continues the store exactly (:func:`evstore.core.rules.continues`)."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Make everything written so far durable (and visible to readers)."""
+
+    def finish(self) -> None:
+        """The end of a successful import: :meth:`sync`."""
+        self.sync()
+
+
+class Watcher(ABC):
+    """Wakes a follower when events are committed.  :meth:`wake` may be
+    called from any thread or a signal handler: it only sets a flag and
+    writes a byte to a pipe, never takes a lock.  Subclasses name the file
+    descriptors that become readable on a commit and how to drain them."""
+
+    def __init__(self, backend: "Backend"):
+        self.backend = backend
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._woken = False
+
+    def wait(self, after: int, timeout: float | None) -> int:
+        """Return the store's head as soon as it is past ``after``, or when
+        ``timeout`` seconds pass, or when :meth:`wake` is called (whichever
+        is first).  The head returned may still be ``after``: the caller
+        compares.  Never misses a commit: a commit after the head is read
+        makes the descriptors readable."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            head = self.backend.head()
+            if head > after or self._woken:
+                self._woken = False
+                return head
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return head
+            fds = self._fds()
+            ready, _, _ = select.select([self._r, *fds], [], [], self._timeout(left))
+            for fd in ready:
+                if fd == self._r:
+                    _drain_pipe(self._r)
+                else:
+                    self._drain(fd)
+
+    def wake(self) -> None:
+        self._woken = True
+        try:
+            os.write(self._w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (already woken) or closed
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._r = self._w = -1
+
+    def _fds(self) -> list[int]:
+        return []
+
+    def _timeout(self, left: float | None) -> float | None:
+        """How long one select may sleep (a subclass that lost its
+        notifications shortens it to poll)."""
+        return left
+
+    def _drain(self, fd: int) -> None:
+        _drain_pipe(fd)
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+class Backend(ABC):
+    """Where a store's events and small documents live.
+
+    Thread-safe: one instance serves every thread of a process; many
+    processes (on PostgreSQL: many machines) may open the same store.  Only
+    writers exclude each other, for at most ``lock_timeout`` seconds
+    (StoreLocked, exit 1, when that runs out); readers never wait for them
+    and never see an uncommitted or partial batch.
+    """
+
+    kind: str = "?"          #: ``info``'s "backend": files, memory, postgresql
+    location: str = ""       #: what messages name (never a password)
+    lock_timeout: float = 30.0
+    sync: bool = True        #: durable when a write returns (False: --no-sync)
+
+    # -- writing ----------------------------------------------------------------------
+    @abstractmethod
+    def append(self, stream: str, events: Sequence[Prepared], expected) -> Appended:
+        """Append ``events`` (at least one) to ``stream`` as one atomic batch.
+
+        Under the writer lock (or in one transaction that holds it), the
+        backend reads the stream's current version and asks
+        :func:`evstore.core.rules.decide` (with the stored events of
+        :func:`~evstore.core.rules.retry_window`, when it names one) whether
+        to write; it writes only when told to, at versions current+1.. and
+        positions head+1.., with one ``recorded_us`` for the batch: the
+        clock, but never earlier than the store's last commit.  Positions are
+        visible to readers in order: no reader sees P+1 before P.  Creates
+        the store when it does not exist yet.  Returns when the batch is
+        durable (unless ``sync`` is False)."""
+
+    @abstractmethod
+    def bulk(self, timeout: float | None = None) -> AbstractContextManager[BulkSession]:
+        """A :class:`BulkSession`, excluding other writers until it ends
+        (waiting at most ``timeout``, default ``lock_timeout``).  Leaving
+        the block commits what was written, even on an exception: each batch
+        was checked when written, as with appends."""
+
+    # -- reading ----------------------------------------------------------------------
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the store has been created (by a first write)."""
+
+    @abstractmethod
+    def head(self) -> int:
+        """The last committed position; 0 for an empty or absent store."""
+
+    @abstractmethod
+    def version(self, stream: str) -> int:
+        """The stream's current version; 0 when it has no events."""
+
+    @abstractmethod
+    def read_stream(self, stream: str, lo: int = 1, hi: int | None = None,
+                    backwards: bool = False, limit: int | None = None,
+                    types: Iterable[str] | None = None) -> Iterator[RecordedEvent]:
+        """The stream's events with versions in ``[lo, hi]`` (inclusive;
+        ``hi`` None: the version when the call is made), oldest first or,
+        ``backwards``, newest first.  ``types`` keeps only those types;
+        ``limit`` then keeps the first N in the chosen direction.  Raises
+        StreamNotFound *when called* (not when iterated) if the stream has
+        no events.  Constant memory however long the stream."""
+
+    @abstractmethod
+    def read_all(self, lo: int = 1, hi: int | None = None, backwards: bool = False,
+                 limit: int | None = None, types: Iterable[str] | None = None,
+                 prefix: str | None = None) -> Iterator[RecordedEvent]:
+        """Every event with a position in ``[lo, hi]`` (``hi`` None: the
+        head when the call is made) in position order, or newest first;
+        ``types`` and ``prefix`` (of the stream id) filter, then ``limit``
+        keeps the first N.  An absent store reads as empty."""
+
+    def find(self, event_id: str) -> RecordedEvent | None:
+        """The event with this id, or None.  (Backends with an index on ids
+        override this scan.)"""
+        for ev in self.read_all():
+            if ev.id == event_id:
+                return ev
+        return None
+
+    @abstractmethod
+    def streams(self, prefix: str | None = None) -> Iterator[StreamRow]:
+        """Every stream with events (and an id starting with ``prefix``),
+        sorted by id as Python sorts strings (by code point)."""
+
+    @abstractmethod
+    def watcher(self) -> Watcher:
+        """A :class:`Watcher` for this store (close it when done)."""
+
+    # -- small documents: snapshots, checkpoints, settings -----------------------------
+    @abstractmethod
+    def put_snapshot(self, stream: str, version: int, body: bytes) -> None:
+        """Store ``body`` as the stream's snapshot at ``version``, replacing
+        one already there; readers see the old body or the new, whole."""
+
+    @abstractmethod
+    def get_snapshot(self, stream: str, version: int) -> bytes | None:
+        ...
+
+    @abstractmethod
+    def snapshot_versions(self, stream: str) -> list[int]:
+        """The versions with a snapshot, ascending."""
+
+    @abstractmethod
+    def delete_snapshot(self, stream: str, version: int) -> bool:
+        """Remove one; False when there was none."""
+
+    @abstractmethod
+    def get_checkpoint(self, name: str) -> CheckpointRow | None:
+        ...
+
+    @abstractmethod
+    def put_checkpoint(self, row: CheckpointRow) -> None:
+        """Replace the checkpoint ``row.name`` atomically (durably when
+        ``sync``)."""
+
+    @abstractmethod
+    def delete_checkpoint(self, name: str) -> bool:
+        ...
+
+    @abstractmethod
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every checkpoint, sorted by name."""
+
+    @abstractmethod
+    def hold_checkpoint(self, name: str) -> AbstractContextManager[None]:
+        """Be the only consumer of ``name`` until the block ends, without
+        waiting: ConsumerBusy when another holder (any process, any
+        machine) has it.  The hold ends when its holder dies."""
+
+    @abstractmethod
+    def settings(self) -> dict:
+        """The store's settings (``{}`` when none were set)."""
+
+    @abstractmethod
+    def update_settings(self, changes: dict) -> dict:
+        """Apply ``changes`` atomically (a None value removes the key; the
+        front end has validated them); returns the new settings."""
+
+    # -- whole-store -------------------------------------------------------------------
+    @abstractmethod
+    def stats(self) -> dict:
+        """``info``'s backend-dependent figures: ``backend``, ``streams``,
+        ``events``, ``bytes``, ``segments``, ``snapshots``,
+        ``first_recorded_us`` and ``last_recorded_us`` (None when empty)."""
+
+    @abstractmethod
+    def verify(self) -> list[dict]:
+        """Every problem found, as dicts with ``severity`` ("error" or
+        "warning"), ``kind``, ``message`` and, where known, ``stream``,
+        ``version``, ``position``.  Empty when sound.  Raises nothing for
+        damage it can describe."""
+
+    def close(self) -> None:
+        """Release connections and files; the instance is not used again."""
+
+
+def merge_settings(current: dict, changes: dict) -> dict:
+    """The settings after ``changes`` (None removes a key): one rule for
+    every backend's :meth:`Backend.update_settings`."""
+    out = dict(current)
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+class DenseCheck:
+    """Feeds on events in position order and collects what breaks the
+    store's invariants: positions 1..n without a gap, each stream's
+    versions 1..m, commit times never going back.  Shared by backends'
+    :meth:`Backend.verify` so each checks the same things."""
+
+    def __init__(self):
+        self.problems: list[dict] = []
+        self.position = 0
+        self.versions: dict[str, int] = {}
+        self.last_us = 0
+
+    def add(self, stream: str, version: int, position: int, recorded_us: int) -> None:
+        if position != self.position + 1:
+            self.problem("positions", f"position {position} follows {self.position}",
+                         position=position)
+        self.position = position
+        want = self.versions.get(stream, 0) + 1
+        if version != want:
+            self.problem("versions", f"version {version} where {want} was due",
+                         stream=stream, version=version, position=position)
+        self.versions[stream] = version
+        self.last_us = max(self.last_us, recorded_us)
+
+    def problem(self, kind: str, message: str, severity: str = "error", **where) -> None:
+        self.problems.append({"severity": severity, "kind": kind, "message": message, **where})
+
+
+def is_url(location) -> bool:
+    """Whether ``--store``/``EVSTORE_DIR`` names a PostgreSQL store rather
+    than a directory (anything else is a directory)."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def open_backend(location, *, create: bool = True, lock_timeout: float = 30.0,
+                 sync: bool = True) -> Backend:
+    """The backend for a PostgreSQL URL or ``memory:NAME`` (the file
+    backend joins in phase 2 of the seam).  ``create=False`` raises
+    StoreNotFound when the store does not exist."""
+    if isinstance(location, str) and location.startswith("memory:"):
+        from ..backends.memory import MemoryBackend
+        return MemoryBackend.named(location[len("memory:"):], create=create,
+                                   lock_timeout=lock_timeout, sync=sync)
+    if is_url(location):
+        from ..backends.postgres import PostgresBackend
+        return PostgresBackend(location, create=create, lock_timeout=lock_timeout, sync=sync)
+    raise ValueError(f"not a backend location: {location!r}")

@@ -1,0 +1,1 @@
+"""Backend tests (a package, so its conftest never shadows tests/conftest.py)."""
