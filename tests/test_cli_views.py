@@ -270,3 +270,24 @@ def test_since_and_until_in_tail_and_export(dated):
     assert _is(ok(run(dated, "export", "--since", "15d", "--until", "2h"))) == [1, 2]
     assert _is(ok(run(dated, "export", "old", "new", "--until", "2h"))) == [0, 1, 2]
     assert _is(ok(run(dated, "export", "--since", "1s"))) == []
+
+
+def test_time_windows_in_a_merged_store(tmp_path):
+    """import --renumber keeps each event's time: older events may follow
+    newer ones in position order, and no window may assume otherwise."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    ok(run(old, "append", "a", "--type", "T", "--data", '{"i": 0}'))
+    ok(run(new, "append", "b", "--type", "T", "--data", '{"i": 1}'))
+    r = run(new, "import", "--renumber", input=ok(run(old, "export")))
+    assert r.returncode == 0, r.stderr
+    stamps = [json.loads(ln)["recorded_at"] for ln in ok(run(new, "read", "--all")).decode().splitlines()]
+    assert stamps[0] > stamps[1]  # older after newer
+    t_old = datetime.fromisoformat(stamps[1].replace("Z", "+00:00"))
+    t_new = datetime.fromisoformat(stamps[0].replace("Z", "+00:00"))
+    assert t_new - t_old > timedelta(microseconds=2)
+    mid = (t_old + (t_new - t_old) / 2).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # between the two
+    assert _is(ok(run(new, "read", "--all", "--until", mid))) == [0]
+    assert _is(ok(run(new, "read", "--all", "--since", mid))) == [1]
+    assert _is(ok(run(new, "export", "--until", mid))) == [0]
+    assert _is(ok(run(new, "export", "--since", mid))) == [1]
+    assert _is(ok(run(new, "tail", "--all", "--until", mid))) == [0]
