@@ -2,7 +2,7 @@
 
 Every stream is a segmented, append-only msgpack log with an offset index;
 one commit log gives every event a dense global position.  See README.md and
-docs/ for the guarantees; SPEC §4 for this API.
+docs/ for the guarantees; docs/GUIDE.md describes this API.
 """
 # Not `from typing import TYPE_CHECKING`: importing typing costs a few
 # milliseconds before the CLI can install its signal handlers (cli/__init__.py).
@@ -10,6 +10,7 @@ TYPE_CHECKING = False
 
 from .errors import (  # noqa: F401
     CorruptStore,
+    EventNotFound,
     EvstoreError,
     InvalidEvent,
     StreamNotFound,

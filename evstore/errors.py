@@ -63,6 +63,12 @@ class StreamNotFound(NotFound):
         super().__init__(f"stream not found: {stream!r}")
 
 
+class EventNotFound(NotFound):
+    def __init__(self, event_id: str):
+        self.event_id = event_id
+        super().__init__(f"no event with id {event_id!r} in this store")
+
+
 class StoreNotFound(NotFound):
     def __init__(self, path: object):
         self.path = path

@@ -8,7 +8,6 @@ itself is checked on a 60k-event batch by measuring child processes' peak
 RSS.  bench/bench_memory.py measures the 1M-event figures."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

@@ -16,7 +16,7 @@ from conftest import run_cli
 
 HOSTILE = [
     "../x", "a/b", ".", "..", "CON", "con.txt", "%2e%2e", "NUL", " ", "  ", "Acct", "acct",
-    "é", "e\u0301", "héllo→שלום😀", "/etc/passwd", "..\\..\\x", "~", "*", "$HOME", "-dash",
+    "é", "e\u0301", "héllo→שלום😀", "/etc/passwd", "..\\..\\x", "~", "*", "~$HOME", "-dash",
     "a" * 200, "é" * 100, "😀" * 50,  # exactly 200 UTF-8 bytes
 ]
 

@@ -47,6 +47,10 @@ def test_plain_coercion_agrees_with_typer():
         for value in SAMPLES + [None]:
             want = outcome(real, value, param, ctx)
             got = outcome(plain, value, param, ctx)
+            if got[:2] == ("error", "BadParameter") and "is not a choice here; choose" in got[2]:
+                # a value outside a choice: the same error, in evstore's words (not pydantic's)
+                assert want[:2] == got[:2], (path, param.name, value, want)
+                continue
             assert got == want, (path, param.name, value)
             checked += 1
     assert checked > 100

@@ -118,7 +118,7 @@ def test_sigkill_at_random_moments(tmp_path, segments):
     path = tmp_path / "store"
     rnd = random.Random(int(os.environ.get("EVSTORE_CRASH_SEED", "2")))
     fixed_seg = rnd.choice([400, 900, 2000])
-    iterations = 200 if LONG else 30
+    iterations = 200 if LONG else 10
     tries: dict[int, dict] = {}
     acked: dict[int, dict] = {}
     next_b = 0
@@ -282,8 +282,12 @@ def test_commit_log_cut_at_every_offset_of_the_last_frame(crash_image, tmp_path)
     image, before, after = crash_image
     rel = os.path.relpath(last_file(image / "log", ".log"), image)
     start, end = frames(image / rel)[-1]
+    cuts = range(start, end)
+    if not LONG:  # the frame's header and end at every offset, its middle sampled
+        cuts = sorted(set(range(start, start + 16)) | set(range(end - 8, end)) |
+                      set(random.Random(4).sample(range(start, end), min(24, end - start))))
     seen = {}
-    for cut in range(start, end):
+    for cut in cuts:
         path = tmp_path / f"cut{cut}"
         shutil.copytree(image, path)
         os.truncate(path / rel, cut)
@@ -292,7 +296,7 @@ def test_commit_log_cut_at_every_offset_of_the_last_frame(crash_image, tmp_path)
         shutil.rmtree(path)
     # a crash leaves a short frame, which is never an acknowledged batch
     # (sync-state does not claim it): the store cuts it and goes on
-    assert seen == {"recovered": end - start}, seen
+    assert seen == {"recovered": len(cuts)}, seen
 
 
 def test_commit_log_last_frame_bytes_flipped(crash_image, tmp_path):

@@ -25,6 +25,8 @@ from evstore.disk.format import LOG_MAGIC, STREAM_MAGIC
 from evstore.ops import repair, verify
 from evstore.ops.frames import batch_head, record_head, walk
 
+from core_helpers import LONG
+
 
 def build(path):
     with EventStore(path, segment_bytes=3000) as es:
@@ -227,7 +229,8 @@ def check_damage(pristine, ops):
         shutil.rmtree(work)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=300 if LONG else 25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(damage_ops, min_size=1, max_size=2))
 def test_random_damage(pristine, ops):
     check_damage(pristine, ops)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import cli_env, ndjson, run_cli
-from core_helpers import tree_digest as digest
+from core_helpers import LONG, tree_digest as digest
 from evstore import EventStore, NewEvent
 from evstore.errors import InvalidEvent, StreamNotFound
 from evstore.features.jsonio import Writer
@@ -56,7 +56,8 @@ def log_bytes(path) -> bytes:
                     for f in sorted(os.listdir(d)) if f.endswith(".log"))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(max_examples=200 if LONG else 10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=st.lists(batch, min_size=1, max_size=12), workers=st.sampled_from([1, 2]))
 def test_round_trip_is_exact(batches, workers):
     work = tempfile.mkdtemp(prefix="evexp-")

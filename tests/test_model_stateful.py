@@ -394,10 +394,10 @@ def select(events, key, lo, hi, limit, backwards, types):
 
 
 StoreVsModel.TestCase.settings = settings(
-    max_examples=1000 if LONG else 150,
-    stateful_step_count=80 if LONG else 50,
+    max_examples=600 if LONG else 40,
+    stateful_step_count=80 if LONG else 40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                            HealthCheck.data_too_large],
 )
-TestStoreVsModel = StoreVsModel.TestCase
+TestStoreVsModel = pytest.mark.slow(StoreVsModel.TestCase)

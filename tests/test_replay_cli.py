@@ -187,7 +187,7 @@ def test_verify_snapshots(acct7, store_dir):
     acct7("snapshot", "acct-7", "-r", "count", "--version", "40")
     r = acct7("replay", "acct-7", "-r", BALANCE, "--verify-snapshots")
     assert r.returncode == 0 and r.stdout == b""
-    assert "compared 3 snapshot(s) made by reducers.py:balance" in err(r)
+    assert "compared 3 snapshots made by reducers.py:balance" in err(r)
     assert "version 40: made by count" in err(r)
     # tamper: a wrong balance at 20, saved as a well-formed snapshot
     acct7("snapshot", "acct-7", "-r", BALANCE, "--version", "20", "--state",
@@ -204,7 +204,7 @@ def test_verify_snapshots(acct7, store_dir):
     assert [(m["version"], m.get("path")) for m in rows] == [(20, ["balance"]), (30, None)]
     assert rows[0]["snapshot"] == 1 and rows[0]["rebuilt"] != 1
     assert rows[1]["reason"].startswith("damaged")
-    assert "2 snapshot(s) of 'acct-7' do not match its events" in err(r)
+    assert "2 snapshots of 'acct-7' do not match its events" in err(r)
     r = acct7("replay", "acct-7", "--verify-snapshots", "--to-version", "3")
     assert r.returncode == 2
 

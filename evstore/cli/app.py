@@ -82,7 +82,31 @@ def build_app(argv: Optional[list[str]] = None) -> typer.Typer:
     if argv is not None:
         _keep_only(app, argv)
     _flags_after_the_name(app)
+    _one_usage_notation()
     return app
+
+
+def _one_usage_notation() -> None:
+    """Usage lines in one notation, the usual one: ``STREAM`` required,
+    ``[STREAM]`` optional, ``[STREAM]...`` any number.  Typer (0.2x) wraps a
+    required argument in braces and an optional one in brackets around any
+    metavar, brackets included (``{STREAM}``, ``[[STREAM]]``).  It relies on
+    typer's ``TyperArgument._usage_display_name``; without it, typer's
+    own notation stays."""
+    from typer.core import TyperArgument
+
+    if not hasattr(TyperArgument, "_usage_display_name") or getattr(
+            TyperArgument, "__evstore_usage__", False):
+        return
+
+    def usage_name(self) -> str:
+        name = (self.metavar or self.name or "").upper() if self.metavar is None else self.metavar
+        name = name.removesuffix("...").strip("[]{}")
+        many = "..." if self.nargs != 1 else ""
+        return f"{name}{many}" if self.required else f"[{name}]{many}"
+
+    TyperArgument._usage_display_name = usage_name
+    TyperArgument.__evstore_usage__ = True
 
 
 def _set_flag(key: str):

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, LockTimeoutOpt, StoreOpt, complete_stream, fail, store_path
+from .common import (FormatOpt, LockTimeoutOpt, SinceOpt, StoreOpt, UntilOpt, complete_stream, count,
+                     fail, store_path)
 
 VERIFY_HELP = """Check every byte of the store.
 
@@ -205,17 +206,18 @@ def _existing_store(ctx, store) -> Path:
 
 def _print_verify(report, out) -> None:
     s = report.stats
-    head = (f"store {report.store}: {s.get('events', 0):,} events in {s.get('streams', 0):,} "
-            f"streams, {s.get('bytes_checked', 0):,} bytes checked in {s.get('seconds', 0):.2f}s")
+    head = (f"store {report.store}: {count(s.get('events', 0), 'event')} in "
+            f"{count(s.get('streams', 0), 'stream')}, {count(s.get('bytes_checked', 0), 'byte')} "
+            f"checked in {s.get('seconds', 0):.2f}s")
     out.write(head + "\n")
     for p in report.problems:
         out.write(f"error: {p}\n")
     for w in report.warnings:
         out.write(f"warning: {w}\n")
     if report.ok:
-        out.write("sound" + (f" ({len(report.warnings)} warnings)" if report.warnings else "") + "\n")
+        out.write("sound" + (f" ({count(len(report.warnings), 'warning')})" if report.warnings else "") + "\n")
     else:
-        out.write(f"damaged: {len(report.problems)} problems; 'evstore repair --dry-run' shows "
+        out.write(f"damaged: {count(len(report.problems), 'problem')}; 'evstore repair --dry-run' shows "
                   "what repair would do\n")
 
 
@@ -225,8 +227,8 @@ def _print_repair(report, out) -> None:
         out.write(f"store {report.store} is sound; nothing to repair\n")
         return
     if report.before is not None:
-        out.write(f"found {len(report.before.problems)} problems, "
-                  f"{len(report.before.warnings)} warnings\n")
+        out.write(f"found {count(len(report.before.problems), 'problem')}, "
+                  f"{count(len(report.before.warnings), 'warning')}\n")
         for p in report.before.problems:
             out.write(f"  error: {p}\n")
     out.write(f"repair {verb}:\n")
@@ -235,7 +237,7 @@ def _print_repair(report, out) -> None:
     for lost in report.lost:
         out.write(f"LOST: {lost['message']}\n")
     if report.removed_events:
-        out.write(f"{report.removed_events} intact events {'would be' if report.dry_run else 'were'} "
+        out.write(f"{count(report.removed_events, 'intact event')} {'would be' if report.dry_run else 'were'} "
                   f"taken out of the store; they are kept in "
                   f"{report.events_file or 'an NDJSON file in the quarantine directory'}\n")
     if report.quarantine and not report.dry_run:
@@ -244,7 +246,7 @@ def _print_repair(report, out) -> None:
         if report.after is not None and report.after.ok:
             out.write("the store is sound now\n")
         elif report.after is not None:
-            out.write(f"the store is still damaged ({len(report.after.problems)} problems):\n")
+            out.write(f"the store is still damaged ({count(len(report.after.problems), 'problem')}):\n")
             for p in report.after.problems:
                 out.write(f"  error: {p}\n")
 
@@ -310,23 +312,27 @@ def register(app: typer.Typer) -> None:
         from_position: Annotated[int, typer.Option(
             "--from-position", metavar="P", min=1,
             help="Start at position P (for incremental backups).")] = 1,
+        since: SinceOpt = None,
+        until: UntilOpt = None,
         fmt: FormatOpt = None,
         store: StoreOpt = None,
     ) -> None:
+        from ..features.timespec import parse_window
         from ..ops import export_events
         from .common import open_store
 
         if all_ and streams:
             raise fail("give --all or STREAMs, not both", 2)
+        lo, hi = parse_window(since, until)
         fmt_ = fmt.value if fmt is not None else "ndjson"
         with open_store(ctx, store) as es:
             if fmt_ == "table":
                 from .cmd_read import emit_events
                 from ..ops.transfer import iter_events
 
-                emit_events(iter_events(es, streams or None, from_position), "table")
+                emit_events(iter_events(es, streams or None, from_position, lo, hi), "table")
                 return
-            export_events(es, sys.stdout.buffer, streams=streams or None,
+            export_events(es, sys.stdout.buffer, streams=streams or None, since=lo, until=hi,
                           from_position=from_position, fmt=fmt_, progress=_progress())
 
     @app.command("import", help=IMPORT_HELP)

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import FormatOpt, StoreOpt, TypeOpt, WideOpt, complete_stream, open_store, pick_format
+from .common import (FormatOpt, SinceOpt, StoreOpt, TypeOpt, UntilOpt, WideOpt, complete_stream,
+                     open_store, pick_format)
 
 READ_HELP = """Print a stream's events (or every event with --all).
 
@@ -23,8 +24,10 @@ Examples:
     evstore read acct-1 --backwards --limit 1          # the latest event
     evstore read acct-1 --from 10 --to 20 --type Deposited
     evstore read --all --from 1000 --stream-prefix order- --format json
+    evstore read --all --since 7d --type DeployFailed     # this week's failures
+    evstore read --id 0b6c1e9e-5d8a-4f57-9a64-2c1d7f0e4b11 # one event, by id
 
-Exit codes: 4 when the stream (or the store) does not exist.
+Exit codes: 4 when the stream (or the store, or the --id) does not exist.
 """
 
 STREAMS_HELP = """List the streams, with versions and times.
@@ -89,37 +92,61 @@ def register(app: typer.Typer) -> None:
         backwards: Annotated[bool, typer.Option("--backwards", help="Newest first.")] = False,
         types: TypeOpt = None,
         stream_prefix: Annotated[Optional[str], typer.Option(
-            "--stream-prefix", metavar="S", help="With --all: only streams whose id starts with S.")] = None,
+            "--stream-prefix", "--prefix", metavar="S",
+            help="With --all: only streams whose id starts with S.")] = None,
+        since: SinceOpt = None,
+        until: UntilOpt = None,
+        event_id: Annotated[Optional[str], typer.Option(
+            "--id", metavar="UUID", help="Only the event with this id (exit 4 when there is "
+            "none); reads the store from the start.")] = None,
         fmt: FormatOpt = None,
         wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
+        from ..features.timespec import parse_window
         from .common import fail
 
+        if event_id is not None:
+            if stream is not None or all_:
+                raise fail("--id finds one event in the whole store: give no STREAM or --all", 2)
+            with open_store(ctx, store) as es:
+                emit_events([es.find(event_id)], pick_format(fmt), wide=wide)
+            return
         if all_ == (stream is not None):
             raise fail("give a STREAM or --all (one of them)", 2)
         if stream_prefix is not None and not all_:
             raise fail("--stream-prefix goes with --all", 2)
+        lo, hi = parse_window(since, until)
         with open_store(ctx, store) as es:
             if all_:
                 events = es.read_all(from_position=from_ or 1, to_position=to, limit=limit,
-                                     backwards=backwards, types=types, stream_prefix=stream_prefix)
+                                     backwards=backwards, types=types, stream_prefix=stream_prefix,
+                                     since=lo, until=hi)
             else:
                 events = es.read(stream, from_version=from_ or 1, to_version=to,
-                                 backwards=backwards, limit=limit, types=types)
+                                 backwards=backwards, limit=limit, types=types, since=lo, until=hi)
             emit_events(events, pick_format(fmt), wide=wide)
 
     @app.command("streams", help=STREAMS_HELP)
     def streams(
         ctx: typer.Context,
         prefix: Annotated[Optional[str], typer.Option(
-            "--prefix", metavar="S", help="Only streams whose id starts with S.")] = None,
+            "--prefix", "--stream-prefix", metavar="S", help="Only streams whose id starts with S.")] = None,
+        since: Annotated[Optional[str], typer.Option(
+            "--since", metavar="TIME", help="Only streams whose last event was recorded at or "
+            "after TIME (forms as in 'evstore read --help').")] = None,
+        until: Annotated[Optional[str], typer.Option(
+            "--until", metavar="TIME", help="Only streams whose first event was recorded at or "
+            "before TIME.")] = None,
         fmt: FormatOpt = None,
         wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
+        from ..features.timespec import parse_window
+
+        lo, hi = parse_window(since, until)
         with open_store(ctx, store) as es:
-            rows = (s.to_dict() for s in es.streams(prefix=prefix))
+            rows = (s.to_dict() for s in es.streams(prefix=prefix, since=lo, until=hi))
             fmt_ = pick_format(fmt)
             if fmt_ == "table":
                 from .render import dict_table
@@ -147,10 +174,11 @@ def register(app: typer.Typer) -> None:
 
         with open_store(ctx, store) as es:
             data = es.info(per_stream=per_stream)
-        if fmt is not None and fmt.value == "table":
+        if (fmt is not None and fmt.value == "table") or (fmt is None and sys.stdout.isatty()):
             from .render import info_table
 
-            info_table(data, wide=wide)
+            # on a terminal: sizes and counts as people read them ("14.6 KiB")
+            info_table(data, wide=wide, human=True)
             return
         if fmt is not None and fmt.value == "ndjson":
             sys.stdout.write(dumps(data) + "\n")

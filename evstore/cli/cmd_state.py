@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .usercode import guarded, to_stderr
-from .common import (FormatOpt, LockTimeoutOpt, StoreOpt, TypeOpt, complete_stream, note, open_store, pick_format,
-                     store_path)
+from .common import (FormatOpt, LockTimeoutOpt, StoreOpt, TypeOpt, complete_stream, count, note,
+                     open_store, pick_format, store_path)
 
 REDUCER_HELP = ("The reducer: merge, count, last, list, path/to/file.py:function or "
                 "package.module:function. Default: the store's reducer setting "
@@ -381,11 +381,11 @@ def _verify(es, stream, spec, out) -> None:
         w.close()
     for line in _notes(rep.skipped):
         note(f"not checked (another reducer's snapshot): {line}")
-    note(f"{stream}: compared {rep.checked} snapshot(s) made by {rep.reducer} with a replay "
-         f"from the first event; {len(rep.mismatches)} mismatch(es)")
+    note(f"{stream}: compared {count(rep.checked, 'snapshot')} made by {rep.reducer} with a replay "
+         f"from the first event; {count(len(rep.mismatches), 'mismatch', 'mismatches')}")
     if rep.mismatches:
-        sys.stderr.write(f"evstore: error: {len(rep.mismatches)} snapshot(s) of {stream!r} "
-                         "do not match its events\n")
+        sys.stderr.write(f"evstore: error: {count(len(rep.mismatches), 'snapshot')} of {stream!r} "
+                         f"{'does' if len(rep.mismatches) == 1 else 'do'} not match its events\n")
         raise typer.Exit(code=6)
 
 
@@ -413,14 +413,43 @@ def _state_view(result: dict) -> None:
         con.print_json(json.dumps(state, ensure_ascii=False))
 
 
+def _step_head(st, ev, total):
+    """The line that starts a step (version, type, time, data) and, when it
+    does not fit beside the data, the metadata on a line of its own,
+    indented like the changes: never wrapped back to column 0.  ``total``:
+    the terminal's width (None: a file, nothing cut)."""
+    from rich.text import Text
+
+    from .render import compact, cut, fmt_time, safe, time_form
+
+    data = safe(compact(ev.data, None))
+    meta = safe(compact(ev.metadata, None)) if ev.metadata else ""
+    stamp = ev.to_dict()["recorded_at"]
+    head = Text()
+    head.append(f"v{st.version:<6}", style="bold")
+    head.append(safe(st.type), style="bold cyan")
+    head.append(f"  {fmt_time(stamp, time_form(total))}  ", style="dim")  # gives way before the data
+    if total is None or len(head) + len(data) + (len(meta) + 2 if meta else 0) <= total:
+        head.append(data)
+        if meta:
+            head.append(f"  {meta}", style="dim")
+        return [head]
+    head.append(cut(data, max(total - len(head), 1)))
+    lines = [head]
+    if meta:
+        lines.append(Text(cut(f"         {meta}", total), style="dim"))
+    return lines
+
+
 def _steps_view(p, step_iter, notes: list[str], from_version=None, types=None) -> None:
     """Each event (version, type, time, data), then the paths it changed:
     added in green, removed in red, changed as old (red) -> new (green)."""
     from rich.text import Text
 
-    from .render import compact, console, safe
+    from .render import compact, console, safe, width
 
     con = console()
+    tty = width() is not None
     shown_from = f", showing from version {from_version}" if from_version else ""
     only = f", only {safe(', '.join(types))}" if types else ""
     con.print(Text(f"replay {safe(p.stream)} with {safe(p.reducer.name)}: folding versions "
@@ -430,14 +459,8 @@ def _steps_view(p, step_iter, notes: list[str], from_version=None, types=None) -
     shown = 0
     for st in step_iter:
         ev = st.event
-        line = Text()
-        line.append(f"v{st.version:<6}", style="bold")
-        line.append(safe(st.type), style="bold cyan")
-        line.append(f"  {ev.to_dict()['recorded_at']}  ", style="dim")
-        line.append(safe(compact(ev.data, 100)))
-        if ev.metadata:
-            line.append(f"  {safe(compact(ev.metadata, 80))}", style="dim")
-        con.print(line)
+        for line in _step_head(st, ev, con.width if tty else None):
+            con.print(line, no_wrap=True, crop=True, overflow="ellipsis")
         if not st.changes:
             con.print(Text("         (no change)", style="dim"))
         for c in st.changes:
@@ -461,7 +484,7 @@ def _steps_view(p, step_iter, notes: list[str], from_version=None, types=None) -
                 t.append(safe(compact(c["old"], 60)), style="red")
                 t.append(" -> ")
                 t.append(safe(compact(c["new"], 60)), style="green")
-            con.print(t)
+            con.print(t, no_wrap=True, crop=True, overflow="ellipsis")
         shown += 1
     if shown == 0:
         con.print(Text("(no events to show)", style="dim"))

@@ -190,7 +190,8 @@ def register(app: typer.Typer) -> None:
             help="Start at this version (a position with --all) instead of the last N.")] = None,
         types: TypeOpt = None,
         stream_prefix: Annotated[Optional[str], typer.Option(
-            "--stream-prefix", metavar="S", help="With --all: only streams whose id starts with S.")] = None,
+            "--stream-prefix", "--prefix", metavar="S",
+            help="With --all: only streams whose id starts with S.")] = None,
         checkpoint: Annotated[Optional[str], typer.Option(
             "--checkpoint", metavar="NAME", autocompletion=complete_checkpoint,
             help="A durable consumer: resume after the position saved under NAME, "
@@ -212,12 +213,22 @@ def register(app: typer.Typer) -> None:
             "--no-commit",
             help="With --checkpoint: start after it, but never move it "
                  "(see 'evstore checkpoints set').")] = False,
+        since: Annotated[Optional[str], typer.Option(
+            "--since", metavar="TIME", help="Start at the first event recorded at or after TIME "
+            "(forms as in 'evstore read --help') instead of the last N.")] = None,
+        until: Annotated[Optional[str], typer.Option(
+            "--until", metavar="TIME", help="Stop before the first event recorded after TIME.")] = None,
         fmt: FormatOpt = None,
         wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
+        from ..features.timespec import parse_window
+
         if all_ == (stream is not None):
             raise fail("give a STREAM or --all (one of them)", 2)
+        lo, hi = parse_window(since, until)
+        if lo is not None and (lines is not None or from_ is not None or checkpoint is not None):
+            raise fail("give one of -n, --from, --since or --checkpoint: each says where to start", 2)
         if stream_prefix is not None and not all_:
             raise fail("--stream-prefix goes with --all", 2)
         if lines is not None and from_ is not None:
@@ -230,6 +241,9 @@ def register(app: typer.Typer) -> None:
                        "when CMD succeeds)", 2)
         if exec_ is not None and not exec_.strip():
             raise fail("--exec: the command is empty", 2)
+        if hi is not None and checkpoint is not None:
+            raise fail("--until does not go with --checkpoint (a consumer does not skip "
+                       "events); stop with --max-count or --idle-timeout", 2)
         if batch is not None and exec_ is None:
             raise fail("--batch goes with --exec", 2)
         if no_commit and checkpoint is None:
@@ -246,6 +260,9 @@ def register(app: typer.Typer) -> None:
             if stream is not None and not follow and es.version(stream) == 0:
                 raise StreamNotFound(stream)
             from ..features.subscriptions import Subscription
+
+            if lo is not None:  # where --since starts: the first event at or after it
+                lines, from_ = None, _first_since(es, stream, lo, stream_prefix)
 
             sub = Subscription(
                 es, stream, last=lines,
@@ -269,8 +286,8 @@ def register(app: typer.Typer) -> None:
                     deliver(sub, exec_, batch or 1)
                     return
                 with _closed_pipe_is_fine():
-                    _print(sub, pick_format(fmt), flush_each=follow or checkpoint is not None,
-                           wide=wide)
+                    _print(sub if hi is None else _until(sub, hi, follow), pick_format(fmt),
+                           flush_each=follow or checkpoint is not None, wide=wide)
 
     cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)
 
@@ -349,6 +366,29 @@ def _position(es, text: str, what: str) -> int:
     raise fail(f"invalid {what} {text!r}: a position (0 or more) or head", 2)
 
 
+def _first_since(es, stream, since, prefix) -> int:
+    """The version (position with --all) of the first event recorded at or
+    after ``since``; one past the end when there is none yet."""
+    if stream is not None:
+        first = next(iter(es.read(stream, since=since, limit=1)), None) if es.version(stream) else None
+        return first.version if first is not None else es.version(stream) + 1
+    first = next(iter(es.read_all(since=since, limit=1, stream_prefix=prefix)), None)
+    return first.position if first is not None else es.head() + 1
+
+
+def _until(events, until, follow: bool):
+    """The events recorded up to ``until``.  Following, the first event
+    after it ends the run (new commits only get later; it is not handled, so
+    a checkpoint does not move past it); otherwise later ones are skipped (a
+    merged store's times need not follow its positions)."""
+    for ev in events:
+        if ev.recorded_at > until:
+            if follow:
+                return
+            continue
+        yield ev
+
+
 # -- output ------------------------------------------------------------------------------------
 
 def _print(sub, fmt: str, *, flush_each: bool, wide: bool = False) -> None:
@@ -378,21 +418,13 @@ def _print(sub, fmt: str, *, flush_each: bool, wide: bool = False) -> None:
 def _line_printer(wide: bool = False):
     """One rich line per event (a terminal view of ``tail -f``): rendered to
     a string and written by us, so a closed pipe is our BrokenPipeError."""
-    from rich.text import Text
-
-    from .render import compact, console, safe
+    from .render import console, event_line, width
 
     con = console()
     out = sys.stdout
 
     def write(ev) -> None:
-        t = Text()
-        t.append(f"{ev.position:>7} ", style="dim")
-        t.append(safe(ev.stream), style="bold")
-        t.append(f"@{ev.version} ")
-        t.append(safe(ev.type), style="cyan")
-        t.append(" " + safe(compact(ev.data, None if wide else 200)) + " ")
-        t.append(ev.to_dict()["recorded_at"], style="dim")
+        t = event_line(ev, width(), wide=wide)
         with con.capture() as cap:  # (print() ignores a Text's own no_wrap)
             con.print(t, crop=not wide, no_wrap=not wide, overflow="fold" if wide else "ellipsis")
         out.write(cap.get())

@@ -57,9 +57,11 @@ def register(app: typer.Typer) -> None:
         type_: Annotated[Optional[str], typer.Option(
             "--type", metavar="TYPE", help="Append one event of this type (instead of reading stdin).")] = None,
         data: Annotated[Optional[str], typer.Option(
-            "--data", metavar="JSON", help="With --type: the event's data (default {}).")] = None,
+            "--data", metavar="JSON", help="With --type: the event's data (default {}); "
+            "@FILE reads it from FILE, - from stdin.")] = None,
         metadata: Annotated[Optional[str], typer.Option(
-            "--metadata", metavar="JSON", help="With --type: the event's metadata (default {}).")] = None,
+            "--metadata", metavar="JSON", help="With --type: the event's metadata (default {}); "
+            "@FILE or - as for --data.")] = None,
         event_id: Annotated[Optional[str], typer.Option(
             "--id", metavar="UUID", help="With --type: the event's id (default: a new UUID).")] = None,
         batch_size: Annotated[Optional[int], typer.Option(
@@ -78,10 +80,10 @@ def register(app: typer.Typer) -> None:
         from itertools import chain, islice
 
         from ..errors import InvalidEvent
-        from ..features.jsonio import dumps, iter_documents, loads
+        from ..features.jsonio import dumps, iter_documents
         from ..disk.records import check_repeated_id, check_stream_id, normalize
         from ..core.store import parse_expected
-        from .common import fail
+        from .common import fail, json_option
 
         try:
             expected = parse_expected(expected_version)
@@ -113,10 +115,12 @@ def register(app: typer.Typer) -> None:
                 sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
         else:
             ev = {"type": type_}
+            if data == "-" and metadata == "-":
+                raise fail("--data - and --metadata - cannot both read stdin; use @FILE for one", 2)
             if data is not None:
-                ev["data"] = loads(data, "--data")
+                ev["data"] = json_option(data, "--data")
             if metadata is not None:
-                ev["metadata"] = loads(metadata, "--metadata")
+                ev["metadata"] = json_option(metadata, "--metadata")
             if event_id is not None:
                 ev["id"] = event_id
             events = iter([checked(ev, "--type event")])

@@ -37,6 +37,12 @@ LockTimeoutOpt = Annotated[float, typer.Option(
 WideOpt = Annotated[bool, typer.Option(
     "--wide", help="Tables: show every cell whole, wrapped over several lines "
                    "(default: cut to the terminal's width with an ellipsis).")]
+SinceOpt = Annotated[Optional[str], typer.Option(
+    "--since", metavar="TIME",
+    help="Only events recorded at or after TIME: RFC 3339 (2026-11-28T12:00:00Z), a date "
+         "(2026-11-28, midnight UTC), or back from now: 45s, 30m, 2h, 7d, 2w.")]
+UntilOpt = Annotated[Optional[str], typer.Option(
+    "--until", metavar="TIME", help="Only events recorded at or before TIME (forms as --since).")]
 TypeOpt = Annotated[Optional[list[str]], typer.Option(
     "--type", metavar="TYPE", help="Only events of this type (repeat for several).")]
 
@@ -90,10 +96,15 @@ def complete_checkpoint(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 def store_path(ctx: typer.Context, store: Optional[Path]) -> Path:
-    if store is not None:
-        return store
-    obj = ctx.find_root().obj or {}
-    return obj.get("store") or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
+    """The store's directory: --store, else $EVSTORE_DIR, else ./.evstore.
+    A file there is a usage mistake (exit 2), not a damaged store (6)."""
+    if store is None:
+        obj = ctx.find_root().obj or {}
+        store = obj.get("store") or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
+    if os.path.exists(store) and not os.path.isdir(store):
+        raise fail(f"{store} is not a directory, so not a store; pass --store DIR "
+                   "(a store is a directory)", 2)
+    return store
 
 
 def open_store(ctx: typer.Context, store: Optional[Path], *, create: bool = False, **kw):
@@ -146,6 +157,43 @@ def show_progress() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def json_option(value: str, name: str):
+    """The JSON value of an option like --data: given inline, as ``@FILE``
+    (a file holding it) or as ``-`` (stdin).  JSON never starts with ``@`` or
+    is ``-`` alone, so the three cannot be mixed up.  A file that cannot be
+    read is a usage error (exit 2); bad JSON is invalid input (exit 5)."""
+    from ..features.jsonio import loads
+
+    where = name
+    if value == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise fail(f"{name} -: reads stdin, but stdin is a terminal; pipe the JSON in", 2)
+        text = sys.stdin.buffer.read()
+        where = f"{name} (stdin)"
+    elif value.startswith("@"):
+        try:
+            with open(value[1:], "rb") as f:
+                text = f.read()
+        except OSError as e:
+            raise fail(f"{name} {value}: cannot read {value[1:]!r}: {e.strerror or e}", 2) from None
+        where = f"{name} {value}"
+    else:
+        return loads(value, name)
+    try:
+        text = text.decode("utf-8-sig")  # (a byte order mark, as some editors write, is fine)
+    except UnicodeDecodeError as e:
+        from ..errors import InvalidEvent
+
+        raise InvalidEvent(f"{where}: not UTF-8 (byte {e.start})") from None
+    return loads(text, where)
+
+
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """``count(1, "event")`` -> "1 event", ``count(2, "event")`` -> "2 events"
+    (thousands separated): every count in a message goes through here."""
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
 
 def fail(message: str, code: int) -> "typer.Exit":

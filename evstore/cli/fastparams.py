@@ -96,6 +96,8 @@ class PlainParam:
                 for member in ann:
                     if member.value == value:      # exact: other spellings go to typer
                         return member
+                if not any(m.value.lower() == value.lower() for m in ann):
+                    raise _not_a_choice(value, [m.value for m in ann])
             return _SLOW
         return _SLOW
 
@@ -105,6 +107,15 @@ class PlainParam:
 
             self._typer = build_runtime_param(self.descriptor)
         return self._typer
+
+
+def _not_a_choice(value: str, choices: list[str]):
+    """A value outside an option's choices, in evstore's words (typer's
+    would be pydantic's: "Value error, 'yaml' is not one of ...")."""
+    from typer import BadParameter
+
+    listed = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+    return BadParameter(f"{value!r} is not a choice here; choose {listed}")
 
 
 def install(command) -> None:

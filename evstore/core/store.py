@@ -32,6 +32,7 @@ from ..errors import (
     CorruptStore,
     DamagedCopyWarning,
     DurabilityError,
+    EventNotFound,
     EvstoreError,
     InvalidEvent,
     StoreIOError,
@@ -720,23 +721,26 @@ class EventStore:
 
     def read(self, stream: str, from_version: int = 1, to_version: int | None = None,
              backwards: bool = False, limit: int | None = None,
-             types: Iterable[str] | None = None) -> Iterator[RecordedEvent]:
+             types: Iterable[str] | None = None, since=None, until=None) -> Iterator[RecordedEvent]:
         """Events of ``stream`` with versions in ``[from_version, to_version]``.
 
         Forwards: oldest first, ``limit`` keeps the first N.  Backwards: newest
         first, ``limit`` keeps the newest N.  ``types`` keeps only those event
-        types (the limit counts events returned).  Raises StreamNotFound when
-        the stream has no events.  Runs in constant memory.
+        types, ``since`` / ``until`` (aware datetimes, both inclusive) only
+        those recorded in that window (the limit counts events returned).
+        Raises StreamNotFound when the stream has no events.  Runs in
+        constant memory.
         """
         check_stream_id(stream)
         _check_range(from_version, to_version, limit)
+        window = _window(since, until)
         sl, tail = self._reader_stream(stream)
         if tail.version == 0:
             sl.close()
             raise StreamNotFound(stream)
-        return self._iter_stream(sl, tail, from_version, to_version, backwards, limit, types)
+        return self._iter_stream(sl, tail, from_version, to_version, backwards, limit, types, window)
 
-    def _iter_stream(self, sl, tail, lo, hi, backwards, limit, types):
+    def _iter_stream(self, sl, tail, lo, hi, backwards, limit, types, window=None):
         try:
             lo = max(lo or 1, 1)
             hi = tail.version if hi is None else min(hi, tail.version)
@@ -748,8 +752,8 @@ class EventStore:
                 it = self._records(log, sl, tail, lo, hi)
             else:
                 it = _backwards(lambda a, b: self._records(log, sl, tail, a, b), lo, hi,
-                                _first_chunk(limit, wanted))
-            yield from _filter(it, wanted, limit)
+                                _first_chunk(limit, wanted or window))
+            yield from _filter(_in_window(it, window, backwards), wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
         finally:
@@ -821,16 +825,27 @@ class EventStore:
     def read_all(self, from_position: int = 1, to_position: int | None = None,
                  limit: int | None = None, backwards: bool = False,
                  types: Iterable[str] | None = None,
-                 stream_prefix: str | None = None) -> Iterator[RecordedEvent]:
-        """Every event of the store in position order (``$all``)."""
+                 stream_prefix: str | None = None, since=None, until=None) -> Iterator[RecordedEvent]:
+        """Every event of the store in position order (``$all``); the
+        filters are those of :meth:`read`, and ``stream_prefix``."""
         _check_range(from_position, to_position, limit)
+        window = _window(since, until)
         log = self._reader_log()
         log.refresh()
         head = log.tail.head
         return self._iter_all(log, from_position, to_position, head, limit, backwards,
-                              types, stream_prefix)
+                              types, stream_prefix, window)
 
-    def _iter_all(self, log, lo, hi, head, limit, backwards, types, prefix):
+    def find(self, event_id: str) -> RecordedEvent:
+        """The event whose id is ``event_id``; raises EventNotFound.  There is
+        no index by id: this reads the store from the start (about a second
+        per million events, see the README's figures)."""
+        for ev in self.read_all():
+            if ev.id == event_id:
+                return ev
+        raise EventNotFound(event_id)
+
+    def _iter_all(self, log, lo, hi, head, limit, backwards, types, prefix, window=None):
         lo = max(lo or 1, 1)
         hi = head if hi is None else min(hi, head)
         if lo > hi or limit == 0:
@@ -848,15 +863,18 @@ class EventStore:
 
         try:
             it = forward(lo, hi) if not backwards else \
-                _backwards(forward, lo, hi, _first_chunk(limit, wanted))
-            yield from _filter(it, wanted, limit)
+                _backwards(forward, lo, hi, _first_chunk(limit, wanted or window))
+            yield from _filter(_in_window(it, window, backwards, ordered=False), wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
 
     # -- the stream catalogue -------------------------------------------------------------------
-    def streams(self, prefix: str | None = None):
+    def streams(self, prefix: str | None = None, since=None, until=None):
         """Yield (stream, version, first_recorded_at, last_recorded_at) for
-        every stream with events, sorted by id."""
+        every stream with events, sorted by id.  ``since`` / ``until`` (aware
+        datetimes) keep the streams whose life overlaps that window: last
+        event at or after ``since``, first event at or before ``until``."""
+        window = _window(since, until)
         log = self._reader_log()
         log.refresh()
         root = os.path.join(self._dir, STREAMS_DIR)
@@ -881,6 +899,10 @@ class EventStore:
                 if tail.version == 0:
                     continue
                 first = sl.first_record()
+                if window is not None and (
+                        (window[0] is not None and tail.recorded_us < window[0])
+                        or (window[1] is not None and first and first[1] > window[1])):
+                    continue
                 yield StreamInfo(sid, tail.version,
                                  us_to_datetime(first[1]) if first else None,
                                  us_to_datetime(tail.recorded_us))
@@ -1109,6 +1131,48 @@ def _check_range(lo, hi, limit) -> None:
     for name, v in (("from", lo), ("to", hi), ("limit", limit)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise UsageError(f"invalid {name}: {v!r} (must be a whole number >= 0)")
+
+
+def _window(since, until):
+    """(since, until) as microseconds since the epoch (None: open), or None
+    when neither is given; both must be timezone-aware datetimes."""
+    if since is None and until is None:
+        return None
+    from ..disk.records import datetime_to_us
+
+    out = []
+    for name, t in (("since", since), ("until", until)):
+        if t is not None and getattr(t, "tzinfo", None) is None:
+            raise UsageError(f"invalid {name}: {t!r} (a timezone-aware datetime)")
+        out.append(None if t is None else datetime_to_us(t))
+    return tuple(out)
+
+
+def _in_window(it, window, backwards: bool, ordered: bool = True):
+    """Events of ``it`` recorded in ``window`` (see :func:`_window`).
+    ``ordered``: recorded_at never decreases along ``it`` -- true of a
+    stream (append stamps max(now, last), bulk writes refuse an earlier
+    time than the stream's last event), so the scan stops at the first event
+    past the window's far end.  Not of the whole store: a merge (``import
+    --renumber``) keeps each event's time, so older events may follow newer
+    ones there, and every event is checked."""
+    if window is None:
+        yield from it
+        return
+    from ..disk.records import datetime_to_us
+
+    lo, hi = window
+    for ev in it:
+        us = datetime_to_us(ev.recorded_at)
+        if hi is not None and us > hi:
+            if backwards or not ordered:
+                continue
+            return
+        if lo is not None and us < lo:
+            if backwards and ordered:
+                return
+            continue
+        yield ev
 
 
 def _filter(it, wanted, limit):

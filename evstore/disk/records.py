@@ -49,9 +49,20 @@ def check_id_text(value: object, what: str, max_bytes: int, error=UsageError) ->
     return value
 
 
-def check_stream_id(stream: object) -> str:
-    """Return ``stream`` if it is a valid stream id, else raise InvalidStreamId."""
-    return check_id_text(stream, "stream id", MAX_STREAM_ID_BYTES, InvalidStreamId)
+def check_stream_id(stream: object, *, new: bool = True) -> str:
+    """Return ``stream`` if it is a valid stream id, else raise InvalidStreamId.
+
+    Ids that start with ``$`` are reserved (``$all`` names the whole store in
+    the docs and in other stores' vocabulary; reading ``$all`` as a stream
+    would silently read nothing): refused for anything named by a caller.
+    ``new=False`` is for ids already on disk (verify, repair), written before
+    the rule existed: they are not damage."""
+    check_id_text(stream, "stream id", MAX_STREAM_ID_BYTES, InvalidStreamId)
+    if new and stream.startswith("$"):
+        raise InvalidStreamId(f"invalid stream id {stream!r}: ids that start with '$' are "
+                              "reserved ($all is the whole store: read it with --all, "
+                              "or read_all() in Python)")
+    return stream
 
 
 class NewEvent(NamedTuple):

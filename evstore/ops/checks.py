@@ -184,7 +184,7 @@ def read_stream_id(path: str):
         return None, f"the stream's id file cannot be read ({e.strerror})"
     try:
         sid = raw.decode("utf-8")
-        check_stream_id(sid)
+        check_stream_id(sid, new=False)
     except Exception as e:  # noqa: BLE001 - UnicodeDecodeError or InvalidStreamId
         return None, f"the stream's id file does not hold a valid stream id ({e})"
     if stream_key(sid) != os.path.basename(path):

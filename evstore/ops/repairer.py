@@ -270,7 +270,7 @@ class _Repair:
                 if ok:
                     try:
                         head = batch_head(x)
-                        check_stream_id(head[0])
+                        check_stream_id(head[0], new=False)
                         if head[1] < 1 or head[2] < 1:
                             raise ValueError("version or position below 1")
                         items = msgpack.unpackb(x, raw=False, strict_map_key=False)

@@ -277,7 +277,7 @@ class _Verifier:
                     try:
                         stream, fv, fp, us, n, hl = batch_head(x)
                         _check_payload(x)
-                        check_stream_id(stream)
+                        check_stream_id(stream, new=False)
                     except Exception as e:  # noqa: BLE001 - any decoding failure is damage here
                         self.error("log", f"frame passes its checksum but does not decode ({e})",
                                    path, off, position=expected)

@@ -20,13 +20,14 @@ number of its events recorded at or before t.  Checked:
 * nothing lost or doubled, positions dense, versions contiguous; followers
   and readers saw only dense, ordered, whole batches; snapshots all load.
 
-Bounded to ~20 s (EVSTORE_TORTURE=long: a minute of work).
+Bounded to a few seconds (EVSTORE_TORTURE=long: a minute of work).
 """
 from __future__ import annotations
 
-import json
 import time
 from bisect import bisect_right
+
+import pytest
 
 from core_helpers import LONG, check_dense, check_streams_agree, json_lines, spawn
 from evstore import EventStore
@@ -129,10 +130,11 @@ print(json.dumps({"bad": bad}))
 """
 
 
+@pytest.mark.slow
 def test_linearizable_version_checks(tmp_path):
     path = tmp_path / "store"
     EventStore(path).close()
-    seconds = 60 if LONG else 9
+    seconds = 60 if LONG else 3
     start = time.time() + 1.0
     procs = [spawn(WORKER, path, w, seconds, start) for w in range(4)]
     recs, bad = [], []
