@@ -85,3 +85,29 @@ def test_a_conflict_after_the_pipelined_read_writes_nothing_and_unlocks(pg_url):
         assert [e.type for e in b.read_stream("a")] == ["first", "U"]
     finally:
         b.close()
+
+
+def test_the_append_statements_are_prepared_once_per_connection(pg_url):
+    """psycopg parses and plans a statement on the server once it has seen it
+    five times with the same parameter types; ints of varying size (a
+    checksum above 2**31, a position above 32767) would change the types."""
+    b = open_backend(pg_url)
+    try:
+        for _ in range(8):
+            b.append("a", prep("T"), ANY)
+        conn = b._conn()
+        with tempfile.TemporaryFile() as f:
+            conn.pgconn.trace(f.fileno())
+            conn.pgconn.set_trace_flags(1)
+            try:
+                for _ in range(4):
+                    b.append("a", prep("T", "U"), ANY)
+                    b.append("a", prep("V"), ANY)
+            finally:
+                conn.pgconn.untrace()
+            f.seek(0)
+            parses = [ln for ln in f.read().decode("utf-8", "replace").splitlines()
+                      if "\tParse\t" in ln and ("\tF\t" in ln or ln.startswith("F"))]
+        assert parses == [] or all("INSERT" not in p for p in parses), parses[:2]
+    finally:
+        b.close()

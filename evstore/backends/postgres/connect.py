@@ -87,6 +87,7 @@ class Target:
             raise StoreIOError(
                 f"cannot connect to PostgreSQL at host {self.host}, port {self.port}, "
                 f"database {self.database}: {self.redact(_reason(e))}") from e
+        _ints_as_bigint(conn)
         return conn
 
     @contextmanager
@@ -108,6 +109,18 @@ class Target:
                 f"{self.port}, database {self.database}: {self.redact(_reason(e))}") from e
         except psycopg.Error as e:
             raise StoreIOError(f"{what} ({self}): {self.redact(_reason(e))}") from e
+
+
+def _ints_as_bigint(conn) -> None:
+    """Send every Python int as ``bigint``.  psycopg picks the smallest
+    type that holds each value, so the same statement would change
+    parameter types as positions grow or checksums vary -- and psycopg
+    prepares a statement (parse and plan once per connection) only after it
+    has seen it five times with the *same* types.  Every integer column and
+    lock key of ours is bigint anyway."""
+    from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
+    conn.adapters.register_dumper(int, Int8Dumper)
+    conn.adapters.register_dumper(int, Int8BinaryDumper)
 
 
 def _reason(e) -> str:
