@@ -31,6 +31,8 @@ Workloads (sizes in brackets; --quick makes them small):
 
 - single    durable single-event appends to one stream, exact versions
 - batch     durable batches of 100 events
+            (these two and the next two: the median of --runs runs, the
+            peers' order rotated each run)
 - 1stream   4 writer processes on one stream: each reads the version, appends
             one event with it as the exact expected version, retries on a
             conflict; events/s from the first start to the last finish
@@ -80,10 +82,11 @@ class Sizes:
     read_events: int = 100_000  # the long stream of read / readall
     latency_samples: int = 150
     missed_seconds: float = 5.0
+    runs: int = 5               # single/batch/1stream/4streams: medians of this many
 
 
 QUICK = Sizes(single=200, batches=10, per_writer=60, read_events=10_000,
-              latency_samples=30, missed_seconds=1.5)
+              latency_samples=30, missed_seconds=1.5, runs=1)
 BATCH = 100
 
 
@@ -399,17 +402,17 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def w_single(peer, sz: Sizes) -> dict:
+def w_single(peer, sz: Sizes, rep: int) -> dict:
     def run():
         for i in range(sz.single):
-            peer.append("single-1", [event(i)], i)
+            peer.append(f"single-{rep}", [event(i)], i)
     return {"events": sz.single, "rate": sz.single / timed(run)}
 
 
-def w_batch(peer, sz: Sizes) -> dict:
+def w_batch(peer, sz: Sizes, rep: int) -> dict:
     def run():
         for b in range(sz.batches):
-            peer.append("batch-1", [event(i) for i in range(BATCH)], b * BATCH)
+            peer.append(f"batch-{rep}", [event(i) for i in range(BATCH)], b * BATCH)
     n = sz.batches * BATCH
     return {"events": n, "rate": n / timed(run)}
 
@@ -459,16 +462,16 @@ def _writers(name, url, streams, count, exact, ctx) -> dict:
     return {"events": n, "rate": n / (t1 - t0), "conflicts": sum(r[3] for r in results)}
 
 
-def w_one_stream(peer, sz, url, ctx):
-    return _writers(peer.name, url, ["contended-1"] * sz.writers, sz.per_writer, True, ctx)
+def w_one_stream(peer, sz, rep, url, ctx):
+    return _writers(peer.name, url, [f"contended-{rep}"] * sz.writers, sz.per_writer, True, ctx)
 
 
-def w_four_streams(peer, sz, url, ctx):
-    return _writers(peer.name, url, [f"own-{i}" for i in range(sz.writers)],
+def w_four_streams(peer, sz, rep, url, ctx):
+    return _writers(peer.name, url, [f"own-{rep}-{i}" for i in range(sz.writers)],
                     sz.per_writer, False, ctx)
 
 
-def w_read(peer, sz: Sizes) -> dict:
+def w_read(peer, sz: Sizes, rep: int) -> dict:
     left, i = sz.read_events, 0
     while left:  # loaded in batches of 1,000: 100 durable commits for 100k
         n = min(1000, left)
@@ -480,7 +483,7 @@ def w_read(peer, sz: Sizes) -> dict:
     return {"events": sz.read_events, "rate": sz.read_events / secs}
 
 
-def w_read_all(peer, sz: Sizes) -> dict:
+def w_read_all(peer, sz: Sizes, rep: int) -> dict:
     got = []
     secs = best_of(READS, lambda: got.append(peer.read_all()))
     return {"events": got[0][0], "rate": got[0][0] / secs}
@@ -509,7 +512,7 @@ def _follower(name, url, after, expect, ready, out):
         out.put(("error", traceback.format_exc()))
 
 
-def w_latency(peer, sz, url, ctx) -> dict:
+def w_latency(peer, sz, rep, url, ctx) -> dict:
     """Two figures per event: from the append call (so including the
     commit's flush) and from the append's return (the commit acknowledged;
     the follower may see it a little before the writer does: then < 0)."""
@@ -577,7 +580,7 @@ def _timed_writer(name, url, stream, seconds, start, out):
         out.put(("error", traceback.format_exc()))
 
 
-def w_missed(peer, sz, url, ctx) -> dict:
+def w_missed(peer, sz, rep, url, ctx) -> dict:
     before = peer.total()
     after = last_position(peer)
     start, stop, out, pout = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
@@ -626,28 +629,52 @@ TARGETS = {  # issue 14: (against, minimum ratio evstore/peer)
 }
 
 
-def run_peer(name, url, sz, ctx, only_workloads) -> dict:
-    peer = PEERS[name](url)
-    res = {}
+REPEATED = {"single", "batch", "1stream", "4streams"}
+FUNCS = {"single": (w_single, False), "batch": (w_batch, False),
+         "1stream": (w_one_stream, True), "4streams": (w_four_streams, True),
+         "read": (w_read, False), "readall": (w_read_all, False),
+         "latency": (w_latency, True), "missed": (w_missed, True)}
+
+
+def run_all(names, url, sz, ctx, only_workloads) -> dict:
+    """Workload by workload, every peer in turn; the repeated workloads
+    rotate the peers' order each run and keep the median run, so a change
+    of load on a shared machine does not land on one peer only."""
+    peers = {n: PEERS[n](url) for n in names}
+    results: dict = {n: {} for n in names}
     try:
         for key, label, _ in WORKLOADS:
             if only_workloads and key not in only_workloads:
                 continue
-            log(f"  {name}: {label} ...")
-            fn = {"single": w_single, "batch": w_batch, "read": w_read,
-                  "readall": w_read_all}.get(key)
-            try:
-                if fn:
-                    res[key] = fn(peer, sz)
-                else:
-                    res[key] = {"1stream": w_one_stream, "4streams": w_four_streams,
-                                "latency": w_latency, "missed": w_missed}[key](peer, sz, url, ctx)
-            except Exception as e:  # noqa: BLE001 - one failure should not hide the rest
-                log(f"  {name}: {key} FAILED: {e}")
-                res[key] = {"error": str(e)[:500]}
+            fn, spawns = FUNCS[key]
+            samples: dict = {n: [] for n in names}
+            for rep in range(sz.runs if key in REPEATED else 1):
+                k = rep % len(names)
+                for n in names[k:] + names[:k]:
+                    log(f"  {label}: {n}" + (f" (run {rep + 1})" if key in REPEATED else ""))
+                    args = (peers[n], sz, rep) + ((url, ctx) if spawns else ())
+                    try:
+                        samples[n].append(fn(*args))
+                    except Exception as e:  # noqa: BLE001 - one failure should not hide the rest
+                        log(f"  {n}: {key} FAILED: {e}")
+                        samples[n].append({"error": str(e)[:500]})
+            for n in names:
+                results[n][key] = median_run(samples[n])
     finally:
-        peer.close()
-    return res
+        for p in peers.values():
+            p.close()
+    return results
+
+
+def median_run(runs: list[dict]) -> dict:
+    errors = [r for r in runs if "error" in r]
+    if errors or "rate" not in runs[0]:
+        return errors[0] if errors else runs[0]
+    ordered = sorted(runs, key=lambda r: r["rate"])
+    best = dict(ordered[len(ordered) // 2])
+    if len(runs) > 1:
+        best["rates"] = [r["rate"] for r in runs]
+    return best
 
 
 def fmt(key, r) -> str:
@@ -738,14 +765,12 @@ def main(argv=None) -> int:
         info = machine(url)
         log(f"server {info['postgresql']} ({'external' if server.external else 'throwaway'}),"
             f" sizes {asdict(sz)}")
-        results = {}
-        for name in names:
+        for name in list(names):
             why = PEERS[name].unavailable()
             if why:
                 log(f"{name}: skipped: {why}")
-                continue
-            log(f"{name}:")
-            results[name] = run_peer(name, url, sz, ctx, only_workloads)
+                names.remove(name)
+        results = run_all(names, url, sz, ctx, only_workloads)
         info["load_end"] = os.getloadavg()
     finally:
         server.cleanup()
