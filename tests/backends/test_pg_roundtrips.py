@@ -111,3 +111,43 @@ def test_the_append_statements_are_prepared_once_per_connection(pg_url):
         assert parses == [] or all("INSERT" not in p for p in parses), parses[:2]
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("expected", [2**63 - 1, 2**63, 2**70])
+def test_an_expected_version_beyond_bigint_is_a_conflict_not_a_driver_error(pg_url, expected):
+    b = open_backend(pg_url)
+    try:
+        b.append("a", prep("first"), ANY)
+        with pytest.raises(WrongExpectedVersion):
+            b.append("a", prep("T"), expected)
+        assert b.head() == 1
+    finally:
+        b.close()
+
+
+def test_without_pipeline_support_the_same_statements_run_one_by_one(pg_url, monkeypatch):
+    from psycopg import Pipeline
+    monkeypatch.setattr(Pipeline, "is_supported", classmethod(lambda cls: False))
+    b = open_backend(pg_url, lock_timeout=0.5)
+    try:
+        batch = prep("T", "U")
+        assert b.append("a", batch, 0).written
+        assert not b.append("a", batch, 0).written  # the retry is found
+        with pytest.raises(WrongExpectedVersion):
+            b.append("a", prep("V"), 1)
+        assert b.append("a", prep("V"), 2).result.position == 3
+        assert round_trips(b, lambda: b.append("a", prep("W"), ANY)) > 2
+    finally:
+        b.close()
+
+
+def test_integers_beyond_bigint_still_compare(pg_url):
+    """Ints go as bigint for stable prepared statements, but one too large
+    for bigint must not turn a plain lookup into a driver error."""
+    b = open_backend(pg_url)
+    try:
+        b.append("a", prep("first"), ANY)
+        assert b.get_snapshot("a", 2**70) is None
+        assert b.delete_snapshot("a", 2**64) is False
+    finally:
+        b.close()

@@ -46,6 +46,9 @@ from ...errors import InvalidEvent
 from .schema import channel, lock_key
 
 
+BIGINT_MAX = 2**63 - 1  #: versions are bigint; a larger expected version is a conflict
+
+
 def row_crc(stream: str, version: int, position: int, recorded_us: int, blob: bytes) -> int:
     """The checksum ``verify`` recomputes: the row's place, time and bytes."""
     head = f"{stream}\0{version}\0{position}\0{recorded_us}\0".encode("utf-8")
@@ -93,7 +96,9 @@ def window_query(q: dict, stream: str, expected, count: int) -> tuple[str, tuple
     checks it against the rule).  For a version N: versions N+1..N+count;
     for ``any`` and ``exists``: the stream's last ``count`` events."""
     if isinstance(expected, int):
-        return q["window"], (stream, expected + 1, expected + count)
+        if expected >= BIGINT_MAX:  # no version is that high: fetch nothing
+            return q["window"], (stream, 1, 0)
+        return q["window"], (stream, expected + 1, min(expected + count, BIGINT_MAX))
     return q["last"], (stream, count)
 
 
