@@ -169,7 +169,7 @@ class EventsourcingPeer:
     @staticmethod
     def unavailable():
         try:
-            import eventsourcing.postgres  # noqa: F401
+            import eventsourcing.postgres  # noqa: F401 - only whether it imports
         except ImportError as e:
             return f"not installed (pip install -e '.[bench]'): {e}"
         return None
