@@ -109,9 +109,8 @@ class PostgresBackend(Backend):
         t = self.lock_timeout
         with self.session("append", t) as conn:
             self.ensure(conn)
-            writes.begin_locked(conn, self.q, t, self.sync)
-            result, written, before = writes.append_locked(conn, self.q, stream, events, expected)
-            conn.execute("COMMIT")
+            result, written, before = writes.append(conn, self.q, stream, events, expected,
+                                                    t, self.sync)
             self._after_commit(conn)
         return Appended(result, written, before)
 

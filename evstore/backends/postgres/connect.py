@@ -87,6 +87,7 @@ class Target:
             raise StoreIOError(
                 f"cannot connect to PostgreSQL at host {self.host}, port {self.port}, "
                 f"database {self.database}: {self.redact(_reason(e))}") from e
+        _ints_as_bigint(conn)
         return conn
 
     @contextmanager
@@ -108,6 +109,24 @@ class Target:
                 f"{self.port}, database {self.database}: {self.redact(_reason(e))}") from e
         except psycopg.Error as e:
             raise StoreIOError(f"{what} ({self}): {self.redact(_reason(e))}") from e
+
+
+def _ints_as_bigint(conn) -> None:
+    """Send every Python int that fits as ``bigint`` (larger ones as
+    ``numeric``, so an absurd version or position still compares instead of
+    overflowing).  psycopg otherwise picks the smallest type that holds each
+    value, so the same statement would change parameter types as positions
+    grow or checksums vary -- and psycopg prepares a statement (parse and
+    plan once per connection) only after it has seen it five times with the
+    *same* types.  Every integer column and lock key of ours is bigint."""
+    from psycopg.types.numeric import IntBinaryDumper, IntDumper
+
+    def upgrade(self, obj, format):
+        return self._int8_dumper if -(2**63) <= obj < 2**63 else self._int_numeric_dumper
+
+    for base in (IntDumper, IntBinaryDumper):
+        conn.adapters.register_dumper(int, type("Bigint" + base.__name__, (base,),
+                                                {"upgrade": upgrade}))
 
 
 def _reason(e) -> str:

@@ -1,9 +1,10 @@
-"""Appending on PostgreSQL: dense positions in commit order, atomically.
+"""Appending on PostgreSQL: dense positions in commit order, atomically,
+in two round trips.
 
 Why it is shaped like this: positions must be dense and become visible in
 order across writers on many machines, and a follower that has read up to
 P must never later find an event below P.  So every writing transaction
-begins with one round trip that takes, in this order:
+takes, in this order:
 
 1. ``pg_advisory_xact_lock_shared(writers)`` -- shared among appenders; a
    bulk import holds it exclusively for its whole run (several commits),
@@ -11,12 +12,23 @@ begins with one round trip that takes, in this order:
 2. the one ``head`` row ``FOR UPDATE`` -- the writer lock proper.
 
 Everything the rule needs (the stream's version, the stored ids of a
-retry) is read *after* the lock, in a new statement, so under READ
-COMMITTED it sees every commit made before ours; positions are assigned
+retry) is read *after* the lock, in later statements, so under READ
+COMMITTED each sees every commit made before ours; positions are assigned
 from ``head`` under that lock, and the lock is released by COMMIT, after
 the commit is durable and visible.  The next writer can only then read
 ``head``: commits are serialised in position order.  The cost: one commit
 flush at a time per store (docs/POSTGRES.md, "What dense positions cost").
+
+Round trips (psycopg's pipeline mode sends several statements and waits
+once): the first sends BEGIN, the lock timeout, both locks, the stream's
+state and the stored events the retry rule may ask for; Python then applies
+:func:`evstore.core.rules.decide` -- the one implementation of the rule --
+and the second sends the insert (which also moves ``streams`` and ``head``
+and notifies) with COMMIT.  The rule's window depends on the stream's
+version, which is only known after the first round trip, so the first
+fetches a superset that does not depend on it (:func:`window_query`) and
+:func:`rules.retry_window` picks the window out of it.  Without pipeline
+support in libpq (< 14) the same statements run one by one.
 
 ``--lock-timeout`` becomes ``SET LOCAL lock_timeout`` (both waits above),
 and ``--no-sync`` ``SET LOCAL synchronous_commit = off``.
@@ -24,7 +36,7 @@ and ``--no-sync`` ``SET LOCAL synchronous_commit = off``.
 from __future__ import annotations
 
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Sequence
 
 from ...core import rules
@@ -32,6 +44,9 @@ from ...core.backend import BulkSession
 from ...disk.records import AppendResult
 from ...errors import InvalidEvent
 from .schema import channel, lock_key
+
+
+BIGINT_MAX = 2**63 - 1  #: versions are bigint; a larger expected version is a conflict
 
 
 def row_crc(stream: str, version: int, position: int, recorded_us: int, blob: bytes) -> int:
@@ -45,15 +60,46 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def begin_locked(conn, q: dict, timeout: float, sync: bool, shared: bool = True) -> tuple:
-    """BEGIN and take the writer locks (module docstring); returns
-    ``(head position, last recorded_us)``."""
-    sets = f"SET LOCAL lock_timeout = {_ms(timeout)};"
+def batched(conn):
+    """One round trip for the statements run inside (pipeline mode), or a
+    no-op where libpq cannot pipeline."""
+    from psycopg import Pipeline
+    return conn.pipeline() if Pipeline.is_supported() else nullcontext()
+
+
+def _begin(conn, q: dict, timeout: float, sync: bool, shared: bool) -> None:
+    """BEGIN and take the writer locks (module docstring), inside the
+    caller's pipeline.  One statement each: the extended protocol of a
+    pipeline takes no multi-statement strings."""
+    conn.execute("BEGIN")
+    conn.execute(f"SET LOCAL lock_timeout = {_ms(timeout)}")
     if not sync:
-        sets += " SET LOCAL synchronous_commit = off;"
-    lock = f" SELECT pg_advisory_xact_lock_shared({q['writers']});" if shared else ""
-    conn.execute(f"BEGIN; {sets}{lock}")
-    return conn.execute(q["lock_head"]).fetchone()
+        conn.execute("SET LOCAL synchronous_commit = off")
+    if shared:
+        conn.execute(q["lock_writers"])
+    conn.execute(q["lock_head"])
+
+
+def begin_locked(conn, q: dict, timeout: float, sync: bool, shared: bool = True) -> tuple:
+    """BEGIN and take the writer locks in one round trip; returns
+    ``(head position, last recorded_us)``."""
+    with batched(conn):
+        _begin(conn, q, timeout, sync, shared)
+        cur = conn.execute(q["head"])
+    return cur.fetchone()
+
+
+def window_query(q: dict, stream: str, expected, count: int) -> tuple[str, tuple]:
+    """The stored events to fetch before the stream's version is known: a
+    superset of every window :func:`rules.retry_window` can ask for with
+    this ``expected`` and ``count`` (tests/backends/test_pg_roundtrips.py
+    checks it against the rule).  For a version N: versions N+1..N+count;
+    for ``any`` and ``exists``: the stream's last ``count`` events."""
+    if isinstance(expected, int):
+        if expected >= BIGINT_MAX:  # no version is that high: fetch nothing
+            return q["window"], (stream, 1, 0)
+        return q["window"], (stream, expected + 1, min(expected + count, BIGINT_MAX))
+    return q["last"], (stream, count)
 
 
 def rollback(conn) -> None:
@@ -70,19 +116,23 @@ def queries(ident: str, schema: str) -> dict:
     s = ident
     return {
         "writers": lock_key(schema, "writers"),
-        "lock_head": f"SELECT position, recorded_us FROM {s}.head FOR UPDATE",
+        "lock_writers": f"SELECT pg_advisory_xact_lock_shared({lock_key(schema, 'writers')})",
+        "lock_head": f"SELECT 1 FROM {s}.head FOR UPDATE",
+        "head": f"SELECT position, recorded_us FROM {s}.head",
         "state": (f"SELECT h.position, h.recorded_us, coalesce(st.version, 0),"
                   f" floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
                   f" FROM {s}.head h LEFT JOIN {s}.streams st ON st.stream = %s"),
         "version": f"SELECT version FROM {s}.streams WHERE stream = %s",
         "window": (f"SELECT id::text, version, position FROM {s}.events"
                    f" WHERE stream = %s AND version BETWEEN %s AND %s ORDER BY version"),
+        "last": (f"SELECT id::text, version, position FROM {s}.events"
+                 f" WHERE stream = %s ORDER BY version DESC LIMIT %s"),
         "insert": (
             f"WITH e AS (INSERT INTO {s}.events"
             f" (position, stream, version, id, type, recorded_us, body, crc)"
             f" SELECT %(p0)s + t.i - 1, %(stream)s, %(v0)s + t.i - 1, t.id, t.type, %(us)s,"
-            f" t.body, t.crc FROM unnest(%(ids)s::uuid[], %(types)s::bytea[],"
-            f" %(bodies)s::bytea[], %(crcs)s::bigint[]) WITH ORDINALITY AS t(id, type, body, crc, i)),"
+            f" t.body, t.crc FROM unnest(%(ids)b::uuid[], %(types)b::bytea[],"
+            f" %(bodies)b::bytea[], %(crcs)b::bigint[]) WITH ORDINALITY AS t(id, type, body, crc, i)),"
             f" st AS (INSERT INTO {s}.streams VALUES (%(stream)s, %(v1)s, %(us)s, %(us)s)"
             f" ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version,"
             f" last_recorded_us = EXCLUDED.last_recorded_us),"
@@ -108,22 +158,33 @@ def insert(conn, q: dict, stream: str, first_version: int, first_position: int,
     })
 
 
-def append_locked(conn, q: dict, stream: str, events, expected):
-    """The body of an append, between :func:`begin_locked` and COMMIT.
-    Returns ``(AppendResult, written, version_before)``."""
-    head, last_us, current, now_us = conn.execute(q["state"], (stream,)).fetchone()
-    window = rules.retry_window(expected, current, len(events))
+def append(conn, q: dict, stream: str, events, expected, timeout: float, sync: bool):
+    """One append in two round trips (module docstring); the caller's
+    session rolls back on any exception.  Returns ``(AppendResult,
+    written, version_before)``."""
+    ids = [e.id for e in events]
+    sql, params = window_query(q, stream, expected, len(ids))
+    with batched(conn):
+        _begin(conn, q, timeout, sync, shared=True)
+        state = conn.execute(q["state"], (stream,))
+        fetched = conn.execute(sql, params)
+    head, last_us, current, now_us = state.fetchone()
+    rows = fetched.fetchall()
+    window = rules.retry_window(expected, current, len(ids))
     stored = []
     if window is not None:
-        stored = [rules.Stored(*r) for r in conn.execute(q["window"], (stream, *window))]
-    ids = [e.id for e in events]
+        stored = sorted((rules.Stored(*r) for r in rows if window[0] <= r[1] <= window[1]),
+                        key=lambda r: r.version)
     verdict = rules.decide(stream, expected, current, ids, stored)
     if verdict is not None:
+        conn.execute("COMMIT")
         return AppendResult(stream, *verdict), False, -1
     us = max(now_us, last_us)
-    insert(conn, q, stream, current + 1, head + 1, us, ids, [e.type for e in events],
-           [e.blob for e in events])
-    return AppendResult(stream, current + len(events), head + len(events), len(events)), True, current
+    with batched(conn):
+        insert(conn, q, stream, current + 1, head + 1, us, ids, [e.type for e in events],
+               [e.blob for e in events])
+        conn.execute("COMMIT")
+    return AppendResult(stream, current + len(ids), head + len(ids), len(ids)), True, current
 
 
 class PgBulk(BulkSession):
