@@ -6,11 +6,21 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The suite starts well over a thousand Python processes (the CLI, writers,
+# followers).  Where the environment forbids bytecode caches
+# (PYTHONDONTWRITEBYTECODE, as on our CI machines), each of them would
+# compile evstore from source again: ~80 ms of CPU a process, a third of
+# the whole run.  Compiled files go to a cache outside the tree instead.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    os.environ.setdefault("PYTHONPYCACHEPREFIX",
+                          os.path.join(tempfile.gettempdir(), f"evstore-test-pycache-{os.getuid()}"))
 
 # A shell without job control starts background commands with SIGINT
 # ignored, and an ignored signal stays ignored across exec: run from such a
