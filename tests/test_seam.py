@@ -81,3 +81,37 @@ def test_automatic_snapshots_on_every_backend(location):
         assert s.replay("a") == ({"x": 4}, 5)
         s.snapshots.delete("a", 2)
         assert s.snapshots.versions("a") == [4]
+
+
+def test_the_watcher_wakes_on_a_commit(location):
+    import threading
+    import time
+
+    with EventStore(location) as s:
+        w = s.watcher()
+        try:
+            assert w.wait(0, 0.05) == 0                      # nothing: the timeout
+            t = threading.Timer(0.2, lambda: s.append("a", [ev()]))
+            t.start()
+            t0 = time.monotonic()
+            assert w.wait(0, 10) == 1 and time.monotonic() - t0 < 5
+            t.join()
+        finally:
+            w.close()
+
+
+def test_import_writes_through_the_bulk_session(location, tmp_path):
+    import io
+
+    from evstore.ops import export_events, import_events
+
+    with EventStore(str(tmp_path / "src")) as src:
+        for i in range(3):
+            src.append(f"s{i % 2}", [ev(i=i)])
+        out = io.BytesIO()
+        export_events(src, out)
+    with EventStore(location) as dst:
+        import_events(dst, io.BytesIO(out.getvalue()))
+        again = io.BytesIO()
+        export_events(dst, again)
+    assert again.getvalue() == out.getvalue()

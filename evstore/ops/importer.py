@@ -471,7 +471,8 @@ class CheckedInput:
         progress = progress or NO_PROGRESS
         with _BatchWriter(store, sync, batch_size) as w:
             bulk = w.bulk
-            plan = self._plan(_LockedView(store, bulk), bulk.head, _store_tail(store)[1])
+            plan = self._plan(_LockedView(store, bulk), bulk.head,
+                              getattr(bulk, "last_recorded_us", w.last_us))
             result = ImportResult(streams=plan.streams, skipped=plan.skipped, total=self.events)
             if not plan.events:
                 return result
@@ -581,6 +582,18 @@ class _LockedView(_ReadView):
         return self.bulk.version(stream)
 
 
+def spool_name(store) -> str:
+    """Where the first pass spools its input: inside a directory store (a
+    crash leaves a temp file verify calls harmless), else the system's
+    temporary directory."""
+    from ..backends.files.names import IMPORT_SPOOL
+
+    if store.directory is None:
+        import tempfile
+        return os.path.join(tempfile.gettempdir(), "evstore-import")
+    return os.path.join(store.directory, IMPORT_SPOOL)
+
+
 def _store_tail(store) -> tuple[int, int]:
     """(last position, its recorded_us) of ``store`` (None: no store): the
     last event, read like any other (on every backend)."""
@@ -645,7 +658,7 @@ def import_events(store, source, *, batch_size: int = 10_000, sync: bool = True,
     input does not continue the store.  ``dry_run``: check and plan only.
     """
     t0 = time.monotonic()
-    with check_input(source, os.path.join(store.directory, ".tmp-import"), workers=workers, progress=progress,
+    with check_input(source, spool_name(store), workers=workers, progress=progress,
                      renumber=renumber,
                      max_bytes=getattr(store, "max_event_bytes", DEFAULT_MAX_EVENT_BYTES)) as inp:
         if dry_run:
@@ -790,6 +803,11 @@ class _BatchWriter:
         self.unsynced = 0
 
     def __enter__(self):
+        # Read before the session: a backend's reads may wait for its lock
+        # (memory's does).  A session that knows the exact figure under
+        # its lock says so (``last_recorded_us``); each write is checked
+        # against the store anyway.
+        self.last_us = _store_tail(self.store)[1]
         self._cm = self.store.bulk()
         self.bulk = self._cm.__enter__()
         return self

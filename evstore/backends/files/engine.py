@@ -994,6 +994,11 @@ class FileBulk(BulkSession):
     def version(self, stream: str) -> int:
         return self._w.version(stream)
 
+    @property
+    def last_recorded_us(self) -> int:
+        """The store's last commit time (under the writer lock)."""
+        return self._w._log.tail.last_recorded_us
+
     def write(self, stream, first_version, first_position, recorded_us, blobs) -> AppendResult:
         renumber = first_position is None
         return self._w.write(stream, first_version,
