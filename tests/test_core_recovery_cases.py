@@ -233,10 +233,10 @@ def test_a_cached_tail_sees_a_segment_rolled_by_a_writer_that_died(tmp_path):
         def die(*_a, **_k):
             raise Killed()
 
-        c._wlog.commit = die  # c dies between its stream records and its commit
+        c.backend._wlog.commit = die  # c dies between its stream records and its commit
         with pytest.raises(Killed):
             c.append("x", evs(1, "orphan"))
-        orphan = Path(c._wstreams["x"].path(5))
+        orphan = Path(c.backend._wstreams["x"].path(5))
         assert orphan.exists() and orphan.stat().st_size > 0
         b.append("x", evs(1, "b2"))
         assert not orphan.exists()
@@ -314,7 +314,7 @@ def test_a_cleanly_closed_store_reads_on_another_boot_without_the_lock(tmp_path,
     machine, say a CI artifact) is read without taking the writer lock, so a
     read-only copy works; the first writer then does the reboot checks."""
     import evstore.disk.recovery as recovery
-    from evstore.core.locking import WriterLock
+    from evstore.backends.files.locking import WriterLock
 
     d = tmp_path / "s"
     with EventStore(d) as es:

@@ -17,7 +17,7 @@ import pytest
 from conftest import run_cli
 from core_helpers import LONG, check_dense, json_lines, spawn
 from evstore import EventStore
-from evstore.core.locking import WriterLock, describe_holder, read_holder
+from evstore.backends.files.locking import WriterLock, describe_holder, read_holder
 from evstore.errors import CorruptStore, StoreLocked
 from evstore.ops import verify
 
@@ -248,7 +248,7 @@ def test_a_link_at_writer_lock_is_refused_and_not_created(tmp_path):
     (["myservice.py", "--password", "hunter2"], "myservice.py"),
 ])
 def test_the_holder_line_never_records_option_values(monkeypatch, argv, want):
-    from evstore.core import locking
+    from evstore.backends.files import locking
 
     monkeypatch.setattr("sys.argv", argv)
     assert locking._command() == want

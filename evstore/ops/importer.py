@@ -472,7 +472,7 @@ class CheckedInput:
         with _BatchWriter(store, sync, batch_size) as w:
             bulk = w.bulk
             plan = self._plan(_LockedView(store, bulk), bulk.head,
-                              bulk._log.tail.last_recorded_us)
+                              getattr(bulk, "last_recorded_us", w.last_us))
             result = ImportResult(streams=plan.streams, skipped=plan.skipped, total=self.events)
             if not plan.events:
                 return result
@@ -488,8 +488,7 @@ class CheckedInput:
                         continue
                     if k:
                         blobs = blobs[k:]
-                    res = w.write(stream, fv + k, bulk.head + 1 if renumber else fp + k, us,
-                                  blobs, renumber)
+                    res = w.write(stream, fv + k, None if renumber else fp + k, us, blobs)
                     if result.first_position is None:
                         result.first_position = res.position - res.count + 1
                     result.last_position = res.position
@@ -583,19 +582,28 @@ class _LockedView(_ReadView):
         return self.bulk.version(stream)
 
 
+def spool_name(store) -> str:
+    """Where the first pass spools its input: inside a directory store (a
+    crash leaves a temp file verify calls harmless), else the system's
+    temporary directory."""
+    from ..backends.files.names import IMPORT_SPOOL
+
+    if store.directory is None:
+        import tempfile
+        return os.path.join(tempfile.gettempdir(), "evstore-import")
+    return os.path.join(store.directory, IMPORT_SPOOL)
+
+
 def _store_tail(store) -> tuple[int, int]:
-    """(last position, its recorded_us) of ``store`` (None: no store)."""
+    """(last position, its recorded_us) of ``store`` (None: no store): the
+    last event, read like any other (on every backend)."""
     if store is None:
         return 0, 0
-    from ..disk.commitlog import CommitLog
-    from ..core.store import LOG_DIR
+    from ..disk.records import datetime_to_us
 
-    log = CommitLog(os.path.join(store.directory, LOG_DIR))
-    try:
-        t = log.refresh()
-        return t.head, t.last_recorded_us
-    finally:
-        log.close()
+    for ev in store.read_all(backwards=True, limit=1):
+        return ev.position, datetime_to_us(ev.recorded_at)
+    return 0, 0
 
 
 def check_input(source, spool: str, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -650,7 +658,7 @@ def import_events(store, source, *, batch_size: int = 10_000, sync: bool = True,
     input does not continue the store.  ``dry_run``: check and plan only.
     """
     t0 = time.monotonic()
-    with check_input(source, os.path.join(store.directory, ".tmp-import"), workers=workers, progress=progress,
+    with check_input(source, spool_name(store), workers=workers, progress=progress,
                      renumber=renumber,
                      max_bytes=getattr(store, "max_event_bytes", DEFAULT_MAX_EVENT_BYTES)) as inp:
         if dry_run:
@@ -783,24 +791,34 @@ def _stitch(inp: CheckedInput) -> None:
 
 
 class _BatchWriter:
-    """Writes checked batches through the store's bulk writer, under one hold
-    of the writer lock, with one fsync of the commit log per ``batch_size``
-    events (or none with ``--no-sync``).  See docs/OPERATIONS.md, "Import"."""
+    """Writes checked batches through the backend's bulk session
+    (:meth:`evstore.core.backend.Backend.bulk`), which excludes other writers
+    for the whole import, making them durable once per ``batch_size`` events
+    (or only at the end with ``--no-sync``).  See docs/OPERATIONS.md, "Import"."""
 
     def __init__(self, store, sync: bool, batch_size: int):
         self.store = store
         self.sync = sync
         self.batch_size = batch_size
+        self.unsynced = 0
 
     def __enter__(self):
-        self._cm = self.store.bulk_writer()
+        # Read before the session: a backend's reads may wait for its lock
+        # (memory's does).  A session that knows the exact figure under
+        # its lock says so (``last_recorded_us``); each write is checked
+        # against the store anyway.
+        self.last_us = _store_tail(self.store)[1]
+        self._cm = self.store.bulk()
         self.bulk = self._cm.__enter__()
         return self
 
-    def write(self, stream, fv, fp, us, blobs, any_time=False):
-        res = self.bulk.write(stream, fv, fp, us, blobs, any_time=any_time)
-        if self.sync and self.bulk.unsynced >= self.batch_size:
+    def write(self, stream, fv, fp, us, blobs):
+        """``fp`` None: the batch takes the next positions (a merge)."""
+        res = self.bulk.write(stream, fv, fp, us, blobs)
+        self.unsynced += res.count
+        if self.sync and self.unsynced >= self.batch_size:
             self.bulk.sync()
+            self.unsynced = 0
         return res
 
     def __exit__(self, exc_type, exc, tb):
