@@ -50,6 +50,23 @@ def store_dir(request, tmp_path):
     return make_location(request.param, request, tmp_path)
 
 
+def module_store(request, tmp_path_factory):
+    """A fresh store of ``request.param``'s kind for a module-scoped fixture
+    (tables of refused inputs share one store: they must not write)."""
+    if request.param == "files":
+        return tmp_path_factory.mktemp("store") / "store"
+    server = request.getfixturevalue("pg_server")
+    schema = f"m{os.getpid()}_{next(_names)}"
+
+    def drop():
+        import psycopg
+        with psycopg.connect(server.url, autocommit=True, connect_timeout=5) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    request.addfinalizer(drop)
+    return server.url_for(schema)
+
+
 @pytest.fixture
 def another(request, tmp_path):
     """``another(kind)``: one more fresh store, of a kind the test names

@@ -28,3 +28,17 @@ def store_exists(location) -> bool:
     with psycopg.connect(url, connect_timeout=5) as c:
         return c.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                          (schema,)).fetchone() is not None
+
+
+def fingerprint(location):
+    """What must not change when a command is refused: on files every file
+    of the store (so no stray file either), elsewhere every event, stream
+    and snapshot as the CLI shows them."""
+    from cli_helpers import run, tree
+    if kind_of(location) == "files":
+        return tree(location)
+    out = {}
+    for args in (["export", "--all"], ["streams"]):
+        r = run(location, *args)
+        out[" ".join(args)] = (r.returncode, r.stdout)
+    return out
