@@ -61,7 +61,7 @@ def test_lazy_batches_read_as_whole_ones_do(tmp_path, monkeypatch):
     assert [e.position for e in lazy[0]] == list(range(1, 78))
     with EventStore(tmp_path / "s") as es:  # the lazy path really ran
         assert len(list(es.read_all())) == 77
-        assert any(es._reader_log()._big.values())
+        assert any(es.backend._reader_log()._big.values())
 
 
 def test_a_damaged_big_frame_is_never_decoded(tmp_path, small_big):

@@ -119,7 +119,7 @@ def test_store_before_the_command_beats_evstore_dir(tmp_path):
 def test_concurrent_creation_of_a_store(tmp_path, monkeypatch):
     """Deterministic version of the race: a second process appends while
     this one is between making the directories and writing the marker."""
-    import evstore.core.store as store_mod
+    import evstore.backends.files.engine as store_mod
     from evstore import EventStore
 
     store = tmp_path / "store"

@@ -314,7 +314,7 @@ def test_a_cleanly_closed_store_reads_on_another_boot_without_the_lock(tmp_path,
     machine, say a CI artifact) is read without taking the writer lock, so a
     read-only copy works; the first writer then does the reboot checks."""
     import evstore.disk.recovery as recovery
-    from evstore.core.locking import WriterLock
+    from evstore.backends.files.locking import WriterLock
 
     d = tmp_path / "s"
     with EventStore(d) as es:

@@ -19,7 +19,7 @@ from cli_helpers import appended, error, ok, run, tree
 from conftest import run_cli
 from core_helpers import LONG, check_dense, json_lines, spawn
 from evstore import EventStore
-from evstore.core.locking import WriterLock, describe_holder, read_holder
+from evstore.backends.files.locking import WriterLock, describe_holder, read_holder
 from evstore.errors import CorruptStore, StoreLocked
 from evstore.ops import verify
 

@@ -196,7 +196,7 @@ def _existing_store(ctx, store) -> Path:
     import os
 
     from ..errors import StoreNotFound
-    from ..core.store import LOG_DIR, MARKER
+    from ..backends.files.names import LOG_DIR, MARKER
 
     path = store_path(ctx, store)
     if not (os.path.isfile(os.path.join(path, MARKER)) or os.path.isdir(os.path.join(path, LOG_DIR))):
@@ -423,7 +423,7 @@ def _run_import(ctx, store, path, src, *, renumber, dry_run, batch_size, sync, l
     import os
     import time
 
-    from ..core.store import MARKER
+    from ..backends.files.names import MARKER
     from ..disk.records import DEFAULT_MAX_EVENT_BYTES
     from ..ops.importer import check_input
     from .common import open_store

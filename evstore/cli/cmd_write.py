@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from ..errors import InvalidEvent
         from ..features.jsonio import dumps, iter_documents
         from ..disk.records import check_repeated_id, check_stream_id, normalize
-        from ..core.store import parse_expected
+        from ..core.rules import parse_expected
         from .common import fail, json_option
 
         try:
@@ -207,7 +207,7 @@ def _dry_run(ctx, store, stream, events, expected):
     """``append --dry-run``: read-only, and no store is created."""
     import os
 
-    from ..core.store import MARKER
+    from ..backends.files.names import MARKER
     from ..features.ingest import plan_append
     from .common import store_path
 

@@ -50,7 +50,8 @@ TypeOpt = Annotated[Optional[list[str]], typer.Option(
 def _completion_store(ctx: typer.Context):
     """The store a command being completed names, opened for reading; None
     when there is none there (completion never creates a store)."""
-    from ..core.store import MARKER, EventStore
+    from ..backends.files.names import MARKER
+    from ..core.store import EventStore
 
     path = None
     c = ctx

@@ -25,21 +25,10 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-from ..disk.records import AppendResult, RecordedEvent, unpack, us_to_datetime
+from ..disk.records import AppendResult, Prepared, RecordedEvent, unpack, us_to_datetime  # noqa: F401
 from ..errors import CorruptStore, StoreLocked
 
 BACKEND_FORMAT = 1  #: the layout version backends other than files record
-
-
-class Prepared(NamedTuple):
-    """One event ready to store: its id and type (which backends index)
-    and ``blob``, :func:`evstore.disk.records.pack_fields` of the whole
-    event -- the exact bytes every backend stores, so JSON comes back
-    exactly as it went in (key order, 64-bit integers, floats)."""
-
-    id: str
-    type: str
-    blob: bytes
 
 
 class Appended(NamedTuple):
@@ -392,21 +381,13 @@ class DenseCheck:
 
 
 def is_url(location) -> bool:
-    """Whether ``--store``/``EVSTORE_DIR`` names a PostgreSQL store rather
-    than a directory (anything else is a directory)."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+    """See :func:`evstore.backends.is_url` (kept here for callers of phase 1)."""
+    from ..backends import is_url as _is_url
+    return _is_url(location)
 
 
-def open_backend(location, *, create: bool = True, lock_timeout: float = 30.0,
-                 sync: bool = True) -> Backend:
-    """The backend for a PostgreSQL URL or ``memory:NAME`` (the file
-    backend joins in phase 2 of the seam).  ``create=False`` raises
-    StoreNotFound when the store does not exist."""
-    if isinstance(location, str) and location.startswith("memory:"):
-        from ..backends.memory import MemoryBackend
-        return MemoryBackend.named(location[len("memory:"):], create=create,
-                                   lock_timeout=lock_timeout, sync=sync)
-    if is_url(location):
-        from ..backends.postgres import PostgresBackend
-        return PostgresBackend(location, create=create, lock_timeout=lock_timeout, sync=sync)
-    raise ValueError(f"not a backend location: {location!r}")
+def open_backend(location, **options) -> Backend:
+    """See :func:`evstore.backends.open_backend`, the registry of backends
+    (kept here for callers of phase 1)."""
+    from ..backends import open_backend as _open
+    return _open(location, **options)

@@ -1,129 +1,60 @@
-"""EventStore: streams, versions, positions, locking and durability.
+"""EventStore: the library's front end, the same on every backend.
 
-The commit point of an append is its frame in the commit log
-(:mod:`evstore.disk.commitlog`); the stream logs (:mod:`evstore.disk.streamlog`) are
-copies laid out per aggregate.  One append, under the writer lock:
-
-1. check the expected version against the stream's committed tail;
-2. write the events' records to the stream log (not yet visible: readers
-   trust a stream only up to records the commit log confirms);
-3. write one batch frame to the commit log -- the commit;
-4. ``fdatasync`` the commit-log segment (plus its directory when the segment
-   is new), then report success.
-
-So a durable append costs one fsync.  docs/FORMAT.md gives the reasoning for
-every crash point.
+Why a front end: what a user can observe that does not depend on where the
+bytes live is written here once -- checking and packing events, parsing
+expected versions (the rule itself is :mod:`.rules`, applied by each backend
+under its lock), ranges, time windows, ``find``, automatic snapshots after
+the acknowledgement, ``info``'s shared fields, and the entry points to the
+features (snapshots, subscribe, replay, verify).  Below it a
+:class:`~evstore.core.backend.Backend` keeps events: a directory
+(:mod:`evstore.backends.files`), memory, or PostgreSQL, chosen by
+:func:`evstore.backends.open_backend` from the location.
 """
 from __future__ import annotations
 
-import errno
-import json
 import os
-import shutil
-import threading
-import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..disk.commitlog import CommitLog, SealSyncError
-from ..errors import (
-    CorruptStore,
-    DamagedCopyWarning,
-    DurabilityError,
-    EventNotFound,
-    EvstoreError,
-    InvalidEvent,
-    StoreIOError,
-    StoreNotFound,
-    StreamNotFound,
-    UsageError,
-    WrongExpectedVersion,
-)
-from ..disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame, encode_frame_parts
-from .locking import WriterLock
+from ..backends import is_memory, is_url, open_backend
 from ..disk.records import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
+    PackedEvents,
     RecordedEvent,
     check_stream_id,
-    PackedEvents,
-    log_payload_parts,
+    datetime_to_us,
+    format_timestamp,
     normalize,
     pack_events,
     pack_fields,
-    stream_payload,
     us_to_datetime,
 )
-from ..disk import recovery
-from ..disk.segment import fsync_dir, is_dir as _is_dir, listdir as listdir_nofollow, nofollow, read_small
-from ..disk.streamlog import (
-    COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail,
-)
-
-# How many positions EventStore.version catches up on through the commit
-# log's batch heads before it asks the stream log afresh.
-_CATCH_UP = 256
-
-ANY = "any"
-NO_STREAM = "no-stream"
-STREAM_EXISTS = "exists"
-
-MARKER = "evstore.json"
-LOCK_FILE = "writer.lock"
-LOG_DIR = "log"
-STREAMS_DIR = "streams"
-SNAPSHOTS_DIR = "snapshots"
-FSYNC_FAILED = recovery.FSYNC_FAILED
-
-#: Stream logs are fsynced (and ``sync-state`` advanced) at least this often,
-#: bounding how much of the commit log a reboot makes us replay.
-SYNC_STREAMS_EVERY = 32 * 1024 * 1024
-
-
-def parse_expected(value) -> object:
-    """Normalise an expected version: ANY, NO_STREAM, STREAM_EXISTS or int >= 0."""
-    if value is None or value == ANY:
-        return ANY
-    if value == NO_STREAM:
-        return 0
-    if value == STREAM_EXISTS:
-        return STREAM_EXISTS
-    if isinstance(value, bool):
-        raise UsageError(f"invalid expected version {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise UsageError(f"invalid expected version {value}: must be >= 0")
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    raise UsageError(
-        f"invalid expected version {value!r}: use any, no-stream, exists or a number"
-    )
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
+from ..errors import EventNotFound, InvalidEvent, UsageError
+from .rules import ANY, NO_STREAM, STREAM_EXISTS, parse_expected  # noqa: F401  (public names)
 
 
 class EventStore:
-    """An event store in a directory.
+    """An event store: a directory, ``memory:NAME`` or a PostgreSQL URL.
 
-    ``EventStore(path)`` creates the store when it is absent (``create=False``
-    raises StoreNotFound instead).  Many processes and threads may open the
-    same store; writers serialise on the writer lock, readers never wait.
+    ``EventStore(location)`` creates the store when it is absent
+    (``create=False`` raises StoreNotFound instead; on PostgreSQL the schema
+    is created by the first write, never by a read).  Many processes and
+    threads may open the same store; writers serialise, readers never wait.
     """
 
-    def __init__(self, path, sync: bool = True, segment_bytes: int = 64 * 1024 * 1024,
+    def __init__(self, location, sync: bool = True, segment_bytes: int = 64 * 1024 * 1024,
                  snapshot_every: int | None = None, reducer=None, *,
                  lock_timeout: float = 30.0, create: bool = True,
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
                  snapshot_timeout: float | None = None):
-        self.path = Path(path)
-        self.sync = sync
         if segment_bytes < 1:
             raise UsageError("segment_bytes must be positive")
+        self.location = location if is_url(location) or is_memory(location) else str(location)
+        #: the directory of a file store (None on other backends)
+        self.path = None if is_url(location) or is_memory(location) else Path(location)
+        self.sync = sync
         self.segment_bytes = segment_bytes
         self.snapshot_every = snapshot_every
         self.reducer = reducer
@@ -131,145 +62,16 @@ class EventStore:
         self.snapshot_timeout = snapshot_timeout
         self.lock_timeout = lock_timeout
         self.max_event_bytes = max_event_bytes
-        self._dir = str(self.path)
-        self._closed = False
         self._snapshots = None
-        try:
-            self._open(create)
-        except OSError as e:
-            raise StoreIOError(f"cannot open store {self._dir}: {e.strerror or e}") from e
-
-    # -- opening ----------------------------------------------------------------
-    def _open(self, create: bool) -> None:
-        marker = os.path.join(self._dir, MARKER)
-        if not os.path.isfile(marker):
-            if not create:
-                raise StoreNotFound(self._dir)
-            self._create()
-        else:
-            self._check_marker(marker)
-        self._marker = marker
-        self._generation = _identity(marker)
-        self._gen = 0
-        self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
-        self._wlog = CommitLog(os.path.join(self._dir, LOG_DIR))
-        self._local = threading.local()
-        self._wstreams: dict[str, StreamLog] = {}
-        self._wtails: dict[str, StreamTail] = {}
-        #: the head as this handle left it after its last write: when the log
-        #: has moved past it, another process wrote and cached tails are stale
-        self._own_head = -1
-        self._wrote = False
-        self._boot = recovery.current_boot_id()
-        self._state_checked = False
-        self._synced_to = None
-        self._failed: str | None = None
-        self._wgen = 0
-        log = self._reader_log()
-        log.refresh()
-        self._reconcile_if_rebooted(log.tail.head)
-
-    def _create(self) -> None:
-        """Build the store in a sibling directory and rename it into place, so
-        that a concurrent opener sees no store or a whole one, never half of
-        one (a half-made directory would be 'not an evstore store')."""
-        d = self._dir
-        if os.path.isdir(d) and os.listdir(d):
-            raise UsageError(
-                f"{d} exists and is not an evstore store (no {MARKER}); "
-                "choose an empty or new directory"
-            )
-        parent = os.path.dirname(os.path.abspath(d))
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(d))}"
-                                   f".creating-{os.getpid()}-{os.urandom(4).hex()}")
-        os.mkdir(tmp)
-        try:
-            for sub in (LOG_DIR, STREAMS_DIR):
-                os.mkdir(os.path.join(tmp, sub))
-            recovery.write_atomic(os.path.join(tmp, MARKER), json.dumps(
-                {"format": "evstore", "format_version": FORMAT_VERSION}, indent=1).encode() + b"\n")
-            try:
-                os.rename(tmp, d)  # replaces d only when it is an empty directory
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                if not os.path.isfile(os.path.join(d, MARKER)):  # not another creator's
-                    raise UsageError(
-                        f"{d} exists and is not an evstore store (no {MARKER}); "
-                        "choose an empty or new directory") from None
-        finally:
-            if os.path.isdir(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-        fsync_dir(parent)
-
-    def _check_marker(self, marker: str) -> None:
-        try:
-            meta = json.loads(read_small(marker, 1 << 16))
-            version = meta["format_version"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise CorruptStore(f"{marker}: unreadable store marker ({e})") from None
-        if version != FORMAT_VERSION:
-            raise CorruptStore(
-                f"{marker}: format version {version}, this evstore reads {FORMAT_VERSION}"
-            )
-        for sub in (LOG_DIR, STREAMS_DIR):
-            if not os.path.isdir(os.path.join(self._dir, sub)):
-                raise CorruptStore(f"{self._dir}: the {sub}/ directory is missing")
-
-    def _reader_log(self) -> CommitLog:
-        self._check_generation()
-        local = self._local
-        log = getattr(local, "log", None)
-        if log is None or local.gen != self._gen:
-            if log is not None:
-                log.close()
-            log = CommitLog(os.path.join(self._dir, LOG_DIR))
-            local.log, local.gen = log, self._gen
-            self._local_logs = getattr(self, "_local_logs", [])
-            self._local_logs.append(log)
-        return log
-
-    def _check_generation(self) -> None:
-        """Notice a repair that rewrote files under this open handle.
-
-        Repair replaces ``evstore.json`` whenever it changes anything; a new
-        identity of that file means cached file descriptors, indexes and tails
-        may describe files that are gone, so every cache is dropped (the
-        writer's under the lock, each reader thread's on its next call)."""
-        ident = _identity(self._marker)
-        if ident != self._generation:
-            self._generation = ident
-            self._gen += 1
+        self._closed = False
+        self.backend = open_backend(location, create=create, lock_timeout=lock_timeout,
+                                    sync=sync, segment_bytes=segment_bytes)
 
     def close(self) -> None:
-        """Make stream logs durable up to here (bounding recovery after a
-        power loss) and release every file."""
         if self._closed:
             return
-        try:
-            if self._wrote and self.sync and not self._failed:
-                try:
-                    with self._lock.hold(self.lock_timeout):
-                        self._sync_streams_locked()
-                except DurabilityError:
-                    raise  # an fsync failed: say so (the store now refuses writes)
-                except (EvstoreError, OSError):
-                    # Only bounds reboot recovery; never worth failing close.
-                    # (A failed fsync of the stream logs was turned into
-                    # DurabilityError above; an OSError here is a read of
-                    # the log or the write of sync-state, which is left as it
-                    # was: recovery then rechecks more, never less.)
-                    pass
-        finally:
-            self._closed = True
-            self._lock.close()
-            self._wlog.close()
-            for log in getattr(self, "_local_logs", []):
-                log.close()
-            for sl in self._wstreams.values():
-                sl.close()
-            self._wstreams.clear()
+        self._closed = True
+        self.backend.close()
 
     def __enter__(self) -> "EventStore":
         return self
@@ -277,226 +79,16 @@ class EventStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- the writer's session -------------------------------------------------------------
-    @contextmanager
-    def _writing(self, timeout: float | None = None):
-        if self._closed:
-            raise UsageError("the store is closed")
-        self._check_failed()
-        with self._lock.hold(self.lock_timeout if timeout is None else timeout):
-            try:
-                self._check_generation()
-                if self._wgen != self._gen:
-                    self._reset_writer_caches()
-                log = self._wlog
-                log.refresh()
-                if log.tail.head != self._own_head:
-                    self._forget_tails_since(log)
-                if log.tail.trailing:
-                    boot, synced = recovery.load_state(self._dir)
-                    rebooted = self._boot is not None and boot != self._boot
-                    torn = log.tail.trailing == "short" or (rebooted and log.tail_torn_by_power_cut())
-                    if not torn or synced > log.tail.head:
-                        # Not a torn append: a killed writer leaves a *short*
-                        # frame, a power cut pages of zeros.  A damaged frame
-                        # may be an acknowledged batch, which repair can
-                        # restore from the stream logs.  Never cut it.
-                        raise CorruptStore(
-                            f"the commit log has {log.tail.trailing} bytes after position "
-                            f"{log.tail.head} ({log.tail.trailing_reason}); run "
-                            "'evstore verify' for a report and 'evstore repair' to fix it")
-                    recovery.cut_log_tail(self._dir, log)
-                    recovery.fix_log_index(log)
-                    self._wtails.clear()
-                if not self._state_checked:
-                    self._check_state_locked()
-                yield log
-            except OSError as e:
-                raise StoreIOError(f"I/O error in {self._dir}: {e.strerror or e}") from e
+    @property
+    def kind(self) -> str:
+        """``files``, ``memory`` or ``postgresql`` (``info``'s "backend")."""
+        return self.backend.kind
 
-    def _forget_tails_since(self, log: CommitLog) -> None:
-        """Other writers committed since our last commit: forget the cached
-        tails of the streams they wrote to, keep the others (a commit only
-        moves its own stream's tail)."""
-        own, head = self._own_head, log.tail.head
-        if own < 0 or not own < head <= own + _CATCH_UP:
-            self._wtails.clear()
-        elif self._wtails:
-            for stream, *_ in log.batch_heads_from(own + 1):
-                self._wtails.pop(stream, None)
-        self._own_head = head
-
-    def _reset_writer_caches(self) -> None:
-        self._wlog.close()
-        self._wlog = CommitLog(os.path.join(self._dir, LOG_DIR))
-        for sl in self._wstreams.values():
-            sl.close()
-        self._wstreams.clear()
-        self._wtails.clear()
-        self._own_head = -1
-        self._state_checked = False
-        self._wgen = self._gen
-
-    def _check_failed(self) -> None:
-        if self._failed is None:
-            self._failed = recovery.read_failed_flag(self._dir)
-        if self._failed:
-            raise DurabilityError(
-                f"refusing to write: {self._failed}. Check the disk, then run "
-                "'evstore verify' and 'evstore repair' (which clears this)"
-            )
-
-    def _sync_log(self, created: bool) -> None:
-        """The one fsync of a durable append.  After it fails once this store
-        never claims durability again (docs/FORMAT.md, "fsync errors")."""
-        try:
-            self._wlog._writer.sync()
-            if created:
-                fsync_dir(self._wlog.dir)
-        except OSError as e:
-            self._poison(f"fsync of the commit log failed at position {self._wlog.tail.head}", e)
-
-    def _poison(self, what: str, e: OSError):
-        """Record a failed fsync for every process (``fsync-failed``) and
-        raise.  The kernel may have dropped the dirty pages it could not
-        write, so a later fsync that succeeds proves nothing about them."""
-        self._failed = f"{what} ({e.strerror or e})"
-        recovery.write_failed_flag(self._dir, self._failed)
-        raise DurabilityError(self._failed + "; the last append may not be durable") from e
-
-    def _is_committed(self, log: CommitLog, stream: str):
-        head = log.tail.head
-
-        def check(version: int, position: int) -> int:
-            if position < 1 or position > head:
-                return NOT_COMMITTED
-            s, fv, fp, _, n = log.head_of_batch(position)
-            if s != stream or not fp <= position < fp + n or version - fv != position - fp:
-                return NOT_COMMITTED
-            return COMMITTED if position == fp + n - 1 else INSIDE_BATCH
-
-        check.head = head
-        return check
-
-    def _stream_tail_locked(self, stream: str) -> tuple[StreamLog, StreamTail]:
-        log = self._wlog
-        sl = self._wstreams.get(stream)
-        if sl is None:
-            if len(self._wstreams) > 256:
-                for old in self._wstreams.values():
-                    old.close()
-                self._wstreams.clear()
-                self._wtails.clear()
-            sl = self._wstreams[stream] = StreamLog(os.path.join(self._dir, STREAMS_DIR), stream)
-        cached = self._wtails.get(stream)
-        if cached is not None:
-            return sl, cached
-        sl.check_id()
-        tail = sl.tail(self._is_committed(log, stream))
-        if tail.cut_from is not None:
-            if self._committed_past(log, stream, tail) is not None:
-                raise CorruptStore(
-                    f"stream {stream!r}: its log is damaged after version {tail.version}, "
-                    "where the commit log holds later events of it; run 'evstore verify' "
-                    "for a report and 'evstore repair' to fix it")
-            sl.cut(tail, lambda path, off, data: recovery.quarantine(
-                self._dir, path, off, data, f"stream log: {tail.cut_reason}"))
-            tail.cut_from, tail.cut_reason = None, ""
-        self._wtails[stream] = tail
-        return sl, tail
-
-    def _check_state_locked(self) -> None:
-        boot, synced = recovery.load_state(self._dir)
-        head = self._wlog.tail.head
-        if boot != self._boot or self._boot is None:
-            if self._boot is not None:
-                # A reboot (or a store whose sync-state is gone): the last
-                # commit-log index was never synced; rebuild it once.
-                recovery.fix_log_index(self._wlog, rebuild=True)
-            if synced < head:
-                self._reconcile_locked(synced)
-                synced = head
-            recovery.save_state(self._dir, self._boot, synced)
-        self._synced_to = synced
-        self._state_checked = True
-
-    def _reconcile_if_rebooted(self, head: int) -> None:
-        if head == 0:
-            return
-        boot, synced = recovery.load_state(self._dir)
-        if (boot == self._boot and boot is not None) or synced >= head:
-            # Nothing to replay: a reader needs no lock (the store may be on
-            # read-only media); the first writer rebuilds the log's index.
-            return
-        with self._writing():
-            pass  # _writing runs _check_state_locked
-
-    def _reconcile_locked(self, synced: int) -> None:
-        """After a power cut: make the stream logs agree with the commit log
-        from ``synced`` on (docs/FORMAT.md, "Power loss").  Stream logs are
-        opened a few at a time: a reboot may have thousands to check."""
-        log = self._wlog
-        root = os.path.join(self._dir, STREAMS_DIR)
-        for sl in self._wstreams.values():
-            sl.close()
-        self._wstreams.clear()
-        self._wtails.clear()
-        touched = self._touched_since(log, synced)
-        for stream, low in touched.items():
-            sl = StreamLog(root, stream)
-            try:
-                sl.create()  # puts back an id a power cut lost or cut short
-                sl.recheck_from(low, self._is_committed(log, stream), lambda path, off, data:
-                                recovery.quarantine(self._dir, path, off, data,
-                                                    "stream log after a power cut"))
-            finally:
-                sl.close()
-        open_logs: dict[str, StreamLog] = {}
-        try:
-            for batch in log.batches(synced + 1, log.tail.head):
-                sl = open_logs.get(batch.stream)
-                if sl is None:
-                    if len(open_logs) >= 64:
-                        for old in open_logs.values():
-                            old.close()
-                        open_logs.clear()
-                    sl = open_logs[batch.stream] = StreamLog(root, batch.stream)
-                recovery.materialize(sl, batch, self._is_committed(log, batch.stream),
-                                     self.segment_bytes)
-        finally:
-            for sl in open_logs.values():
-                sl.close()
-        self._sync_stream_logs(touched)
-
-    def _sync_streams_locked(self) -> None:
-        """fsync the stream logs written since ``sync-state`` and advance it."""
-        log = self._wlog
-        log.refresh()
-        boot, synced = recovery.load_state(self._dir)
-        head = log.tail.head
-        if synced >= head:
-            return
-        self._sync_stream_logs(self._touched_since(log, synced))
-        recovery.save_state(self._dir, self._boot, head)
-        self._synced_to = head
-
-    @staticmethod
-    def _touched_since(log: CommitLog, synced: int) -> dict[str, int]:
-        """The streams written after position ``synced``, with the first
-        version written to each."""
-        touched: dict[str, int] = {}
-        for stream, fv, _fp, _us, _n in log.batch_heads_from(synced + 1):
-            touched.setdefault(stream, fv)
-        return touched
-
-    def _sync_stream_logs(self, touched: dict[str, int]) -> None:
-        root = os.path.join(self._dir, STREAMS_DIR)
-        try:
-            recovery.sync_streams((StreamLog(root, s), v) for s, v in touched.items())
-        except OSError as e:
-            # Dirty pages the kernel could not write may be gone: sync-state
-            # must never claim them, and no later fsync can prove them.
-            self._poison("fsync of the stream logs failed", e)
+    @property
+    def directory(self) -> str | None:
+        """The store's directory, on the file backend only (operations that
+        work on files -- verify, repair, import's spool -- need it)."""
+        return getattr(self.backend, "directory", None)
 
     # -- appending ---------------------------------------------------------------------------
     def append(self, stream: str, events: Iterable, expected_version=ANY) -> AppendResult:
@@ -504,10 +96,12 @@ class EventStore:
 
         Raises WrongExpectedVersion (nothing written) when the stream's version
         is not ``expected_version``; InvalidEvent when an event cannot be
-        stored (nothing written).  With an integer expected version, a retry
-        of a batch that is already there (same ids at N+1..N+k) succeeds
-        without writing.
+        stored (nothing written).  A retry of a batch that is already there
+        (same ids at the versions it would have taken) succeeds without
+        writing (:mod:`evstore.core.rules`).
         """
+        if self._closed:
+            raise UsageError("the store is closed")
         check_stream_id(stream)
         expected = parse_expected(expected_version)
         # Packed as they come (records.pack_events): a batch of any length
@@ -516,205 +110,48 @@ class EventStore:
             pack_events(events, self.max_event_bytes)
         if not evs:
             raise InvalidEvent("no events to append")
-        blobs = evs.blobs
         if evs.max_bytes > self.max_event_bytes:
-            for i, b in enumerate(blobs):
+            for i, b in enumerate(evs.blobs):
                 if len(b) > self.max_event_bytes:
                     raise InvalidEvent(f"event {i + 1}: {len(b)} bytes, over the size limit "
                                        f"of {self.max_event_bytes} bytes")
-        own_ids = evs.own_ids
-        with self._writing() as log:
-            result, before = self._append_locked(log, stream, evs, blobs, expected, own_ids)
-        if self.snapshot_every and self.reducer is not None and result.count and before >= 0:
+        done = self.backend.append(stream, evs, expected)
+        result = done.result
+        if self.snapshot_every and self.reducer is not None and done.written:
             # After the commit, and bounded: nothing here can fail or hold
             # the append (a failure or a timeout is a logged warning).
             from ..features.snapshots import auto_snapshot_bounded
-            auto_snapshot_bounded(self, stream, before, result.version, self.snapshot_timeout)
+            auto_snapshot_bounded(self, stream, done.version_before, result.version,
+                                  self.snapshot_timeout)
         return result
-
-    def _append_locked(self, log: CommitLog, stream: str, evs, blobs, expected, own_ids=True):
-        sl, tail = self._stream_tail_locked(stream)
-        current = tail.version
-        if expected in (ANY, STREAM_EXISTS):
-            # A retry (e.g. `read S | append S`): the stream's last k events
-            # carry this batch's ids.  Only a batch that brought its own ids
-            # can be one (made ids are new), so only then is anything read.
-            if own_ids and current >= 1:
-                done = self._idempotent(sl, tail, stream, max(current - len(evs), 0), evs,
-                                        expected)
-                if done is not None:
-                    return done, -1
-            if expected == STREAM_EXISTS and current < 1:
-                raise WrongExpectedVersion(stream, "exists", current)
-        elif current != expected:
-            if current > expected:
-                done = self._idempotent(sl, tail, stream, expected, evs)
-                if done is not None:
-                    return done, -1
-            raise WrongExpectedVersion(stream, expected, current)
-        us = max(_now_us(), log.tail.last_recorded_us)
-        return self._write_locked(log, sl, tail, stream, blobs, us), current
 
     def append_recorded(self, stream: str, events: list, first_version: int,
                         first_position: int, recorded_at) -> AppendResult:
         """Append one batch *as it was recorded elsewhere* (import): the
         caller fixes versions, positions and ``recorded_at``.  Refused with
         InvalidEvent, nothing written, unless the batch continues exactly what
-        the store holds: ``first_position`` is the next position,
-        ``first_version`` the stream's next version, and ``recorded_at`` is
-        not before the store's last commit.  ``events`` are NewEvents or dicts
-        with ids."""
-        from ..disk.records import datetime_to_us
-
+        the store holds (:func:`evstore.core.rules.continues`).  ``events``
+        are NewEvents or dicts with ids."""
         check_stream_id(stream)
         evs = [normalize(e, f"event {i + 1}") for i, e in enumerate(events)]
         if not evs:
             raise InvalidEvent("no events to append")
         blobs = [pack_fields(e, self.max_event_bytes, f"event {i + 1}") for i, e in enumerate(evs)]
         us = recorded_at if isinstance(recorded_at, int) else datetime_to_us(recorded_at)
-        with self._writing() as log:
-            sl, tail = self._stream_tail_locked(stream)
-            if first_position != log.tail.head + 1:
-                raise InvalidEvent(
-                    f"position {first_position} does not continue the store "
-                    f"(its last position is {log.tail.head})")
-            if first_version != tail.version + 1:
-                raise InvalidEvent(
-                    f"stream {stream!r}: version {first_version} does not continue "
-                    f"the stream (its version is {tail.version})")
-            if us < log.tail.last_recorded_us:
-                raise InvalidEvent(
-                    f"position {first_position}: recorded_at is earlier than the "
-                    "store's last commit")
-            return self._write_locked(log, sl, tail, stream, blobs, us)
-
-    def _write_locked(self, log, sl, tail, stream, blobs, us, sync=None) -> AppendResult:
-        """Write one checked batch: stream records, then the commit frame.
-        ``sync`` (default: the store's setting) fsyncs the commit log.  Once
-        the commit frame is written the batch is committed, so the work that
-        may fail for other reasons (syncing the stream logs) comes first."""
-        if self.sync and self._synced_to is not None and (
-                log.tail.head - self._synced_to) * 64 >= SYNC_STREAMS_EVERY:
-            self._sync_streams_locked()
-        first_position = log.tail.head + 1
-        first_version = tail.version + 1
-        # stream records made as they are written (StreamLog.append), not all at once
-        frames = (encode_frame(STREAM_MAGIC, stream_payload(first_version + i, first_position + i, us, b))
-                  for i, b in enumerate(blobs))
-        frame = encode_frame_parts(LOG_MAGIC, log_payload_parts(
-            stream, first_version, first_position, us, blobs))
-        sl.create()
-        try:
-            new_tail = sl.append(tail, frames, self.segment_bytes)
-        except StaleTail:
-            # Another writer died after its stream records, before its commit
-            # frame: find the committed tail again (cutting those records).
-            # Its version cannot differ: only a commit moves it.
-            self._wtails.pop(stream, None)
-            sl, tail = self._stream_tail_locked(stream)
-            if tail.version != first_version - 1:  # pragma: no cover - a bug, not a race
-                raise CorruptStore(f"stream {stream!r}: its tail moved without a commit")
-            new_tail = sl.append(tail, frames, self.segment_bytes)
-        try:
-            created = log.commit(frame, first_position, len(blobs), us, self.segment_bytes)
-        except SealSyncError as e:
-            self._poison(f"fsync of the commit-log segment {e.filename} failed while rolling "
-                         f"to position {first_position}", e)
-        self._wrote = True
-        self._own_head = log.tail.head
-        if self.sync if sync is None else sync:
-            self._sync_log(created)
-        new_tail.position, new_tail.recorded_us = log.tail.head, us
-        self._wtails[stream] = new_tail
-        return AppendResult(stream, new_tail.version, log.tail.head, len(blobs))
-
-    def _idempotent(self, sl, tail, stream, after, evs, expected=None):
-        """A retried batch: the events after version ``after`` carry its ids,
-        in order (the append succeeds without writing: this result).  When
-        only some of this batch's ids are among them, it is a conflict; when
-        none are, None (not a retry)."""
-        have = list(sl.records(tail, after + 1, min(after + len(evs), tail.version)))
-        if len(have) == len(evs) and all(h.id == e.id for h, e in zip(have, evs)):
-            return AppendResult(stream, have[-1].version, have[-1].position, len(evs))
-        stored = {h.id for h in have}
-        if any(e.id in stored for e in evs):
-            raise WrongExpectedVersion(
-                stream, after if expected is None else expected, tail.version,
-                "only part of this batch is already stored: "
-                f"the ids of versions {after + 1}..{after + len(have)} are not exactly its ids")
-        return None
+        with self.backend.bulk() as session:
+            result = session.write(stream, first_version, first_position, us, blobs)
+            session.finish()
+        return result
 
     # -- reading ----------------------------------------------------------------------------
     def head(self) -> int:
         """The last committed position (0 for an empty store)."""
-        log = self._reader_log()
-        try:
-            return log.refresh().head
-        except OSError as e:
-            raise StoreIOError(f"cannot read {self._dir}: {e.strerror or e}") from e
-
-    def _reader_stream(self, stream: str) -> tuple[StreamLog, StreamTail]:
-        log = self._reader_log()
-        log.refresh()
-        sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), stream)
-        if not sl.exists():
-            return sl, StreamTail()
-        sl.check_id()
-        tail = sl.tail(self._is_committed(log, stream))
-        if tail.cut_from is not None:
-            # Bytes past the last good record: a write in flight, or damage
-            # that may hide committed records; their commit-log copies are
-            # read instead (see _records).
-            later = self._committed_past(log, stream, tail)
-            if later is not None:
-                tail.version, tail.position, tail.recorded_us = later
-        return sl, tail
-
-    @staticmethod
-    def _committed_past(log: CommitLog, stream: str, tail):
-        """(version, position, recorded_us) of the stream's last event when
-        the commit log holds events of it after ``tail``, else None."""
-        found = None
-        for s, fv, fp, us, n in log.batch_heads_from(tail.position + 1):
-            if s == stream and fv + n - 1 > tail.version:
-                found = (fv + n - 1, fp + n - 1, us)
-        return found
+        return self.backend.head()
 
     def version(self, stream: str) -> int:
-        """The stream's current version; 0 when it has no events.
-
-        Writers with exact expected versions ask this before every append, so
-        each reader thread remembers the versions it found and the head it
-        found them at, and later only reads the heads of the batches committed
-        since (the commit log is the truth; the stream log is consulted
-        again only when too much has happened in between).
-        """
+        """The stream's current version; 0 when it has no events."""
         check_stream_id(stream)
-        log = self._reader_log()
-        local = self._local
-        known = getattr(local, "versions", None)
-        if known is None or local.versions_of is not log:
-            known = local.versions = {}
-            local.versions_of = log
-        hit = known.get(stream)
-        if hit is not None:
-            try:
-                head = log.refresh().head
-                seen, version = hit
-                if head - seen <= _CATCH_UP:
-                    for s, fv, _fp, _us, n in log.batch_heads_from(seen + 1):
-                        if s == stream:
-                            version = fv + n - 1
-                    known[stream] = (head, version)
-                    return version
-            except OSError as e:
-                raise StoreIOError(f"cannot read {self._dir}: {e.strerror or e}") from e
-        sl, tail = self._reader_stream(stream)
-        sl.close()
-        if len(known) >= 1024:
-            known.clear()
-        known[stream] = (log.tail.head, tail.version)
-        return tail.version
+        return self.backend.version(stream)
 
     def exists(self, stream: str) -> bool:
         return self.version(stream) > 0
@@ -734,93 +171,11 @@ class EventStore:
         check_stream_id(stream)
         _check_range(from_version, to_version, limit)
         window = _window(since, until)
-        sl, tail = self._reader_stream(stream)
-        if tail.version == 0:
-            sl.close()
-            raise StreamNotFound(stream)
-        return self._iter_stream(sl, tail, from_version, to_version, backwards, limit, types, window)
-
-    def _iter_stream(self, sl, tail, lo, hi, backwards, limit, types, window=None):
-        try:
-            lo = max(lo or 1, 1)
-            hi = tail.version if hi is None else min(hi, tail.version)
-            if lo > hi or limit == 0:
-                return
-            wanted = frozenset(types) if types else None
-            log = self._reader_log()
-            if not backwards:
-                it = self._records(log, sl, tail, lo, hi)
-            else:
-                it = _backwards(lambda a, b: self._records(log, sl, tail, a, b), lo, hi,
-                                _first_chunk(limit, wanted or window))
-            yield from _filter(_in_window(it, window, backwards), wanted, limit)
-        except OSError as e:
-            raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
-        finally:
-            sl.close()
-
-    def _records(self, log: CommitLog, sl, tail, lo: int, hi: int):
-        """``sl.records(tail, lo, hi)``, where a record the stream log cannot
-        give (damaged) comes from its batch in the commit log, the event's
-        other copy: one damaged copy never hides an intact event.  Each use
-        of the other copy issues a :class:`DamagedCopyWarning`; only when
-        neither copy can be read is it CorruptStore."""
-        v, after = lo, None  # the next version wanted; the position before it
-        while v <= hi:
-            try:
-                for ev in sl.records(tail, v, hi):
-                    yield ev
-                    v, after = ev.version + 1, ev.position
-                return
-            except CorruptStore as damage:
-                batch = self._other_copy(log, sl, tail, v, after, damage)
-            warnings.warn(DamagedCopyWarning(
-                f"stream {sl.stream!r}: a damaged record in its stream log was read from "
-                "its copy in the commit log; run 'evstore verify' for a report and "
-                "'evstore repair' to fix it"), stacklevel=1)
-            for ev in batch.events(v - batch.first_version):
-                if ev.version > hi:
-                    return
-                yield ev
-                v, after = ev.version + 1, ev.position
-
-    def _other_copy(self, log: CommitLog, sl, tail, v: int, after, damage):
-        """The commit-log batch that holds version ``v`` of ``sl``'s stream.
-        Looks first where the neighbours say it is (the batch of the event
-        before it, or of the next event or the stream's last), then walks the
-        batch heads from the event before it (or the start)."""
-        stream = sl.stream
-        hints = []
-        if after is not None:
-            hints.append(after + 1)
-        if v < tail.version:
-            try:
-                hints.extend(ev.position for ev in sl.records(tail, v + 1, v + 1))
-            except CorruptStore:
-                pass
-        else:
-            hints.append(tail.position)
-        try:
-            log.refresh()
-            for p in hints:
-                if not 1 <= p <= log.tail.head:
-                    continue
-                s, fv, fp, _us, n = log.head_of_batch(p)
-                if s == stream and fv <= v < fv + n:
-                    return log.batch_at(fp)
-            for s, fv, fp, _us, n in log.batch_heads_from((after or 0) + 1):
-                if s == stream and fv <= v < fv + n:
-                    return log.batch_at(fp)
-                if s == stream and fv > v:
-                    break
-            other = "it is not in the commit log"
-        except (CorruptStore, ValueError) as e:
-            other = f"its commit-log copy cannot be read either: {_no_hint(e)}"
-        read = f"the events before version {v} were read; " if v > 1 else ""
-        raise CorruptStore(
-            f"stream {stream!r}: version {v} is damaged in both its copies ({_no_hint(damage)}; "
-            f"{other}); {read}run 'evstore verify' for a report and 'evstore repair' "
-            "to fix what can be fixed") from None
+        lo = max(from_version or 1, 1)
+        if window is None:
+            return self.backend.read_stream(stream, lo, to_version, backwards, limit, types)
+        it = self.backend.read_stream(stream, lo, to_version, backwards, None, types)
+        return _limited(_in_window(it, window, backwards), limit)
 
     def read_all(self, from_position: int = 1, to_position: int | None = None,
                  limit: int | None = None, backwards: bool = False,
@@ -830,216 +185,66 @@ class EventStore:
         filters are those of :meth:`read`, and ``stream_prefix``."""
         _check_range(from_position, to_position, limit)
         window = _window(since, until)
-        log = self._reader_log()
-        log.refresh()
-        head = log.tail.head
-        return self._iter_all(log, from_position, to_position, head, limit, backwards,
-                              types, stream_prefix, window)
+        lo = max(from_position or 1, 1)
+        if window is None:
+            return self.backend.read_all(lo, to_position, backwards, limit, types, stream_prefix)
+        it = self.backend.read_all(lo, to_position, backwards, None, types, stream_prefix)
+        return _limited(_in_window(it, window, backwards, ordered=False), limit)
 
     def find(self, event_id: str) -> RecordedEvent:
-        """The event whose id is ``event_id``; raises EventNotFound.  There is
-        no index by id: this reads the store from the start (about a second
-        per million events, see the README's figures)."""
-        for ev in self.read_all():
-            if ev.id == event_id:
-                return ev
-        raise EventNotFound(event_id)
+        """The event whose id is ``event_id``; raises EventNotFound.  On
+        files there is no index by id: this reads the store from the start
+        (about a second per million events, see the README's figures)."""
+        ev = self.backend.find(event_id)
+        if ev is None:
+            raise EventNotFound(event_id)
+        return ev
 
-    def _iter_all(self, log, lo, hi, head, limit, backwards, types, prefix, window=None):
-        lo = max(lo or 1, 1)
-        hi = head if hi is None else min(hi, head)
-        if lo > hi or limit == 0:
-            return
-        wanted = frozenset(types) if types else None
-
-        def forward(a, b):
-            for batch in log.batches(a, b):
-                if prefix is not None and not batch.stream.startswith(prefix):
-                    continue
-                for ev in batch.events(max(a - batch.first_position, 0)):
-                    if ev.position > b:
-                        return
-                    yield ev
-
-        try:
-            it = forward(lo, hi) if not backwards else \
-                _backwards(forward, lo, hi, _first_chunk(limit, wanted or window))
-            yield from _filter(_in_window(it, window, backwards, ordered=False), wanted, limit)
-        except OSError as e:
-            raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
-
-    # -- the stream catalogue -------------------------------------------------------------------
     def streams(self, prefix: str | None = None, since=None, until=None):
         """Yield (stream, version, first_recorded_at, last_recorded_at) for
         every stream with events, sorted by id.  ``since`` / ``until`` (aware
         datetimes) keep the streams whose life overlaps that window: last
         event at or after ``since``, first event at or before ``until``."""
         window = _window(since, until)
-        log = self._reader_log()
-        log.refresh()
-        root = os.path.join(self._dir, STREAMS_DIR)
-        found = []
-        for shard in sorted(listdir_nofollow(root)):
-            sdir = os.path.join(root, shard)
-            if shard.startswith(".") or not _is_dir(sdir):
+        for row in self.backend.streams(prefix):
+            if window is not None and (
+                    (window[0] is not None and row.last_recorded_us < window[0])
+                    or (window[1] is not None and row.first_recorded_us is not None
+                        and row.first_recorded_us > window[1])):
                 continue
-            for key in os.listdir(sdir):
-                if key.startswith(".") or not _is_dir(os.path.join(sdir, key)):
-                    continue
-                try:
-                    sid = read_small(os.path.join(sdir, key, "id")).decode("utf-8")
-                except (OSError, UnicodeDecodeError, CorruptStore):
-                    continue
-                if prefix is None or sid.startswith(prefix):
-                    found.append(sid)
-        for sid in sorted(found):
-            sl = StreamLog(root, sid)
-            try:
-                tail = sl.tail(self._is_committed(log, sid))
-                if tail.version == 0:
-                    continue
-                first = sl.first_record()
-                if window is not None and (
-                        (window[0] is not None and tail.recorded_us < window[0])
-                        or (window[1] is not None and first and first[1] > window[1])):
-                    continue
-                yield StreamInfo(sid, tail.version,
-                                 us_to_datetime(first[1]) if first else None,
-                                 us_to_datetime(tail.recorded_us))
-            finally:
-                sl.close()
+            yield StreamInfo(row.stream, row.version,
+                             None if row.first_recorded_us is None
+                             else us_to_datetime(row.first_recorded_us),
+                             us_to_datetime(row.last_recorded_us))
 
     def info(self, per_stream: bool = False) -> dict:
-        """The store's totals (SPEC §3 ``info``) and what operators watch:
-        bytes by kind of file, leftovers (temp and quarantined files), the
-        fsync-failure flag, checkpoints and how far behind the head they are,
-        and with ``per_stream`` one row per stream (events, bytes, segments,
-        snapshots).  Reads directory entries and a few records, never events."""
-        log = self._reader_log()
-        log.refresh()
-        head = log.tail.head
-        kinds = {"log": 0, "log_index": 0, "streams": 0, "stream_index": 0,
-                 "snapshots": 0, "checkpoints": 0, "quarantine": 0, "other": 0}
-        counts = {"log_segments": 0, "stream_segments": 0, "snapshots": 0,
-                  "quarantined_files": 0, "temp_files": 0, "streams": 0}
-        rows: dict[str, dict] = {}  # stream key -> per-stream figures
-        for root, dirs, files in os.walk(self._dir):
-            rel = os.path.relpath(root, self._dir).split(os.sep)
-            top = rel[0] if rel[0] != "." else ""
-            for name in dirs:
-                if name.startswith(".tmp") or ".creating-" in name:
-                    counts["temp_files"] += 1
-            dirs[:] = [d for d in dirs if not d.startswith(".tmp")]
-            key = rel[2] if len(rel) == 3 and top in (STREAMS_DIR, SNAPSHOTS_DIR) else None
-            for name in files:
-                try:
-                    size = os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    continue
-                if name.startswith(".tmp") or name.endswith(".tmp"):
-                    counts["temp_files"] += 1
-                    kinds["other"] += size
-                    continue
-                row = None
-                if key is not None and per_stream:
-                    row = rows.setdefault(key, {"stream": None, "events": 0, "bytes": 0,
-                                                "segments": 0, "snapshots": 0})
-                    row["bytes"] += size
-                if top == LOG_DIR and name.endswith(".log"):
-                    kinds["log"] += size
-                    counts["log_segments"] += 1
-                elif top == LOG_DIR and name.endswith(".idx"):
-                    kinds["log_index"] += size
-                elif top == STREAMS_DIR and name.endswith(".seg"):
-                    kinds["streams"] += size
-                    counts["stream_segments"] += 1
-                    if row is not None:
-                        row["segments"] += 1
-                elif top == STREAMS_DIR and name.endswith(".idx"):
-                    kinds["stream_index"] += size
-                elif top == STREAMS_DIR and name == "id":
-                    kinds["streams"] += size
-                    counts["streams"] += 1
-                    if row is not None:
-                        row["stream"] = os.path.join(root, name)
-                elif top == SNAPSHOTS_DIR and name.endswith(".snap"):
-                    kinds["snapshots"] += size
-                    counts["snapshots"] += 1
-                    if row is not None:
-                        row["snapshots"] += 1
-                elif top == "checkpoints":
-                    kinds["checkpoints"] += size
-                elif top == recovery.QUARANTINE:
-                    kinds["quarantine"] += size
-                    if name.endswith(".bin"):
-                        counts["quarantined_files"] += 1
-                else:
-                    kinds["other"] += size
-        first_us = last_us = None
-        if head:
-            last_us = log.tail.last_recorded_us
-            first_us = log.head_of_batch(1)[3]
-        _boot, synced = recovery.load_state(self._dir)
-        failed = recovery.read_failed_flag(self._dir)
-        out = {
-            "store": os.path.abspath(self._dir),
-            "format_version": FORMAT_VERSION,
-            "streams": counts["streams"],
-            "events": head,
-            "bytes": sum(kinds.values()),
-            "segments": counts["log_segments"] + counts["stream_segments"],
-            "log_segments": counts["log_segments"],
-            "stream_segments": counts["stream_segments"],
-            "snapshots": counts["snapshots"],
-            "bytes_by_kind": kinds,
-            "first_recorded_at": _fmt_us(first_us),
-            "last_recorded_at": _fmt_us(last_us),
-            "synced_position": min(synced, head),
-            "quarantined_files": counts["quarantined_files"],
-            "temp_files": counts["temp_files"],
-            "fsync_failed": failed,
-            "checkpoints": self._checkpoint_rows(head),
-        }
-        if per_stream:
-            out["per_stream"] = self._stream_rows(log, rows)
+        """The store's totals and what operators watch: the fields every
+        backend gives (store, backend, streams, events, bytes, segments,
+        snapshots, first and last recorded_at, checkpoints), then the
+        backend's own (a directory's bytes by kind of file, leftovers, the
+        fsync-failure flag; ``per_stream`` rows)."""
+        stats = self.backend.stats(per_stream=per_stream) if per_stream else self.backend.stats()
+        first_us = stats.pop("first_recorded_us", None)
+        last_us = stats.pop("last_recorded_us", None)
+        store = os.path.abspath(self.location) if self.directory is not None else \
+            getattr(self.backend, "location", str(self.location))
+        out = {"store": store}
+        for key, value in stats.items():
+            out[key] = value
+            if key == "bytes_by_kind" or (key == "snapshots" and "bytes_by_kind" not in stats):
+                out["first_recorded_at"] = _fmt_us(first_us)
+                out["last_recorded_at"] = _fmt_us(last_us)
+        out.setdefault("first_recorded_at", _fmt_us(first_us))
+        out.setdefault("last_recorded_at", _fmt_us(last_us))
+        rows = out.pop("per_stream", None)
+        out["checkpoints"] = self._checkpoint_rows(stats.get("events", 0))
+        if rows is not None:
+            out["per_stream"] = rows
         return out
 
     def _checkpoint_rows(self, head: int) -> list[dict]:
-        from ..features.checkpoints import CheckpointStore, _files, decode
-
-        rows = []
-        for key, path in _files(CheckpointStore(self).root):
-            try:
-                with open(path, "rb", opener=nofollow) as f:
-                    cp = decode(f.read(), path, key)
-            except (OSError, CorruptStore):
-                rows.append({"name": None, "file": os.path.relpath(path, self._dir),
-                             "damaged": True})
-                continue
-            rows.append(cp.to_dict(head))
-        return sorted(rows, key=lambda r: (r.get("name") is None, r.get("name") or ""))
-
-    def _stream_rows(self, log: CommitLog, rows: dict) -> list[dict]:
-        """Rows keyed by stream key (stream and snapshot directories share
-        it) -> one per stream id; keys without an id file are skipped."""
-        by_id: dict[str, dict] = {}
-        for row in rows.values():
-            if row["stream"] is None:
-                continue
-            try:
-                sid = read_small(row["stream"]).decode("utf-8")
-            except (OSError, UnicodeDecodeError, CorruptStore):
-                continue
-            row["stream"] = sid
-            sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), sid)
-            try:
-                row["events"] = sl.tail(self._is_committed(log, sid)).version
-            except CorruptStore:
-                row["events"] = None
-            finally:
-                sl.close()
-            by_id[sid] = row
-        return [by_id[k] for k in sorted(by_id)]
+        from ..features.checkpoints import checkpoint_rows
+        return checkpoint_rows(self, head)
 
     # -- features (each in its own module, on the public API) ----------------------------------
     @property
@@ -1065,38 +270,27 @@ class EventStore:
         return verify(self, **kw)
 
     # -- for features and operations -----------------------------------------------------------
-    @property
-    def directory(self) -> str:
-        return self._dir
+    def watcher(self):
+        """The backend's :class:`~evstore.core.backend.Watcher` (close it)."""
+        return self.backend.watcher()
+
+    @contextmanager
+    def bulk(self, timeout: float | None = None):
+        """The backend's :class:`~evstore.core.backend.BulkSession` (import)."""
+        with self.backend.bulk(timeout) as session:
+            yield session
 
     @contextmanager
     def bulk_writer(self, timeout: float | None = None):
-        """Hold the writer lock and write many pre-recorded batches through a
-        :class:`~evstore.core.bulk.BulkWriter` (import).  Nothing is fsynced until
-        the caller says so (``sync()``/``finish()``)."""
-        from .bulk import BulkWriter
-        with self._writing(timeout) as log:
-            yield BulkWriter(self, log)
+        """The file backend's bulk writer (import's fast path on files)."""
+        with self.backend.bulk_writer(timeout) as w:
+            yield w
 
     @contextmanager
     def writer_lock(self, timeout: float | None = None):
         """Hold the writer lock (for operations such as repair and import)."""
-        with self._writing(timeout) as log:
+        with self.backend.writer_lock(timeout) as log:
             yield log
-
-
-def _no_hint(e: Exception) -> str:
-    """An error's message without its "; run 'evstore verify' ..." advice
-    (a message that quotes it gives that advice once, at its end)."""
-    return str(e).split("; run 'evstore", 1)[0]
-
-
-def _identity(path: str):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_dev, st.st_mtime_ns
 
 
 class StreamInfo(tuple):
@@ -1113,7 +307,6 @@ class StreamInfo(tuple):
     last_recorded_at = property(lambda s: s[3])
 
     def to_dict(self) -> dict:
-        from ..disk.records import format_timestamp
         return {"stream": self.stream, "version": self.version,
                 "first_recorded_at": format_timestamp(self.first_recorded_at)
                 if self.first_recorded_at else None,
@@ -1121,10 +314,7 @@ class StreamInfo(tuple):
 
 
 def _fmt_us(us):
-    if us is None:
-        return None
-    from ..disk.records import format_timestamp
-    return format_timestamp(us_to_datetime(us))
+    return None if us is None else format_timestamp(us_to_datetime(us))
 
 
 def _check_range(lo, hi, limit) -> None:
@@ -1138,8 +328,6 @@ def _window(since, until):
     when neither is given; both must be timezone-aware datetimes."""
     if since is None and until is None:
         return None
-    from ..disk.records import datetime_to_us
-
     out = []
     for name, t in (("since", since), ("until", until)):
         if t is not None and getattr(t, "tzinfo", None) is None:
@@ -1156,11 +344,6 @@ def _in_window(it, window, backwards: bool, ordered: bool = True):
     past the window's far end.  Not of the whole store: a merge (``import
     --renumber``) keeps each event's time, so older events may follow newer
     ones there, and every event is checked."""
-    if window is None:
-        yield from it
-        return
-    from ..disk.records import datetime_to_us
-
     lo, hi = window
     for ev in it:
         us = datetime_to_us(ev.recorded_at)
@@ -1175,30 +358,12 @@ def _in_window(it, window, backwards: bool, ordered: bool = True):
         yield ev
 
 
-def _filter(it, wanted, limit):
+def _limited(it, limit):
+    if limit == 0:
+        return
     n = 0
     for ev in it:
-        if wanted is not None and ev.type not in wanted:
-            continue
         yield ev
         n += 1
         if limit is not None and n >= limit:
             return
-
-
-def _first_chunk(limit: int | None, wanted) -> int:
-    return limit if limit and wanted is None else 16
-
-
-def _backwards(forward, lo: int, hi: int, first: int = 16, most: int = 1024):
-    """Newest first over ``forward(a, b)`` (oldest first), a chunk at a time:
-    memory stays bounded by the chunk, however long the range.  Chunks start
-    at ``first`` (a limit's worth: seeking the last ten events must not
-    decode a thousand) and double up to ``most``."""
-    chunk = max(first, 1)
-    while hi >= lo:
-        a = max(lo, hi - chunk + 1)
-        items = list(forward(a, hi))
-        yield from reversed(items)
-        hi = a - 1
-        chunk = min(chunk * 2, most)

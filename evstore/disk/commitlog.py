@@ -35,8 +35,7 @@ from .segment import (
     torn_by_power_cut,
 )
 
-SEG_SUFFIX = ".log"
-IDX_SUFFIX = ".idx"
+from ..backends.files.names import LOG_IDX as IDX_SUFFIX, LOG_SEG as SEG_SUFFIX  # noqa: E402
 
 
 class SealSyncError(OSError):

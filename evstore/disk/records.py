@@ -357,13 +357,34 @@ class PackedEvents:
     def __iter__(self):
         return (self[i] for i in range(len(self.ends)))
 
-    def __getitem__(self, i: int) -> NewEvent:
+    def __getitem__(self, i: int) -> "Prepared":
+        """Event ``i`` as a backend stores it: its id and type (read from
+        the head of its blob) and the blob itself (a memoryview)."""
         if not 0 <= i < len(self.ends):
             raise IndexError(i)
         start = self.ends[i - 1] if i else 0
+        end = self.ends[i]
         up = msgpack.Unpacker(raw=False)
-        up.feed(self.body[start:start + 64])  # the id comes first: 38 bytes packed
-        return NewEvent(None, None, None, up.unpack())
+        up.feed(self.body[start:min(end, start + 256)])  # the id comes first: 38 bytes packed
+        eid = up.unpack()
+        try:
+            etype = up.unpack()
+        except msgpack.OutOfData:  # a type longer than the head fed
+            up = msgpack.Unpacker(raw=False)
+            up.feed(self.body[start:end])
+            eid, etype = up.unpack(), up.unpack()
+        return Prepared(eid, etype, memoryview(self.body)[start:end])
+
+
+class Prepared(NamedTuple):
+    """One event ready to store: its id and type (which backends index)
+    and ``blob``, :func:`pack_fields` of the whole event -- the exact bytes
+    every backend stores, so JSON comes back exactly as it went in (key
+    order, 64-bit integers, floats)."""
+
+    id: str
+    type: str
+    blob: bytes
 
 
 class PackedBlobs:

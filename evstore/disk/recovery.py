@@ -29,9 +29,7 @@ from .format import STREAM_MAGIC, encode_frame
 from .records import stream_payload
 from .segment import check_not_link, fsync_dir, fsync_file, nofollow, open_file, read_small
 
-STATE_FILE = "sync-state"
-QUARANTINE = "quarantine"
-FSYNC_FAILED = "fsync-failed"
+from ..backends.files.names import FSYNC_FAILED, QUARANTINE, STATE_FILE  # noqa: E402,F401
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 

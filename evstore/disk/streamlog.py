@@ -44,9 +44,7 @@ from .segment import (
 # What a commit check says of one stream record (see StreamLog.tail).
 NOT_COMMITTED, COMMITTED, INSIDE_BATCH = 0, 1, 2
 
-SEG_SUFFIX = ".seg"
-IDX_SUFFIX = ".idx"
-ID_FILE = "id"
+from ..backends.files.names import ID_FILE, STREAM_IDX as IDX_SUFFIX, STREAM_SEG as SEG_SUFFIX  # noqa: E402
 #: A batch's stream records are written this many bytes at a time (at least one record).
 WRITE_CHUNK = 1 << 20
 

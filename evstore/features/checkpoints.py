@@ -43,11 +43,10 @@ from ..disk.segment import check_not_link, listdir, nofollow, open_file
 from ..disk.streamlog import stream_key
 from .checkline import seal, unseal
 
-CHECKPOINTS_DIR = "checkpoints"
+from ..backends.files.names import CHECKPOINTS_DIR  # noqa: E402  (M2 removes this)
 FORMAT = 1
 MAX_NAME_BYTES = 200
-SUFFIX = ".json"
-LOCK_SUFFIX = ".lock"
+from ..backends.files.names import CHECKPOINT_LOCK_SUFFIX as LOCK_SUFFIX, CHECKPOINT_SUFFIX as SUFFIX  # noqa: E402
 
 try:
     import fcntl
@@ -292,3 +291,24 @@ def verify_files(store_dir: str, versions: dict, head: int):
                    "position": cp.position,
                    "message": f"checkpoint {cp.name!r} is at position {cp.position}, past "
                               f"the store's head ({head}); its consumer will resume at the head"}
+
+
+def checkpoint_rows(store, head: int) -> list[dict]:
+    """``info``'s checkpoint rows: each checkpoint and how far behind the
+    head it is, a damaged file as a row saying so; sorted by name."""
+    from ..disk.segment import nofollow
+
+    if store.directory is None:  # a backend that keeps checkpoints as rows
+        return [Checkpoint(r.name, r.position, r.stream, r.updated_at).to_dict(head)
+                for r in store.backend.checkpoints()]
+    rows = []
+    for key, path in _files(CheckpointStore(store).root):
+        try:
+            with open(path, "rb", opener=nofollow) as f:
+                cp = decode(f.read(), path, key)
+        except (OSError, CorruptStore):
+            rows.append({"name": None, "file": os.path.relpath(path, store.directory),
+                         "damaged": True})
+            continue
+        rows.append(cp.to_dict(head))
+    return sorted(rows, key=lambda r: (r.get("name") is None, r.get("name") or ""))

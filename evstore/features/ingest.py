@@ -13,7 +13,7 @@ from typing import Iterable
 
 from ..errors import EvstoreError, InvalidEvent
 from ..disk.records import AppendResult, PackedEvents
-from ..core.store import ANY, STREAM_EXISTS
+from ..core.rules import ANY, STREAM_EXISTS
 
 
 def append_events(store, stream: str, events: Iterable, expected=ANY,
@@ -62,7 +62,7 @@ def plan_append(store, stream: str, events: list, expected=ANY,
     the append would, without writing."""
     from ..errors import WrongExpectedVersion
     from ..disk.records import DEFAULT_MAX_EVENT_BYTES, check_stream_id, new_ids, normalize, pack_fields
-    from ..core.store import parse_expected
+    from ..core.rules import parse_expected
 
     check_stream_id(stream)
     expected = parse_expected(expected)

@@ -30,7 +30,7 @@ from ..disk.recovery import write_atomic
 from ..disk.segment import nofollow
 from .checkline import seal, unseal
 
-FILE = "settings.json"
+from ..backends.files.names import SETTINGS_FILE as FILE  # noqa: E402  (M2 removes this)
 KEYS = ("snapshot_every", "reducer")
 
 

@@ -50,7 +50,7 @@ from ..disk.segment import check_not_link, fsync_dir, nofollow, walk
 from ..disk.streamlog import stream_key
 from .checkline import seal, unseal
 
-SNAPSHOTS_DIR = "snapshots"
+from ..backends.files.names import SNAPSHOTS_DIR  # noqa: E402  (M2 removes this)
 FORMAT = 1
 _NAME = re.compile(r"^(\d{16})\.snap$")
 _HEADER_LIMIT = 64 * 1024  # a header is a few hundred bytes; more is damage

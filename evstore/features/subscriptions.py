@@ -39,7 +39,7 @@ from collections import deque
 from .checkpoints import CheckpointStore, check_name
 from ..errors import UsageError
 from ..disk.records import RecordedEvent, check_stream_id
-from ..core.store import LOG_DIR
+from ..backends.files.names import LOG_DIR
 
 #: Longest sleep between two checks when polling (no inotify).
 DEFAULT_POLL = 0.05

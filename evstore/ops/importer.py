@@ -588,7 +588,7 @@ def _store_tail(store) -> tuple[int, int]:
     if store is None:
         return 0, 0
     from ..disk.commitlog import CommitLog
-    from ..core.store import LOG_DIR
+    from ..backends.files.names import LOG_DIR
 
     log = CommitLog(os.path.join(store.directory, LOG_DIR))
     try:

@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 import re
 
-from ..disk import recovery
-from ..disk.commitlog import IDX_SUFFIX as LOG_IDX
-from ..disk.commitlog import SEG_SUFFIX as LOG_SEG
-from ..core.store import FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, SNAPSHOTS_DIR, STREAMS_DIR
+from ..backends.files.names import (  # noqa: F401
+    CHECKPOINTS_DIR, FSYNC_FAILED, ID_FILE, LOCK_FILE, LOG_DIR, LOG_IDX, LOG_SEG, MARKER,
+    QUARANTINE, SNAPSHOTS_DIR, STATE_FILE, STREAM_IDX, STREAM_SEG, STREAMS_DIR,
+)
 from ..disk.segment import O_NOFOLLOW, is_dir, stable_listdir
 from ..errors import CorruptStore
-from ..disk.streamlog import ID_FILE
-from ..disk.streamlog import IDX_SUFFIX as STREAM_IDX
-from ..disk.streamlog import SEG_SUFFIX as STREAM_SEG
 
 __all__ = [
     "LOG_DIR", "STREAMS_DIR", "SNAPSHOTS_DIR", "MARKER", "LOCK_FILE", "FSYNC_FAILED",
@@ -27,9 +24,6 @@ __all__ = [
     "STREAM_SEG", "STREAM_IDX",
 ]
 
-STATE_FILE = recovery.STATE_FILE
-QUARANTINE = recovery.QUARANTINE
-CHECKPOINTS_DIR = "checkpoints"
 
 _NUMBERED = re.compile(r"(\d{16})(\.[a-z]+)\Z")
 _KEY = re.compile(r"[0-9a-f]{32}\Z")

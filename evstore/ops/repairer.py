@@ -73,7 +73,7 @@ def repair(store, *, dry_run: bool = False, lock_timeout: float = 30.0,
     files they hold open.
     """
     from ..errors import CorruptStore
-    from ..core.locking import WriterLock
+    from ..backends.files.locking import WriterLock
 
     directory = store_directory(store)
     newer = _newer_format(directory)

@@ -158,9 +158,9 @@ def test_fsync_failure_poisons_every_handle(tmp_path):
 def test_check_catches_a_swallowed_fsync_error(tmp_path, monkeypatch):
     """Sanity check of the property itself: a store whose commit-log fsync
     swallowed its error (a sabotaged copy) must fail the library check."""
-    import evstore.core.store as S
+    import evstore.backends.files.engine as S
 
-    real = S.EventStore._sync_log
+    real = S.FileBackend._sync_log
 
     def swallowing(self, created):
         try:
@@ -168,7 +168,7 @@ def test_check_catches_a_swallowed_fsync_error(tmp_path, monkeypatch):
         except DurabilityError:
             self._failed = None
             os.unlink(os.path.join(self._dir, "fsync-failed"))
-    monkeypatch.setattr(S.EventStore, "_sync_log", swallowing)
+    monkeypatch.setattr(S.FileBackend, "_sync_log", swallowing)
     with pytest.raises(AssertionError, match="acknowledged although"):
         test_library_io_errors.hypothesis.inner_test(
             tmp_path_factory=_Factory(tmp_path),

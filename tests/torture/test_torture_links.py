@@ -219,7 +219,7 @@ def test_a_poisoning_never_writes_through_a_link(tmp_path):
         es.append("s", [{"type": "T"}])
         os.symlink(secret, store / "fsync-failed")
         with pytest.raises(DurabilityError) as e:
-            es._poison("fsync of the commit log failed", OSError(5, "Input/output error"))
+            es.backend._poison("fsync of the commit log failed", OSError(5, "Input/output error"))
         assert SECRET not in str(e.value)
     assert secret.read_text() == f"{SECRET}\n"
     with EventStore(store) as es, pytest.raises(DurabilityError) as e:

@@ -278,25 +278,25 @@ class _NoCommitFsync:
     """Sabotage: the commit log's per-append fsync does nothing."""
 
     def __enter__(self):
-        import evstore.core.store as s
-        self._saved = s.EventStore._sync_log
-        s.EventStore._sync_log = lambda self, created: None
+        import evstore.backends.files.engine as s
+        self._saved = s.FileBackend._sync_log
+        s.FileBackend._sync_log = lambda self, created: None
 
     def __exit__(self, *a):
-        import evstore.core.store as s
-        s.EventStore._sync_log = self._saved
+        import evstore.backends.files.engine as s
+        s.FileBackend._sync_log = self._saved
 
 
 class _NoDirFsync:
     """Sabotage: new commit-log segments' directory entries are not synced."""
 
     def __enter__(self):
-        import evstore.core.store as s
+        import evstore.backends.files.engine as s
         self._saved = s.fsync_dir
         s.fsync_dir = lambda path: None
 
     def __exit__(self, *a):
-        import evstore.core.store as s
+        import evstore.backends.files.engine as s
         s.fsync_dir = self._saved
 
 

@@ -49,8 +49,8 @@ import threading
 import time
 from contextlib import contextmanager
 
-from ..disk.segment import O_NOFOLLOW, open_file
-from ..errors import StoreLocked
+from ...disk.segment import O_NOFOLLOW, open_file
+from ...errors import StoreLocked
 
 try:
     import fcntl

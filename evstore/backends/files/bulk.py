@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 
-from ..errors import InvalidEvent
-from ..disk.records import AppendResult, check_stream_id
-from ..disk.segment import fsync_dir, fsync_file
+from ...errors import InvalidEvent
+from ...disk.records import AppendResult, check_stream_id
+from ...disk.segment import fsync_dir, fsync_file
 
 
 class BulkWriter:
-    """Made by :meth:`EventStore.bulk_writer`, valid while the lock is held."""
+    """Made by :meth:`FileBackend.bulk_writer`, valid while the lock is held."""
 
     def __init__(self, store, log):
         self._store = store
