@@ -1,7 +1,7 @@
 """``tail -f`` as a durable consumer on every backend a process reaches:
 ``--checkpoint`` delivers every event at least once, in order, with no
-skips and no repeats after a clean stop; ``--exec`` acknowledges only on
-the handler's success."""
+skips and no repeats after a clean stop.  (``--exec``, acknowledging only
+on the handler's success, is in test_tail_exec.py.)"""
 from __future__ import annotations
 
 import signal
@@ -52,28 +52,3 @@ def test_sigint_is_a_clean_stop_and_nothing_repeats(store_dir):
     ok(run(store_dir, "append", "a", input=ndjson_input(batch(1, 20))))
     assert positions(run(store_dir, "tail", "-f", "--all", "--checkpoint", "c",
                          "--idle-timeout", "0.3")) == [6]
-
-
-HANDLER = r"""
-import json, os, sys
-ev = json.loads(sys.stdin.read())
-if ev["data"]["i"] == 3 and not os.path.exists("ok"):
-    sys.exit(7)
-with open("handled", "a") as f:
-    f.write(f"{ev['position']}\n")
-"""
-
-
-def test_exec_acknowledges_only_on_success(store_dir, tmp_path):
-    (tmp_path / "h.py").write_text(HANDLER)
-    ok(run(store_dir, "append", "a", input=ndjson_input(batch(5))))
-    cmd = f"{sys.executable} h.py"
-    r = run(store_dir, "tail", "-f", "--all", "--checkpoint", "c", "--exec", cmd,
-            "--idle-timeout", "0.3", cwd=tmp_path)
-    assert r.returncode == 7, r.stderr  # the handler's exit code
-    assert (tmp_path / "handled").read_text().split() == ["1", "2"]
-    (tmp_path / "ok").touch()
-    r = run(store_dir, "tail", "-f", "--all", "--checkpoint", "c", "--exec", cmd,
-            "--idle-timeout", "0.3", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "handled").read_text().split() == ["1", "2", "3", "4", "5"]
