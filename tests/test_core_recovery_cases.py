@@ -233,10 +233,10 @@ def test_a_cached_tail_sees_a_segment_rolled_by_a_writer_that_died(tmp_path):
         def die(*_a, **_k):
             raise Killed()
 
-        c._wlog.commit = die  # c dies between its stream records and its commit
+        c.backend._wlog.commit = die  # c dies between its stream records and its commit
         with pytest.raises(Killed):
             c.append("x", evs(1, "orphan"))
-        orphan = Path(c._wstreams["x"].path(5))
+        orphan = Path(c.backend._wstreams["x"].path(5))
         assert orphan.exists() and orphan.stat().st_size > 0
         b.append("x", evs(1, "b2"))
         assert not orphan.exists()

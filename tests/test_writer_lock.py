@@ -250,7 +250,7 @@ def test_a_link_at_writer_lock_is_refused_and_not_created(tmp_path):
     (["myservice.py", "--password", "hunter2"], "myservice.py"),
 ])
 def test_the_holder_line_never_records_option_values(monkeypatch, argv, want):
-    from evstore.core import locking
+    from evstore.backends.files import locking
 
     monkeypatch.setattr("sys.argv", argv)
     assert locking._command() == want

@@ -290,6 +290,25 @@ class Backend(ABC):
     def delete_snapshot(self, stream: str, version: int) -> bool:
         """Remove one; False when there was none."""
 
+    def get_snapshot_head(self, stream: str, version: int, limit: int) -> bytes | None:
+        """The snapshot's first line (at most ``limit`` bytes), or None when
+        there is none: the snapshot feature checks a reducer's fingerprint
+        without the state.  (A directory reads only that line.)"""
+        body = self.get_snapshot(stream, version)
+        if body is None:
+            return None
+        body = bytes(body)
+        end = body.find(b"\n")
+        return body[:limit] if end < 0 else body[:min(end + 1, limit)]
+
+    def describe_snapshot(self, stream: str, version: int) -> str:
+        """How messages name one snapshot (a directory names its file)."""
+        return f"in {self.location}"
+
+    def snapshot_count(self) -> int:
+        """How many snapshots the store holds (all streams)."""
+        return self.stats()["snapshots"]
+
     @abstractmethod
     def get_checkpoint(self, name: str) -> CheckpointRow | None:
         ...
