@@ -25,9 +25,9 @@ def test_checkpoint_resumes_after_clean_stops(store_dir):
     ok(run(store_dir, "append", "a", input=ndjson_input(batch(4))))
     ok(run(store_dir, "append", "b", input=ndjson_input(batch(3, 10))))
     seen = []
-    for _ in range(3):  # --max-count: a clean stop after 3
+    for _ in range(3):  # --max-count (or, for the last one, idle): a clean stop
         seen += positions(run(store_dir, "tail", "-f", "--all", "--checkpoint", "c",
-                              "--max-count", "3", "--idle-timeout", "5"))
+                              "--max-count", "3", "--idle-timeout", "0.3"))
     assert seen == list(range(1, 8))
     ok(run(store_dir, "append", "a", input=ndjson_input(batch(2, 20))))
     assert positions(run(store_dir, "tail", "-f", "--all", "--checkpoint", "c",
