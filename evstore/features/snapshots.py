@@ -5,15 +5,12 @@ the truth, and a snapshot that is missing, damaged, made by another reducer or
 made for events that are no longer there is simply not used (replay says why)
 and is reported by ``replay --verify-snapshots``.
 
-Files (docs/SNAPSHOTS.md has the reasoning)::
-
-    STORE/snapshots/<kk>/<KEY>/<version:016d>.snap
-
-``KEY`` is :func:`evstore.disk.streamlog.stream_key` of the stream id (never the id
-itself) and ``kk`` its first two characters.  Zero-padded names sort as their
-versions, so "the latest at or below V" is one directory listing (names only)
-and a bisection; only the chosen file is opened.  A file is three lines of
-UTF-8 JSON, so ``jq`` can read it::
+Written once for every backend: this module owns the document, the
+backend stores its bytes (``put_snapshot``/``get_snapshot``; in a directory,
+one file per snapshot, :mod:`evstore.backends.files.documents`).  Versions
+come from ``snapshot_versions`` (in a directory, one listing of names), so
+"the latest at or below V" is a bisection and only the chosen snapshot is
+read.  A snapshot is three lines of UTF-8 JSON, so ``jq`` can read it::
 
     line 1  header  {"evstore_snapshot": 1, "stream", "version", "event_id",
                      "reducer", "fingerprint", "created_at"}
@@ -26,17 +23,14 @@ and the settings).
 The header comes first and is small, so a reducer's fingerprint can be checked
 by reading one short line, however large the state.  ``event_id`` is the id of
 the event at ``version``: a snapshot whose event is no longer there (a store
-rebuilt under it) is not used.  Files are written with
-:func:`evstore.disk.recovery.write_atomic`: readers see a whole file or none, and
-two processes saving the same snapshot at once just replace one whole file
-with another.
+rebuilt under it) is not used.  Backends replace a snapshot atomically:
+readers see the old one or the new, whole, and two processes saving the same
+snapshot at once just replace one whole snapshot with another.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import threading
 import weakref
 from dataclasses import dataclass
@@ -45,14 +39,9 @@ from typing import Any, Callable, Iterator
 
 from ..errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
 from ..disk.records import check_json_value, check_stream_id, format_timestamp
-from ..disk.recovery import write_atomic
-from ..disk.segment import check_not_link, fsync_dir, nofollow, walk
-from ..disk.streamlog import stream_key
 from .checkline import seal, unseal
 
-from ..backends.files.names import SNAPSHOTS_DIR  # noqa: E402  (M2 removes this)
 FORMAT = 1
-_NAME = re.compile(r"^(\d{16})\.snap$")
 _HEADER_LIMIT = 64 * 1024  # a header is a few hundred bytes; more is damage
 
 log = logging.getLogger("evstore")
@@ -110,37 +99,26 @@ def encode(stream: str, version: int, state, reducer: str, fingerprint: str,
 
 
 class SnapshotStore:
-    """The snapshots of one store.  Cheap to make; holds no open files."""
+    """The snapshots of one store (an EventStore: this uses its backend).
+    Cheap to make; holds nothing open."""
 
     def __init__(self, store):
         self.store = store
-        self.root = os.path.join(store.directory, SNAPSHOTS_DIR)
+        self.backend = store.backend
 
-    # -- where ------------------------------------------------------------------------
+    # -- where (a directory's backend names files; for tests and messages) --------------
     def stream_dir(self, stream: str) -> str:
-        key = stream_key(stream)
-        return os.path.join(self.root, key[:2], key)
+        return self.backend.snapshot_dir(stream)
 
     def path(self, stream: str, version: int) -> str:
-        return os.path.join(self.stream_dir(stream), f"{version:016d}.snap")
+        return self.backend.snapshot_path(stream, version)
 
-    def _check_dirs(self, d: str) -> None:
-        """Refuse (CorruptStore) a snapshot directory on the way to ``d``
-        that is a symbolic link: a save would land outside the store."""
-        for p in (self.root, os.path.dirname(d), d):
-            if not check_not_link(p):
-                return
+    def _where(self, stream: str, version: int) -> str:
+        return self.backend.describe_snapshot(stream, version)
 
     def versions(self, stream: str) -> list[int]:
-        """The versions that have a snapshot file, ascending (names only)."""
-        self._check_dirs(self.stream_dir(stream))
-        try:
-            names = os.listdir(self.stream_dir(stream))
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise StoreIOError(f"cannot list snapshots of {stream!r}: {e.strerror or e}") from e
-        return sorted(int(m.group(1)) for m in map(_NAME.match, names) if m)
+        """The versions that have a snapshot, ascending."""
+        return self.backend.snapshot_versions(stream)
 
     # -- writing ------------------------------------------------------------------------
     def save(self, stream: str, state, version: int, reducer=None, *,
@@ -167,15 +145,8 @@ class SnapshotStore:
         if event_id is None:
             event_id = self._event_id(stream, version)
         data = encode(stream, version, state, r.name, r.fingerprint, event_id, _now())
-        path = self.path(stream, version)
-        sync = getattr(self.store, "sync", True)
-        self._check_dirs(os.path.dirname(path))
-        try:
-            self._make_dirs(os.path.dirname(path), sync)
-            write_atomic(path, data, sync=sync)
-        except OSError as e:
-            raise StoreIOError(f"cannot save snapshot {path}: {e.strerror or e}") from e
-        return self._decode(stream, version, path, data)
+        self.backend.put_snapshot(stream, version, data)
+        return decode(stream, version, self._where(stream, version), data)
 
     def _event_id(self, stream: str, version: int) -> str:
         current = self.store.version(stream)
@@ -189,36 +160,20 @@ class SnapshotStore:
             return ev.id
         raise NotFound(f"stream {stream!r} has no version {version}")
 
-    def _make_dirs(self, d: str, sync: bool) -> None:
-        """Create the stream's snapshot directory, making each new directory
-        entry durable so a saved snapshot cannot vanish with its directory."""
-        missing = []
-        p = d
-        while not os.path.isdir(p):
-            missing.append(p)
-            p = os.path.dirname(p)
-        if not missing:
-            return
-        os.makedirs(d, exist_ok=True)  # another process may be making it too
-        if sync:
-            for p in reversed(missing):
-                fsync_dir(os.path.dirname(p))
-
     # -- reading ------------------------------------------------------------------------
     def header(self, stream: str, version: int) -> SnapshotInfo:
-        """Read only the first line of a snapshot file."""
-        path = self.path(stream, version)
-        self._check_dirs(os.path.dirname(path))
+        """Read only the first line of a snapshot."""
+        path = self._where(stream, version)
         try:
-            with open(path, "rb", opener=nofollow) as f:
-                line = f.readline(_HEADER_LIMIT)
-        except FileNotFoundError:
-            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
-        except OSError as e:
-            return SnapshotInfo(stream, version, path, problem=f"unreadable: {e.strerror or e}")
+            line = self.backend.get_snapshot_head(stream, version, _HEADER_LIMIT)
+        except (OSError, StoreIOError) as e:
+            return SnapshotInfo(stream, version, path,
+                                problem=f"unreadable: {getattr(e, 'strerror', None) or e}")
         except CorruptStore:
             return SnapshotInfo(stream, version, path, problem=(
                 "damaged: it is a symbolic link; evstore does not follow links inside the store"))
+        if line is None:
+            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}")
         try:
             h = self._check_header(line, stream, version)
         except ValueError as e:
@@ -248,38 +203,13 @@ class SnapshotStore:
     def load(self, stream: str, version: int) -> Snapshot:
         """The snapshot at exactly ``version``: SnapshotNotFound when there
         is none, CorruptStore (exit 6) when its file is damaged."""
-        path = self.path(stream, version)
-        self._check_dirs(os.path.dirname(path))
-        try:
-            with open(path, "rb", opener=nofollow) as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
-        except OSError as e:
-            raise StoreIOError(f"cannot read snapshot {path}: {e.strerror or e}") from e
-        return self._decode(stream, version, path, data)
+        data = self.backend.get_snapshot(stream, version)
+        if data is None:
+            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}")
+        return self._decode(stream, version, self._where(stream, version), data)
 
     def _decode(self, stream: str, version: int, path: str, data: bytes) -> Snapshot:
-        def damaged(why: str):
-            return CorruptStore(f"snapshot {path} (stream {stream!r}, version {version}) "
-                                f"is damaged: {why}")
-
-        lines = data.split(b"\n")
-        if len(lines) != 4 or lines[3] != b"":
-            raise damaged("it does not have the three lines of a snapshot")
-        try:
-            _body, sealed = unseal(data)
-        except ValueError as e:
-            raise damaged(str(e)) from None
-        if not sealed:
-            raise damaged("the checksum line is unreadable")
-        try:
-            h = self._check_header(lines[0] + b"\n", stream, version)
-            state = json.loads(lines[1])
-        except ValueError as e:
-            raise damaged(str(e).removeprefix("damaged: ")) from None
-        return Snapshot(stream, version, state, h["created_at"], h["reducer"],
-                        h["fingerprint"], h.get("event_id"), path)
+        return decode(stream, version, path, data)
 
     def list(self, stream: str) -> list[SnapshotInfo]:
         """Every snapshot of ``stream``, oldest first (headers only)."""
@@ -354,17 +284,37 @@ class SnapshotStore:
 
     def count(self) -> int:
         """How many snapshot files the store holds (all streams)."""
-        n = 0
-        for _root, _dirs, files in walk(self.root):  # never through a link
-            n += sum(1 for name in files if _NAME.match(name))
-        return n
+        return self.backend.snapshot_count()
 
     def delete(self, stream: str, version: int) -> None:
-        self._check_dirs(self.stream_dir(stream))
-        try:
-            os.unlink(self.path(stream, version))
-        except FileNotFoundError:
-            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}") from None
+        if not self.backend.delete_snapshot(stream, version):
+            raise SnapshotNotFound(f"no snapshot of {stream!r} at version {version}")
+
+
+def decode(stream: str, version: int, path: str, data: bytes) -> Snapshot:
+    """A snapshot from its stored bytes; CorruptStore (exit 6) says what is
+    wrong, naming ``path`` (a directory's file, else a description)."""
+
+    def damaged(why: str):
+        return CorruptStore(f"snapshot {path} (stream {stream!r}, version {version}) "
+                            f"is damaged: {why}")
+
+    lines = data.split(b"\n")
+    if len(lines) != 4 or lines[3] != b"":
+        raise damaged("it does not have the three lines of a snapshot")
+    try:
+        _body, sealed = unseal(data)
+    except ValueError as e:
+        raise damaged(str(e)) from None
+    if not sealed:
+        raise damaged("the checksum line is unreadable")
+    try:
+        h = SnapshotStore._check_header(lines[0] + b"\n", stream, version)
+        state = json.loads(lines[1])
+    except ValueError as e:
+        raise damaged(str(e).removeprefix("damaged: ")) from None
+    return Snapshot(stream, version, state, h["created_at"], h["reducer"],
+                    h["fingerprint"], h.get("event_id"), path)
 
 
 def crossed(every: int, before: int, after: int) -> int | None:

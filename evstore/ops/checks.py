@@ -389,12 +389,7 @@ def snapshot_findings(directory: str, versions: dict, live: bool = False):
     root = os.path.join(directory, L.SNAPSHOTS_DIR)
     known = {stream_key(s): s for s in versions}
 
-    class _Dir:  # SnapshotStore needs only the directory
-        pass
-
-    d = _Dir()
-    d.directory = directory
-    snaps = snapmod.SnapshotStore(d)
+    snaps = snapmod.SnapshotStore(_SnapshotFiles(directory))
     for key, kpath in L.stream_dirs(root):
         if key is None:
             continue
@@ -427,6 +422,24 @@ def snapshot_findings(directory: str, versions: dict, live: bool = False):
                 if eid is not None and eid != snap.event_id:
                     yield spath, (f"snapshot made for another event than the one at version "
                                   f"{version} ({snap.event_id}, the store has {eid})"), stream, version
+
+
+class _SnapshotFiles:
+    """What SnapshotStore needs to read a directory's snapshots: the file
+    backend's snapshot storage, without opening the store (verify checks
+    stores that may not open)."""
+
+    reducer = None
+
+    def __init__(self, directory: str):
+        from ..backends.files.documents import FileSnapshots
+
+        class _Files(FileSnapshots):
+            sync = False
+
+        self.directory = directory
+        self.backend = _Files()
+        self.backend.directory = directory
 
 
 def _event_id(path: str, version: int):

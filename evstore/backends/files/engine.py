@@ -43,6 +43,7 @@ from ...errors import (
     UsageError,
 )
 from ...disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame, encode_frame_parts
+from .documents import FileSnapshots
 from .locking import WriterLock
 from ...disk.records import (
     AppendResult,
@@ -77,7 +78,7 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-class FileBackend(Backend):
+class FileBackend(FileSnapshots, Backend):
     """An event store in a directory.
 
     ``FileBackend(path)`` creates the store when it is absent (``create=False``
@@ -903,18 +904,6 @@ class FileBackend(Backend):
     def _documents(self, what: str):
         raise NotImplementedError(f"the file backend keeps {what} through its feature "
                                   "module (evstore.features), not through the backend")
-
-    def put_snapshot(self, stream, version, body):
-        self._documents("snapshots")
-
-    def get_snapshot(self, stream, version):
-        self._documents("snapshots")
-
-    def snapshot_versions(self, stream):
-        self._documents("snapshots")
-
-    def delete_snapshot(self, stream, version):
-        self._documents("snapshots")
 
     def get_checkpoint(self, name):
         self._documents("checkpoints")
