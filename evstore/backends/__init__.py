@@ -30,3 +30,19 @@ def open_backend(location, *, create: bool = True, lock_timeout: float = 30.0,
     from .files.engine import FileBackend
     return FileBackend(location, create=create, lock_timeout=lock_timeout, sync=sync,
                        segment_bytes=segment_bytes)
+
+
+def store_exists(location) -> bool:
+    """Whether a store is there, without creating anything (a dry run,
+    completion, an import deciding whether it creates the store)."""
+    if is_url(location) or is_memory(location):
+        from ..errors import StoreNotFound
+        try:
+            open_backend(location, create=False).close()
+        except StoreNotFound:
+            return False
+        return True
+    import os
+
+    from .files.names import MARKER
+    return os.path.isfile(os.path.join(location, MARKER))

@@ -6,7 +6,6 @@ function; this file only wires them together.  Modules import the library
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -52,9 +51,10 @@ def build_app(argv: Optional[list[str]] = None) -> typer.Typer:
     @app.callback()
     def root(
         ctx: typer.Context,
-        store: Annotated[Optional[Path], typer.Option(
-            "--store", envvar="EVSTORE_DIR", show_envvar=True, metavar="DIR",
-            help="The store directory (default: $EVSTORE_DIR, else ./.evstore).")] = None,
+        store: Annotated[Optional[str], typer.Option(
+            "--store", envvar="EVSTORE_DIR", show_envvar=True, metavar="DIR|URL",
+            help="The store: a directory, or a postgresql:// URL (default: $EVSTORE_DIR, "
+                 "else ./.evstore).")] = None,
         version: Annotated[bool, typer.Option(
             "--version", callback=_version, is_eager=True,
             help="Print the version and exit.")] = False,

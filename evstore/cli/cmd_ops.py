@@ -264,8 +264,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from ..ops import verify as run_verify
 
-        path = _existing_store(ctx, store)
-        report = run_verify(path, progress=_progress(), workers=workers)
+        from ..backends import is_url
+        from .common import open_store
+
+        if is_url(store_path(ctx, store)):  # the server checks what it holds
+            with open_store(ctx, store) as es:
+                report = es.verify()
+        else:
+            path = _existing_store(ctx, store)
+            report = run_verify(path, progress=_progress(), workers=workers)
         if fmt == ReportFormat.json:
             from ..features.jsonio import dumps
 
@@ -285,8 +292,12 @@ def register(app: typer.Typer) -> None:
         lock_timeout: LockTimeoutOpt = 30.0,
         store: StoreOpt = None,
     ) -> None:
+        from ..backends import is_url
         from ..ops import repair as run_repair
 
+        if is_url(store_path(ctx, store)):
+            raise fail("repair is for store directories: a PostgreSQL store keeps its "
+                       "events in transactions, and 'evstore verify' checks it", 2)
         path = _existing_store(ctx, store)
         report = run_repair(path, dry_run=dry_run, lock_timeout=lock_timeout,
                             progress=_progress())
@@ -401,8 +412,14 @@ def _spool_name(path, exists: bool) -> str:
     input is checked, and the store's own directory must stay empty)."""
     import os
 
+    from ..backends import is_url
+    from ..backends.files.names import IMPORT_SPOOL
+
+    if is_url(path):  # spooled beside nothing: the system's temp directory
+        import tempfile
+        return os.path.join(tempfile.gettempdir(), "evstore-import")
     if exists:
-        return os.path.join(path, ".tmp-import")
+        return os.path.join(path, IMPORT_SPOOL)
     d = os.path.abspath(path)
     name = os.path.basename(d)
     d = os.path.dirname(d)
@@ -420,17 +437,16 @@ def _run_import(ctx, store, path, src, *, renumber, dry_run, batch_size, sync, l
     used it since: a refused or interrupted import leaves what it found).
     Signals stop at once while checking, and after the batch being
     written (made durable) once writing."""
-    import os
     import time
 
-    from ..backends.files.names import MARKER
+    from ..backends import store_exists
     from ..disk.records import DEFAULT_MAX_EVENT_BYTES
     from ..ops.importer import check_input
     from .common import open_store
     from . import interrupts
 
     t0 = time.monotonic()
-    exists = os.path.isfile(os.path.join(path, MARKER))
+    exists = store_exists(path)
     if exists or dry_run:
         es = open_store(ctx, store, lock_timeout=lock_timeout) if exists else None
     else:

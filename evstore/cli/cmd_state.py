@@ -314,7 +314,7 @@ def register(app: typer.Typer) -> None:
             if value is not None or unset:
                 raise fail("name the setting to change: snapshot-every or reducer", 2)
             with open_store(ctx, store) as es:
-                current = settings.load(es.directory)
+                current = settings.load(es)
             _print_object({k: current.get(k) for k in settings.KEYS})
             return
         name = key.replace("-", "_")
@@ -323,7 +323,7 @@ def register(app: typer.Typer) -> None:
         if unset == (value is not None):
             if value is None:
                 with open_store(ctx, store) as es:
-                    current = settings.load(es.directory)
+                    current = settings.load(es)
                 _print_object({name: current.get(name)})
                 return
             raise fail("give a VALUE or --unset, not both", 2)

@@ -205,13 +205,11 @@ def _stopped(stream: str, done: dict) -> str:
 
 def _dry_run(ctx, store, stream, events, expected):
     """``append --dry-run``: read-only, and no store is created."""
-    import os
-
-    from ..backends.files.names import MARKER
+    from ..backends import store_exists
     from ..features.ingest import plan_append
     from .common import store_path
 
-    if not os.path.isfile(os.path.join(store_path(ctx, store), MARKER)):
+    if not store_exists(store_path(ctx, store)):
         return plan_append(None, stream, events, expected)
     with open_store(ctx, store) as es:
         return plan_append(es, stream, events, expected)

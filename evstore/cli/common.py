@@ -24,9 +24,10 @@ class Format(str, Enum):
 
 # No envvar here: $EVSTORE_DIR is read by the global --store (app.py), so that
 # `evstore --store DIR cmd` is not overridden by the environment.
-StoreOpt = Annotated[Optional[Path], typer.Option(
-    "--store", metavar="DIR",
-    help="The store directory (default: $EVSTORE_DIR, else ./.evstore).")]
+StoreOpt = Annotated[Optional[str], typer.Option(
+    "--store", metavar="DIR|URL",
+    help="The store: a directory, or a postgresql:// URL (default: $EVSTORE_DIR, "
+         "else ./.evstore).")]
 FormatOpt = Annotated[Optional[Format], typer.Option(
     "--format", case_sensitive=False,
     help="Output: ndjson (one JSON object a line; the default off a terminal), "
@@ -50,7 +51,7 @@ TypeOpt = Annotated[Optional[list[str]], typer.Option(
 def _completion_store(ctx: typer.Context):
     """The store a command being completed names, opened for reading; None
     when there is none there (completion never creates a store)."""
-    from ..backends.files.names import MARKER
+    from ..backends import store_exists
     from ..core.store import EventStore
 
     path = None
@@ -58,8 +59,8 @@ def _completion_store(ctx: typer.Context):
     while c is not None and path is None:
         path = c.params.get("store")
         c = c.parent
-    path = path or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
-    if not os.path.isfile(os.path.join(path, MARKER)):
+    path = location(path or os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
+    if not store_exists(path):
         return None
     # lock_timeout=0: a store whose opening would wait for the writer lock
     # (a reboot to reconcile) completes nothing rather than hang the shell
@@ -96,19 +97,34 @@ def complete_checkpoint(ctx: typer.Context, incomplete: str) -> list[str]:
         return []
 
 
-def store_path(ctx: typer.Context, store: Optional[Path]) -> Path:
-    """The store's directory: --store, else $EVSTORE_DIR, else ./.evstore.
-    A file there is a usage mistake (exit 2), not a damaged store (6)."""
+def location(store):
+    """A store's location as the library takes it: a PostgreSQL URL stays
+    the string it is (a Path would fold its ``//``), anything else is a
+    directory."""
+    from ..backends import is_url
+
+    return store if is_url(store) else Path(store)
+
+
+def store_path(ctx: typer.Context, store) -> "Path | str":
+    """The store: --store, else $EVSTORE_DIR, else ./.evstore; a directory
+    (a Path) or a PostgreSQL URL (a str).  For a directory, a file there is a
+    usage mistake (exit 2), not a damaged store (6)."""
+    from ..backends import is_url
+
     if store is None:
         obj = ctx.find_root().obj or {}
-        store = obj.get("store") or Path(os.environ.get("EVSTORE_DIR") or DEFAULT_STORE)
+        store = obj.get("store") or os.environ.get("EVSTORE_DIR") or DEFAULT_STORE
+    store = location(store)
+    if is_url(store):
+        return store
     if os.path.exists(store) and not os.path.isdir(store):
         raise fail(f"{store} is not a directory, so not a store; pass --store DIR "
                    "(a store is a directory)", 2)
     return store
 
 
-def open_store(ctx: typer.Context, store: Optional[Path], *, create: bool = False, **kw):
+def open_store(ctx: typer.Context, store, *, create: bool = False, **kw):
     """Open the store; reading never creates one (a missing store is exit 4)."""
     from ..core.store import EventStore
 

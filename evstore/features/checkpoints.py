@@ -120,7 +120,11 @@ class CheckpointStore:
 
     def __init__(self, store):
         self.store = store
-        self.root = os.path.join(store.directory, CHECKPOINTS_DIR)
+        #: a backend that keeps checkpoints as rows (PostgreSQL, memory);
+        #: None: a directory, where this module keeps one file per checkpoint
+        self.rows = store.backend if store.directory is None else None
+        self.root = None if self.rows is not None else \
+            os.path.join(store.directory, CHECKPOINTS_DIR)
 
     def path(self, name: str, suffix: str = SUFFIX) -> str:
         return os.path.join(self.root, stream_key(check_name(name)) + suffix)
@@ -128,6 +132,9 @@ class CheckpointStore:
     # -- reading -----------------------------------------------------------------------
     def get(self, name: str) -> Checkpoint | None:
         """The checkpoint saved under ``name``, or None when there is none."""
+        if self.rows is not None:
+            r = self.rows.get_checkpoint(check_name(name))
+            return None if r is None else Checkpoint(r.name, r.position, r.stream, r.updated_at)
         path = self.path(name)
         try:
             with open(path, "rb", opener=nofollow) as f:
@@ -143,6 +150,9 @@ class CheckpointStore:
 
     def list(self) -> list[Checkpoint]:
         """Every checkpoint, sorted by name.  A damaged file raises CorruptStore."""
+        if self.rows is not None:
+            return [Checkpoint(r.name, r.position, r.stream, r.updated_at)
+                    for r in self.rows.checkpoints()]
         found = []
         for key, path in _files(self.root):
             try:
@@ -162,6 +172,11 @@ class CheckpointStore:
             raise UsageError(f"invalid checkpoint position {position!r}")
         cp = Checkpoint(name, position, stream,
                         format_timestamp(datetime.now(timezone.utc)))
+        if self.rows is not None:
+            from ..core.backend import CheckpointRow
+            self.rows.put_checkpoint(CheckpointRow(check_name(name), position, stream,
+                                                   cp.updated_at))
+            return cp
         path = self.path(name)
         try:
             self._make_root()
@@ -175,6 +190,10 @@ class CheckpointStore:
         """Remove a checkpoint; its consumer, if it restarts, begins afresh.
         Refused (CheckpointBusy) while a consumer runs under the name."""
         with self.hold(name):
+            if self.rows is not None:
+                if not self.rows.delete_checkpoint(name):
+                    raise CheckpointNotFound(name)
+                return
             try:
                 os.unlink(self.path(name))
             except FileNotFoundError:
@@ -219,6 +238,10 @@ class CheckpointStore:
         """Be the only user of ``name`` until the block ends (non-blocking:
         CheckpointBusy when another consumer holds it).  The kernel drops the
         lock when its holder dies, so a killed consumer never blocks a restart."""
+        if self.rows is not None:  # the backend's hold (ConsumerBusy: exit 1)
+            with self.rows.hold_checkpoint(check_name(name)):
+                yield
+            return
         path = self.path(name, LOCK_SUFFIX)
         if fcntl is None:  # pragma: no cover
             yield
@@ -299,8 +322,7 @@ def checkpoint_rows(store, head: int) -> list[dict]:
     from ..disk.segment import nofollow
 
     if store.directory is None:  # a backend that keeps checkpoints as rows
-        return [Checkpoint(r.name, r.position, r.stream, r.updated_at).to_dict(head)
-                for r in store.backend.checkpoints()]
+        return [c.to_dict(head) for c in CheckpointStore(store).list()]
     rows = []
     for key, path in _files(CheckpointStore(store).root):
         try:

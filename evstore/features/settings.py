@@ -38,9 +38,38 @@ def path(store_dir) -> str:
     return os.path.join(str(store_dir), FILE)
 
 
-def load(store_dir) -> dict:
-    """The settings, ``{}`` when none were ever set (or there is no store)."""
-    p = path(store_dir)
+def _kept_by_backend(where) -> dict | None:
+    """The settings when a backend keeps them itself (PostgreSQL, memory);
+    None when they are this module's file in a directory.  ``where``: an
+    EventStore, a directory or a location (opened for reading only)."""
+    from ..backends import is_memory, is_url
+
+    backend = getattr(where, "backend", None)
+    if backend is not None:
+        return backend.settings() if where.directory is None else None
+    if not (is_url(where) or is_memory(where)):
+        return None
+    from ..backends import open_backend
+    from ..errors import StoreNotFound
+    try:
+        backend = open_backend(where, create=False)
+    except StoreNotFound:
+        return {}
+    try:
+        return backend.settings()
+    finally:
+        backend.close()
+
+
+def load(where) -> dict:
+    """The settings, ``{}`` when none were ever set (or there is no store).
+    ``where``: an EventStore, a directory or a location."""
+    kept = _kept_by_backend(where)
+    if kept is not None:
+        return {k: v for k, v in kept.items() if k in KEYS and v is not None}
+    if getattr(where, "backend", None) is not None:
+        where = where.directory
+    p = path(where)
     try:
         with open(p, "rb", opener=nofollow) as f:  # never a link's target
             raw = f.read()
@@ -116,6 +145,9 @@ def update(store, **values) -> dict:
     """Change settings (None unsets) under the writer lock, so two changes
     at once cannot lose one another; returns the new settings."""
     checked = {k: check(k, v) for k, v in values.items()}
+    if store.directory is None:  # a backend that keeps settings itself
+        new = store.backend.update_settings(checked)
+        return {k: new[k] for k in KEYS if new.get(k) is not None}
     with store.writer_lock():
         current = load(store.directory)
         current.update(checked)

@@ -170,8 +170,11 @@ class Subscription:
                 if commit:
                     self._hold = self._cps.hold(checkpoint)
                     self._hold.__enter__()
-            self._waker = _Waker(os.path.join(store.directory, LOG_DIR),
-                                 notify=follow and wake != "poll", require=wake == "notify")
+            if store.directory is None:  # the backend's own notifications
+                self._waker = _BackendWaker(store.watcher(), store.head())
+            else:
+                self._waker = _Waker(os.path.join(store.directory, LOG_DIR),
+                                     notify=follow and wake != "poll", require=wake == "notify")
             self._start(from_position, from_version, last)
         except BaseException:
             self._release()
@@ -459,6 +462,36 @@ class Subscription:
         waker, self._waker = self._waker, None
         if waker is not None:
             waker.close()
+
+
+class _BackendWaker:
+    """:class:`_Waker`'s surface over a backend's
+    :class:`~evstore.core.backend.Watcher` (PostgreSQL's LISTEN/NOTIFY,
+    memory's condition): it wakes on commits, never needs to fall back to
+    polling, and ``wait`` is True when the head moved past what it last saw."""
+
+    inotify = True  #: "notifications are in use" (they never prove unreliable here)
+
+    def __init__(self, watcher, head: int):
+        self.watcher = watcher
+        self._head = head
+
+    def wake(self) -> None:
+        self.watcher.wake()
+
+    def wait(self, timeout: float) -> bool:
+        head = self.watcher.wait(self._head, max(timeout, 0))
+        moved, self._head = head > self._head, max(head, self._head)
+        return moved
+
+    def announced(self, grace: float) -> bool:
+        return True
+
+    def stop_notify(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.watcher.close()
 
 
 class _Waker:

@@ -11,9 +11,33 @@ from .report import Action, Problem, RepairReport, VerifyReport
 
 
 def verify(store, **kw) -> VerifyReport:
+    """Check a store: a directory byte by byte (:mod:`.verifier`); any
+    other backend through its own :meth:`~evstore.core.backend.Backend.verify`."""
+    if getattr(store, "backend", None) is not None and store.directory is None:
+        return _backend_report(store)
     from .verifier import verify as _verify
 
     return _verify(store, **kw)
+
+
+def _backend_report(store) -> VerifyReport:
+    """A VerifyReport from the problems a backend found (dense positions
+    and versions, checksums, streams and snapshots consistent)."""
+    import time
+
+    from .report import Problem
+
+    t0 = time.monotonic()
+    found = store.backend.verify()
+    stats = store.backend.stats()
+    report = VerifyReport(store.backend.location)
+    for p in found:
+        problem = Problem(p["kind"], p["message"], stream=p.get("stream"),
+                          version=p.get("version"), position=p.get("position"))
+        (report.warnings if p.get("severity") == "warning" else report.problems).append(problem)
+    report.stats = {"events": stats["events"], "streams": stats["streams"],
+                    "bytes_checked": stats["bytes"], "seconds": round(time.monotonic() - t0, 3)}
+    return report
 
 
 def repair(store, **kw) -> RepairReport:

@@ -471,8 +471,7 @@ class CheckedInput:
         progress = progress or NO_PROGRESS
         with _BatchWriter(store, sync, batch_size) as w:
             bulk = w.bulk
-            plan = self._plan(_LockedView(store, bulk), bulk.head,
-                              bulk._log.tail.last_recorded_us)
+            plan = self._plan(_LockedView(store, bulk), bulk.head, _store_tail(store)[1])
             result = ImportResult(streams=plan.streams, skipped=plan.skipped, total=self.events)
             if not plan.events:
                 return result
@@ -488,8 +487,7 @@ class CheckedInput:
                         continue
                     if k:
                         blobs = blobs[k:]
-                    res = w.write(stream, fv + k, bulk.head + 1 if renumber else fp + k, us,
-                                  blobs, renumber)
+                    res = w.write(stream, fv + k, None if renumber else fp + k, us, blobs)
                     if result.first_position is None:
                         result.first_position = res.position - res.count + 1
                     result.last_position = res.position
@@ -584,18 +582,15 @@ class _LockedView(_ReadView):
 
 
 def _store_tail(store) -> tuple[int, int]:
-    """(last position, its recorded_us) of ``store`` (None: no store)."""
+    """(last position, its recorded_us) of ``store`` (None: no store): the
+    last event, read like any other (on every backend)."""
     if store is None:
         return 0, 0
-    from ..disk.commitlog import CommitLog
-    from ..backends.files.names import LOG_DIR
+    from ..disk.records import datetime_to_us
 
-    log = CommitLog(os.path.join(store.directory, LOG_DIR))
-    try:
-        t = log.refresh()
-        return t.head, t.last_recorded_us
-    finally:
-        log.close()
+    for ev in store.read_all(backwards=True, limit=1):
+        return ev.position, datetime_to_us(ev.recorded_at)
+    return 0, 0
 
 
 def check_input(source, spool: str, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -783,24 +778,29 @@ def _stitch(inp: CheckedInput) -> None:
 
 
 class _BatchWriter:
-    """Writes checked batches through the store's bulk writer, under one hold
-    of the writer lock, with one fsync of the commit log per ``batch_size``
-    events (or none with ``--no-sync``).  See docs/OPERATIONS.md, "Import"."""
+    """Writes checked batches through the backend's bulk session
+    (:meth:`evstore.core.backend.Backend.bulk`), which excludes other writers
+    for the whole import, making them durable once per ``batch_size`` events
+    (or only at the end with ``--no-sync``).  See docs/OPERATIONS.md, "Import"."""
 
     def __init__(self, store, sync: bool, batch_size: int):
         self.store = store
         self.sync = sync
         self.batch_size = batch_size
+        self.unsynced = 0
 
     def __enter__(self):
-        self._cm = self.store.bulk_writer()
+        self._cm = self.store.bulk()
         self.bulk = self._cm.__enter__()
         return self
 
-    def write(self, stream, fv, fp, us, blobs, any_time=False):
-        res = self.bulk.write(stream, fv, fp, us, blobs, any_time=any_time)
-        if self.sync and self.bulk.unsynced >= self.batch_size:
+    def write(self, stream, fv, fp, us, blobs):
+        """``fp`` None: the batch takes the next positions (a merge)."""
+        res = self.bulk.write(stream, fv, fp, us, blobs)
+        self.unsynced += res.count
+        if self.sync and self.unsynced >= self.batch_size:
             self.bulk.sync()
+            self.unsynced = 0
         return res
 
     def __exit__(self, exc_type, exc, tb):
