@@ -30,12 +30,30 @@ _names = itertools.count(1)
 
 
 def make_location(kind: str, request, tmp_path: Path):
-    """A store of ``kind`` that does not exist yet."""
+    """A store of ``kind`` that does not exist yet (a new one each call)."""
     if kind == "files":
         return tmp_path / f"store{next(_names)}"
     if kind == "postgres":
-        return request.getfixturevalue("pg_url")
+        return fresh_schema(request)
     return f"memory:contract-{os.getpid()}-{next(_names)}"
+
+
+def fresh_schema(request) -> str:
+    """A URL naming a new schema on the session's server, dropped when
+    ``request``'s scope ends."""
+    server = request.getfixturevalue("pg_server")
+    schema = f"c{os.getpid()}_{next(_names)}"
+
+    def drop():
+        import psycopg
+        try:
+            with psycopg.connect(server.url, autocommit=True, connect_timeout=5) as c:
+                c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        except psycopg.Error:
+            pass  # a test that stopped the server; the cluster goes away anyway
+
+    request.addfinalizer(drop)
+    return server.url_for(schema)
 
 
 @pytest.fixture(params=KINDS)
@@ -55,16 +73,7 @@ def module_store(request, tmp_path_factory):
     (tables of refused inputs share one store: they must not write)."""
     if request.param == "files":
         return tmp_path_factory.mktemp("store") / "store"
-    server = request.getfixturevalue("pg_server")
-    schema = f"m{os.getpid()}_{next(_names)}"
-
-    def drop():
-        import psycopg
-        with psycopg.connect(server.url, autocommit=True, connect_timeout=5) as c:
-            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-    request.addfinalizer(drop)
-    return server.url_for(schema)
+    return fresh_schema(request)
 
 
 @pytest.fixture

@@ -155,6 +155,7 @@ def test_export_import_export_is_byte_identical(store_dir, another):
     first = ok(run(store_dir, "export", "--all"))
     assert len(first.split(b"\n")) == 6
     copy = another(kind_of(store_dir))
+    assert str(copy) != str(store_dir)
     ok(run(copy, "import", input=first))
     assert ok(run(copy, "export", "--all")) == first
 
