@@ -9,7 +9,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import itertools
+
 import pytest
+
+from pg_server import REQUIRE, PgServer, PgUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,3 +77,45 @@ def cli(store_dir):
         kw.setdefault("store", store_dir)
         return run_cli(*args, **kw)
     return run
+
+
+# -- the session's throwaway PostgreSQL server (tests/pg_server.py) -----------------
+_schemas = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The session's PostgreSQL server (skipped, or failed under
+    EVSTORE_REQUIRE_PG=1, when there is none)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed: pip install 'evstore[postgres]'")
+    server = PgServer()
+    try:
+        server.start()
+    except PgUnavailable as e:
+        server.cleanup()
+        _unavailable(str(e))
+    yield server
+    server.cleanup()
+
+
+def _unavailable(reason: str):
+    if REQUIRE:
+        pytest.fail(f"EVSTORE_REQUIRE_PG=1 but {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A URL naming a fresh schema (dropped after the test)."""
+    schema = f"t{os.getpid()}_{next(_schemas)}"
+    url = pg_server.url_for(schema)
+    yield url
+    import psycopg
+    try:
+        with psycopg.connect(pg_server.url, autocommit=True, connect_timeout=5) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    except psycopg.Error:
+        pass  # a test that stopped the server; the cluster goes away anyway

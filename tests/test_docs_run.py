@@ -10,6 +10,10 @@ Which blocks run (the convention, also stated at the top of docs/RECIPES.md):
 - a ```python block is run with this interpreter;
 - anything else (```text, ```json, a bare ```) is shown, never run.
 
+docs/POSTGRES.md's blocks run the same way, but with EVSTORE_DIR naming a
+fresh schema on the tests' throwaway PostgreSQL server (the ``pg_url``
+fixture; skipped when there is no server, like the other PostgreSQL tests).
+
 README.md's first code block is skipped: it holds CI's set-up commands
 (.ci/run runs it, and it installs the package).
 
@@ -31,7 +35,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["README.md", "docs/GUIDE.md", "docs/RECIPES.md"]
+DOCS = ["README.md", "docs/GUIDE.md", "docs/RECIPES.md", "docs/POSTGRES.md"]
+ON_POSTGRES = {"docs/POSTGRES.md"}
 FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 
 
@@ -74,7 +79,7 @@ def blocks() -> list:
                 continue
             if not script.strip():
                 continue
-            params.append(pytest.param(kind, script, id=f"{name}:{line}"))
+            params.append(pytest.param(name, kind, script, id=f"{name}:{line}"))
     return params
 
 
@@ -110,9 +115,11 @@ def test_some_blocks_are_found():
     assert any(i.startswith("README.md") for i in ids), ids
 
 
-@pytest.mark.parametrize("kind,script", blocks())
-def test_doc_block_runs(kind, script, doc_env):
+@pytest.mark.parametrize("doc,kind,script", blocks())
+def test_doc_block_runs(doc, kind, script, doc_env, request):
     work, env = doc_env
+    if doc in ON_POSTGRES:
+        env["EVSTORE_DIR"] = request.getfixturevalue("pg_url")
     if re.search(r"\bjq\b", script) and shutil.which("jq") is None:
         pytest.skip("jq is not installed (apt-get install jq); this block uses it")
     if kind == "sh":

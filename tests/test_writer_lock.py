@@ -12,8 +12,10 @@ import threading
 import time
 from collections import Counter
 
+import filelock
 import pytest
 
+from cli_helpers import appended, error, ok, run, tree
 from conftest import run_cli
 from core_helpers import LONG, check_dense, json_lines, spawn
 from evstore import EventStore
@@ -252,3 +254,19 @@ def test_the_holder_line_never_records_option_values(monkeypatch, argv, want):
 
     monkeypatch.setattr("sys.argv", argv)
     assert locking._command() == want
+
+
+def test_cli_lock_timeout_is_exit_1(store_dir):
+    """Moved from test_cli_append.py: it takes the file lock itself."""
+    ok(run(store_dir, "append", "s", "--type", "A"))
+    before = tree(store_dir)
+    lock = filelock.UnixFileLock(str(store_dir / "writer.lock"))
+    with lock.acquire(timeout=5):
+        t0 = time.monotonic()
+        r = run(store_dir, "append", "s", "--type", "B", "--lock-timeout", "0.2")
+        elapsed = time.monotonic() - t0
+    msg = error(r, 1)
+    assert "locked by another writer" in msg, msg
+    assert 0.2 <= elapsed < 10
+    assert tree(store_dir) == before
+    appended(run(store_dir, "append", "s", "--type", "B", "--lock-timeout", "0"), "s", 2, 2, 1)

@@ -3,7 +3,9 @@
 ``backend`` is parametrized over every backend kind in ``KINDS``; each test
 gets a new, empty store (a new memory store, or a new schema on the one
 throwaway PostgreSQL server of the session).  ``open_same`` opens a second
-handle on the same store, as a second process would.
+handle on the same store, as a second process would.  The session's server
+and ``pg_url`` come from tests/conftest.py (the contract suite uses them
+too).
 
 The file backend joins ``KINDS`` when it moves behind the seam: add
 ``"files"`` and a branch in ``_make`` that opens ``tmp_path / "store"``.
@@ -15,48 +17,9 @@ import os
 
 import pytest
 
-from pg_server import REQUIRE, PgServer, PgUnavailable
 
 KINDS = ["memory", "postgres"]
 _counter = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    """The session's PostgreSQL server (skipped, or failed under
-    EVSTORE_REQUIRE_PG=1, when there is none)."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable("psycopg is not installed: pip install 'evstore[postgres]'")
-    server = PgServer()
-    try:
-        server.start()
-    except PgUnavailable as e:
-        server.cleanup()
-        _unavailable(str(e))
-    yield server
-    server.cleanup()
-
-
-def _unavailable(reason: str):
-    if REQUIRE:
-        pytest.fail(f"EVSTORE_REQUIRE_PG=1 but {reason}", pytrace=False)
-    pytest.skip(f"PostgreSQL tests skipped: {reason}")
-
-
-@pytest.fixture
-def pg_url(pg_server):
-    """A URL naming a fresh schema (dropped after the test)."""
-    schema = f"t{os.getpid()}_{next(_counter)}"
-    url = pg_server.url_for(schema)
-    yield url
-    import psycopg
-    try:
-        with psycopg.connect(pg_server.url, autocommit=True, connect_timeout=5) as c:
-            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    except psycopg.Error:
-        pass  # a test that stopped the server; the cluster goes away anyway
 
 
 @pytest.fixture(params=KINDS)

@@ -26,6 +26,8 @@ from cli_helpers import (
     uid,
 )
 
+from .conftest import CLI_KINDS, module_store
+
 
 def deep(n: int):
     v: object = {"bottom": [1, "x"]}
@@ -179,9 +181,9 @@ json_values = st.recursive(
 _streams = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
-    return tmp_path_factory.mktemp("prop") / "store"
+@pytest.fixture(scope="module", params=CLI_KINDS)
+def shared_store(request, tmp_path_factory):
+    return module_store(request, tmp_path_factory)
 
 
 @settings(max_examples=10, deadline=None,

@@ -1,5 +1,6 @@
-"""``evstore read``: ranges, direction, limits, type and prefix filters,
-output formats, and its errors -- against one store built once per module.
+"""``evstore read`` on files and PostgreSQL: ranges, direction, limits, type
+and prefix filters, output formats, and its errors -- against one store of
+each kind built once per module.
 
 Expectations are computed from the store's own ``read --all`` (itself checked
 against how the store was built), so every query pins exact events.
@@ -26,13 +27,16 @@ from cli_helpers import (
 )
 from conftest import cli_env
 
+from .conftest import CLI_KINDS, module_store
+from .helpers import kind_of, store_exists
+
 S_TYPES = "ABCABCABCA"  # the types of s's versions 1..10
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
+@pytest.fixture(scope="module", params=CLI_KINDS)
+def built(request, tmp_path_factory):
     """s v1-6 (pos 1-6), order-1 v1-2 (7-8), order-2 v1 (9), s v7-10 (10-13), acct-1 v1 (14)."""
-    path = tmp_path_factory.mktemp("read") / "store"
+    path = module_store(request, tmp_path_factory)
     s = [{"type": t, "data": {"v": i + 1}, "id": uid(i + 1)} for i, t in enumerate(S_TYPES)]
     ok(run(path, "append", "s", input=ndjson_input(s[:6])))
     ok(run(path, "append", "order-1", input=ndjson_input([{"type": "X"}, {"type": "X"}])))
@@ -167,24 +171,25 @@ def test_read_errors(built):
     assert msgs["neither"] == "give a STREAM or --all (one of them)"
 
 
-def test_read_on_a_missing_store_is_exit_4_and_creates_nothing(tmp_path):
-    store = tmp_path / "nothing-here"
+def test_read_on_a_missing_store_is_exit_4_and_creates_nothing(store_dir, tmp_path):
+    store = store_dir
     results = run_many(store, {
         "stream": (["read", "s"], None),
         "all": (["read", "--all"], None),
         "json": (["read", "--all", "--format", "json"], None),
     })
     msgs = all_errors(results, 4)
-    assert msgs["stream"] == f"no event store at {store} (pass --store DIR or set EVSTORE_DIR)"
-    assert not store.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert msgs["stream"].startswith("no event store"), msgs["stream"]
+    if kind_of(store) == "files":
+        assert msgs["stream"] == f"no event store at {store} (pass --store DIR or set EVSTORE_DIR)"
+        assert list(tmp_path.iterdir()) == []
+    assert not store_exists(store)
 
 
-def test_read_all_on_an_empty_store(tmp_path):
-    from evstore import EventStore
-
-    EventStore(tmp_path / "store").close()
-    results = run_many(tmp_path / "store", {
+def test_read_all_on_an_empty_store(store_dir):
+    # a setting is a write: it makes a store that holds no events
+    ok(run(store_dir, "config", "snapshot-every", "5"))
+    results = run_many(store_dir, {
         "ndjson": (["read", "--all"], None),
         "json": (["read", "--all", "--format", "json"], None),
         "stream": (["read", "s"], None),
@@ -196,9 +201,9 @@ def test_read_all_on_an_empty_store(tmp_path):
 
 # --- a reader that goes away --------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def long_store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("long") / "store"
+@pytest.fixture(scope="module", params=CLI_KINDS)
+def long_store(request, tmp_path_factory):
+    path = module_store(request, tmp_path_factory)
     ok(run(path, "append", "long", "--no-sync",
            input=ndjson_input({"type": "T", "data": {"i": i, "pad": "x" * 100}} for i in range(3000))))
     return path

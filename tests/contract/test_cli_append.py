@@ -1,15 +1,15 @@
-"""``evstore append`` as a process: results, expected versions, idempotent
-retries, chunked batches, the writer lock, and every way input is refused.
+"""``evstore append`` as a process, on files and PostgreSQL: results,
+expected versions, idempotent retries, chunked batches, and every way input
+is refused.  (The file lock's timeout is tested in tests/test_writer_lock.py.)
 
-Refused input must leave the store byte-for-byte as it was (``tree()``
-compares every file), whichever line the problem is on.
+Refused input must leave the store as it was (``tree()``: on files every
+file byte for byte, elsewhere every event and stream), whichever line the
+problem is on.
 """
 from __future__ import annotations
 
 import json
-import time
 
-import filelock
 import pytest
 
 from cli_helpers import (
@@ -22,9 +22,12 @@ from cli_helpers import (
     ok,
     run,
     run_many,
-    tree,
     uid,
 )
+
+from .conftest import CLI_KINDS, module_store
+from .helpers import fingerprint as tree
+from .helpers import store_exists
 
 # What the CLI adds after the SPEC's message, on the same line (scripts match the prefix).
 RETRY = "; re-read the stream, then retry with --expected-version {}"
@@ -148,23 +151,6 @@ def test_batch_size_with_expected_version_detects_conflict(store_dir):
           "wrong expected version: expected 0, current is 5" + RETRY.format(5))
 
 
-# --- the writer lock ------------------------------------------------------------------------
-
-def test_lock_timeout_is_exit_1(store_dir):
-    ok(run(store_dir, "append", "s", "--type", "A"))
-    before = tree(store_dir)
-    lock = filelock.UnixFileLock(str(store_dir / "writer.lock"))
-    with lock.acquire(timeout=5):
-        t0 = time.monotonic()
-        r = run(store_dir, "append", "s", "--type", "B", "--lock-timeout", "0.2")
-        elapsed = time.monotonic() - t0
-    msg = error(r, 1)
-    assert "locked by another writer" in msg, msg
-    assert 0.2 <= elapsed < 10
-    assert tree(store_dir) == before
-    appended(run(store_dir, "append", "s", "--type", "B", "--lock-timeout", "0"), "s", 2, 2, 1)
-
-
 # --- usage errors (exit 2) --------------------------------------------------------------------
 
 USAGE = [
@@ -192,7 +178,7 @@ def test_usage_errors_exit_2_and_create_nothing(store_dir):
     assert msgs["append s --expected-version foo --type T"] == (
         "invalid expected version 'foo': use any, no-stream, exists or a number")
     assert msgs["append s --data {}"] == "--data, --metadata and --id go with --type"
-    assert not store_dir.exists()
+    assert not store_exists(store_dir)
 
 
 def test_expected_version_must_be_ascii_digits(store_dir):
@@ -253,9 +239,9 @@ BAD_OPTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def base_store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bad") / "store"
+@pytest.fixture(scope="module", params=CLI_KINDS)
+def base_store(request, tmp_path_factory):
+    path = module_store(request, tmp_path_factory)
     ok(run(path, "append", "s", input=ndjson_input(batch(2))))
     return path
 
@@ -289,17 +275,17 @@ def test_bad_third_event_of_five_writes_nothing(base_store, array, bad):
     assert tree(base_store) == before
 
 
-def test_size_limit_at_library_level(tmp_path):
+def test_size_limit_at_library_level(location):
     """The limit applies to the stored event, exactly at max_event_bytes."""
     from evstore import EventStore
     from evstore.errors import InvalidEvent
 
-    with EventStore(tmp_path / "s", max_event_bytes=1000) as es:
+    with EventStore(location, max_event_bytes=1000) as es:
         es.append("s", [{"type": "T", "data": "x" * 900}])
-        before = tree(tmp_path / "s")
+        before = [e.to_dict() for e in es.read_all()]
         with pytest.raises(InvalidEvent, match="size limit"):
             es.append("s", [{"type": "T", "data": "ok"}, {"type": "T", "data": "x" * 1000}])
-        assert tree(tmp_path / "s") == before
+        assert [e.to_dict() for e in es.read_all()] == before
         # find the largest data that fits: it is accepted, one more byte is not
         lo, hi = 900, 1000
         while hi - lo > 1:
@@ -316,9 +302,9 @@ def test_size_limit_at_library_level(tmp_path):
 def test_invalid_input_does_not_create_the_store(store_dir):
     error(run(store_dir, "append", "s", input=b'{"type": '), 5)
     error(run(store_dir, "append", "s", input=b'{"type": ""}\n'), 5)
-    assert not store_dir.exists()
+    assert not store_exists(store_dir)
 
 
 def test_invalid_stream_id_does_not_create_the_store(store_dir):
     error(run(store_dir, "append", "", "--type", "T"), 2)
-    assert not store_dir.exists()
+    assert not store_exists(store_dir)

@@ -1,7 +1,8 @@
 """Checkpoints that follow the work, not the pipe: ``tail --checkpoint NAME
 --exec CMD [--batch N]`` (features/handoff.py), ``--no-commit`` and
 ``evstore checkpoints set``; and a follower's stop signals from its first
-moments (cli/early.py)."""
+moments (cli/early.py).  On files and PostgreSQL; checkpoints are read back
+with ``evstore checkpoints``, as a user would."""
 from __future__ import annotations
 
 import json
@@ -15,10 +16,9 @@ import time
 import pytest
 
 from cli_helpers import error
-from conftest import cli_env, ndjson
+from conftest import cli_env, ndjson, run_cli
 from evstore import EventStore, NewEvent
 from evstore.errors import UsageError
-from evstore.features.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell and signals")
 
@@ -32,9 +32,11 @@ def store(store_dir):
 
 
 def position(store, name="c"):
-    with EventStore(store) as es:
-        cp = CheckpointStore(es).get(name)
-        return None if cp is None else cp.position
+    """Checkpoint ``name``'s position as ``evstore checkpoints`` lists it
+    (None: there is no such checkpoint)."""
+    r = run_cli("checkpoints", store=store)
+    assert r.returncode == 0, r.stderr
+    return next((cp["position"] for cp in ndjson(r.stdout) if cp["name"] == name), None)
 
 
 def lines(path) -> list[str]:
@@ -220,13 +222,13 @@ def test_manual_acknowledgement_in_the_library(store):
             nxt = sub.take(10)
             assert [e.position for e in nxt] == [4, 5]  # 3 is a U: filtered out
             assert sub.position == 3  # past the filtered event, not past the unacked ones
-        assert CheckpointStore(es).get("m").position == 3  # close() keeps 4 and 5 unacked
+        assert position(store, "m") == 3  # close() keeps 4 and 5 unacked
         with es.subscribe(checkpoint="m", follow=False, ack="manual", types=["T"]) as sub:
             evs = sub.take(10)
             assert [e.position for e in evs] == [4, 5]
             sub.ack(5)
             assert sub.take(10) == []
-        assert CheckpointStore(es).get("m").position == 6  # the filtered 6th too
+        assert position(store, "m") == 6  # the filtered 6th too
         with pytest.raises(UsageError):
             es.subscribe(follow=False).ack(1)
 

@@ -1,8 +1,10 @@
-"""The library against a plain in-memory model (issue 2, the core proof).
+"""The library against a plain in-memory model, on every backend.
 
 A hypothesis ``RuleBasedStateMachine`` drives two ``EventStore`` handles on
-one directory (each with its own small ``segment_bytes``, so segments roll
-all the time and the handles' cached tails go stale under each other) and,
+one store -- a directory, a PostgreSQL schema or a memory store, a fresh one
+per program (on files each handle has its own small ``segment_bytes``, so
+segments roll all the time and the handles' cached tails go stale under
+each other) and,
 side by side, a model that is nothing but a dict ``stream -> [event]`` and a
 list for ``$all``.  Every rule does the same thing to both and compares the
 answers; the invariants (after every step) compare everything the store can
@@ -24,6 +26,7 @@ What the model encodes is SPEC §1/§2/§4:
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -35,11 +38,10 @@ import pytest
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
-                                 precondition, rule)
+                                 precondition, rule, run_state_machine_as_test)
 
 from evstore import ANY, NO_STREAM, STREAM_EXISTS, EventStore, NewEvent
 from evstore.errors import InvalidEvent, StreamNotFound, WrongExpectedVersion
-from evstore.ops import verify
 
 LONG = os.environ.get("EVSTORE_TORTURE") == "long"
 
@@ -125,13 +127,28 @@ BAD_EVENTS = [
 ]
 
 
+_programs = itertools.count(1)
+
+
 class StoreVsModel(RuleBasedStateMachine):
+    #: set per run by test_store_vs_model: "files", "postgres" or "memory",
+    #: and for postgres the session server
+    kind = "files"
+    pg_server = None
+
     def __init__(self):
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="evmodel-")
-        self.path = os.path.join(self.tmp, "store")
-        self.handles = [EventStore(self.path, sync=False, segment_bytes=300),
-                        EventStore(self.path, sync=False, segment_bytes=1500)]
+        n = next(_programs)
+        if self.kind == "files":
+            self.path = os.path.join(self.tmp, "store")
+        elif self.kind == "postgres":
+            self.schema = f"model{os.getpid()}_{n}"
+            self.path = self.pg_server.url_for(self.schema)
+        else:
+            self.path = f"memory:model-{os.getpid()}-{n}"
+        self.handles = [self.open(sync=False, segment_bytes=300),
+                        self.open(sync=False, segment_bytes=1500)]
         self.streams: dict[str, list[dict]] = {}  # stream -> recorded events (to_dict)
         self.all: list[dict] = []
         self.batches: list[tuple[str, int, list[dict]]] = []  # (stream, version before, events)
@@ -142,13 +159,23 @@ class StoreVsModel(RuleBasedStateMachine):
                 h.close()
             event(f"events at the end: {'<10' if len(self.all) < 10 else '<30' if len(self.all) < 30 else '30+'}")
             if self.all:
-                report = verify(self.path, settle=0)
-                assert report.ok, [str(p) for p in report.problems]
-                with EventStore(self.path) as es:  # a fresh handle sees the same
+                with self.open() as es:  # a fresh handle sees the same
+                    report = es.verify()
+                    assert report.ok, [str(p) for p in report.problems]
                     assert [canon(recorded(e)) for e in es.read_all()] == \
                         [canon(strip(e)) for e in self.all]
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            if self.kind == "postgres":
+                import psycopg
+                with psycopg.connect(self.pg_server.url, autocommit=True) as c:
+                    c.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    def open(self, segment_bytes=None, **kw) -> EventStore:
+        """A handle on this program's store (small segments on files)."""
+        if self.kind == "files" and segment_bytes is not None:
+            kw["segment_bytes"] = segment_bytes
+        return EventStore(self.path, **kw)
 
     # -- the model --------------------------------------------------------------------
     def version(self, stream: str) -> int:
@@ -355,7 +382,7 @@ class StoreVsModel(RuleBasedStateMachine):
           sync=st.sampled_from([False, False, True]))
     def reopen(self, h, segment_bytes, sync):
         self.handles[h].close()
-        self.handles[h] = EventStore(self.path, sync=sync, segment_bytes=segment_bytes)
+        self.handles[h] = self.open(sync=sync, segment_bytes=segment_bytes)
 
     # -- invariants -----------------------------------------------------------------------
     @invariant()
@@ -393,11 +420,22 @@ def select(events, key, lo, hi, limit, backwards, types):
     return out
 
 
-StoreVsModel.TestCase.settings = settings(
-    max_examples=600 if LONG else 40,
-    stateful_step_count=80 if LONG else 40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                           HealthCheck.data_too_large],
-)
-TestStoreVsModel = pytest.mark.slow(StoreVsModel.TestCase)
+#: programs per run: a PostgreSQL program costs a few round trips per step
+EXAMPLES = {"files": 40, "memory": 40, "postgres": 15}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["files", "postgres", "memory"])
+def test_store_vs_model(kind, request):
+    """The same programs against each backend (``EVSTORE_TORTURE=long``:
+    many more and longer ones)."""
+    machine = type(f"StoreVsModel_{kind}", (StoreVsModel,), {"kind": kind})
+    if kind == "postgres":
+        machine.pg_server = request.getfixturevalue("pg_server")
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=600 if LONG else EXAMPLES[kind],
+        stateful_step_count=80 if LONG else 40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                               HealthCheck.data_too_large],
+    ))
