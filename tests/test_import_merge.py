@@ -333,3 +333,21 @@ def test_a_merge_keeps_times_that_go_back(tmp_path):
     assert run_cli("verify", store=m).returncode == 0
     r = run_cli("append", "a", "--type", "T", "-e", "2", store=m)
     assert r.returncode == 0, r.stderr
+
+
+def test_importing_nothing_creates_nothing_and_poisons_nothing(tmp_path):
+    # an export of an empty store is empty: importing it is a harmless no-op
+    target = tmp_path / "t"
+    r = run_cli("import", store=target, input=b"")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["events"] == 0 and not target.exists()
+    # into a store that exists but has no log segment yet: no false fsync failure
+    import io
+
+    from evstore import EventStore
+    from evstore.ops.importer import import_events
+
+    with EventStore(tmp_path / "lib") as es:
+        assert import_events(es, io.BytesIO(b"")).events == 0
+        assert es.info().get("fsync_failed") is None
+    assert run_cli("append", "s", "--type", "T", store=tmp_path / "lib").returncode == 0

@@ -146,9 +146,25 @@ def test_a_looping_reducer_never_holds_an_append(work):
     assert "automatic snapshot of 'a' skipped: not made within 3 s" in err, err
     events = ndjson(cli(work, "read", "a").stdout)
     assert [e["type"] for e in events] == ["Opened", "Deposited", "T"]  # committed once
-    # the abandoned child is gone: nothing loops on
-    out = subprocess.run(["pgrep", "-f", "reducers.py"], capture_output=True)
-    assert out.stdout == b""
+    # the abandoned child is gone: nothing of this store loops on
+    assert _processes_of(work / "store") == []
+
+
+def _processes_of(store) -> list[int]:
+    """Live processes started for ``store`` (its EVSTORE_DIR in their
+    environment; a forked child shares it): unlike ``pgrep -f``, blind to
+    other tests' processes running beside this one."""
+    want = f"EVSTORE_DIR={store}".encode()
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    if want in f.read().split(b"\0"):
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids
 
 
 def test_a_failing_reducer_is_a_note_not_a_failed_append(work):

@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 from ..core import rules
 from ..core.backend import (
-    Appended, Backend, BulkSession, CheckpointRow, ConsumerBusy, DenseCheck,
+    BACKEND_FORMAT, Appended, Backend, BulkSession, CheckpointRow, ConsumerBusy, DenseCheck,
     Prepared, StreamRow, Watcher, decode_event, merge_settings,
 )
 from ..disk.records import AppendResult
@@ -254,7 +254,7 @@ class MemoryBackend(Backend):
             rows = self._s.rows
             return {"backend": self.kind, "streams": len(self._s.streams), "events": len(rows),
                     "bytes": sum(len(r.blob) for r in rows), "segments": 0,
-                    "snapshots": len(self._s.snapshots),
+                    "snapshots": len(self._s.snapshots), "format_version": BACKEND_FORMAT,
                     "first_recorded_us": rows[0].recorded_us if rows else None,
                     "last_recorded_us": rows[-1].recorded_us if rows else None}
 

@@ -458,6 +458,10 @@ def _run_import(ctx, store, path, src, *, renumber, dry_run, batch_size, sync, l
             plan = inp.plan(es)  # refusals here: nothing created, nothing written
             if dry_run:
                 return plan.result(time.monotonic() - t0, inp.events)
+            if es is None and not plan.events:  # nothing to write: create nothing
+                result = plan.result(time.monotonic() - t0, inp.events)
+                result.dry_run = False
+                return result
             # A store this import creates is written at once (a signal stops
             # after its first batch: no empty store is left); into an existing
             # one, a signal stops at once until the writer lock is held.

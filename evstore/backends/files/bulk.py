@@ -68,7 +68,11 @@ class BulkWriter:
     def sync(self) -> None:
         """fsync the commit-log segments written since the last sync (and
         the log directory when segments were created).  A failure poisons
-        the store as a failed append's fsync does."""
+        the store as a failed append's fsync does.  Nothing written since
+        the last sync: nothing to sync (an empty store may not even have a
+        first log segment yet)."""
+        if not self.unsynced and not self._created:
+            return
         try:
             for first in sorted(self._touched):
                 fd = os.open(self._log.path(first), os.O_RDONLY)

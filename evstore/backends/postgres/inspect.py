@@ -10,7 +10,7 @@ it, and that ``head``, ``streams`` and ``snapshots`` agree with the events.
 """
 from __future__ import annotations
 
-from ...core.backend import DenseCheck, decode_event
+from ...core.backend import BACKEND_FORMAT, DenseCheck, decode_event
 from ...errors import CorruptStore
 from .writes import row_crc
 
@@ -19,13 +19,15 @@ PAGE = 2000
 
 def stats(b) -> dict:
     out = {"backend": b.kind, "streams": 0, "events": 0, "bytes": 0, "segments": 0,
-           "snapshots": 0, "first_recorded_us": None, "last_recorded_us": None}
+           "snapshots": 0, "format_version": BACKEND_FORMAT,
+           "first_recorded_us": None, "last_recorded_us": None}
     with b.session("info") as conn:
         if not b.tables(conn):
             return out
         s = b.ident
         row = conn.execute(
             f"SELECT (SELECT position FROM {s}.head), (SELECT count(*) FROM {s}.streams),"
+            f" (SELECT format_version FROM {s}.head),"
             f" (SELECT count(*) FROM {s}.snapshots),"
             f" (SELECT recorded_us FROM {s}.events ORDER BY position LIMIT 1),"
             f" (SELECT recorded_us FROM {s}.events ORDER BY position DESC LIMIT 1),"
@@ -33,7 +35,7 @@ def stats(b) -> dict:
             "  JOIN pg_namespace n ON n.oid = c.relnamespace"
             "  WHERE n.nspname = %s AND c.relkind = 'r')",
             (b.target.schema,)).fetchone()
-    (out["events"], out["streams"], out["snapshots"], out["first_recorded_us"],
+    (out["events"], out["streams"], out["format_version"], out["snapshots"], out["first_recorded_us"],
      out["last_recorded_us"], out["bytes"]) = row
     out["bytes"] = int(out["bytes"])
     return out
