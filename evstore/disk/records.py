@@ -412,11 +412,16 @@ def pack_events(events, max_bytes: int) -> PackedEvents:
     from array import array
 
     body, ends = bytearray(), array("Q")
+    # Ids are made in pools (one urandom call each), sized to the batch when
+    # its length is known, else growing from 8 to 1024: a one-event append
+    # must not pay for a thousand ids it throws away.
     pool, k = [], 0
+    size = min(max(len(events), 1), 1024) if hasattr(events, "__len__") else 8
     seen: dict = {}
     for i, e in enumerate(events):
         if k == len(pool):
-            pool, k = new_ids(1024), 0
+            pool, k = new_ids(size), 0
+            size = min(size * 2, 1024)
         where = f"event {i + 1}"
         ev = normalize(e, where, pool[k])
         if ev.id != pool[k]:  # the caller's own id

@@ -81,3 +81,37 @@ def another(request, tmp_path):
     """``another(kind)``: one more fresh store, of a kind the test names
     (for moving a store from one backend to another)."""
     return lambda kind: make_location(kind, request, tmp_path)
+
+
+#: The CLI files every default run holds PostgreSQL to.  The others are the
+#: file store's long CLI tables (every refused input, every JSON value, every
+#: view), moved here so they can run on PostgreSQL too: each of their cases
+#: starts several CLI processes that each connect to the server, which would
+#: double the default run.  They run on PostgreSQL with EVSTORE_CONTRACT=full,
+#: which .ci/run sets; on files they always run.
+PG_DEFAULT_FILES = {"test_cli.py", "test_follow.py", "test_processes.py", "test_library.py",
+                    "test_model_stateful.py"}
+FULL = os.environ.get("EVSTORE_CONTRACT") == "full"
+
+
+def pytest_report_header(config):
+    if not FULL:
+        return ("contract: the CLI tables of tests/contract run on files; on PostgreSQL only "
+                "with EVSTORE_CONTRACT=full (as .ci/run does)")
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if FULL:
+        return
+    keep, drop = [], []
+    for item in items:
+        path = Path(str(item.fspath))
+        on_pg = getattr(item, "callspec", None) and "postgres" in item.callspec.id.split("-")
+        if path.parent.name == "contract" and on_pg and path.name not in PG_DEFAULT_FILES:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
