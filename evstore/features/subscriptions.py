@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import select
-import sys
 import threading
 import time
 from collections import deque
@@ -40,6 +39,8 @@ from .checkpoints import CheckpointStore, check_name
 from ..errors import UsageError
 from ..disk.records import RecordedEvent, check_stream_id
 from ..backends.files.names import LOG_DIR
+from ..backends.files.watch import inotify_watch
+from ..core.backend import _drain_pipe
 
 #: Longest sleep between two checks when polling (no inotify).
 DEFAULT_POLL = 0.05
@@ -53,11 +54,6 @@ NOTIFY_SAFETY = 2.0
 CHUNK = 1000
 #: While catching up, save the checkpoint at most this often (seconds).
 CHECKPOINT_INTERVAL = 0.2
-
-# inotify(7) event masks
-_IN_MODIFY = 0x002
-_IN_MOVED_TO = 0x080
-_IN_CREATE = 0x100
 
 
 def subscribe(store, stream: str | None = None, from_position: int | None = None,
@@ -508,7 +504,7 @@ class _Waker:
         os.set_blocking(self._w, False)
         self._poll = select.poll()
         self._poll.register(self._r, select.POLLIN)
-        self.inotify = _inotify_watch(directory) if notify else None
+        self.inotify = inotify_watch(directory) if notify else None
         if require and self.inotify is None:
             self.close()
             raise UsageError("file-system notifications (inotify) are not available here")
@@ -530,7 +526,7 @@ class _Waker:
         """False when the timeout passed with nothing to report."""
         ready = self._poll.poll(max(math.ceil(timeout * 1000), 0))
         for fd, _ in ready:
-            _drain(fd)  # before the caller looks: later writes notify again
+            _drain_pipe(fd)  # before the caller looks: later writes notify again
         return bool(ready)
 
     def announced(self, grace: float) -> bool:
@@ -539,7 +535,7 @@ class _Waker:
         p = select.poll()
         p.register(self.inotify, select.POLLIN)
         if p.poll(math.ceil(grace * 1000)):
-            _drain(self.inotify)
+            _drain_pipe(self.inotify)
             return True
         return False
 
@@ -561,33 +557,3 @@ class _Waker:
                     os.close(fd)
                 except OSError:
                     pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 65536):
-            pass
-    except (BlockingIOError, OSError):
-        pass
-
-
-def _inotify_watch(directory: str) -> int | None:
-    """An inotify descriptor watching ``directory`` for writes and new files,
-    or None where inotify is missing or out of watches (then we poll)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        init, add = libc.inotify_init1, libc.inotify_add_watch
-        add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    except (OSError, AttributeError, ImportError):
-        return None
-    fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        return None
-    if add(fd, os.fsencode(directory), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO) < 0:
-        os.close(fd)
-        return None
-    return fd
