@@ -12,7 +12,7 @@ of its own on that server, so every peer pays for the same disk and server.
 Peers:
 
 - evstore        the PostgreSQL backend, through the Backend interface
-                 (evstore.core.backend.open_backend): dense positions in
+                 (evstore.backends.open_backend): dense positions in
                  commit order, exact expected versions, idempotent retries.
 - eventsourcing  the `eventsourcing` package's PostgresApplicationRecorder
                  (pip install -e '.[bench]'), used directly: a bigserial
@@ -115,7 +115,7 @@ class EvstorePeer:
         return None
 
     def __init__(self, url: str, create: bool = True):
-        from evstore.core.backend import open_backend
+        from evstore.backends import open_backend
         self.b = open_backend(url + "&schema=bench_evstore", lock_timeout=60)
 
     @staticmethod

@@ -47,9 +47,6 @@ ALLOWED = {
     # are entry points to features, imported when called.
     ("evstore.core.store", "evstore.features"),
     ("evstore.core.store", "evstore.ops"),
-    # Phase 1 callers import open_backend from the interface module; the
-    # registry itself lives in evstore.backends (imported when called).
-    ("evstore.core.backend", "evstore.backends"),
     # The file backend's verify is still ops/verifier.py (not yet moved
     # under backends/files/).
     ("evstore.backends.files.engine", "evstore.ops"),

@@ -397,16 +397,3 @@ class DenseCheck:
 
     def problem(self, kind: str, message: str, severity: str = "error", **where) -> None:
         self.problems.append({"severity": severity, "kind": kind, "message": message, **where})
-
-
-def is_url(location) -> bool:
-    """See :func:`evstore.backends.is_url` (kept here for callers of phase 1)."""
-    from ..backends import is_url as _is_url
-    return _is_url(location)
-
-
-def open_backend(location, **options) -> Backend:
-    """See :func:`evstore.backends.open_backend`, the registry of backends
-    (kept here for callers of phase 1)."""
-    from ..backends import open_backend as _open
-    return _open(location, **options)

@@ -37,7 +37,7 @@ def open_same(kind, request):
         url = f"memory:test-{os.getpid()}-{next(_counter)}"
 
     def make(**kw):
-        from evstore.core.backend import open_backend
+        from evstore.backends import open_backend
         b = open_backend(url, **kw)
         handles.append(b)
         return b

@@ -16,14 +16,15 @@ import time
 
 import pytest
 
-from evstore.core.backend import open_backend
+from evstore.backends import open_backend
 
 from core_helpers import json_lines, spawn
 from pg_server import wait_ready
 
 WRITER = r"""
 import json, sys
-from evstore.core.backend import Prepared, open_backend
+from evstore.backends import open_backend
+from evstore.core.backend import Prepared
 from evstore.disk.records import normalize, pack_fields
 from evstore.errors import EvstoreError, WrongExpectedVersion
 url, name, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -54,7 +55,7 @@ while count < 0 or i < count:
 
 FOLLOWER = r"""
 import json, sys, time
-from evstore.core.backend import open_backend
+from evstore.backends import open_backend
 url, total = sys.argv[1], int(sys.argv[2])
 b = open_backend(url)
 seen, deadline = [], time.monotonic() + 60
@@ -167,7 +168,7 @@ def test_server_crash_during_appends(pg_server, pg_url):
 
 HOLDER = r"""
 import sys, time
-from evstore.core.backend import open_backend
+from evstore.backends import open_backend
 b = open_backend(sys.argv[1])
 with b.hold_checkpoint("consumer"):
     print("holding", flush=True)

@@ -13,7 +13,7 @@ import tempfile
 import pytest
 
 from evstore.backends.postgres import writes
-from evstore.core.backend import open_backend
+from evstore.backends import open_backend
 from evstore.core.rules import ANY, STREAM_EXISTS, retry_window
 from evstore.errors import WrongExpectedVersion
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from evstore.core.backend import open_backend
+from evstore.backends import open_backend
 from evstore.core.rules import ANY
 from evstore.disk.records import pack_fields, normalize
 from evstore.errors import StoreIOError, StoreLocked, StoreNotFound, UsageError
@@ -103,7 +103,7 @@ def test_wrong_password_is_one_line_without_the_password(pg_server, pg_url):
 
 def test_missing_driver_is_a_usage_error_naming_the_extra(pg_url):
     code = ("import sys; sys.modules['psycopg'] = None\n"
-            "from evstore.core.backend import open_backend\n"
+            "from evstore.backends import open_backend\n"
             "from evstore.errors import UsageError\n"
             "try:\n    open_backend(sys.argv[1])\n"
             "except UsageError as e:\n    print(e.exit_code, e)\n")
