@@ -51,6 +51,17 @@ class WrongExpectedVersion(EvstoreError):
         super().__init__(msg)
 
 
+class StreamDeleted(EvstoreError):
+    """The stream was deleted with ``--hard`` (a tombstone): it takes no
+    more events, and cannot be truncated or soft-deleted."""
+
+    exit_code = 3
+
+    def __init__(self, stream: str):
+        self.stream = stream
+        super().__init__(f"stream {stream!r} was deleted (--hard): it takes no more events")
+
+
 class NotFound(EvstoreError):
     """Something named does not exist (stream, store, snapshot, checkpoint)."""
 

@@ -23,10 +23,13 @@ import select
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from ..disk.records import AppendResult, Prepared, RecordedEvent, unpack, us_to_datetime  # noqa: F401
 from ..errors import CorruptStore, StoreLocked
+
+if TYPE_CHECKING:
+    from .forgetting import Cut, Forgetting, Retention
 
 BACKEND_FORMAT = 1  #: the layout version backends other than files record
 
@@ -211,7 +214,9 @@ class Backend(ABC):
         to write; it writes only when told to, at versions current+1.. and
         positions head+1.., with one ``recorded_us`` for the batch: the
         clock, but never earlier than the store's last commit.  Positions are
-        visible to readers in order: no reader sees P+1 before P.  Creates
+        visible to readers in order: no reader sees P+1 before P.  A
+        stream whose cut is hard refuses the append under that same lock
+        (:func:`evstore.core.forgetting.check_append`).  Creates
         the store when it does not exist yet.  Returns when the batch is
         durable (unless ``sync`` is False)."""
 
@@ -233,7 +238,9 @@ class Backend(ABC):
 
     @abstractmethod
     def version(self, stream: str) -> int:
-        """The stream's current version; 0 when it has no events."""
+        """The stream's current version; 0 when it has no events.  Removed
+        events count: a stream deleted at V is still at V (also after
+        ``compact`` removed its bytes)."""
 
     @abstractmethod
     def read_stream(self, stream: str, lo: int = 1, hi: int | None = None,
@@ -340,6 +347,45 @@ class Backend(ABC):
     def update_settings(self, changes: dict) -> dict:
         """Apply ``changes`` atomically (a None value removes the key; the
         front end has validated them); returns the new settings."""
+
+    # -- forgetting (evstore/core/forgetting.py holds the rules) ------------------------
+    def cut(self, stream: str, expected, before: int | None, hard: bool) -> tuple[int, "Cut"]:
+        """Delete (``before`` None) or truncate ``stream``.  Under the writer
+        lock (the one appends take): read the stream's version V and its
+        cut, ask :func:`evstore.core.forgetting.plan_cut`, store the new cut
+        durably (unless ``sync`` is False), and return ``(V, new_cut)``.
+        The cut is visible to every reader as soon as this returns; an
+        append after it sees it (a tombstone refuses the append)."""
+        raise NotImplementedError
+
+    def cuts(self) -> dict[str, "Cut"]:
+        """Every stream's cut (streams never cut are absent).  Called once
+        per read: cheap when nothing changed (cache it)."""
+        raise NotImplementedError
+
+    def retention_rules(self) -> list["Retention"]:
+        """Every retention rule, in no particular order."""
+        raise NotImplementedError
+
+    def set_retention(self, rule: "Retention") -> None:
+        """Store ``rule``, replacing the rule for the same target and kind;
+        a rule with neither ``max_age_us`` nor ``max_count`` removes it.
+        Durable when it returns (unless ``sync`` is False)."""
+        raise NotImplementedError
+
+    def compact(self, view: "Callable[[], Forgetting]", dry_run: bool = False,
+                progress=None) -> dict:
+        """Remove the bytes of every event that ``view()`` says is not
+        readable, and the snapshots of deleted streams at or below their
+        ``Cut.deleted``, while writers, readers and followers work.  Ask
+        ``view()`` again under the writer lock before each step that makes
+        a removal final (rules may change while compaction runs).  Every
+        readable event keeps its position, version, id and bytes; a crash
+        at any point leaves every readable event readable.  Returns
+        ``{"events_removed", "bytes_before", "bytes_after"}`` (``dry_run``:
+        what it would remove, nothing changed).  ``progress(done, total)``
+        may be called with byte counts."""
+        raise NotImplementedError
 
     # -- whole-store -------------------------------------------------------------------
     @abstractmethod
