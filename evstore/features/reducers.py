@@ -197,7 +197,9 @@ def _load_file(path: str, func: str, spec: str) -> Reducer:
     module = importlib.util.module_from_spec(mod_spec)
     sys.modules[modname] = module
     try:
-        mod_spec.loader.exec_module(module)
+        # The bytes read above are the ones run (and fingerprinted), and no
+        # __pycache__ is written beside the user's file (an import would).
+        exec(compile(source, absolute, "exec", dont_inherit=True), module.__dict__)
     except SyntaxError as e:
         sys.modules.pop(modname, None)
         raise UsageError(f"reducer {spec!r}: syntax error in {path}, line {e.lineno}: {e.msg}") from None

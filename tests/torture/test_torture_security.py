@@ -128,10 +128,12 @@ def test_reducer_file_outside_is_not_written_beside(tmp_path, sentinel):
     store = tmp_path / "store"
     run_cli("append", "s", "--type", "T", store=store).check_returncode()
     before = snapshot_tree(sentinel)
-    r = run_cli("replay", "s", "--reducer", f"{red}:f", store=store)
+    # as a user runs it: bytecode caches allowed, and kept beside sources
+    plain = {"PYTHONPYCACHEPREFIX": "", "PYTHONDONTWRITEBYTECODE": ""}
+    r = run_cli("replay", "s", "--reducer", f"{red}:f", store=store, env=plain)
     assert r.returncode == 0, r.stderr
     assert ndjson(r.stdout)[0]["state"] == 1
-    r = run_cli("snapshot", "s", "--reducer", f"{red}:f", store=store)
+    r = run_cli("snapshot", "s", "--reducer", f"{red}:f", store=store, env=plain)
     assert r.returncode == 0, r.stderr
     check_untouched(sentinel, before, tmp_path)
 
