@@ -1,6 +1,7 @@
 """Shared test helpers: temporary stores and the CLI run as a real process."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -51,14 +52,35 @@ def cli_env(store: Path | None = None, **extra) -> dict:
     return env
 
 
+_zygote = None
+
+
+def _forked(env: dict):
+    """The zygote (tests/cli_fork.py) when it can run this call, else None."""
+    global _zygote
+    if os.environ.get("EVSTORE_TEST_EXEC"):
+        return None
+    if _zygote is None:
+        from cli_fork import Zygote
+        _zygote = Zygote(cli_env(), str(ROOT))
+        atexit.register(_zygote.close)
+    return _zygote if _zygote.usable_for(env) else None
+
+
 def run_cli(*args, store: Path | None = None, input: str | bytes | None = None,
             env: dict | None = None, timeout: float = 60, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``python -m evstore ARGS`` as a real subprocess (stdout not a tty)."""
+    """Run ``python -m evstore ARGS`` in a process of its own (stdout not a
+    tty): forked from a process that has imported the CLI once
+    (tests/cli_fork.py explains what that covers), or executed for real."""
     e = cli_env(store)
     if env:
         e.update(env)
     if isinstance(input, str):
         input = input.encode("utf-8")
+    zygote = _forked(e)
+    if zygote is not None:
+        return zygote.run([str(a) for a in args], e, input if input is not None else b"",
+                          timeout, cwd)
     return subprocess.run([sys.executable, "-m", "evstore", *map(str, args)],
                           input=input if input is not None else b"",
                           capture_output=True, env=e, timeout=timeout, cwd=cwd)
