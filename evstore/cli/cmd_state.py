@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
             if show:
                 snap = es.snapshots.latest(stream, max_version=version, reducer=reducer)
                 if snap is None:
-                    if es.version(stream) == 0:
+                    if not es.exists(stream):
                         from ..errors import StreamNotFound
                         raise StreamNotFound(stream)
                     below = f" at or below version {version}" if version is not None else ""
