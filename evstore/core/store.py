@@ -459,7 +459,7 @@ class EventStore:
         except NotImplementedError:
             rules = []
         if target is None:
-            return [RetentionInfo.of(r, False) for r in
+            return [RetentionInfo.of(r, True) for r in
                     sorted(rules, key=lambda r: (r.target, r.prefix))]
         view = Forgetting({}, rules, 0)
         mine = [] if prefix else [r for r in rules if not r.prefix and r.target == target]
