@@ -341,10 +341,11 @@ class EventStore:
             got = memo.get(ev.stream)
             if got is None:
                 s = ev.stream
-                current = self.backend.version(s) if view.counts_versions(s) else ev.version
-                oldest = view.oldest_us(s)
-                got = memo[s] = (view.first_version(s, current),
-                                 None if oldest is None else oldest)
+                cut = view.cuts.get(s)
+                # the current version matters to max_count and tombstones only
+                current = self.backend.version(s) if view.counts_versions(s) or (
+                    cut is not None and cut.hard) else ev.version
+                got = memo[s] = (view.first_version(s, current), view.oldest_us(s))
             if ev.version < got[0]:
                 return False
             return got[1] is None or datetime_to_us(ev.recorded_at) >= got[1]

@@ -156,9 +156,16 @@ class SnapshotStore:
         if version > current:
             raise NotFound(f"stream {stream!r} has no version {version} "
                            f"(its current version is {current})")
-        for ev in self.store.read(stream, from_version=version, to_version=version):
-            return ev.id
-        raise NotFound(f"stream {stream!r} has no version {version}")
+        for ev in self.store.read(stream, from_version=version, limit=1):
+            if ev.version == version:
+                return ev.id
+            if ev.version == version + 1:
+                # the state just before the first readable event (a truncated
+                # stream's replays start there): its event is gone, so no id
+                return None
+            break
+        raise NotFound(f"stream {stream!r} has no version {version}"
+                       + " that is readable (deleted, truncated or past retention)")
 
     # -- reading ------------------------------------------------------------------------
     def header(self, stream: str, version: int) -> SnapshotInfo:
