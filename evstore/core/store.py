@@ -300,8 +300,6 @@ class EventStore:
         out = {"store": store}
         for key, value in stats.items():
             out[key] = value
-            if key == "events":
-                out["head"] = head
             if key == "bytes_by_kind" or (key == "snapshots" and "bytes_by_kind" not in stats):
                 out["first_recorded_at"] = _fmt_us(first_us)
                 out["last_recorded_at"] = _fmt_us(last_us)
@@ -311,6 +309,7 @@ class EventStore:
         out["checkpoints"] = self._checkpoint_rows(head)
         if rows is not None:
             out["per_stream"] = rows
+        out["head"] = head  # (added last: fields are only ever added at the end)
         return out
 
     def _checkpoint_rows(self, head: int) -> list[dict]:
