@@ -179,7 +179,7 @@ class MemoryBackend(Backend):
     def read_stream(self, stream, lo=1, hi=None, backwards=False, limit=None, types=None):
         with self._s.lock:
             current = self._s.versions.get(stream, 0)
-            if current == 0:
+            if not self._s.streams.get(stream):  # none stored (or all compacted)
                 raise StreamNotFound(stream)
             hi = current if hi is None else min(hi, current)
             picked = self._stored(stream, max(lo, 1), hi)

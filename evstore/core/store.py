@@ -162,7 +162,9 @@ class EventStore:
         return self.backend.head()
 
     def version(self, stream: str) -> int:
-        """The stream's current version; 0 when it has no events."""
+        """The stream's current version; 0 when it never had events.
+        Removed events count: a stream deleted at V is still at V, and its
+        next event is V+1."""
         check_stream_id(stream)
         return self.backend.version(stream)
 
@@ -192,7 +194,9 @@ class EventStore:
         window = _window(since, until)
         lo = max(from_version or 1, 1)
         view = self.forgetting()
-        if view.empty:
+        if view.empty or (stream not in view.cuts and view.rule_for(stream) is None):
+            # (what the backend still stores of a stream nothing was cut from
+            # or ruled out of is readable: compact removed only what was not)
             if window is None:
                 return self.backend.read_stream(stream, lo, to_version, backwards, limit, types)
             it = self.backend.read_stream(stream, lo, to_version, backwards, None, types)

@@ -376,6 +376,8 @@ def test_reads_are_unchanged_when_nothing_is_removed(store, monkeypatch):
     assert len(list(store.read_all(limit=5))) == 3
     assert [s.stream for s in store.streams()] == ["a"] and store.exists("a")
     assert store.info()["events"] == 3
-    store.retention("b", max_count=1)  # a rule elsewhere: reads filter now
+    store.retention("b", max_count=1)  # a rule elsewhere: a's reads stay direct
+    assert [e.version for e in store.read("a")] == [1, 2, 3]
+    store.retention("a", max_count=5)  # its own: they filter
     with pytest.raises(AssertionError, match="filtered"):
         list(store.read("a"))
