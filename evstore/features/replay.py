@@ -134,7 +134,7 @@ def target_version(store, stream: str, to_version=None, at=None) -> int:
     if to_version > current:
         raise NotFound(f"stream {stream!r} has no version {to_version} "
                        f"(its current version is {current})")
-    if to_version < first:
+    if 0 < to_version < first:
         raise NotFound(f"version {to_version} of {stream!r} is no longer readable: its events "
                        f"before version {first} were deleted, truncated or are past retention")
     return to_version
@@ -149,6 +149,10 @@ def plan(store, stream: str, reducer=None, to_version=None, at=None,
     it cannot be used."""
     r = load_reducer(reducer, base=_directory(store))
     version = target_version(store, stream, to_version, at)
+    if version == 0:  # the state before any event: the reducer's first state
+        p = Plan(stream, r, 0, 0, None)
+        p.notes.append("version 0: the state before the first event")
+        return p
     first, _current = readable_span(store, stream)
     view = _view(store)
     # Where folding may begin (Forgetting.replay_base): 0, from the
