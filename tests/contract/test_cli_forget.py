@@ -12,7 +12,7 @@ import sys
 
 from cli_helpers import error, ndjson_input, ok, read_pty, run
 from conftest import cli_env, ndjson
-from helpers import kind_of, store_exists
+from .helpers import kind_of, store_exists
 
 
 def fill(store, stream, n, **data):
