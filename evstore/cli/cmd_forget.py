@@ -15,9 +15,9 @@ import typer
 from .common import (FormatOpt, LockTimeoutOpt, StoreOpt, complete_stream, fail, open_store,
                      pick_format)
 
-DELETE_HELP = """Delete STREAM: its events are no longer readable, at once.
+DELETE_HELP = """Delete STREAM: its events are no longer readable.
 
-read, tail, replay and snapshot of it are exit 4 from now on, it leaves
+At once, read, tail, replay and snapshot of it are exit 4, it leaves
 'evstore streams', and read --all, tail --all and export skip its events.
 The stream keeps its version: the next append continues at version V+1
 (so --expected-version V works) and starts the stream afresh.
@@ -64,7 +64,7 @@ Exit codes: 4 no such stream (or deleted), 2 V out of range, 3 deleted
 with --hard.
 """
 
-RETENTION_HELP = """Set, clear or show how long events of a stream are kept.
+RETENTION_HELP = """Set, clear or show how long events are kept.
 
 --max-age keeps only the events recorded less than DURATION ago (90d,
 12h, 30m, 45s); --max-count keeps only the newest N versions. Give
@@ -93,7 +93,7 @@ Examples:
 Exit codes: 2 bad duration or count, 4 no store (when showing).
 """
 
-COMPACT_HELP = """Remove the bytes of every event that is no longer readable.
+COMPACT_HELP = """Remove the bytes of events no longer readable.
 
 Deleted, truncated and retained-out events, and the snapshots of deleted
 streams, are removed from the store's files (or tables): afterwards no
