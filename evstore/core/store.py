@@ -191,9 +191,12 @@ class EventStore:
         """
         check_stream_id(stream)
         _check_range(from_version, to_version, limit)
-        window = _window(since, until)
-        lo = max(from_version or 1, 1)
-        view = self.forgetting()
+        return self._read(self.forgetting(), stream, max(from_version or 1, 1), to_version,
+                          backwards, limit, types, _window(since, until))
+
+    def _read(self, view: Forgetting, stream: str, lo: int, to_version, backwards, limit,
+              types, window) -> Iterator[RecordedEvent]:
+        """:meth:`read` in ``view`` (arguments checked)."""
         if view.empty or (stream not in view.cuts and view.rule_for(stream) is None):
             # (what the backend still stores of a stream nothing was cut from
             # or ruled out of is readable: compact removed only what was not)
@@ -374,7 +377,7 @@ class EventStore:
     def _first_readable(self, view: Forgetting, stream: str):
         """The stream's first readable event, or None."""
         try:
-            return next(iter(self.read(stream, limit=1)), None)
+            return next(iter(self._read(view, stream, 1, None, False, 1, None, None)), None)
         except StreamNotFound:
             return None
 
