@@ -4,7 +4,8 @@ Imports point one way, lowest first (README, "Code map"):
 
   0  evstore.errors, evstore.backends.files.names   leaves
   1  evstore.disk                                   the file backend's byte format
-  2  evstore.core.backend, .rules, .forgetting     the backend interface and its pure rules
+  2  evstore.core.backend, evstore.core.rules,      the backend interface and the rules
+     evstore.core.forgetting                        (expected versions; what is readable)
   3  evstore.backends                               files, memory, postgres, the registry
   4  evstore.core, evstore (the package)            EventStore, the front end
   5  evstore.features                               written against the front end

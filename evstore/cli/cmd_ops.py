@@ -107,7 +107,7 @@ Examples:
 
 \b
     # bring a copy up to date
-    evstore export --from-position $(( $(evstore info --store copy | jq .events) + 1 )) \\
+    evstore export --from-position $(( $(evstore info --store copy | jq .head) + 1 )) \\
         | evstore import --store copy
 
 Exit codes: 5 invalid or non-continuing input (nothing written), 3 a

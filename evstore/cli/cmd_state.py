@@ -203,9 +203,12 @@ def register(app: typer.Typer) -> None:
             raise fail("--state needs --version: the version the state stands for", 2)
         with open_store(ctx, store) as es:
             if show:
+                if not es.exists(stream):  # deleted: its old snapshots are not shown
+                    from ..errors import StreamNotFound
+                    raise StreamNotFound(stream)
                 snap = es.snapshots.latest(stream, max_version=version, reducer=reducer)
                 if snap is None:
-                    if es.version(stream) == 0:
+                    if not es.exists(stream):
                         from ..errors import StreamNotFound
                         raise StreamNotFound(stream)
                     below = f" at or below version {version}" if version is not None else ""

@@ -257,7 +257,7 @@ def register(app: typer.Typer) -> None:
         with signals, open_store(ctx, store) as es:
             from ..errors import StreamNotFound
 
-            if stream is not None and not follow and es.version(stream) == 0:
+            if stream is not None and not follow and not es.exists(stream):
                 raise StreamNotFound(stream)
             from ..features.subscriptions import Subscription
 
@@ -370,7 +370,7 @@ def _first_since(es, stream, since, prefix) -> int:
     """The version (position with --all) of the first event recorded at or
     after ``since``; one past the end when there is none yet."""
     if stream is not None:
-        first = next(iter(es.read(stream, since=since, limit=1)), None) if es.version(stream) else None
+        first = next(iter(es.read(stream, since=since, limit=1)), None) if es.exists(stream) else None
         return first.version if first is not None else es.version(stream) + 1
     first = next(iter(es.read_all(since=since, limit=1, stream_prefix=prefix)), None)
     return first.position if first is not None else es.head() + 1

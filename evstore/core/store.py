@@ -13,9 +13,11 @@ features (snapshots, subscribe, replay, verify).  Below it a
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from ..backends import is_memory, is_url, open_backend
 from ..disk.records import (
@@ -31,8 +33,19 @@ from ..disk.records import (
     pack_fields,
     us_to_datetime,
 )
-from ..errors import EventNotFound, InvalidEvent, UsageError
+from ..errors import EventNotFound, InvalidEvent, StreamNotFound, UsageError
+from .forgetting import Forgetting, Retention, format_duration, parse_duration
 from .rules import ANY, NO_STREAM, STREAM_EXISTS, parse_expected  # noqa: F401  (public names)
+
+
+def _clock() -> int:
+    """Microseconds since the epoch: the "now" of retention's ``max_age``
+    (a module function: tests replace it)."""
+    return time.time_ns() // 1000
+
+
+#: The view of a backend that cannot forget yet: nothing is removed.
+_NOTHING_REMOVED = Forgetting({}, [], 0)
 
 
 class EventStore:
@@ -149,12 +162,20 @@ class EventStore:
         return self.backend.head()
 
     def version(self, stream: str) -> int:
-        """The stream's current version; 0 when it has no events."""
+        """The stream's current version; 0 when it never had events.
+        Removed events count: a stream deleted at V is still at V, and its
+        next event is V+1."""
         check_stream_id(stream)
         return self.backend.version(stream)
 
     def exists(self, stream: str) -> bool:
-        return self.version(stream) > 0
+        """Whether the stream has an event that is readable (not deleted,
+        truncated or past its retention)."""
+        check_stream_id(stream)
+        view = self.forgetting()
+        if view.empty:
+            return self.backend.version(stream) > 0
+        return self._last_readable(view, stream) is not None
 
     def read(self, stream: str, from_version: int = 1, to_version: int | None = None,
              backwards: bool = False, limit: int | None = None,
@@ -170,12 +191,35 @@ class EventStore:
         """
         check_stream_id(stream)
         _check_range(from_version, to_version, limit)
-        window = _window(since, until)
-        lo = max(from_version or 1, 1)
-        if window is None:
-            return self.backend.read_stream(stream, lo, to_version, backwards, limit, types)
-        it = self.backend.read_stream(stream, lo, to_version, backwards, None, types)
-        return _limited(_in_window(it, window, backwards), limit)
+        return self._read(self.forgetting(), stream, max(from_version or 1, 1), to_version,
+                          backwards, limit, types, _window(since, until))
+
+    def _read(self, view: Forgetting, stream: str, lo: int, to_version, backwards, limit,
+              types, window) -> Iterator[RecordedEvent]:
+        """:meth:`read` in ``view`` (arguments checked)."""
+        if view.empty or (stream not in view.cuts and view.rule_for(stream) is None):
+            # (what the backend still stores of a stream nothing was cut from
+            # or ruled out of is readable: compact removed only what was not)
+            if window is None:
+                return self.backend.read_stream(stream, lo, to_version, backwards, limit, types)
+            it = self.backend.read_stream(stream, lo, to_version, backwards, None, types)
+            return _limited(_in_window(it, window, backwards), limit)
+        last = self._last_readable(view, stream)
+        if last is None:
+            raise StreamNotFound(stream)
+        # Removed events are a prefix of the stream's versions: start past
+        # them; max_age's are the ones recorded before its limit.
+        first = view.first_version(stream, last.version)
+        hi = last.version if to_version is None else min(to_version, last.version)
+        oldest = view.oldest_us(stream)
+        if oldest is None and window is None:
+            return self.backend.read_stream(stream, max(lo, first), hi, backwards, limit, types)
+        it = self.backend.read_stream(stream, max(lo, first), hi, backwards, None, types)
+        if oldest is not None:
+            it = _young(it, oldest, backwards)
+        if window is not None:
+            it = _in_window(it, window, backwards)
+        return _limited(it, limit)
 
     def read_all(self, from_position: int = 1, to_position: int | None = None,
                  limit: int | None = None, backwards: bool = False,
@@ -186,10 +230,22 @@ class EventStore:
         _check_range(from_position, to_position, limit)
         window = _window(since, until)
         lo = max(from_position or 1, 1)
-        if window is None:
-            return self.backend.read_all(lo, to_position, backwards, limit, types, stream_prefix)
-        it = self.backend.read_all(lo, to_position, backwards, None, types, stream_prefix)
-        return _limited(_in_window(it, window, backwards, ordered=False), limit)
+        view = self.forgetting()
+        if view.empty:
+            if window is None:
+                return self.backend.read_all(lo, to_position, backwards, limit, types,
+                                             stream_prefix)
+            it = self.backend.read_all(lo, to_position, backwards, None, types, stream_prefix)
+            return _limited(_in_window(it, window, backwards, ordered=False), limit)
+        # The range is fixed first, so every version read later is at least
+        # that of any event in it.
+        head = self.backend.head()
+        hi = head if to_position is None else min(to_position, head)
+        it = self.backend.read_all(lo, hi, backwards, None, types, stream_prefix)
+        it = _readable(it, self.readable_check(view))
+        if window is not None:
+            it = _in_window(it, window, backwards, ordered=False)
+        return _limited(it, limit)
 
     def find(self, event_id: str) -> RecordedEvent:
         """The event whose id is ``event_id``; raises EventNotFound.  On
@@ -197,6 +253,9 @@ class EventStore:
         (about a second per million events, see the README's figures)."""
         ev = self.backend.find(event_id)
         if ev is None:
+            raise EventNotFound(event_id)
+        view = self.forgetting()
+        if not view.empty and not self.readable_check(view)(ev):
             raise EventNotFound(event_id)
         return ev
 
@@ -206,7 +265,12 @@ class EventStore:
         datetimes) keep the streams whose life overlaps that window: last
         event at or after ``since``, first event at or before ``until``."""
         window = _window(since, until)
+        view = self.forgetting()
         for row in self.backend.streams(prefix):
+            if not view.empty and (row.stream in view.cuts or view.rule_for(row.stream)):
+                row = self._readable_row(view, row)
+                if row is None:
+                    continue
             if window is not None and (
                     (window[0] is not None and row.last_recorded_us < window[0])
                     or (window[1] is not None and row.first_recorded_us is not None
@@ -226,6 +290,18 @@ class EventStore:
         stats = self.backend.stats(per_stream=per_stream) if per_stream else self.backend.stats()
         first_us = stats.pop("first_recorded_us", None)
         last_us = stats.pop("last_recorded_us", None)
+        head = self.backend.head()
+        view = self.forgetting()
+        if not view.empty:  # what is readable, not what is stored
+            stats["streams"] = stats["events"] = 0
+            first_us = last_us = None
+            for row in self.streams():
+                first = self._first_readable(view, row.stream)
+                stats["streams"] += 1
+                stats["events"] += row.version - first.version + 1
+                t0, t1 = datetime_to_us(row.first_recorded_at), datetime_to_us(row.last_recorded_at)
+                first_us = t0 if first_us is None else min(first_us, t0)
+                last_us = t1 if last_us is None else max(last_us, t1)
         store = os.path.abspath(self.location) if self.directory is not None else \
             getattr(self.backend, "location", str(self.location))
         out = {"store": store}
@@ -237,14 +313,179 @@ class EventStore:
         out.setdefault("first_recorded_at", _fmt_us(first_us))
         out.setdefault("last_recorded_at", _fmt_us(last_us))
         rows = out.pop("per_stream", None)
-        out["checkpoints"] = self._checkpoint_rows(stats.get("events", 0))
+        out["checkpoints"] = self._checkpoint_rows(head)
         if rows is not None:
             out["per_stream"] = rows
+        out["head"] = head  # (added last: fields are only ever added at the end)
         return out
 
     def _checkpoint_rows(self, head: int) -> list[dict]:
         from ..features.checkpoints import checkpoint_rows
         return checkpoint_rows(self, head)
+
+    # -- forgetting ------------------------------------------------------------------------------
+    def forgetting(self) -> Forgetting:
+        """What is readable now: the cuts, the retention rules and the
+        clock, frozen (:class:`~evstore.core.forgetting.Forgetting`).  Each
+        read takes one; features that read several times take one and
+        pass it on, so they agree with themselves."""
+        try:
+            cuts = self.backend.cuts()
+            rules = self.backend.retention_rules()
+        except NotImplementedError:  # a backend that cannot forget: nothing is removed
+            return _NOTHING_REMOVED
+        if not cuts and not rules:
+            return _NOTHING_REMOVED
+        return Forgetting(cuts, rules, _clock())
+
+    def readable_check(self, view: Forgetting):
+        """A function telling whether one RecordedEvent is readable in
+        ``view`` (each stream's figures looked up once)."""
+        memo: dict[str, tuple[int, int | None]] = {}
+
+        def readable(ev) -> bool:
+            got = memo.get(ev.stream)
+            if got is None:
+                s = ev.stream
+                cut = view.cuts.get(s)
+                # the current version matters to max_count and tombstones only
+                current = self.backend.version(s) if view.counts_versions(s) or (
+                    cut is not None and cut.hard) else ev.version
+                got = memo[s] = (view.first_version(s, current), view.oldest_us(s))
+            if ev.version < got[0]:
+                return False
+            return got[1] is None or datetime_to_us(ev.recorded_at) >= got[1]
+
+        return readable
+
+    def _last_readable(self, view: Forgetting, stream: str):
+        """The stream's last event if it is readable, else None: the events
+        a stream still stores are a suffix of its versions, and its removed
+        events a prefix, so either the last one is readable or none is."""
+        current = self.backend.version(stream)
+        if current == 0 or view.first_version(stream, current) > current:
+            return None
+        try:
+            last = next(iter(self.backend.read_stream(stream, current, current)), None)
+        except StreamNotFound:
+            return None
+        oldest = view.oldest_us(stream)
+        if last is None or (oldest is not None and datetime_to_us(last.recorded_at) < oldest):
+            return None
+        return last
+
+    def _first_readable(self, view: Forgetting, stream: str):
+        """The stream's first readable event, or None."""
+        try:
+            return next(iter(self._read(view, stream, 1, None, False, 1, None, None)), None)
+        except StreamNotFound:
+            return None
+
+    def _readable_row(self, view: Forgetting, row):
+        """``row`` (a StreamRow) as readers see it, or None when nothing of
+        the stream is readable."""
+        last = self._last_readable(view, row.stream)
+        if last is None:
+            return None
+        first = self._first_readable(view, row.stream)
+        if first is None:
+            return None
+        return row._replace(first_recorded_us=datetime_to_us(first.recorded_at),
+                            last_recorded_us=datetime_to_us(last.recorded_at))
+
+    def delete(self, stream: str, expected_version=ANY, hard: bool = False) -> "Deleted":
+        """Make every event of ``stream`` unreadable, at once and for good.
+
+        The stream keeps its version: a later append continues at V+1
+        (``expected_version=V`` works), unless ``hard``: then a tombstone
+        refuses every later append (StreamDeleted, exit 3).  StreamNotFound
+        when the stream never had events; WrongExpectedVersion when
+        ``expected_version`` does not match (nothing changed).  Deleting a
+        deleted stream again is harmless.  ``compact`` removes the bytes."""
+        if self._closed:
+            raise UsageError("the store is closed")
+        check_stream_id(stream)
+        expected = parse_expected(expected_version)
+        version, cut = self.backend.cut(stream, expected, None, bool(hard))
+        return Deleted(stream, version, "hard" if cut.hard else "soft")
+
+    def truncate(self, stream: str, before: int) -> "Truncated":
+        """Make the events of ``stream`` with versions below ``before``
+        unreadable; versions do not change.  ``before`` runs from 1 to the
+        stream's version + 1 (UsageError otherwise); a truncate below an
+        earlier one changes nothing (``Truncated.before`` says where the
+        stream now starts).  Replay then starts from a snapshot at or after
+        version ``before - 1``."""
+        if self._closed:
+            raise UsageError("the store is closed")
+        check_stream_id(stream)
+        if isinstance(before, bool) or not isinstance(before, int):
+            raise UsageError(f"invalid version {before!r}: must be a whole number >= 1")
+        version, cut = self.backend.cut(stream, ANY, before, False)
+        return Truncated(stream, version, cut.floor)
+
+    def retention(self, stream_or_prefix: str, max_age=None, max_count: int | None = None, *,
+                  prefix: bool = False, clear: bool = False) -> list["RetentionInfo"]:
+        """Set, clear or show the retention rule of a stream (or, with
+        ``prefix``, of every stream whose id starts with it), and return
+        the rules that match it, the one in force first.
+
+        ``max_age`` (``"90d"``, ``"12h"``, ``"30m"``, ``"45s"`` or a
+        timedelta of whole seconds) keeps the events recorded less than
+        that long ago; ``max_count`` keeps the newest N versions.  Giving
+        either replaces the target's rule with one of exactly those limits;
+        ``clear`` removes it; neither shows the rules.  A rule hides events
+        at once and clearing it shows them again, until ``compact``
+        removes their bytes.  A stream's own rule wins over prefix rules;
+        among prefix rules the longest prefix wins."""
+        if self._closed:
+            raise UsageError("the store is closed")
+        target = stream_or_prefix
+        if not isinstance(target, str):
+            raise UsageError(f"invalid retention target {target!r}")
+        if not prefix:
+            check_stream_id(target)
+        age_us = _age_us(max_age)
+        if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)
+                                      or max_count < 1):
+            raise UsageError(f"invalid max_count {max_count!r}: must be a whole number >= 1 "
+                             "(to remove every event, delete the stream)")
+        if clear and (age_us is not None or max_count is not None):
+            raise UsageError("clear removes the rule: give it without max_age and max_count")
+        if clear or age_us is not None or max_count is not None:
+            self.backend.set_retention(Retention(target, bool(prefix), age_us, max_count))
+        return self.retention_rules(target, prefix=prefix)
+
+    def retention_rules(self, target: str | None = None, *, prefix: bool = False
+                        ) -> list["RetentionInfo"]:
+        """Every rule (``target`` None), or those matching ``target``: a
+        stream's own rule and the prefix rules it falls under (for a
+        prefix: the prefix rules it starts with), the one in force first."""
+        try:
+            rules = self.backend.retention_rules()
+        except NotImplementedError:
+            rules = []
+        if target is None:
+            return [RetentionInfo.of(r, True) for r in
+                    sorted(rules, key=lambda r: (r.target, r.prefix))]
+        view = Forgetting({}, rules, 0)
+        mine = [] if prefix else [r for r in rules if not r.prefix and r.target == target]
+        mine += [r for r in view.prefix_rules if target.startswith(r.target)]
+        return [RetentionInfo.of(r, i == 0) for i, r in enumerate(mine)]
+
+    def compact(self, dry_run: bool = False, progress=None) -> dict:
+        """Remove the bytes of every event that is no longer readable, and
+        the snapshots of deleted streams; afterwards no file (or table) of
+        the store holds them.  Runs beside readers, writers and followers.
+        Returns ``{"events_removed", "bytes_before", "bytes_after",
+        "seconds"}``; ``dry_run``: what it would remove, nothing changed.
+        ``progress(done, total)`` is called with byte counts."""
+        if self._closed:
+            raise UsageError("the store is closed")
+        t0 = time.monotonic()
+        out = self.backend.compact(self.forgetting, dry_run=dry_run, progress=progress)
+        return {"events_removed": out["events_removed"], "bytes_before": out["bytes_before"],
+                "bytes_after": out["bytes_after"], "seconds": round(time.monotonic() - t0, 3)}
 
     # -- features (each in its own module, on the public API) ----------------------------------
     @property
@@ -291,6 +532,51 @@ class EventStore:
         """Hold the writer lock (for operations such as repair and import)."""
         with self.backend.writer_lock(timeout) as log:
             yield log
+
+
+class Deleted(NamedTuple):
+    """What :meth:`EventStore.delete` did: ``deleted`` is "soft" or "hard"."""
+
+    stream: str
+    version: int
+    deleted: str
+
+    def to_dict(self) -> dict:
+        return {"stream": self.stream, "version": self.version, "deleted": self.deleted}
+
+
+class Truncated(NamedTuple):
+    """What :meth:`EventStore.truncate` did: versions below ``before`` are
+    gone (``before`` is where the stream now starts, at least the one asked)."""
+
+    stream: str
+    version: int
+    before: int
+
+    def to_dict(self) -> dict:
+        return {"stream": self.stream, "version": self.version, "before": self.before}
+
+
+class RetentionInfo(NamedTuple):
+    """One retention rule as users see it: ``max_age`` spelled as a
+    duration (``"90d"``), ``in_force``: whether it is the rule that applies
+    to what was asked about."""
+
+    target: str
+    prefix: bool
+    max_age: str | None
+    max_count: int | None
+    in_force: bool
+
+    @classmethod
+    def of(cls, rule: Retention, in_force: bool) -> "RetentionInfo":
+        return cls(rule.target, rule.prefix,
+                   None if rule.max_age_us is None else format_duration(rule.max_age_us),
+                   rule.max_count, in_force)
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "prefix": self.prefix, "max_age": self.max_age,
+                "max_count": self.max_count, "in_force": self.in_force}
 
 
 class StreamInfo(tuple):
@@ -356,6 +642,35 @@ def _in_window(it, window, backwards: bool, ordered: bool = True):
                 return
             continue
         yield ev
+
+
+def _age_us(max_age) -> int | None:
+    """``max_age`` (a duration like "90d", or a timedelta) in microseconds."""
+    if max_age is None:
+        return None
+    if isinstance(max_age, timedelta):
+        us = (max_age.days * 86400 + max_age.seconds) * 1_000_000
+        if max_age.microseconds or us < 1_000_000:
+            raise UsageError(f"invalid max_age {max_age!r}: a whole number of seconds, at least 1")
+        return us
+    return parse_duration(max_age)
+
+
+def _young(it, oldest: int, backwards: bool):
+    """The events of one stream recorded at or after ``oldest`` (its times
+    never go back: the old ones come first, or last when backwards)."""
+    for ev in it:
+        if datetime_to_us(ev.recorded_at) < oldest:
+            if backwards:
+                return
+            continue
+        yield ev
+
+
+def _readable(it, readable):
+    for ev in it:
+        if readable(ev):
+            yield ev
 
 
 def _limited(it, limit):

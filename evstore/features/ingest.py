@@ -60,7 +60,7 @@ def plan_append(store, stream: str, events: list, expected=ANY,
     stream's current version: WrongExpectedVersion (exit 3) on a conflict.
     A retry whose ids are already at the expected versions reports them, as
     the append would, without writing."""
-    from ..errors import WrongExpectedVersion
+    from ..errors import StreamNotFound, WrongExpectedVersion
     from ..disk.records import DEFAULT_MAX_EVENT_BYTES, check_stream_id, new_ids, normalize, pack_fields
     from ..core.rules import parse_expected
 
@@ -75,13 +75,19 @@ def plan_append(store, stream: str, events: list, expected=ANY,
         pack_fields(e, limit, f"event {i + 1}")
     current = store.version(stream) if store is not None else 0
     head = store.head() if store is not None else 0
+    if store is not None:  # a tombstone refuses it, as the append would
+        from ..core.forgetting import check_append
+        check_append(store.forgetting().cuts.get(stream), stream)
     if expected == STREAM_EXISTS:
         if current < 1:
             raise WrongExpectedVersion(stream, "exists", current)
     elif expected != ANY and current != expected:
         if current > expected:
-            have = list(store.read(stream, from_version=expected + 1,
-                                   to_version=min(expected + len(evs), current)))
+            try:  # (removed events are not there to match)
+                have = list(store.read(stream, from_version=expected + 1,
+                                       to_version=min(expected + len(evs), current)))
+            except StreamNotFound:
+                have = []
             matches = [h.id == e.id for h, e in zip(have, evs)]
             if len(have) == len(evs) and all(matches):
                 return AppendResult(stream, have[-1].version, have[-1].position, len(evs))

@@ -75,6 +75,27 @@ def _as_datetime(at) -> datetime:
         raise UsageError(f"--at: {e}") from None
 
 
+def readable_span(store, stream: str) -> tuple[int, int]:
+    """(the stream's first readable version, its current version).
+    Delete, truncate and retention remove a prefix of a stream's versions;
+    StreamNotFound when nothing of it is readable."""
+    current = store.version(stream)
+    if current == 0:
+        raise StreamNotFound(stream)
+    # (read, not assumed to be 1 when nothing is removed: an import of an
+    # export with removed events starts streams above version 1)
+    first = next(iter(store.read(stream, limit=1)), None)  # StreamNotFound: none readable
+    if first is None:
+        raise StreamNotFound(stream)
+    return first.version, current
+
+
+def _view(store):
+    """The store's forgetting view (None for a store-like object without one)."""
+    f = getattr(store, "forgetting", None)
+    return f() if f is not None else None
+
+
 def version_at(store, stream: str, at, current: int | None = None) -> int:
     """The version of the stream's last event recorded at or before ``at``.
 
@@ -84,12 +105,9 @@ def version_at(store, stream: str, at, current: int | None = None) -> int:
     has no event that early.
     """
     when = _as_datetime(at)
-    if current is None:
-        current = store.version(stream)
-    if current == 0:
-        raise StreamNotFound(stream)
-    lo, hi = 1, current  # find the largest v in [lo, hi] with t(v) <= when
-    first = _event_at(store, stream, 1).recorded_at
+    lo, current = readable_span(store, stream)
+    hi = current  # find the largest v in [lo, hi] with t(v) <= when
+    first = _event_at(store, stream, lo).recorded_at
     if first > when:
         raise NotFound(f"no event of {stream!r} was recorded at or before "
                        f"{format_timestamp(when)} (its first is at {format_timestamp(first)})")
@@ -105,9 +123,7 @@ def version_at(store, stream: str, at, current: int | None = None) -> int:
 def target_version(store, stream: str, to_version=None, at=None) -> int:
     if to_version is not None and at is not None:
         raise UsageError("give a version or a time (--to-version or --at), not both")
-    current = store.version(stream)
-    if current == 0:
-        raise StreamNotFound(stream)
+    first, current = readable_span(store, stream)
     if at is not None:
         return version_at(store, stream, at, current)
     if to_version is None:
@@ -117,6 +133,9 @@ def target_version(store, stream: str, to_version=None, at=None) -> int:
     if to_version > current:
         raise NotFound(f"stream {stream!r} has no version {to_version} "
                        f"(its current version is {current})")
+    if 0 < to_version < first:
+        raise NotFound(f"version {to_version} of {stream!r} is no longer readable: its events "
+                       f"before version {first} were deleted, truncated or are past retention")
     return to_version
 
 
@@ -129,8 +148,23 @@ def plan(store, stream: str, reducer=None, to_version=None, at=None,
     it cannot be used."""
     r = load_reducer(reducer, base=_directory(store))
     version = target_version(store, stream, to_version, at)
-    p = Plan(stream, r, version, 0, None)
+    if version == 0:  # the state before any event: the reducer's first state
+        p = Plan(stream, r, 0, 0, None)
+        p.notes.append("version 0: the state before the first event")
+        return p
+    first, _current = readable_span(store, stream)
+    view = _view(store)
+    # Where folding may begin (Forgetting.replay_base): 0, from the
+    # reducer's first state at the first readable event (the whole stream,
+    # or what followed a delete); else a snapshot at or after ``base``.
+    base = 0 if view is None else view.replay_base(stream, first)
+    cut = None if view is None else view.cuts.get(stream)
+    lowest = base if base else (cut.deleted + 1 if cut is not None else 1)
+    p = Plan(stream, r, version, first - 1 if base == 0 else 0, None)
     if not use_snapshots:
+        if base:
+            raise NotFound(_truncated(stream, first, "--no-snapshot folds from the first "
+                                      "event, and"))
         p.notes.append("--no-snapshot: folding from the first event")
         return p
     limit = version
@@ -143,18 +177,32 @@ def plan(store, stream: str, reducer=None, to_version=None, at=None,
     if newer:
         p.notes.append(f"{len(newer)} snapshot(s) after version {limit} not used: "
                        f"steps are shown from version {show_from}")
-    snap, notes = snaps.usable(stream, limit, r,
-                               event_id=lambda v: _event_at(store, stream, v).id)
+    # (an event before the first readable one is gone: its id cannot be checked)
+    snap, notes = snaps.usable(stream, limit, r, min_version=lowest,
+                               event_id=lambda v: _event_at(store, stream, v).id
+                               if v >= first else None)
     p.notes.extend(notes)
     if snap is None:
         usable = "usable " if notes else ""
+        if base:
+            raise NotFound(_truncated(stream, first, f"there is no {usable}snapshot at "
+                                      f"version {base} to {limit} to start from;"))
         p.notes.append(f"no {usable}snapshot at or below version {limit}: "
-                       "folding from the first event")
+                       + ("folding from the first event" if first == 1 else
+                          f"folding from version {first}, the first after the delete"))
         return p
     p.start, p.state, p.snapshot = snap.version, snap.state, snap
     p.notes.append(f"started from the snapshot at version {snap.version} "
                    f"(reducer {snap.reducer}, saved {snap.created_at})")
     return p
+
+
+def _truncated(stream: str, first: int, why: str) -> str:
+    """Why a replay cannot start (exit 4)."""
+    return (f"cannot replay {stream!r}: its events before version {first} are no longer "
+            f"readable (truncated or past retention); {why} a replay needs the state at "
+            f"version {first - 1} or later (save one with 'evstore snapshot {stream} "
+            f"--state JSON --version V')")
 
 
 # --- folding ----------------------------------------------------------------------------------
@@ -453,15 +501,21 @@ def verify_snapshots(store, stream: str, reducer=None,
     from .snapshots import SnapshotStore
 
     r = load_reducer(reducer, base=_directory(store))
-    current = store.version(stream)
-    if current == 0:
-        raise StreamNotFound(stream)
+    first, current = readable_span(store, stream)
+    view = _view(store)
+    base = 0 if view is None else view.replay_base(stream, first)
+    cut = None if view is None else view.cuts.get(stream)
+    deleted = cut.deleted if cut is not None else 0
     snaps = SnapshotStore(store)
     rep = VerifyReport(stream, r.name)
     todo: dict[int, Any] = {}
     for h in snaps.list(stream):
         v = h.version
-        if h.problem:
+        if v <= deleted:
+            rep.skipped.append(f"version {v}: made before the stream was deleted")
+        elif v < base:
+            rep.skipped.append(f"version {v}: the events up to it are no longer readable")
+        elif h.problem:
             rep.mismatches.append(Mismatch(stream, v, h.problem))
         elif v > current:
             rep.mismatches.append(Mismatch(
@@ -471,14 +525,26 @@ def verify_snapshots(store, stream: str, reducer=None,
                                + (" (another version of it)" if h.reducer == r.name else ""))
         else:
             todo[v] = h
+    state, start = None, first - 1
+    if base and todo:
+        # the events before the cut are gone: the oldest snapshot is where
+        # the rebuild starts (it is what a replay would start from)
+        start = min(todo)
+        del todo[start]
+        try:
+            state = snaps.load(stream, start).state
+        except Exception as e:  # noqa: BLE001 - damaged: nothing to start from
+            rep.mismatches.append(Mismatch(stream, start, f"damaged: {e}"))
+            return rep
+        rep.skipped.append(f"version {start}: where the rebuild starts (the events before "
+                           f"version {first} are no longer readable)")
     if not todo:
         return rep
-    p = Plan(stream, r, max(todo), 0, None)
+    p = Plan(stream, r, max(todo), start, state)
     marks = sorted(todo)
-    state = None
     fn = r.fast
     i = 0
-    for ev, d in _event_dicts(store.read(stream, from_version=1, to_version=p.version)):
+    for ev, d in _event_dicts(store.read(stream, from_version=start + 1, to_version=p.version)):
         try:
             state = fn(state, d)
         except BaseException as e:  # noqa: BLE001 - even SystemExit (see _failed)
@@ -518,5 +584,5 @@ def _compare(snaps, stream, ev, p, state) -> list[Mismatch]:
 
 
 __all__ = ["Plan", "Step", "Mismatch", "VerifyReport", "plan", "run", "replay", "steps",
-           "diff", "apply_changes", "verify_snapshots", "version_at", "target_version",
+           "diff", "apply_changes", "verify_snapshots", "version_at", "target_version", "readable_span",
            "path_text", "copy_json"]

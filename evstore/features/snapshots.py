@@ -156,9 +156,16 @@ class SnapshotStore:
         if version > current:
             raise NotFound(f"stream {stream!r} has no version {version} "
                            f"(its current version is {current})")
-        for ev in self.store.read(stream, from_version=version, to_version=version):
-            return ev.id
-        raise NotFound(f"stream {stream!r} has no version {version}")
+        for ev in self.store.read(stream, from_version=version, limit=1):
+            if ev.version == version:
+                return ev.id
+            if ev.version == version + 1:
+                # the state just before the first readable event (a truncated
+                # stream's replays start there): its event is gone, so no id
+                return None
+            break
+        raise NotFound(f"stream {stream!r} has no version {version}"
+                       + " that is readable (deleted, truncated or past retention)")
 
     # -- reading ------------------------------------------------------------------------
     def header(self, stream: str, version: int) -> SnapshotInfo:
@@ -230,7 +237,7 @@ class SnapshotStore:
         if reducer is not None:
             from .reducers import load_reducer
             fingerprint = load_reducer(reducer, base=getattr(self.store, "directory", None)).fingerprint
-        for v in self._downwards(stream, max_version):
+        for v in self._downwards(stream, max_version, self._lowest(stream)):
             if fingerprint is not None:
                 h = self.header(stream, v)
                 if h.problem is None and h.fingerprint != fingerprint:
@@ -238,25 +245,40 @@ class SnapshotStore:
             return self.load(stream, v)
         return None
 
-    def _downwards(self, stream: str, max_version: int | None) -> Iterator[int]:
+    def _downwards(self, stream: str, max_version: int | None,
+                   min_version: int = 1) -> Iterator[int]:
         import bisect
 
         vs = self.versions(stream)
         i = len(vs) if max_version is None else bisect.bisect_right(vs, max_version)
-        return reversed(vs[:i])
+        j = bisect.bisect_left(vs, min_version, 0, i)
+        return reversed(vs[j:i])
+
+    def _lowest(self, stream: str) -> int:
+        """The lowest version whose snapshot may be used: snapshots of a
+        deleted stream at or below its version when deleted belong to
+        events that are gone (compact removes them)."""
+        f = getattr(self.store, "forgetting", None)
+        cut = f().cuts.get(stream) if f is not None else None
+        return cut.deleted + 1 if cut is not None else 1
 
     def usable(self, stream: str, max_version: int, reducer,
                event_id: Callable[[int], str | None] | None = None,
-               ) -> tuple[Snapshot | None, list[str]]:
-        """The newest snapshot at or below ``max_version`` that ``reducer``
-        (a loaded Reducer) may start from, and why each newer one was not.
+               min_version: int | None = None) -> tuple[Snapshot | None, list[str]]:
+        """The newest snapshot at or below ``max_version`` (and at or above
+        ``min_version``, default: any after the stream's last delete) that
+        ``reducer`` (a loaded Reducer) may start from, and why each newer
+        one was not.
 
         Only headers are read until one matches; a damaged file is stepped
         over (and named), never fatal.  ``event_id(v)`` gives the id of the
-        stream's event at v, to reject snapshots made for other events.
+        stream's event at v (None: it is not readable, so not checked), to
+        reject snapshots made for other events.
         """
         notes: list[str] = []
-        for v in self._downwards(stream, max_version):
+        if min_version is None:
+            min_version = self._lowest(stream)
+        for v in self._downwards(stream, max_version, min_version):
             h = self.header(stream, v)
             if h.problem:
                 notes.append(f"the snapshot at version {v} is {h.problem}")
@@ -275,7 +297,8 @@ class SnapshotStore:
                 notes.append(f"the snapshot at version {v} is damaged "
                              f"({str(e).rpartition(': ')[2]})")
                 continue
-            if event_id is not None and snap.event_id is not None and event_id(v) != snap.event_id:
+            eid = event_id(v) if event_id is not None and snap.event_id is not None else None
+            if eid is not None and eid != snap.event_id:
                 notes.append(f"the snapshot at version {v} was made for another event at "
                              "that version (the stream was rewritten since)")
                 continue

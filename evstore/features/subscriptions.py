@@ -36,7 +36,7 @@ import time
 from collections import deque
 
 from .checkpoints import CheckpointStore, check_name
-from ..errors import UsageError
+from ..errors import StreamNotFound, UsageError
 from ..disk.records import RecordedEvent, check_stream_id
 from ..backends.files.names import LOG_DIR
 from ..backends.files.watch import inotify_watch
@@ -324,7 +324,7 @@ class Subscription:
         elif from_version is not None:
             self._ver = max(from_version - 1, 0)
             have = min(self._ver, es.version(self.stream))
-            self._scan_pos = self._position_of(have)
+            self._scan_pos = self._position_upto(have)
         elif last is not None:
             self._start_last(last, head)
         if not self.follow:
@@ -348,21 +348,33 @@ class Subscription:
             self._scan_pos = evs[-1].position - 1 if evs else head
             return
         v = es.version(self.stream)
-        evs = list(es.read(self.stream, to_version=v, backwards=True, limit=n,
-                           types=self.types)) if v and n else []
+        evs = _events(es.read, self.stream, to_version=v, backwards=True, limit=n,
+                      types=self.types) if v and n else []
         if evs:
             self._ver, self._scan_pos = evs[-1].version - 1, evs[-1].position - 1
         else:
             self._ver, self._scan_pos = v, head
 
     def _position_of(self, version: int) -> int:
+        """The position of the first readable event at or after ``version``
+        (removed events leave gaps; none: past every position)."""
         if version < 1:
             return 0
-        return next(iter(self.store.read(self.stream, from_version=version, limit=1))).position
+        evs = _events(self.store.read, self.stream, from_version=version, limit=1)
+        return evs[0].position if evs else math.inf
+
+    def _position_upto(self, version: int) -> int:
+        """The position of the last readable event at or before ``version``
+        (0: none): a consumer that has seen ``version`` has seen it."""
+        if version < 1:
+            return 0
+        evs = _events(self.store.read, self.stream, to_version=version, backwards=True, limit=1)
+        return evs[0].position if evs else 0
 
     def _version_at_or_before(self, pos: int) -> int:
         """The stream's last version whose position is <= ``pos`` (binary
-        search over indexed reads: O(log n), whatever the stream's length)."""
+        search over indexed reads: O(log n), whatever the stream's length;
+        a removed version counts as the next readable one's position)."""
         lo, hi = 0, self.store.version(self.stream)
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -409,12 +421,14 @@ class Subscription:
         if version > self._ver:
             to = min(version, self._ver + CHUNK)
             last = None
-            for ev in es.read(self.stream, from_version=self._ver + 1, to_version=to):
+            # Removed versions are skipped (a deleted stream reads as none)
+            for ev in _events(es.read, self.stream, from_version=self._ver + 1, to_version=to):
                 last = ev
                 if self.types is None or ev.type in self.types:
                     self._buf.append(ev)
             self._ver = to
-            self._scan_pos = max(self._scan_pos, last.position)
+            if last is not None:
+                self._scan_pos = max(self._scan_pos, last.position)
             moved = True
             if to < version:
                 return True
@@ -458,6 +472,15 @@ class Subscription:
         waker, self._waker = self._waker, None
         if waker is not None:
             waker.close()
+
+
+def _events(read, stream: str, **kw) -> list[RecordedEvent]:
+    """``read(stream, **kw)`` as a list; a stream with nothing readable
+    (deleted, or not there yet) is no events, not an error, to a follower."""
+    try:
+        return list(read(stream, **kw))
+    except StreamNotFound:
+        return []
 
 
 class _BackendWaker:

@@ -267,16 +267,19 @@ def export_events(store, out, *, streams=None, from_position: int = 1, fmt: str 
             w.close()
             return w.count
         # A directory: the commit log's batches formatted without decoding
-        # each event into objects, by several processes when it is large.
+        # each event into objects, by several processes when it is large
+        # (by this one alone when events were removed: it filters them).
+        view = store.forgetting()
+        keep = None if view.empty else _readable_batches(store, view)
         n = workers if workers is not None else (
             (os.cpu_count() or 1) if total >= PARALLEL_EVENTS else 1)
         ctx = None
-        if n > 1 and total > TASK_EVENTS:
+        if n > 1 and total > TASK_EVENTS and keep is None:
             from .checks import mp_context
 
             ctx = mp_context()
         if ctx is None:
-            for lines in _range_lines(store.directory, start, head):
+            for lines in _range_lines(store.directory, start, head, keep):
                 w.lines(lines)
                 progress.advance(events=len(lines))
         else:
@@ -307,8 +310,38 @@ PARALLEL_EVENTS = 150_000
 TASK_EVENTS = 50_000
 
 
-def _range_lines(directory: str, start: int, end: int):
-    """Lists of NDJSON lines for positions start..end, a chunk at a time."""
+def _readable_batches(store, view):
+    """A function giving the readable part of one commit-log batch (see
+    :func:`chunk_lines`), or None when nothing of it is readable.  A batch
+    is one stream at one time, and a stream's removed events are a prefix
+    of its versions, so what is readable is a suffix of the batch."""
+    memo: dict = {}
+
+    def keep(b):
+        stream = b[0]
+        got = memo.get(stream)
+        if got is None:
+            got = memo[stream] = (view.first_version(stream, store.version(stream)),
+                                  view.oldest_us(stream))
+        first, oldest = got
+        if oldest is not None and b[3] < oldest:
+            return None
+        skip = first - b[1]
+        if skip <= 0:
+            return b
+        if skip >= (len(b) - 4) // 4:
+            return None
+        b = b[:4] + b[4 + 4 * skip:]
+        b[1] += skip
+        b[2] += skip
+        return b
+
+    return keep
+
+
+def _range_lines(directory: str, start: int, end: int, keep=None):
+    """Lists of NDJSON lines for positions start..end, a chunk at a time
+    (``keep``: see :func:`_readable_batches`)."""
     stamps, types, heads = _Stamps(), {}, {}
     chunk, size = [], 0
     for b in _log_payloads(directory, start, end):
@@ -321,6 +354,11 @@ def _range_lines(directory: str, start: int, end: int):
         if fp + n - 1 > end:  # ... or ends after end (a range a worker was given)
             b = b[:4 + 4 * (end - fp + 1)]
             n = end - fp + 1
+        if keep is not None:
+            b = keep(b)
+            if b is None:
+                continue
+            n = (len(b) - 4) // 4
         chunk.append(b)
         size += n
         if size >= 1024:

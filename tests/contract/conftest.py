@@ -90,7 +90,7 @@ def another(request, tmp_path):
 #: double the default run.  They run on PostgreSQL with EVSTORE_CONTRACT=full,
 #: which .ci/run sets; on files they always run.
 PG_DEFAULT_FILES = {"test_cli.py", "test_follow.py", "test_processes.py", "test_library.py",
-                    "test_model_stateful.py"}
+                    "test_model_stateful.py", "test_forgetting.py"}
 FULL = os.environ.get("EVSTORE_CONTRACT") == "full"
 
 

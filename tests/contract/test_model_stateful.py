@@ -20,7 +20,14 @@ What the model encodes is SPEC §1/§2/§4:
 * JSON in = JSON out, compared as JSON text (key order, -0.0, 1 vs 1.0 vs
   True, Unicode as given, explicit nulls, 64-bit edge integers);
 * ``read``/``read_all`` ranges are inclusive whatever the direction, types
-  filter before ``limit`` counts, ``limit`` keeps the newest N backwards.
+  filter before ``limit`` counts, ``limit`` keeps the newest N backwards;
+* forgetting: ``delete`` (soft: the stream goes on at V+1; hard: a
+  tombstone refuses appends), ``truncate``, ``retention`` max-count rules
+  per stream and per prefix (the stream's own rule wins, then the longest
+  prefix) hide events at once; versions count them and positions keep their
+  numbers (gaps); ``compact`` removes the bytes of exactly the events no
+  reader can see (a rule cleared afterwards does not bring them back, and a
+  retry no longer finds them).  The model applies these rules itself.
 
 ``EVSTORE_TORTURE=long`` runs many more and longer programs.
 """
@@ -41,7 +48,8 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
                                  precondition, rule, run_state_machine_as_test)
 
 from evstore import ANY, NO_STREAM, STREAM_EXISTS, EventStore, NewEvent
-from evstore.errors import InvalidEvent, StreamNotFound, WrongExpectedVersion
+from evstore.errors import (InvalidEvent, StreamDeleted, StreamNotFound, UsageError,
+                            WrongExpectedVersion)
 
 LONG = os.environ.get("EVSTORE_TORTURE") == "long"
 
@@ -152,6 +160,11 @@ class StoreVsModel(RuleBasedStateMachine):
         self.streams: dict[str, list[dict]] = {}  # stream -> recorded events (to_dict)
         self.all: list[dict] = []
         self.batches: list[tuple[str, int, list[dict]]] = []  # (stream, version before, events)
+        # forgetting: stream -> (floor, hard); (target, is prefix) -> max_count;
+        # the positions compact removed
+        self.cuts: dict[str, tuple[int, bool]] = {}
+        self.rules: dict[tuple[str, bool], int] = {}
+        self.gone: set[int] = set()
 
     def teardown(self):
         try:
@@ -163,7 +176,7 @@ class StoreVsModel(RuleBasedStateMachine):
                     report = es.verify()
                     assert report.ok, [str(p) for p in report.problems]
                     assert [canon(recorded(e)) for e in es.read_all()] == \
-                        [canon(strip(e)) for e in self.all]
+                        [canon(strip(e)) for e in self.readable_all()]
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
             if self.kind == "postgres":
@@ -181,6 +194,29 @@ class StoreVsModel(RuleBasedStateMachine):
     def version(self, stream: str) -> int:
         return len(self.streams.get(stream, ()))
 
+    def max_count(self, stream: str) -> int | None:
+        if (stream, False) in self.rules:
+            return self.rules[(stream, False)]
+        found = [(len(t), n) for (t, p), n in self.rules.items() if p and stream.startswith(t)]
+        return max(found)[1] if found else None
+
+    def readable(self, ev: dict) -> bool:
+        s = ev["stream"]
+        floor, hard = self.cuts.get(s, (1, False))
+        n = self.max_count(s)
+        return (ev["position"] not in self.gone and not hard and ev["version"] >= floor
+                and (n is None or ev["version"] > self.version(s) - n))
+
+    def readable_stream(self, stream: str) -> list[dict]:
+        return [e for e in self.streams.get(stream, []) if self.readable(e)]
+
+    def readable_all(self) -> list[dict]:
+        return [e for e in self.all if self.readable(e)]
+
+    def stored(self, events: list[dict]) -> list[dict]:
+        """What a retry can still find: compact removed the rest."""
+        return [e for e in events if e["position"] not in self.gone]
+
     def expected_outcome(self, stream, expected, ids):
         """What the model says an append does: ("write", None),
         ("idempotent", (version, position)) or ("conflict", None)."""
@@ -188,7 +224,7 @@ class StoreVsModel(RuleBasedStateMachine):
         if expected in (ANY, STREAM_EXISTS):
             # a retry: the stream's last k events carry exactly these ids
             if cur >= 1 and any(i is not None for i in ids):
-                have = self.streams[stream][max(cur - len(ids), 0):]
+                have = self.stored(self.streams[stream][max(cur - len(ids), 0):])
                 if len(have) == len(ids) and all(i is not None and h["id"] == i
                                                  for h, i in zip(have, ids)):
                     return "idempotent", (have[-1]["version"], have[-1]["position"])
@@ -201,7 +237,7 @@ class StoreVsModel(RuleBasedStateMachine):
         if n == cur:
             return "write", None
         if n < cur:
-            have = self.streams[stream][n:n + len(ids)]
+            have = self.stored(self.streams[stream][n:n + len(ids)])
             if len(have) == len(ids) and all(i is not None and h["id"] == i
                                              for h, i in zip(have, ids)):
                 return "idempotent", (have[-1]["version"], have[-1]["position"])
@@ -219,6 +255,11 @@ class StoreVsModel(RuleBasedStateMachine):
         given = [i for i in ids if i is not None]
         if len(set(given)) < len(given):  # one id twice in a batch
             with pytest.raises(InvalidEvent, match="is also the id of"):
+                es.append(stream, events, expected_version=expected)
+            return
+        if self.cuts.get(stream, (1, False))[1]:
+            note(f"append h{h} {stream!r}: a tombstone")
+            with pytest.raises(StreamDeleted):
                 es.append(stream, events, expected_version=expected)
             return
         outcome, at = self.expected_outcome(stream, model_expected, ids)
@@ -345,14 +386,15 @@ class StoreVsModel(RuleBasedStateMachine):
           limit=st.none() | st.integers(0, 8), backwards=st.booleans(),
           types=st.none() | st.lists(st.sampled_from(TYPES + ["Nope"]), max_size=2))
     def read(self, h, stream, lo, hi, limit, backwards, types):
-        model = self.streams.get(stream, [])
+        model = self.readable_stream(stream)
         if not model:
             try:
                 list(self.handles[h].read(stream, from_version=lo, to_version=hi,
                                           backwards=backwards, limit=limit, types=types))
             except StreamNotFound:
                 return
-            raise AssertionError(f"read of absent stream {stream!r} did not raise StreamNotFound")
+            raise AssertionError(f"read of stream {stream!r} with nothing readable did not raise "
+                             "StreamNotFound")
         got = self.handles[h].read(stream, from_version=lo, to_version=hi,
                                    backwards=backwards, limit=limit, types=types)
         want = select(model, "version", lo, hi, limit, backwards, types)
@@ -363,7 +405,8 @@ class StoreVsModel(RuleBasedStateMachine):
           types=st.none() | st.lists(st.sampled_from(TYPES + ["Nope"]), max_size=2),
           prefix=st.sampled_from(PREFIXES))
     def read_all(self, h, lo, hi, limit, backwards, types, prefix):
-        model = [e for e in self.all if prefix is None or e["stream"].startswith(prefix)]
+        model = [e for e in self.readable_all()
+                 if prefix is None or e["stream"].startswith(prefix)]
         got = self.handles[h].read_all(from_position=lo, to_position=hi, limit=limit,
                                        backwards=backwards, types=types, stream_prefix=prefix)
         want = select(model, "position", lo, hi, limit, backwards, types)
@@ -373,8 +416,8 @@ class StoreVsModel(RuleBasedStateMachine):
     def streams_(self, h, prefix):
         got = [(s.stream, s.version, s.first_recorded_at, s.last_recorded_at)
                for s in self.handles[h].streams(prefix)]
-        want = [(s, len(evs), evs[0]["_at"], evs[-1]["_at"])
-                for s, evs in sorted(self.streams.items())
+        want = [(s, self.version(s), evs[0]["_at"], evs[-1]["_at"])
+                for s, evs in sorted((s, self.readable_stream(s)) for s in self.streams)
                 if evs and (prefix is None or s.startswith(prefix))]
         assert got == want
 
@@ -384,23 +427,107 @@ class StoreVsModel(RuleBasedStateMachine):
         self.handles[h].close()
         self.handles[h] = self.open(sync=sync, segment_bytes=segment_bytes)
 
+    @rule(h=st.integers(0, 1), stream=st.sampled_from(STREAMS), hard=st.booleans(),
+          how=st.sampled_from(["any", "right", "wrong"]))
+    def delete(self, h, stream, hard, how):
+        cur = self.version(stream)
+        expected = {"any": ANY, "right": cur, "wrong": cur + 1}[how]
+        floor, was_hard = self.cuts.get(stream, (1, False))
+        es = self.handles[h]
+        note(f"delete h{h} {stream!r} hard={hard} expected={expected!r}")
+        if was_hard and not hard:
+            with pytest.raises(StreamDeleted):
+                es.delete(stream, expected_version=expected, hard=hard)
+            return
+        if was_hard:
+            assert es.delete(stream, expected_version=expected, hard=True).to_dict() == \
+                {"stream": stream, "version": cur, "deleted": "hard"}
+            return
+        if cur == 0:
+            with pytest.raises(StreamNotFound):
+                es.delete(stream, expected_version=expected, hard=hard)
+            return
+        if how == "wrong":
+            with pytest.raises(WrongExpectedVersion):
+                es.delete(stream, expected_version=expected, hard=hard)
+            return
+        event(f"delete: {'hard' if hard else 'soft'}")
+        assert es.delete(stream, expected_version=expected, hard=hard).to_dict() == \
+            {"stream": stream, "version": cur, "deleted": "hard" if hard else "soft"}
+        self.cuts[stream] = (cur + 1, hard)
+
+    @rule(h=st.integers(0, 1), stream=st.sampled_from(STREAMS), data=st.data())
+    def truncate(self, h, stream, data):
+        cur = self.version(stream)
+        before = data.draw(st.integers(0, cur + 2), label="before")
+        floor, hard = self.cuts.get(stream, (1, False))
+        es = self.handles[h]
+        note(f"truncate h{h} {stream!r} before={before}")
+        if hard:
+            with pytest.raises(StreamDeleted):
+                es.truncate(stream, before)
+        elif cur == 0:
+            with pytest.raises(StreamNotFound):
+                es.truncate(stream, before)
+        elif not 1 <= before <= cur + 1:
+            with pytest.raises(UsageError):
+                es.truncate(stream, before)
+        else:
+            event("truncate")
+            floor = max(floor, before)
+            assert es.truncate(stream, before).to_dict() == \
+                {"stream": stream, "version": cur, "before": floor}
+            self.cuts[stream] = (floor, False)
+
+    @rule(h=st.integers(0, 1), data=st.data(), prefix=st.booleans(),
+          count=st.sampled_from([None, 7, 9]))
+    def retention(self, h, data, prefix, count):
+        """max-count rules of at least 7, the longest batch: a new batch is
+        always readable when it is written (the model learns its ids)."""
+        target = data.draw(st.sampled_from([p for p in PREFIXES if p is not None] if prefix
+                                           else STREAMS), label="target")
+        note(f"retention h{h} {target!r} prefix={prefix} max_count={count}")
+        event("retention: " + ("clear" if count is None else "set"))
+        shown = self.handles[h].retention(target, max_count=count, prefix=prefix,
+                                          clear=count is None)
+        if count is None:
+            self.rules.pop((target, prefix), None)
+        else:
+            self.rules[(target, prefix)] = count
+            assert (shown[0].target, shown[0].prefix, shown[0].max_count) == (target, prefix, count)
+
+    @rule(h=st.integers(0, 1), dry_run=st.booleans())
+    def compact(self, h, dry_run):
+        doomed = {e["position"] for e in self.all
+                  if e["position"] not in self.gone and not self.readable(e)}
+        note(f"compact h{h} dry_run={dry_run}: {len(doomed)} events")
+        event("compact: " + ("nothing" if not doomed else "dry run" if dry_run else "removes"))
+        got = self.handles[h].compact(dry_run=dry_run)
+        assert got["events_removed"] == len(doomed), (got, sorted(doomed))
+        if not dry_run:
+            self.gone |= doomed
+
     # -- invariants -----------------------------------------------------------------------
     @invariant()
     def everything_matches_the_model(self):
+        readable = self.readable_all()
         for es in self.handles:
             assert es.head() == len(self.all)
             got = [recorded(e) for e in es.read_all()]
-            assert [e["position"] for e in got] == list(range(1, len(got) + 1))
-            assert [canon(e) for e in got] == [canon(strip(e)) for e in self.all]
+            positions = [e["position"] for e in got]
+            assert positions == sorted(set(positions))
+            assert [canon(e) for e in got] == [canon(strip(e)) for e in readable]
             stamps = [e.recorded_at for e in es.read_all(backwards=True)][::-1]
             assert stamps == sorted(stamps), "recorded_at decreases in position order"
         es = self.handles[0]
         for s in STREAMS:
-            model = self.streams.get(s, [])
-            assert es.version(s) == len(model), s
+            assert es.version(s) == self.version(s), s
+            model = self.readable_stream(s)
+            assert es.exists(s) == bool(model), s
             if model:
                 got = [recorded(e) for e in es.read(s)]
-                assert [e["version"] for e in got] == list(range(1, len(got) + 1))
+                assert [e["version"] for e in got] == list(range(got[0]["version"],
+                                                                 self.version(s) + 1))
                 assert [canon(e) for e in got] == [canon(strip(e)) for e in model]
 
 
