@@ -7,6 +7,15 @@ a page at a time, and checks what the file backend's verify checks: dense
 positions and versions (:class:`~evstore.core.backend.DenseCheck`), each
 row's checksum, that each body decodes to the id and type stored beside
 it, and that ``head``, ``streams`` and ``snapshots`` agree with the events.
+
+Events removed on purpose (compaction, or gaps an import kept) are not
+damage: their positions are recorded in ``removed`` by the transaction that
+removed them, so a missing position is sound exactly when it lies in one of
+those runs.  A stream stores one run of versions ending at its version
+(removed events are a prefix of their stream, and compaction removes the
+lowest stored first): it starts right after the last version recorded as
+removed in ``removed_versions`` (1 when none), never has a hole, and ends
+at the version the catalogue says.
 """
 from __future__ import annotations
 
@@ -15,6 +24,18 @@ from ...errors import CorruptStore
 from .writes import row_crc
 
 PAGE = 2000
+
+#: The bytes of a store: the main fork of its tables, their indexes, their
+#: TOAST tables and those tables' indexes.  Not the free-space and
+#: visibility maps (``pg_total_relation_size`` counts them): VACUUM creates
+#: them, so they would make a compaction look as if it grew the store.
+SIZE = ("SELECT coalesce(sum(pg_relation_size(x.oid)), 0) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " CROSS JOIN LATERAL (SELECT c.oid UNION ALL"
+        "  SELECT c.reltoastrelid WHERE c.reltoastrelid <> 0 UNION ALL"
+        "  SELECT i.indexrelid FROM pg_index i"
+        "  WHERE c.reltoastrelid <> 0 AND i.indrelid = c.reltoastrelid) x(oid)"
+        " WHERE n.nspname = %s AND c.relkind IN ('r', 'i')")
 
 
 def stats(b) -> dict:
@@ -25,34 +46,90 @@ def stats(b) -> dict:
         if not b.tables(conn):
             return out
         s = b.ident
+        removed = (f"(SELECT coalesce(sum(hi - lo + 1), 0) FROM {s}.removed)"
+                   if b.current(conn) else "0")
         row = conn.execute(
-            f"SELECT (SELECT position FROM {s}.head), (SELECT count(*) FROM {s}.streams),"
+            f"SELECT (SELECT position FROM {s}.head) - {removed},"
+            f" (SELECT count(*) FROM {s}.streams),"
             f" (SELECT format_version FROM {s}.head),"
             f" (SELECT count(*) FROM {s}.snapshots),"
             f" (SELECT recorded_us FROM {s}.events ORDER BY position LIMIT 1),"
             f" (SELECT recorded_us FROM {s}.events ORDER BY position DESC LIMIT 1),"
-            " (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
-            "  JOIN pg_namespace n ON n.oid = c.relnamespace"
-            "  WHERE n.nspname = %s AND c.relkind = 'r')",
+            f" ({SIZE})",
             (b.target.schema,)).fetchone()
     (out["events"], out["streams"], out["format_version"], out["snapshots"], out["first_recorded_us"],
      out["last_recorded_us"], out["bytes"]) = row
     out["bytes"] = int(out["bytes"])
+    out["events"] = int(out["events"])
     return out
 
 
+class StoredCheck(DenseCheck):
+    """:class:`DenseCheck` for a store whose events may have been removed
+    on purpose (module docstring): ``removed`` holds the recorded runs of
+    removed positions, ascending."""
+
+    def __init__(self, removed: list[tuple[int, int]]):
+        super().__init__()
+        self.removed = removed
+        self.removed_count = sum(hi - lo + 1 for lo, hi in removed)
+        self.first: dict[str, int] = {}
+        self._i = 0
+
+    def add(self, stream: str, version: int, position: int, recorded_us: int) -> None:
+        if position > self.position + 1:
+            self.covered(self.position + 1, position - 1)
+            self.position = position - 1
+        if self._run(position) is not None:
+            self.problem("removed", f"position {position} is recorded as removed but holds "
+                         "an event", stream=stream, version=version, position=position)
+        if stream not in self.versions:  # its first stored event: a removed prefix below
+            self.first[stream] = version
+            self.versions[stream] = version - 1
+        super().add(stream, version, position, recorded_us)
+
+    def _run(self, position: int):
+        """The removed run holding ``position``, or None (positions asked
+        for ascending)."""
+        while self._i < len(self.removed) and self.removed[self._i][1] < position:
+            self._i += 1
+        if self._i < len(self.removed) and self.removed[self._i][0] <= position:
+            return self.removed[self._i]
+        return None
+
+    def covered(self, lo: int, hi: int) -> None:
+        """Positions ``lo..hi`` hold no event: each must have been removed."""
+        p = lo
+        while p <= hi:
+            run = self._run(p)
+            if run is not None:
+                p = run[1] + 1
+                continue
+            nxt = self.removed[self._i][0] if self._i < len(self.removed) else hi + 1
+            end = min(hi, nxt - 1)
+            what = f"position {p}" if end == p else f"positions {p} to {end}"
+            self.problem("positions", f"{what}: no event, and none was removed there",
+                         position=p)
+            p = end + 1
+
+
 def verify(b) -> list[dict]:
-    check = DenseCheck()
     with b.session("verify") as conn:
         if not b.tables(conn):
             return []
         head = conn.execute(f"SELECT position FROM {b.ident}.head").fetchone()[0]
+        removed = []
+        if b.current(conn):
+            removed = conn.execute(f"SELECT lo, hi FROM {b.ident}.removed ORDER BY lo").fetchall()
+    check = StoredCheck(removed)
     _events(b, check)
-    if check.position != head:
+    if check.position < head:
+        check.covered(check.position + 1, head)
+    elif check.position > head:
         check.problem("head", f"the head row says position {head}, the events end at "
                       f"{check.position}", position=head)
-    _streams(b, check)
-    _snapshots(b, check)
+    versions = _streams(b, check)
+    _snapshots(b, check, versions)
     for row in b.checkpoints():
         if row.position > head:
             check.problem("checkpoint", f"checkpoint {row.name!r} is at position "
@@ -87,24 +164,43 @@ def _events(b, check: DenseCheck) -> None:
         last = rows[-1][2]
 
 
-def _streams(b, check: DenseCheck) -> None:
-    seen = set()
+def _streams(b, check: StoredCheck) -> dict[str, int]:
+    """Check the catalogue against the events and the removed versions;
+    returns the catalogue's versions."""
+    through: dict[str, int] = {}
+    if check.removed_count or check.first:
+        with b.session("verify") as conn:
+            if b.current(conn):
+                through = dict(conn.execute(
+                    f"SELECT stream, through FROM {b.ident}.removed_versions").fetchall())
+    versions: dict[str, int] = {}
     for row in b.streams():
-        seen.add(row.stream)
-        want = check.versions.get(row.stream, 0)
+        versions[row.stream] = row.version
+        gone = through.get(row.stream, 0)
+        want = check.versions.get(row.stream, gone)  # every event removed: none stored
         if row.version != want:
             check.problem("stream", f"the streams table says version {row.version}, the "
                           f"events end at {want}", stream=row.stream, version=row.version)
-    for stream in check.versions.keys() - seen:
+        first = check.first.get(row.stream)
+        if first is not None and first != gone + 1:
+            check.problem("versions", f"the first event stored is version {first}, but "
+                          f"versions up to {gone} were removed", stream=row.stream,
+                          version=first)
+    for stream in check.versions.keys() - versions.keys():
         check.problem("stream", "events of a stream missing from the streams table",
                       stream=stream)
+    total = sum(through.values())
+    if total > check.removed_count:
+        check.problem("removed", f"{total} events of streams were removed, but only "
+                      f"{check.removed_count} positions")
+    return versions
 
 
-def _snapshots(b, check: DenseCheck) -> None:
+def _snapshots(b, check: DenseCheck, versions: dict[str, int]) -> None:
     with b.session("verify") as conn:
         rows = conn.execute(f"SELECT stream, version FROM {b.ident}.snapshots").fetchall()
     for stream, version in rows:
-        have = check.versions.get(stream, 0)
+        have = versions.get(stream, 0)
         if version > have:
             check.problem("snapshot", f"a snapshot at version {version} of a stream at "
                           f"version {have}", stream=stream, version=version)

@@ -41,6 +41,7 @@ from typing import Sequence
 
 from ...core import rules
 from ...core.backend import BulkSession
+from ...core.forgetting import Cut, check_append
 from ...disk.records import AppendResult
 from ...errors import InvalidEvent
 from .schema import channel, lock_key
@@ -119,9 +120,12 @@ def queries(ident: str, schema: str) -> dict:
         "lock_writers": f"SELECT pg_advisory_xact_lock_shared({lock_key(schema, 'writers')})",
         "lock_head": f"SELECT 1 FROM {s}.head FOR UPDATE",
         "head": f"SELECT position, recorded_us FROM {s}.head",
+        # the tombstone rides along: a cut exists only for a stream with a row
         "state": (f"SELECT h.position, h.recorded_us, coalesce(st.version, 0),"
-                  f" floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
-                  f" FROM {s}.head h LEFT JOIN {s}.streams st ON st.stream = %s"),
+                  f" floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint,"
+                  f" coalesce(c.hard, false)"
+                  f" FROM {s}.head h LEFT JOIN {s}.streams st ON st.stream = %s"
+                  f" LEFT JOIN {s}.cuts c ON c.stream = st.stream"),
         "version": f"SELECT version FROM {s}.streams WHERE stream = %s",
         "window": (f"SELECT id::text, version, position FROM {s}.events"
                    f" WHERE stream = %s AND version BETWEEN %s AND %s ORDER BY version"),
@@ -140,7 +144,38 @@ def queries(ident: str, schema: str) -> dict:
             f" recorded_us = greatest(recorded_us, %(us)s) RETURNING 1)"
             f" SELECT pg_notify(%(channel)s, %(p1)s::text) FROM h"),
         "channel": channel(schema),
+        # one removed run [lo, hi], merged with the runs it touches
+        "add_removed": (
+            f"WITH d AS (DELETE FROM {s}.removed WHERE hi = %(lo)s - 1 OR lo = %(hi)s + 1"
+            f" RETURNING lo, hi)"
+            f" INSERT INTO {s}.removed SELECT least(%(lo)s, min(d.lo)), greatest(%(hi)s, max(d.hi))"
+            f" FROM d"),
+        "add_removed_versions": (
+            f"INSERT INTO {s}.removed_versions SELECT * FROM unnest(%s::text[], %s::bigint[])"
+            f" ON CONFLICT (stream) DO UPDATE SET"
+            f" through = greatest({s}.removed_versions.through, EXCLUDED.through)"),
     }
+
+
+def runs(positions) -> list[list[int]]:
+    """Ascending positions as maximal ``[lo, hi]`` runs."""
+    out: list[list[int]] = []
+    for p in positions:
+        if out and out[-1][1] == p - 1:
+            out[-1][1] = p
+        else:
+            out.append([p, p])
+    return out
+
+
+def add_removed(conn, q: dict, spans) -> None:
+    """Record the ``[lo, hi]`` position runs in ``spans`` as removed on
+    purpose, inside the caller's transaction: the one that deletes their
+    rows (compaction) or leaves them empty (an import of a store with
+    gaps).  Each run is merged with the runs it touches, so the table holds
+    one row per gap a reader of ``$all`` would see."""
+    if spans:
+        conn.cursor().executemany(q["add_removed"], [{"lo": lo, "hi": hi} for lo, hi in spans])
 
 
 def insert(conn, q: dict, stream: str, first_version: int, first_position: int,
@@ -168,8 +203,9 @@ def append(conn, q: dict, stream: str, events, expected, timeout: float, sync: b
         _begin(conn, q, timeout, sync, shared=True)
         state = conn.execute(q["state"], (stream,))
         fetched = conn.execute(sql, params)
-    head, last_us, current, now_us = state.fetchone()
+    head, last_us, current, now_us, hard = state.fetchone()
     rows = fetched.fetchall()
+    check_append(Cut(stream, hard=True) if hard else None, stream)
     window = rules.retry_window(expected, current, len(ids))
     stored = []
     if window is not None:
@@ -222,10 +258,15 @@ class PgBulk(BulkSession):
         from ...core.backend import decode_event
         evs = [decode_event(stream, first_version + i, 0, recorded_us, b)
                for i, b in enumerate(blobs)]
-        insert(self._conn, self._q, stream, first_version, self._head + 1, recorded_us,
+        p0 = self._head + 1 if first_position is None else first_position
+        if p0 > self._head + 1:  # events removed in the store exported: keep the gap
+            add_removed(self._conn, self._q, [(self._head + 1, p0 - 1)])
+        if first_version > 1 and self.version(stream) == 0:  # so was the stream's start
+            self._conn.execute(self._q["add_removed_versions"], ([stream], [first_version - 1]))
+        insert(self._conn, self._q, stream, first_version, p0, recorded_us,
                [e.id for e in evs], [e.type for e in evs], blobs)
         n = len(blobs)
-        self._head += n
+        self._head = p0 + n - 1
         self._last_us = max(self._last_us, recorded_us)
         self._versions[stream] = first_version + n - 1
         self.unsynced += n
