@@ -5,6 +5,7 @@ Imports point one way, lowest first (README, "Code map"):
   0  evstore.errors, evstore.backends.files.names   leaves
   1  evstore.disk                                   the file backend's byte format
   2  evstore.core.backend, evstore.core.rules       the backend interface and the one rule
+     evstore.core.forgetting                        (and forgetting's rules)
   3  evstore.backends                               files, memory, postgres, the registry
   4  evstore.core, evstore (the package)            EventStore, the front end
   5  evstore.features                               written against the front end
@@ -32,6 +33,7 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("evstore.disk", 1),
     ("evstore.core.backend", 2),
     ("evstore.core.rules", 2),
+    ("evstore.core.forgetting", 2),
     ("evstore.backends", 3),
     ("evstore.core", 4),
     ("evstore", 4),
