@@ -276,7 +276,9 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
         queue += [s for s, (_gone, more) in found.items() if more]
         done += sum(g[2] + ROW_OVERHEAD for gone, _more in found.values() for g in gone)
         if progress is not None:
-            progress(min(done, total or done), total or done)
+            progress(min(done, total), total)
+    if progress is not None:
+        progress(total, total)
     if removed or snaps:
         with b.session("compact") as conn:
             conn.execute(f"VACUUM {b.ident}.events, {b.ident}.snapshots, {b.ident}.removed")
