@@ -382,3 +382,69 @@ def test_server_crashes_at_many_steps_of_compaction(pg_server, open_same, steps)
     if not pg_server.can_crash:
         pytest.skip("EVSTORE_TEST_PG points at a server we do not crash")
     _crash_during_compaction(pg_server, open_same, 400 if LONG else 120, 8, steps)
+
+
+# -- erasure: what the docs' recipe promises ---------------------------------------------------
+def test_compact_then_vacuum_full_leaves_no_file_of_the_tables_holding_the_events(
+        pg_server, open_same, pg_url):
+    """docs/POSTGRES.md: ``compact`` deletes the rows (no query finds them);
+    VACUUM FULL and a CHECKPOINT leave no file of the store's tables,
+    indexes or TOAST data holding their bytes."""
+    if not pg_server.can_crash:
+        pytest.skip("EVSTORE_TEST_PG: the server's files are not ours to read")
+    import os
+    b = open_same()
+    marker = "ERASE-ME-7f3a"
+    for i in range(30):
+        b.append("customer-42", prep({"type": "T", "data": {"name": marker, "i": i,
+                                                            "pad": "x" * (i * 300)}}), ANY)
+        b.append("other", prep({"type": "T", "data": {"i": i}}), ANY)
+    b.put_snapshot("customer-42", 30, json.dumps({"name": marker}).encode())
+    b.cut("customer-42", ANY, None, True)
+    assert b.compact(view_of(b))["events_removed"] == 30
+    s = b.target.schema
+    with admin(pg_url) as c:
+        for table in ("events", "snapshots"):
+            n = c.execute(f'SELECT count(*) FROM "{s}".{table}'
+                          " WHERE position(%s::bytea IN body) > 0", (marker.encode(),)).fetchone()
+            assert n[0] == 0
+        c.execute(f'VACUUM FULL "{s}".events, "{s}".snapshots')
+        c.execute("CHECKPOINT")
+        paths = [r[0] for r in c.execute(
+            "SELECT pg_relation_filepath(x.oid) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " CROSS JOIN LATERAL (SELECT c.oid UNION ALL SELECT c.reltoastrelid"
+            "  WHERE c.reltoastrelid <> 0) x(oid) WHERE n.nspname = %s", (s,))]
+    data = pg_server.data
+    held = []
+    for rel in paths:
+        base = os.path.join(data, rel)
+        for name in os.listdir(os.path.dirname(base)):
+            if name == os.path.basename(base) or name.startswith(os.path.basename(base) + "."):
+                with open(os.path.join(os.path.dirname(base), name), "rb") as f:
+                    if marker.encode() in f.read():
+                        held.append(name)
+    assert paths and held == []
+    assert len(list(b.read_stream("other"))) == 30 and b.verify() == []
+
+
+@pytest.mark.xfail(strict=True, reason="the importer's own check (ops/importer.py, helper F2's) "
+                   "still refuses gaps; remove this mark when it keeps them")
+def test_export_import_export_keeps_gaps_byte_identical(open_same, pg_server):
+    from conftest import run_cli
+    b = open_same()
+    fill(b, "a:T b:T a:T b:T a:T")
+    b.cut("b", ANY, None, False)
+    b.compact(view_of(b))
+    copy = pg_server.url_for(b.target.schema + "_copy")
+    try:
+        first = run_cli("export", "--all", store=open_same.url)
+        assert first.returncode == 0
+        r = run_cli("import", store=copy, input=first.stdout)
+        assert r.returncode == 0, r.stderr
+        again = run_cli("export", "--all", store=copy)
+        assert again.stdout == first.stdout
+        assert run_cli("verify", store=copy).returncode == 0
+    finally:
+        with admin(copy) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{b.target.schema}_copy" CASCADE')
