@@ -65,6 +65,9 @@ def readable(b, view) -> list[tuple]:
 # -- cuts ---------------------------------------------------------------------------------------
 def test_delete_and_truncate_are_exact_under_the_writer_lock(open_same):
     a, other = open_same(), open_same()
+    with pytest.raises(StreamNotFound):
+        a.cut("s", ANY, None, False)
+    assert not a.exists()  # a refused delete created no store
     fill(a, "s:T s:T s:T t:T t:T")
     with pytest.raises(StreamNotFound):
         a.cut("nobody", ANY, None, False)

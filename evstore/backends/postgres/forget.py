@@ -133,6 +133,8 @@ def cut(b, stream: str, expected, before: int | None, hard: bool) -> tuple[int, 
     an append (the locks and the state; the new cut and COMMIT)."""
     t = b.lock_timeout
     with b.session("delete" if before is None else "truncate", t) as conn:
+        if not b.tables(conn):  # no store: StreamNotFound, and nothing created
+            plan_cut(None, stream, 0, expected, before, hard)
         b.ensure(conn)
         with batched(conn):
             _begin(conn, b, t, head=True)
