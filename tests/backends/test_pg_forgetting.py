@@ -236,6 +236,23 @@ def test_import_keeps_gaps_and_streams_that_start_past_1(open_same, pg_url):
     assert b.head() == 9 and b.version("a") == 4 and b.stats()["events"] == 3
     assert b.verify() == []
     assert b.append("a", prep("T"), 4).result.position == 10
+    with b.bulk() as bulk:  # a merge (import --renumber) of a stream that starts at 5
+        assert bulk.write("z", 5, None, us, blob() * 2).position == 12
+    assert [(e.version, e.position) for e in b.read_stream("z")] == [(5, 11), (6, 12)]
+    assert b.verify() == []
+
+
+def test_compact_removes_what_max_age_hides(open_same):
+    b = open_same()
+    fill(b, "old:T old:T old:T")
+    times = [int(e.recorded_at.timestamp() * 1e6) for e in b.read_stream("old")]
+    b.set_retention(Retention("old", False, 1_000_000, None))
+    view = view_of(b, now_us=times[1] + 1_000_000)  # the first is older than a second
+    gone = sum(t < times[1] for t in times)  # 1 (0 if the clock did not move)
+    assert b.compact(view, dry_run=True)["events_removed"] == gone
+    assert b.compact(view)["events_removed"] == gone
+    assert [e.version for e in b.read_stream("old")] == [1, 2, 3][gone:]
+    assert b.verify() == []
 
 
 # -- upgrade -------------------------------------------------------------------------------------

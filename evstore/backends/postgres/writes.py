@@ -21,7 +21,9 @@ flush at a time per store (docs/POSTGRES.md, "What dense positions cost").
 
 Round trips (psycopg's pipeline mode sends several statements and waits
 once): the first sends BEGIN, the lock timeout, both locks, the stream's
-state and the stored events the retry rule may ask for; Python then applies
+state (with its tombstone, if ``delete --hard`` left one:
+:func:`evstore.core.forgetting.check_append` refuses the append before the
+rule) and the stored events the retry rule may ask for; Python then applies
 :func:`evstore.core.rules.decide` -- the one implementation of the rule --
 and the second sends the insert (which also moves ``streams`` and ``head``
 and notifies) with COMMIT.  The rule's window depends on the stream's
