@@ -35,6 +35,8 @@ keeps their state in rows and removes rows.  Decisions, with why:
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from ...core.forgetting import Cut, Retention, plan_cut
 from .writes import _ms, add_removed, batched, runs
 
@@ -99,16 +101,18 @@ def queries(s: str) -> dict:
 def cached(b) -> tuple:
     """``(generation, cuts, rules)``, revalidated with one statement.
     A store that does not exist, or was made by an earlier version and not
-    written since, has nothing removed."""
+    written since, has nothing removed.  ``cuts`` is a read-only mapping:
+    every reader of this handle shares it."""
     with b.session("read") as conn:
         if not b.current(conn):
-            return (None, {}, ())
+            return (None, MappingProxyType({}), ())
         have = b._forget_cache
         gen = None if have is None else have[0]
         row = conn.execute(b.fq["cached"], (gen, gen)).fetchone()
     if have is not None and row[0] == gen:
         return have
-    cuts = {s: Cut(s, floor, hard, deleted) for s, floor, hard, deleted in row[1]}
+    cuts = MappingProxyType({s: Cut(s, floor, hard, deleted)
+                             for s, floor, hard, deleted in row[1]})
     rules = tuple(Retention(t, p, age, count) for t, p, age, count in row[2])
     b._forget_cache = fresh = (row[0], cuts, rules)
     return fresh
@@ -203,6 +207,12 @@ def _unreadable(conn, b, view, streams: list[str], after: dict, per_stream: int)
     return out
 
 
+def _per_stream(queued: int) -> int:
+    """Rows to look at per stream, so that one statement looks at about
+    CHUNK rows: a few long streams get many each, many streams few."""
+    return max(1, min(STREAM_ROWS, CHUNK // min(queued, STREAMS)))
+
+
 def _plan(b, view_fn, streams: list[str]) -> tuple[int, int]:
     """What a compaction would remove now: ``(events, bytes)`` (no lock,
     nothing changed; bytes are an estimate of the rows' size)."""
@@ -210,9 +220,10 @@ def _plan(b, view_fn, streams: list[str]) -> tuple[int, int]:
     events = size = 0
     queue, after = list(streams), {}
     while queue:
+        per_stream = _per_stream(len(queue))
         batch, queue = queue[:STREAMS], queue[STREAMS:]
         with b.session("compact") as conn:
-            found = _unreadable(conn, b, view, batch, after, STREAM_ROWS)
+            found = _unreadable(conn, b, view, batch, after, per_stream)
         for stream, (gone, more) in found.items():
             events += len(gone)
             size += sum(g[2] + ROW_OVERHEAD for g in gone)
@@ -251,7 +262,7 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
     queue = list(streams)
     t = b.lock_timeout
     while queue:
-        per_stream = max(1, min(STREAM_ROWS, CHUNK // min(len(queue), STREAMS)))
+        per_stream = _per_stream(len(queue))
         batch, queue = queue[:STREAMS], queue[STREAMS:]
         with b.session("compact", t) as conn:
             with batched(conn):
