@@ -169,6 +169,7 @@ def test_compact_deletes_exactly_the_unreadable_rows(open_same, pg_url):
     b.cut("kept", ANY, None, True)
     assert b.compact(view)["events_removed"] == 4
     assert b.head() == 20 and b.append("new", prep("T"), ANY).result.position == 21
+    assert rows(pg_url, "removed") == [(1, 11), (13, 16), (18, 18)]  # runs merged
     assert b.verify() == []
 
 
