@@ -185,7 +185,8 @@ def _candidates(b, view) -> list[str]:
     return sorted(found)
 
 
-def _unreadable(conn, b, view, streams: list[str], after: dict, per_stream: int):
+def _unreadable(conn, b, view, streams: list[str], after: dict,
+                per_stream: int) -> dict[str, tuple[list, bool]]:
     """For each of ``streams``: the unreadable prefix of its lowest stored
     rows (versions above ``after``) as ``(version, position, size)`` rows,
     and whether the stream may hold more (every row looked at was
@@ -288,9 +289,9 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
         removed += len(positions)
         queue += [s for s, (_gone, more) in found.items() if more]
         done += sum(g[2] + ROW_OVERHEAD for gone, _more in found.values() for g in gone)
-        if progress is not None:
+        if progress is not None and total:
             progress(min(done, total), total)
-    if progress is not None:
+    if progress is not None and total:
         progress(total, total)
     if removed or snaps:
         with b.session("compact") as conn:
