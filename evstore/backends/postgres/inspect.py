@@ -9,9 +9,9 @@ row's checksum, that each body decodes to the id and type stored beside
 it, and that ``head``, ``streams`` and ``snapshots`` agree with the events.
 
 Events removed on purpose (compaction, or gaps an import kept) are not
-damage: their positions are recorded in ``removed`` by the transaction that
-removed them, so a missing position is sound exactly when it lies in one of
-those runs.  A stream stores one run of versions ending at its version
+damage: their positions are marked in ``removed`` by the transaction that
+removed them, so a missing position is sound exactly when it is marked
+there (and a stored one must not be).  A stream stores one run of versions ending at its version
 (removed events are a prefix of their stream, and compaction removes the
 lowest stored first): it starts right after the last version recorded as
 removed in ``removed_versions`` (1 when none), never has a hole, and ends
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ...core.backend import BACKEND_FORMAT, DenseCheck, decode_event
 from ...errors import CorruptStore
+from .schema import REMOVED_BLOCK
 from .writes import row_crc
 
 PAGE = 2000
@@ -46,7 +47,7 @@ def stats(b) -> dict:
         if not b.tables(conn):
             return out
         s = b.ident
-        removed = (f"(SELECT coalesce(sum(hi - lo + 1), 0) FROM {s}.removed)"
+        removed = (f"(SELECT coalesce(sum(n), 0) FROM {s}.removed)"
                    if b.current(conn) else "0")
         row = conn.execute(
             f"SELECT (SELECT position FROM {s}.head) - {removed},"
@@ -66,20 +67,20 @@ def stats(b) -> dict:
 
 class StoredCheck(DenseCheck):
     """:class:`DenseCheck` for a store whose events may have been removed
-    on purpose (module docstring): ``removed`` holds the recorded runs of
-    removed positions, ascending."""
+    on purpose (module docstring): ``removed`` maps a block of the
+    ``removed`` table to its bits as text ('0'/'1', bit 0 = the block's
+    first position)."""
 
-    def __init__(self, removed: list[tuple[int, int]]):
+    def __init__(self, removed: dict[int, str]):
         super().__init__()
         self.removed = removed
         self.first: dict[str, int] = {}
-        self._i = 0
 
     def add(self, stream: str, version: int, position: int, recorded_us: int) -> None:
         if position > self.position + 1:
             self.covered(self.position + 1, position - 1)
             self.position = position - 1
-        if self._run(position) is not None:
+        if self._skip(position, position, False) == position:  # its bit is set
             self.problem("removed", f"position {position} is recorded as removed but holds "
                          "an event", stream=stream, version=version, position=position)
         if stream not in self.versions:  # its first stored event: a removed prefix below
@@ -87,29 +88,29 @@ class StoredCheck(DenseCheck):
             self.versions[stream] = version - 1
         super().add(stream, version, position, recorded_us)
 
-    def _run(self, position: int):
-        """The removed run holding ``position``, or None (positions asked
-        for ascending)."""
-        while self._i < len(self.removed) and self.removed[self._i][1] < position:
-            self._i += 1
-        if self._i < len(self.removed) and self.removed[self._i][0] <= position:
-            return self.removed[self._i]
-        return None
+    def _skip(self, p: int, hi: int, removed: bool) -> int:
+        """The first position in ``p..hi`` that is not (``removed``) or is
+        (not ``removed``) recorded as removed; ``hi + 1`` when none."""
+        end = "0" if removed else "1"
+        while p <= hi:
+            block, i = divmod(p - 1, REMOVED_BLOCK)
+            stop = min(REMOVED_BLOCK, i + hi - p + 1)
+            bits = self.removed.get(block)
+            j = (i if removed else -1) if bits is None else bits.find(end, i, stop)
+            if j >= 0:
+                return p + j - i
+            p += stop - i
+        return hi + 1
 
     def covered(self, lo: int, hi: int) -> None:
         """Positions ``lo..hi`` hold no event: each must have been removed."""
-        p = lo
+        p = self._skip(lo, hi, True)
         while p <= hi:
-            run = self._run(p)
-            if run is not None:
-                p = run[1] + 1
-                continue
-            nxt = self.removed[self._i][0] if self._i < len(self.removed) else hi + 1
-            end = min(hi, nxt - 1)
+            end = self._skip(p, hi, False) - 1
             what = f"position {p}" if end == p else f"positions {p} to {end}"
             self.problem("positions", f"{what}: no event, and none was removed there",
                          position=p)
-            p = end + 1
+            p = self._skip(end + 1, hi, True)
 
 
 def verify(b) -> list[dict]:
@@ -117,10 +118,14 @@ def verify(b) -> list[dict]:
         if not b.tables(conn):
             return []
         head = conn.execute(f"SELECT position FROM {b.ident}.head").fetchone()[0]
-        removed = []
+        blocks = []
         if b.current(conn):
-            removed = conn.execute(f"SELECT lo, hi FROM {b.ident}.removed ORDER BY lo").fetchall()
-    check = StoredCheck(removed)
+            blocks = conn.execute(f"SELECT block, bits::text, n FROM {b.ident}.removed").fetchall()
+    check = StoredCheck({block: bits for block, bits, _n in blocks})
+    for block, bits, n in blocks:
+        if bits.count("1") != n:
+            check.problem("removed", f"the removed positions' block {block} counts {n} but "
+                          f"marks {bits.count('1')}")
     _events(b, check)
     if check.position < head:
         check.covered(check.position + 1, head)

@@ -25,8 +25,8 @@ column; the decisions that matter:
   rules), ``forgetting`` (one row: a generation number that every change of
   those two tables increments, so readers revalidate their cached copy with
   one primary-key lookup; its row lock also serialises those changes with
-  compaction) and ``removed`` (the ranges of positions whose events were
-  removed on purpose) and ``removed_versions`` (per stream, the last
+  compaction) and ``removed`` (a bitmap of the positions whose events were
+  removed on purpose, :func:`.writes.add_removed`) and ``removed_versions`` (per stream, the last
   version removed: removed events are a prefix of their stream), both
   written in the transaction that removes the rows, so ``verify`` tells
   removed events from real damage, to the stream.  A schema made before them is
@@ -38,6 +38,8 @@ from __future__ import annotations
 import hashlib
 
 from ...core.backend import BACKEND_FORMAT
+
+REMOVED_BLOCK = 1024  #: positions per row of the ``removed`` bitmap
 
 TABLES = ("head", "events", "streams", "snapshots", "checkpoints", "settings",
           "cuts", "retention", "forgetting", "removed", "removed_versions")
@@ -105,8 +107,9 @@ CREATE TABLE IF NOT EXISTS {s}.forgetting (
 );
 INSERT INTO {s}.forgetting VALUES (true, 0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS {s}.removed (
-    lo bigint PRIMARY KEY,
-    hi bigint NOT NULL UNIQUE
+    block bigint PRIMARY KEY,
+    bits bit({block}) NOT NULL,
+    n bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS {s}.removed_versions (
     stream text COLLATE "C" PRIMARY KEY,
@@ -149,4 +152,4 @@ def create(conn, schema: str) -> None:
     ident = sql.Identifier(schema).as_string(conn)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema, "create"),))
-        conn.execute(DDL.format(s=ident, fmt=BACKEND_FORMAT))
+        conn.execute(DDL.format(s=ident, fmt=BACKEND_FORMAT, block=REMOVED_BLOCK))

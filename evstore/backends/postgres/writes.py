@@ -46,7 +46,7 @@ from ...core.backend import BulkSession
 from ...core.forgetting import Cut, check_append
 from ...disk.records import AppendResult
 from ...errors import InvalidEvent
-from .schema import channel, lock_key
+from .schema import REMOVED_BLOCK, channel, lock_key
 
 
 BIGINT_MAX = 2**63 - 1  #: versions are bigint; a larger expected version is a conflict
@@ -146,12 +146,13 @@ def queries(ident: str, schema: str) -> dict:
             f" recorded_us = greatest(recorded_us, %(us)s) RETURNING 1)"
             f" SELECT pg_notify(%(channel)s, %(p1)s::text) FROM h"),
         "channel": channel(schema),
-        # one removed run [lo, hi], merged with the runs it touches
+        # removed positions: one bit each, in rows of REMOVED_BLOCK positions
         "add_removed": (
-            f"WITH d AS (DELETE FROM {s}.removed WHERE hi = %(lo)s - 1 OR lo = %(hi)s + 1"
-            f" RETURNING lo, hi)"
-            f" INSERT INTO {s}.removed SELECT least(%(lo)s, min(d.lo)), greatest(%(hi)s, max(d.hi))"
-            f" FROM d"),
+            f"INSERT INTO {s}.removed (block, bits, n) SELECT x.block,"
+            f" ('x' || x.hex)::bit({REMOVED_BLOCK}), x.n"
+            f" FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS x(block, hex, n)"
+            f" ON CONFLICT (block) DO UPDATE SET bits = {s}.removed.bits | EXCLUDED.bits,"
+            f" n = {s}.removed.n + EXCLUDED.n"),
         "add_removed_versions": (
             f"INSERT INTO {s}.removed_versions SELECT * FROM unnest(%s::text[], %s::bigint[])"
             f" ON CONFLICT (stream) DO UPDATE SET"
@@ -171,13 +172,30 @@ def runs(positions) -> list[list[int]]:
 
 
 def add_removed(conn, q: dict, spans) -> None:
-    """Record the ``[lo, hi]`` position runs in ``spans`` as removed on
-    purpose, inside the caller's transaction: the one that deletes their
-    rows (compaction) or leaves them empty (an import of a store with
-    gaps).  Each run is merged with the runs it touches, so the table holds
-    one row per gap a reader of ``$all`` would see."""
-    if spans:
-        conn.cursor().executemany(q["add_removed"], [{"lo": lo, "hi": hi} for lo, hi in spans])
+    """Record the positions of the ``[lo, hi]`` runs in ``spans`` (not
+    overlapping, never recorded before) as removed on purpose, inside the
+    caller's transaction: the one that deletes their rows (compaction) or
+    leaves them empty (an import of a store with gaps).
+
+    Why a bitmap (one bit per position, ``REMOVED_BLOCK`` positions a row,
+    OR-ed in by one upsert) rather than runs of positions: removing every
+    other stream of a store leaves as many runs as removed events, while
+    bits cost at most an eighth of a byte per position the store ever had
+    (docs/POSTGRES.md)."""
+    blocks: dict[int, list[int]] = {}  # block -> [mask, count]
+    for lo, hi in spans:
+        p = lo
+        while p <= hi:
+            block, i = divmod(p - 1, REMOVED_BLOCK)
+            j = min(REMOVED_BLOCK - 1, i + hi - p)  # the last bit of this block in the run
+            m = blocks.setdefault(block, [0, 0])
+            m[0] |= ((1 << (j - i + 1)) - 1) << (REMOVED_BLOCK - 1 - j)  # bit 0 leftmost
+            m[1] += j - i + 1
+            p += j - i + 1
+    if blocks:
+        keys = sorted(blocks)
+        conn.execute(q["add_removed"], (keys, [format(blocks[k][0], f"0{REMOVED_BLOCK // 4}x")
+                                               for k in keys], [blocks[k][1] for k in keys]))
 
 
 def insert(conn, q: dict, stream: str, first_version: int, first_position: int,
