@@ -116,6 +116,31 @@ def test_a_tombstone_costs_the_append_no_round_trip(open_same):
     assert b._conn().info.transaction_status == 0 and b.head() == 3
 
 
+def test_a_hard_delete_beside_appends_is_exact(open_same):
+    """Appends race a hard delete: the delete's version is the stream's
+    last, and every append after it is refused."""
+    b = open_same()
+    fill(b, "s:T")
+    results: list = []
+
+    def writer():
+        w = open_same()
+        while True:
+            try:
+                results.append(w.append("s", prep("T"), ANY).result.version)
+            except StreamDeleted:
+                return
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while len(results) < 20:
+        time.sleep(0.005)
+    v, cut = b.cut("s", ANY, None, True)
+    t.join(10)
+    assert not t.is_alive() and cut.hard and cut.deleted == v
+    assert b.version("s") == v == max(results)  # nothing got in after it
+
+
 def test_reading_the_cuts_and_rules_is_one_statement(open_same):
     a, other = open_same(), open_same()
     fill(a, "s:T s:T")
