@@ -250,7 +250,7 @@ def test_bulk_keeps_what_it_is_given_and_refuses_what_does_not_continue(backend)
         with pytest.raises(InvalidEvent, match="position"):
             bulk.write("a", 3, 2, us, blobs)  # a position already taken
         with pytest.raises(InvalidEvent, match="version"):
-            bulk.write("a", 5, 3, us, blobs)
+            bulk.write("a", 2, 3, us, blobs)  # a version already taken
         with pytest.raises(InvalidEvent, match="earlier"):
             bulk.write("b", 1, 3, us - 1, blobs)
         bulk.sync()

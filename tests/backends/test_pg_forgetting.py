@@ -21,9 +21,9 @@ import pytest
 from evstore.backends import open_backend
 from evstore.backends.postgres import forget
 from evstore.backends.postgres.writes import add_removed
-from evstore.core.forgetting import Forgetting, Retention
+from evstore.core.forgetting import Cut, Forgetting, Retention
 from evstore.core.rules import ANY
-from evstore.errors import StreamDeleted, StreamNotFound, WrongExpectedVersion
+from evstore.errors import InvalidEvent, StreamDeleted, StreamNotFound, WrongExpectedVersion
 
 from core_helpers import LONG, spawn
 from pg_server import wait_ready
@@ -256,7 +256,7 @@ def test_verify_tells_removed_events_from_damage(open_same, pg_url):
 
 
 # -- import --------------------------------------------------------------------------------------
-def test_import_keeps_gaps_and_streams_that_start_past_1(open_same, pg_url):
+def test_import_keeps_gaps_in_positions_and_versions(open_same, pg_url):
     b = open_same()
     us = 1_700_000_000_000_000
     blob = lambda: [p.blob for p in prep("T")]  # noqa: E731
@@ -264,20 +264,27 @@ def test_import_keeps_gaps_and_streams_that_start_past_1(open_same, pg_url):
         bulk.write("a", 3, 4, us, blob())        # positions 1-3 and versions 1-2 removed upstream
         bulk.write("b", 1, 5, us, blob())
         bulk.write("a", 4, 9, us + 1, blob())    # positions 6-8 removed
-        with pytest.raises(Exception, match="version 6"):
-            bulk.write("a", 6, 10, us + 1, blob())  # a hole inside a stream: never removed
-        with pytest.raises(Exception, match="position 9"):
-            bulk.write("c", 1, 9, us + 1, blob())
+        bulk.write("a", 7, 10, us + 1, blob())   # versions 5-6 removed: so were 3-4 (a prefix)
+        with pytest.raises(InvalidEvent, match="version 7"):
+            bulk.write("a", 7, 11, us + 1, blob())
+        with pytest.raises(InvalidEvent, match="position 10"):
+            bulk.write("c", 1, 10, us + 1, blob())
+        with pytest.raises(InvalidEvent, match="version 5"):
+            bulk.write("z", 5, None, us, blob())  # a merge continues streams exactly
     assert [(e.stream, e.version, e.position) for e in b.read_all()] == [
-        ("a", 3, 4), ("b", 1, 5), ("a", 4, 9)]
+        ("a", 3, 4), ("b", 1, 5), ("a", 4, 9), ("a", 7, 10)]
     assert removed_positions(pg_url) == [1, 2, 3, 6, 7, 8]
-    assert b.head() == 9 and b.version("a") == 4 and b.stats()["events"] == 3
+    assert dict(b.cuts()) == {"a": Cut("a", 7, False, 0)}  # its floor, as on files
+    assert b.head() == 10 and b.version("a") == 7 and b.stats()["events"] == 4
     assert b.verify() == []
-    assert b.append("a", prep("T"), 4).result.position == 10
-    with b.bulk() as bulk:  # a merge (import --renumber) of a stream that starts at 5
-        assert bulk.write("z", 5, None, us, blob() * 2).position == 12
-    assert [(e.version, e.position) for e in b.read_stream("z")] == [(5, 11), (6, 12)]
-    assert b.verify() == []
+    assert [e.version for e in b.read_stream("a")
+            if view_of(b)().readable("a", e.version, 0, 7)] == [7]
+    assert b.compact(view_of(b))["events_removed"] == 2 and b.verify() == []
+    assert b.append("a", prep("T"), 7).result.position == 11
+    b.cut("b", ANY, None, True)
+    with pytest.raises(StreamDeleted), b.bulk() as bulk:
+        bulk.write("b", 2, 12, us + 2, blob())  # a tombstone refuses an import too
+    assert b.head() == 11
 
 
 def test_removed_positions_across_blocks_and_what_verify_makes_of_them(open_same, pg_url):

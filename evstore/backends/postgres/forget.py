@@ -63,7 +63,6 @@ def queries(s: str) -> dict:
             f" FROM {s}.retention) END"
             f" FROM {s}.forgetting f"),
         "lock": f"SELECT generation FROM {s}.forgetting FOR UPDATE",
-        "bump": f"UPDATE {s}.forgetting SET generation = generation + 1",
         "cut_state": (f"SELECT coalesce(st.version, 0), c.floor, c.hard, c.deleted"
                       f" FROM (SELECT %s::text AS stream) x"
                       f" LEFT JOIN {s}.streams st ON st.stream = x.stream"
@@ -149,7 +148,7 @@ def cut(b, stream: str, expected, before: int | None, hard: bool) -> tuple[int, 
         with batched(conn):
             if new != old:
                 conn.execute(b.fq["put_cut"], tuple(new))
-                conn.execute(b.fq["bump"])
+                conn.execute(b.q["bump_forgetting"])
             conn.execute("COMMIT")
     return version, new
 
@@ -164,7 +163,7 @@ def set_retention(b, rule: Retention) -> None:
                 conn.execute(b.fq["drop_rule"], (rule.target, rule.prefix))
             else:
                 conn.execute(b.fq["put_rule"], tuple(rule))
-            conn.execute(b.fq["bump"])
+            conn.execute(b.q["bump_forgetting"])
             conn.execute("COMMIT")
 
 

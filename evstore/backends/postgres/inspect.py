@@ -11,11 +11,12 @@ it, and that ``head``, ``streams`` and ``snapshots`` agree with the events.
 Events removed on purpose (compaction, or gaps an import kept) are not
 damage: their positions are marked in ``removed`` by the transaction that
 removed them, so a missing position is sound exactly when it is marked
-there (and a stored one must not be).  A stream stores one run of versions ending at its version
-(removed events are a prefix of their stream, and compaction removes the
-lowest stored first): it starts right after the last version recorded as
-removed in ``removed_versions`` (1 when none), never has a hole, and ends
-at the version the catalogue says.
+there (and a stored one must not be).  Within a stream (removed events are
+a prefix of their stream, and compaction removes the lowest stored first)
+a version may be missing only at or below the last
+version recorded as removed in ``removed_versions`` (rows below it may
+still be stored, when compaction has not reached them or an import jumped
+over them), and the stored versions end at the version the catalogue says.
 """
 from __future__ import annotations
 
@@ -69,12 +70,12 @@ class StoredCheck(DenseCheck):
     """:class:`DenseCheck` for a store whose events may have been removed
     on purpose (module docstring): ``removed`` maps a block of the
     ``removed`` table to its bits as text ('0'/'1', bit 0 = the block's
-    first position)."""
+    first position); ``through`` a stream to its last removed version."""
 
-    def __init__(self, removed: dict[int, str]):
+    def __init__(self, removed: dict[int, str], through: dict[str, int]):
         super().__init__()
         self.removed = removed
-        self.first: dict[str, int] = {}
+        self.through = through
 
     def add(self, stream: str, version: int, position: int, recorded_us: int) -> None:
         if position > self.position + 1:
@@ -83,9 +84,8 @@ class StoredCheck(DenseCheck):
         if self._skip(position, position, False) == position:  # its bit is set
             self.problem("removed", f"position {position} is recorded as removed but holds "
                          "an event", stream=stream, version=version, position=position)
-        if stream not in self.versions:  # its first stored event: a removed prefix below
-            self.first[stream] = version
-            self.versions[stream] = version - 1
+        if self.versions.get(stream, 0) + 1 < version <= self.through.get(stream, 0) + 1:
+            self.versions[stream] = version - 1  # the versions skipped were removed
         super().add(stream, version, position, recorded_us)
 
     def _skip(self, p: int, hi: int, removed: bool) -> int:
@@ -118,10 +118,12 @@ def verify(b) -> list[dict]:
         if not b.tables(conn):
             return []
         head = conn.execute(f"SELECT position FROM {b.ident}.head").fetchone()[0]
-        blocks = []
+        blocks, through = [], {}
         if b.current(conn):
             blocks = conn.execute(f"SELECT block, bits::text, n FROM {b.ident}.removed").fetchall()
-    check = StoredCheck({block: bits for block, bits, _n in blocks})
+            through = dict(conn.execute(
+                f"SELECT stream, through FROM {b.ident}.removed_versions").fetchall())
+    check = StoredCheck({block: bits for block, bits, _n in blocks}, through)
     for block, bits, n in blocks:
         if bits.count("1") != n:
             check.problem("removed", f"the removed positions' block {block} counts {n} but "
@@ -171,24 +173,14 @@ def _events(b, check: DenseCheck) -> None:
 def _streams(b, check: StoredCheck) -> dict[str, int]:
     """Check the catalogue against the events and the removed versions;
     returns the catalogue's versions."""
-    through: dict[str, int] = {}
-    with b.session("verify") as conn:
-        if b.current(conn):
-            through = dict(conn.execute(
-                f"SELECT stream, through FROM {b.ident}.removed_versions").fetchall())
     versions: dict[str, int] = {}
     for row in b.streams():
         versions[row.stream] = row.version
-        gone = through.get(row.stream, 0)
-        want = check.versions.get(row.stream, gone)  # every event removed: none stored
+        # every event removed: nothing stored, and the removed versions say so
+        want = check.versions.get(row.stream, check.through.get(row.stream, 0))
         if row.version != want:
             check.problem("stream", f"the streams table says version {row.version}, the "
                           f"events end at {want}", stream=row.stream, version=row.version)
-        first = check.first.get(row.stream)
-        if first is not None and first != gone + 1:
-            check.problem("versions", f"the first event stored is version {first}, but "
-                          f"versions up to {gone} were removed", stream=row.stream,
-                          version=first)
     for stream in check.versions.keys() - versions.keys():
         check.problem("stream", "events of a stream missing from the streams table",
                       stream=stream)

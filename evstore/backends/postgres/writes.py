@@ -153,6 +153,13 @@ def queries(ident: str, schema: str) -> dict:
             f" FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS x(block, hex, n)"
             f" ON CONFLICT (block) DO UPDATE SET bits = {s}.removed.bits | EXCLUDED.bits,"
             f" n = {s}.removed.n + EXCLUDED.n"),
+        # the forgetting state's generation (forget.py): every change moves it
+        "bump_forgetting": f"UPDATE {s}.forgetting SET generation = generation + 1",
+        "cut_of": f"SELECT hard FROM {s}.cuts WHERE stream = %s",
+        # an import's version gap: the versions below are not readable (the
+        # stream's floor), as after a truncate
+        "import_floor": (f"INSERT INTO {s}.cuts VALUES (%s, %s, false, 0) ON CONFLICT (stream)"
+                         f" DO UPDATE SET floor = greatest({s}.cuts.floor, EXCLUDED.floor)"),
         "add_removed_versions": (
             f"INSERT INTO {s}.removed_versions SELECT * FROM unnest(%s::text[], %s::bigint[])"
             f" ON CONFLICT (stream) DO UPDATE SET"
@@ -251,6 +258,7 @@ class PgBulk(BulkSession):
     def __init__(self, conn, q: dict, timeout: float, sync: bool):
         self._conn, self._q, self._timeout, self._sync = conn, q, timeout, sync
         self._versions: dict[str, int] = {}
+        self._checked: set[str] = set()  # streams whose tombstone was looked for
         self._head = self._last_us = 0
         self.unsynced = 0
         self._begin()
@@ -271,8 +279,13 @@ class PgBulk(BulkSession):
         return v
 
     def write(self, stream, first_version, first_position, recorded_us, blobs):
+        if stream not in self._checked:  # a tombstone refuses imports too
+            row = self._conn.execute(self._q["cut_of"], (stream,)).fetchone()
+            check_append(Cut(stream, hard=True) if row and row[0] else None, stream)
+            self._checked.add(stream)
+        current = self.version(stream)
         why = rules.continues(stream, first_version, first_position, recorded_us,
-                              self.version(stream), self._head, self._last_us)
+                              current, self._head, self._last_us)
         if why:
             raise InvalidEvent(why)
         from ...core.backend import decode_event
@@ -281,8 +294,8 @@ class PgBulk(BulkSession):
         p0 = self._head + 1 if first_position is None else first_position
         if p0 > self._head + 1:  # events removed in the store exported: keep the gap
             add_removed(self._conn, self._q, [(self._head + 1, p0 - 1)])
-        if first_version > 1 and self.version(stream) == 0:  # so was the stream's start
-            self._conn.execute(self._q["add_removed_versions"], ([stream], [first_version - 1]))
+        if first_version > current + 1:  # so were versions of its stream
+            self._version_gap(stream, first_version)
         insert(self._conn, self._q, stream, first_version, p0, recorded_us,
                [e.id for e in evs], [e.type for e in evs], blobs)
         n = len(blobs)
@@ -291,6 +304,16 @@ class PgBulk(BulkSession):
         self._versions[stream] = first_version + n - 1
         self.unsynced += n
         return AppendResult(stream, first_version + n - 1, self._head, n)
+
+    def _version_gap(self, stream: str, first_version: int) -> None:
+        """The stream's versions below ``first_version`` were removed where
+        the batch comes from: they are recorded as removed, and its floor
+        (a cut, as ``truncate`` makes) hides any of them this store holds,
+        as on files -- removed events are always a prefix of their stream."""
+        c, q = self._conn, self._q
+        c.execute(q["add_removed_versions"], ([stream], [first_version - 1]))
+        c.execute(q["import_floor"], (stream, first_version))
+        c.execute(q["bump_forgetting"])
 
     def sync(self) -> None:
         self._conn.execute("COMMIT")
