@@ -191,6 +191,7 @@ def test_compact_deletes_exactly_the_unreadable_rows(open_same, pg_url):
     seen = []
     out = b.compact(view, progress=lambda done, total: seen.append((done, total)))
     assert out["events_removed"] == 12 and out["bytes_before"] == stats["bytes"]
+    assert out["bytes_after"] == dry["bytes_after"]  # the freed rows' space, as foretold
     assert seen and seen[-1][0] == seen[-1][1]
     assert [(e.position, e.stream, e.version, e.id) for e in b.read_all()] == keep
     after = dict(rows(pg_url, "events", "position, body"))

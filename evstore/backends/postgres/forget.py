@@ -32,6 +32,12 @@ keeps their state in rows and removes rows.  Decisions, with why:
   FULL, which rewrites the tables (so no file holds the removed bytes) but
   locks them against every reader and writer while it runs:
   docs/POSTGRES.md, "Forgetting", says when and how to run it.
+- **bytes_after** counts the removed rows' space as given back: a plain
+  VACUUM keeps it inside the table files, where the store's next rows
+  reuse it before the files grow, so the files' size (``info``) hardly
+  moves and would say nothing about what compaction did.  The rows' size
+  is estimated from their columns (the dry run reports the same figure);
+  when the VACUUM did shrink the files further, their size is reported.
 """
 from __future__ import annotations
 
@@ -46,9 +52,15 @@ STREAM_ROWS = 10_000
 CHUNK = 10_000
 #: streams one compaction statement looks at, at most
 STREAMS = 200
-#: a stored row's bytes beyond its body (tuple header, columns, index entries),
-#: for the estimate of a dry run
-ROW_OVERHEAD = 120
+#: a stored event's bytes beyond its body, stream id (twice: the row and an
+#: index) and type: tuple header and line pointer, the fixed-size columns,
+#: and its entries in the three indexes
+ROW_FIXED = 148
+#: the same for a snapshot (tuple header, version, the primary key's entry)
+SNAPSHOT_FIXED = 64
+
+
+SNAPSHOT_SIZE = f"pg_column_size(sn.body) + octet_length(sn.stream) * 2 + {SNAPSHOT_FIXED}"
 
 
 def queries(s: str) -> dict:
@@ -82,14 +94,17 @@ def queries(s: str) -> dict:
             f" FROM unnest(%s::text[], %s::bigint[]) AS x(stream, after)"
             f" JOIN {s}.streams st ON st.stream = x.stream"
             f" CROSS JOIN LATERAL (SELECT ev.version, ev.position, ev.recorded_us,"
-            f" pg_column_size(ev.body) AS size FROM {s}.events ev"
+            f" pg_column_size(ev.body) + octet_length(ev.stream) * 2 + octet_length(ev.type)"
+            f" + {ROW_FIXED} AS size FROM {s}.events ev"
             f" WHERE ev.stream = x.stream AND ev.version > x.after"
             f" ORDER BY ev.version LIMIT %s) e ORDER BY x.stream, e.version"),
         "delete": f"DELETE FROM {s}.events WHERE position = ANY(%s::bigint[])",
-        "drop_snapshots": (f"DELETE FROM {s}.snapshots sn USING unnest(%s::text[], %s::bigint[])"
-                           f" AS x(stream, deleted) WHERE sn.stream = x.stream"
-                           f" AND sn.version <= x.deleted"),
-        "count_snapshots": (f"SELECT count(*), coalesce(sum(pg_column_size(sn.body)), 0)"
+        "drop_snapshots": (f"WITH d AS (DELETE FROM {s}.snapshots sn"
+                           f" USING unnest(%s::text[], %s::bigint[]) AS x(stream, deleted)"
+                           f" WHERE sn.stream = x.stream AND sn.version <= x.deleted"
+                           f" RETURNING {SNAPSHOT_SIZE} AS size)"
+                           f" SELECT count(*), coalesce(sum(size), 0) FROM d"),
+        "count_snapshots": (f"SELECT count(*), coalesce(sum({SNAPSHOT_SIZE}), 0)"
                             f" FROM {s}.snapshots sn JOIN unnest(%s::text[], %s::bigint[])"
                             f" AS x(stream, deleted) ON sn.stream = x.stream"
                             f" AND sn.version <= x.deleted"),
@@ -226,16 +241,16 @@ def _plan(b, view_fn, streams: list[str]) -> tuple[int, int]:
             found = _unreadable(conn, b, view, batch, after, per_stream)
         for stream, (gone, more) in found.items():
             events += len(gone)
-            size += sum(g[2] + ROW_OVERHEAD for g in gone)
+            size += sum(g[2] for g in gone)
             if more:
                 after[stream] = gone[-1][0]
                 queue.append(stream)
     deleted = {s: c.deleted for s, c in view.cuts.items() if c.deleted}
     if deleted:
         with b.session("compact") as conn:
-            n, body = conn.execute(b.fq["count_snapshots"],
+            _n, body = conn.execute(b.fq["count_snapshots"],
                                    (list(deleted), list(deleted.values()))).fetchone()
-        size += int(body) + n * ROW_OVERHEAD
+        size += int(body)
     return events, size
 
 
@@ -258,7 +273,7 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
             result.update(events_removed=events, bytes_after=max(0, bytes_before - size))
             return result
         total = size
-    done = removed = snaps = 0
+    done = removed = snaps = freed = 0
     queue = list(streams)
     t = b.lock_timeout
     while queue:
@@ -284,10 +299,12 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
                                               (list(deleted), list(deleted.values())))
                 conn.execute("COMMIT")
             if deleted:
-                snaps += gone_snaps.rowcount
+                n, size = gone_snaps.fetchone()
+                snaps += n
+                freed += int(size)
         removed += len(positions)
         queue += [s for s, (_gone, more) in found.items() if more]
-        done += sum(g[2] + ROW_OVERHEAD for gone, _more in found.values() for g in gone)
+        done += sum(g[2] for gone, _more in found.values() for g in gone)
         if progress is not None and total:
             progress(min(done, total), total)
     if progress is not None and total:
@@ -295,5 +312,9 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
     if removed or snaps:
         with b.session("compact") as conn:
             conn.execute(f"VACUUM {b.ident}.events, {b.ident}.snapshots, {b.ident}.removed")
-    result.update(events_removed=removed, bytes_after=b.stats()["bytes"])
+    freed += done
+    # the freed rows' space is free inside the files (module docstring), unless
+    # the VACUUM gave back more (empty pages at the end of a table)
+    after = min(b.stats()["bytes"], bytes_before - freed) if freed else b.stats()["bytes"]
+    result.update(events_removed=removed, bytes_after=max(0, after))
     return result
