@@ -12,11 +12,13 @@ keeps their state in rows and removes rows.  Decisions, with why:
   of ``forgetting``), which every change increments in its transaction:
   one primary-key lookup per read when nothing changed, and the same one
   statement reloads everything when something did, from one snapshot.
-- **Lock order**: ``cut`` takes the ``forgetting`` row, then ``head``;
-  ``set_retention`` and each compaction transaction take only the
-  ``forgetting`` row.  So changes of cuts and rules wait for a compaction
-  step in progress (a few milliseconds), appends never do, and no cycle
-  exists.
+- **Lock order**, the same everywhere: the writers' lock, ``head``, then
+  the ``forgetting`` row.  Appends take the first two; ``cut`` and an
+  import that records a stream's floor take all three; ``set_retention``
+  and each compaction transaction take only the last.  So no cycle exists,
+  changes of cuts and rules wait for a compaction step in progress, and
+  appends never wait for compaction -- except behind a ``cut`` that is
+  itself waiting for one step.
 - **Compaction goes stream by stream, lowest versions first**, and removes
   in each transaction only a prefix of what a stream still stores: so what
   a stream stores is always one run of versions ending at its version
@@ -134,16 +136,16 @@ def cached(b) -> tuple:
 
 # -- changing it --------------------------------------------------------------------------
 def _begin(conn, b, timeout: float, head: bool) -> None:
-    """BEGIN and the locks of a change (module docstring: ``forgetting``
-    first, then, for a cut, the writers' lock and ``head``)."""
+    """BEGIN and the locks of a change (module docstring: for a cut, the
+    writers' lock and ``head`` first, then ``forgetting``)."""
     conn.execute("BEGIN")
     conn.execute(f"SET LOCAL lock_timeout = {_ms(timeout)}")
     if not b.sync:
         conn.execute("SET LOCAL synchronous_commit = off")
-    conn.execute(b.fq["lock"])
     if head:
         conn.execute(b.q["lock_writers"])
         conn.execute(b.q["lock_head"])
+    conn.execute(b.fq["lock"])
 
 
 def cut(b, stream: str, expected, before: int | None, hard: bool) -> tuple[int, Cut]:
