@@ -241,16 +241,16 @@ def test_watcher_wakes_on_commit_times_out_and_stops(open_same):
 
 
 # -- bulk writes ------------------------------------------------------------------------------
-def test_bulk_keeps_what_it_is_given_and_refuses_gaps(backend):
+def test_bulk_keeps_what_it_is_given_and_refuses_what_does_not_continue(backend):
     us = 1_700_000_000_000_000
     blobs = [p.blob for p in prep("T", "U")]
     with backend.bulk() as bulk:
         assert bulk.head == 0
         bulk.write("a", 1, 1, us, blobs)
         with pytest.raises(InvalidEvent, match="position"):
-            bulk.write("a", 3, 5, us, blobs)
+            bulk.write("a", 3, 2, us, blobs)  # a position already taken
         with pytest.raises(InvalidEvent, match="version"):
-            bulk.write("a", 5, 3, us, blobs)
+            bulk.write("a", 2, 3, us, blobs)  # a version already taken
         with pytest.raises(InvalidEvent, match="earlier"):
             bulk.write("b", 1, 3, us - 1, blobs)
         bulk.sync()

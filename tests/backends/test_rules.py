@@ -67,7 +67,11 @@ def test_partial_retries_are_conflicts(expected):
 
 def test_continues():
     assert continues("s", 1, 1, 5, 0, 0, 5) is None
-    assert "position 3" in continues("s", 1, 3, 5, 0, 1, 0)
-    assert "version 3" in continues("s", 3, 2, 5, 1, 1, 0)
+    assert "position 1" in continues("s", 1, 1, 5, 0, 1, 0)
+    assert continues("s", 1, 3, 5, 0, 1, 0) is None      # a gap: events removed upstream
+    assert continues("s", 3, 2, 5, 0, 1, 0) is None      # a stream may start past 1...
+    assert continues("s", 5, 2, 5, 3, 1, 0) is None      # ...or go on past its version
+    assert "version 1" in continues("s", 1, 2, 5, 1, 1, 0)  # never back
+    assert "version 3" in continues("s", 3, None, 5, 1, 1, 0)  # renumbered: exactly
     assert "earlier" in continues("s", 1, 1, 4, 0, 0, 5)
     assert continues("s", 1, None, 4, 0, 7, 5) is None  # renumbered: older times allowed

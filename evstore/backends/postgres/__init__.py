@@ -7,7 +7,8 @@ schema; docs/POSTGRES.md explains the schema, how positions stay dense and
 in commit order, and what that costs.  Modules: :mod:`.connect` (URLs,
 connections, error translation), :mod:`.schema` (tables), :mod:`.writes`
 (appends and bulk imports), :mod:`.reads`, :mod:`.documents` (snapshots,
-checkpoints, settings), :mod:`.inspect` (info and verify), :mod:`.watch`
+checkpoints, settings), :mod:`.forget` (delete, truncate, retention,
+compaction), :mod:`.inspect` (info and verify), :mod:`.watch`
 (LISTEN/NOTIFY).
 """
 from .backend import PostgresBackend

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from ...core.backend import Appended, Backend, CheckpointRow, Prepared
 from ...errors import StoreNotFound
-from . import documents, inspect, reads, schema, writes
+from . import documents, forget, inspect, reads, schema, writes
 from .connect import Target, driver
 
 
@@ -56,7 +56,9 @@ class PostgresBackend(Backend):
         self._local = threading.local()
         self._conns: list = []
         self._conns_lock = threading.Lock()
-        self._ready = False
+        self._ready = False     # the store exists
+        self._current = False   # ... with every table of this version (schema.NEWEST)
+        self._forget_cache = None  # (generation, cuts, rules): see forget.cached
         from psycopg import sql
         with self.session("open") as conn:
             self.ident = sql.Identifier(self.target.schema).as_string(conn)
@@ -64,6 +66,7 @@ class PostgresBackend(Backend):
                 raise StoreNotFound(self.target)
         self.q = writes.queries(self.ident, self.target.schema)
         self.rq = reads.queries(self.ident)
+        self.fq = forget.queries(self.ident)
 
     # -- connections ------------------------------------------------------------------
     def _conn(self):
@@ -95,14 +98,28 @@ class PostgresBackend(Backend):
     def tables(self, conn) -> bool:
         """Whether the store's tables exist (remembered once seen)."""
         if not self._ready:
-            self._ready = schema.exists(conn, self.target.schema)
+            self._state(conn)
         return self._ready
 
+    def current(self, conn) -> bool:
+        """Whether the store has every table of this version, forgetting's
+        included (remembered once seen).  A store made by an earlier version
+        gets them on its next write (:meth:`ensure`); until then, reads find
+        nothing removed, as that version left it."""
+        if not self._current:
+            self._state(conn)
+        return self._current
+
+    def _state(self, conn) -> None:
+        st = schema.state(conn, self.target.schema)
+        self._ready, self._current = st > 0, st == 2
+
     def ensure(self, conn) -> None:
-        """Create the store on the first write."""
-        if not self.tables(conn):
+        """Create the store on the first write, or upgrade one made by an
+        earlier version (one query on a handle's first write, then nothing)."""
+        if not self.current(conn):
             schema.create(conn, self.target.schema)
-            self._ready = True
+            self._ready = self._current = True
 
     # -- writing ------------------------------------------------------------------------
     def append(self, stream: str, events: Sequence[Prepared], expected) -> Appended:
@@ -191,6 +208,28 @@ class PostgresBackend(Backend):
 
     def update_settings(self, changes):
         return documents.update_settings(self, changes)
+
+    # -- forgetting (evstore/core/forgetting.py holds the rules; forget.py the SQL) -------
+    def cut(self, stream, expected, before, hard):
+        return forget.cut(self, stream, expected, before, hard)
+
+    def cuts(self):
+        return forget.cached(self)[1]
+
+    def retention_rules(self):
+        return list(forget.cached(self)[2])
+
+    def forgetting_state(self):
+        """``(cuts(), retention_rules())`` from one query: what a reader's
+        view needs, at the one-query-per-read price."""
+        _gen, cuts, rules = forget.cached(self)
+        return cuts, list(rules)
+
+    def set_retention(self, rule):
+        forget.set_retention(self, rule)
+
+    def compact(self, view, dry_run=False, progress=None):
+        return forget.compact(self, view, dry_run, progress)
 
     # -- whole store ------------------------------------------------------------------------
     def stats(self) -> dict:

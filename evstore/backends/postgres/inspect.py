@@ -7,14 +7,37 @@ a page at a time, and checks what the file backend's verify checks: dense
 positions and versions (:class:`~evstore.core.backend.DenseCheck`), each
 row's checksum, that each body decodes to the id and type stored beside
 it, and that ``head``, ``streams`` and ``snapshots`` agree with the events.
+
+Events removed on purpose (compaction, or gaps an import kept) are not
+damage: their positions are marked in ``removed`` by the transaction that
+removed them, so a missing position is sound exactly when it is marked
+there (and a stored one must not be).  Within a stream (removed events are
+a prefix of their stream, and compaction removes the lowest stored first)
+a version may be missing only at or below the last
+version recorded as removed in ``removed_versions`` (rows below it may
+still be stored, when compaction has not reached them or an import jumped
+over them), and the stored versions end at the version the catalogue says.
 """
 from __future__ import annotations
 
 from ...core.backend import BACKEND_FORMAT, DenseCheck, decode_event
 from ...errors import CorruptStore
+from .schema import REMOVED_BLOCK
 from .writes import row_crc
 
 PAGE = 2000
+
+#: The bytes of a store: the main fork of its tables, their indexes, their
+#: TOAST tables and those tables' indexes.  Not the free-space and
+#: visibility maps (``pg_total_relation_size`` counts them): VACUUM creates
+#: them, so they would make a compaction look as if it grew the store.
+SIZE = ("SELECT coalesce(sum(pg_relation_size(x.oid)), 0) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " CROSS JOIN LATERAL (SELECT c.oid UNION ALL"
+        "  SELECT c.reltoastrelid WHERE c.reltoastrelid <> 0 UNION ALL"
+        "  SELECT i.indexrelid FROM pg_index i"
+        "  WHERE c.reltoastrelid <> 0 AND i.indrelid = c.reltoastrelid) x(oid)"
+        " WHERE n.nspname = %s AND c.relkind IN ('r', 'i')")
 
 
 def stats(b) -> dict:
@@ -25,34 +48,94 @@ def stats(b) -> dict:
         if not b.tables(conn):
             return out
         s = b.ident
+        removed = (f"(SELECT coalesce(sum(n), 0) FROM {s}.removed)"
+                   if b.current(conn) else "0")
         row = conn.execute(
-            f"SELECT (SELECT position FROM {s}.head), (SELECT count(*) FROM {s}.streams),"
+            f"SELECT (SELECT position FROM {s}.head) - {removed},"
+            f" (SELECT count(*) FROM {s}.streams),"
             f" (SELECT format_version FROM {s}.head),"
             f" (SELECT count(*) FROM {s}.snapshots),"
             f" (SELECT recorded_us FROM {s}.events ORDER BY position LIMIT 1),"
             f" (SELECT recorded_us FROM {s}.events ORDER BY position DESC LIMIT 1),"
-            " (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
-            "  JOIN pg_namespace n ON n.oid = c.relnamespace"
-            "  WHERE n.nspname = %s AND c.relkind = 'r')",
+            f" ({SIZE})",
             (b.target.schema,)).fetchone()
     (out["events"], out["streams"], out["format_version"], out["snapshots"], out["first_recorded_us"],
      out["last_recorded_us"], out["bytes"]) = row
     out["bytes"] = int(out["bytes"])
+    out["events"] = int(out["events"])
     return out
 
 
+class StoredCheck(DenseCheck):
+    """:class:`DenseCheck` for a store whose events may have been removed
+    on purpose (module docstring): ``removed`` maps a block of the
+    ``removed`` table to its bits as text ('0'/'1', bit 0 = the block's
+    first position); ``through`` a stream to its last removed version."""
+
+    def __init__(self, removed: dict[int, str], through: dict[str, int]):
+        super().__init__()
+        self.removed = removed
+        self.through = through
+
+    def add(self, stream: str, version: int, position: int, recorded_us: int) -> None:
+        if position > self.position + 1:
+            self.covered(self.position + 1, position - 1)
+            self.position = position - 1
+        if self._skip(position, position, False) == position:  # its bit is set
+            self.problem("removed", f"position {position} is recorded as removed but holds "
+                         "an event", stream=stream, version=version, position=position)
+        if self.versions.get(stream, 0) + 1 < version <= self.through.get(stream, 0) + 1:
+            self.versions[stream] = version - 1  # the versions skipped were removed
+        super().add(stream, version, position, recorded_us)
+
+    def _skip(self, p: int, hi: int, removed: bool) -> int:
+        """The first position in ``p..hi`` that is not (``removed``) or is
+        (not ``removed``) recorded as removed; ``hi + 1`` when none."""
+        end = "0" if removed else "1"
+        while p <= hi:
+            block, i = divmod(p - 1, REMOVED_BLOCK)
+            stop = min(REMOVED_BLOCK, i + hi - p + 1)
+            bits = self.removed.get(block)
+            j = (i if removed else -1) if bits is None else bits.find(end, i, stop)
+            if j >= 0:
+                return p + j - i
+            p += stop - i
+        return hi + 1
+
+    def covered(self, lo: int, hi: int) -> None:
+        """Positions ``lo..hi`` hold no event: each must have been removed."""
+        p = self._skip(lo, hi, True)
+        while p <= hi:
+            end = self._skip(p, hi, False) - 1
+            what = f"position {p}" if end == p else f"positions {p} to {end}"
+            self.problem("positions", f"{what}: no event, and none was removed there",
+                         position=p)
+            p = self._skip(end + 1, hi, True)
+
+
 def verify(b) -> list[dict]:
-    check = DenseCheck()
     with b.session("verify") as conn:
         if not b.tables(conn):
             return []
         head = conn.execute(f"SELECT position FROM {b.ident}.head").fetchone()[0]
+        blocks, through = [], {}
+        if b.current(conn):
+            blocks = conn.execute(f"SELECT block, bits::text, n FROM {b.ident}.removed").fetchall()
+            through = dict(conn.execute(
+                f"SELECT stream, through FROM {b.ident}.removed_versions").fetchall())
+    check = StoredCheck({block: bits for block, bits, _n in blocks}, through)
+    for block, bits, n in blocks:
+        if bits.count("1") != n:
+            check.problem("removed", f"the removed positions' block {block} counts {n} but "
+                          f"marks {bits.count('1')}")
     _events(b, check)
-    if check.position != head:
+    if check.position < head:
+        check.covered(check.position + 1, head)
+    elif check.position > head:
         check.problem("head", f"the head row says position {head}, the events end at "
                       f"{check.position}", position=head)
-    _streams(b, check)
-    _snapshots(b, check)
+    versions = _streams(b, check)
+    _snapshots(b, check, versions)
     for row in b.checkpoints():
         if row.position > head:
             check.problem("checkpoint", f"checkpoint {row.name!r} is at position "
@@ -87,24 +170,28 @@ def _events(b, check: DenseCheck) -> None:
         last = rows[-1][2]
 
 
-def _streams(b, check: DenseCheck) -> None:
-    seen = set()
+def _streams(b, check: StoredCheck) -> dict[str, int]:
+    """Check the catalogue against the events and the removed versions;
+    returns the catalogue's versions."""
+    versions: dict[str, int] = {}
     for row in b.streams():
-        seen.add(row.stream)
-        want = check.versions.get(row.stream, 0)
+        versions[row.stream] = row.version
+        # every event removed: nothing stored, and the removed versions say so
+        want = check.versions.get(row.stream, check.through.get(row.stream, 0))
         if row.version != want:
             check.problem("stream", f"the streams table says version {row.version}, the "
                           f"events end at {want}", stream=row.stream, version=row.version)
-    for stream in check.versions.keys() - seen:
+    for stream in check.versions.keys() - versions.keys():
         check.problem("stream", "events of a stream missing from the streams table",
                       stream=stream)
+    return versions
 
 
-def _snapshots(b, check: DenseCheck) -> None:
+def _snapshots(b, check: DenseCheck, versions: dict[str, int]) -> None:
     with b.session("verify") as conn:
         rows = conn.execute(f"SELECT stream, version FROM {b.ident}.snapshots").fetchall()
     for stream, version in rows:
-        have = check.versions.get(stream, 0)
+        have = versions.get(stream, 0)
         if version > have:
             check.problem("snapshot", f"a snapshot at version {version} of a stream at "
                           f"version {have}", stream=stream, version=version)

@@ -20,6 +20,18 @@ column; the decisions that matter:
   code-point order, which is how Python sorts them on every backend.
 - Created in one transaction under an advisory lock, so two first writers
   on two machines do not race each other's ``CREATE``.
+- Forgetting (docs/POSTGRES.md, "Forgetting") adds five tables: ``cuts``
+  (what delete and truncate removed, per stream), ``retention`` (the
+  rules), ``forgetting`` (one row: a generation number that every change of
+  those two tables increments, so readers revalidate their cached copy with
+  one primary-key lookup; its row lock also serialises those changes with
+  compaction) and ``removed`` (a bitmap of the positions whose events were
+  removed on purpose, :func:`.writes.add_removed`) and ``removed_versions`` (per stream, the last
+  version removed: removed events are a prefix of their stream), both
+  written in the transaction that removes the rows, so ``verify`` tells
+  removed events from real damage, to the stream.  A schema made before them is
+  upgraded by the first write that finds them missing: the DDL is all
+  ``IF NOT EXISTS``, so creating and upgrading are the same statement.
 """
 from __future__ import annotations
 
@@ -27,7 +39,12 @@ import hashlib
 
 from ...core.backend import BACKEND_FORMAT
 
-TABLES = ("head", "events", "streams", "snapshots", "checkpoints", "settings")
+REMOVED_BLOCK = 1024  #: positions per row of the ``removed`` bitmap
+
+TABLES = ("head", "events", "streams", "snapshots", "checkpoints", "settings",
+          "cuts", "retention", "forgetting", "removed", "removed_versions")
+#: the table whose presence says the schema has every table above (made last)
+NEWEST = "removed_versions"
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS {s};
@@ -71,6 +88,33 @@ CREATE TABLE IF NOT EXISTS {s}.settings (
     one boolean PRIMARY KEY DEFAULT true CHECK (one),
     body text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {s}.cuts (
+    stream text COLLATE "C" PRIMARY KEY,
+    floor bigint NOT NULL,
+    hard boolean NOT NULL,
+    deleted bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.retention (
+    target text COLLATE "C" NOT NULL,
+    prefix boolean NOT NULL,
+    max_age_us bigint,
+    max_count bigint,
+    PRIMARY KEY (target, prefix)
+);
+CREATE TABLE IF NOT EXISTS {s}.forgetting (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    generation bigint NOT NULL
+);
+INSERT INTO {s}.forgetting VALUES (true, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS {s}.removed (
+    block bigint PRIMARY KEY,
+    bits bit({block}) NOT NULL,
+    n bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.removed_versions (
+    stream text COLLATE "C" PRIMARY KEY,
+    through bigint NOT NULL
+);
 INSERT INTO {s}.head VALUES (true, 0, 0, {fmt}) ON CONFLICT DO NOTHING;
 """
 
@@ -87,17 +131,25 @@ def channel(schema: str) -> str:
     return "evstore_" + hashlib.sha256(schema.encode()).hexdigest()[:24]
 
 
+def state(conn, schema: str) -> int:
+    """0: no store; 1: a store made before the newest tables (a write
+    upgrades it); 2: every table exists."""
+    row = conn.execute("SELECT to_regclass(format('%%I.head', %s::text)) IS NOT NULL,"
+                       f" to_regclass(format('%%I.{NEWEST}', %s::text)) IS NOT NULL",
+                       (schema, schema)).fetchone()
+    return 2 if row[1] else 1 if row[0] else 0
+
+
 def exists(conn, schema: str) -> bool:
-    row = conn.execute("SELECT to_regclass(format('%%I.head', %s::text)) IS NOT NULL",
-                       (schema,)).fetchone()
-    return bool(row[0])
+    return state(conn, schema) > 0
 
 
 def create(conn, schema: str) -> None:
-    """Create the store's schema and tables (idempotent, concurrency-safe)."""
+    """Create the store's schema and tables, or add the tables a schema
+    made by an earlier version lacks (idempotent, concurrency-safe)."""
     from psycopg import sql
 
     ident = sql.Identifier(schema).as_string(conn)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema, "create"),))
-        conn.execute(DDL.format(s=ident, fmt=BACKEND_FORMAT))
+        conn.execute(DDL.format(s=ident, fmt=BACKEND_FORMAT, block=REMOVED_BLOCK))

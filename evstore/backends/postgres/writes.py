@@ -21,7 +21,9 @@ flush at a time per store (docs/POSTGRES.md, "What dense positions cost").
 
 Round trips (psycopg's pipeline mode sends several statements and waits
 once): the first sends BEGIN, the lock timeout, both locks, the stream's
-state and the stored events the retry rule may ask for; Python then applies
+state (with its tombstone, if ``delete --hard`` left one:
+:func:`evstore.core.forgetting.check_append` refuses the append before the
+rule) and the stored events the retry rule may ask for; Python then applies
 :func:`evstore.core.rules.decide` -- the one implementation of the rule --
 and the second sends the insert (which also moves ``streams`` and ``head``
 and notifies) with COMMIT.  The rule's window depends on the stream's
@@ -41,9 +43,10 @@ from typing import Sequence
 
 from ...core import rules
 from ...core.backend import BulkSession
+from ...core.forgetting import Cut, check_append
 from ...disk.records import AppendResult
 from ...errors import InvalidEvent
-from .schema import channel, lock_key
+from .schema import REMOVED_BLOCK, channel, lock_key
 
 
 BIGINT_MAX = 2**63 - 1  #: versions are bigint; a larger expected version is a conflict
@@ -119,9 +122,12 @@ def queries(ident: str, schema: str) -> dict:
         "lock_writers": f"SELECT pg_advisory_xact_lock_shared({lock_key(schema, 'writers')})",
         "lock_head": f"SELECT 1 FROM {s}.head FOR UPDATE",
         "head": f"SELECT position, recorded_us FROM {s}.head",
+        # the tombstone rides along: a cut exists only for a stream with a row
         "state": (f"SELECT h.position, h.recorded_us, coalesce(st.version, 0),"
-                  f" floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
-                  f" FROM {s}.head h LEFT JOIN {s}.streams st ON st.stream = %s"),
+                  f" floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint,"
+                  f" coalesce(c.hard, false)"
+                  f" FROM {s}.head h LEFT JOIN {s}.streams st ON st.stream = %s"
+                  f" LEFT JOIN {s}.cuts c ON c.stream = st.stream"),
         "version": f"SELECT version FROM {s}.streams WHERE stream = %s",
         "window": (f"SELECT id::text, version, position FROM {s}.events"
                    f" WHERE stream = %s AND version BETWEEN %s AND %s ORDER BY version"),
@@ -140,7 +146,63 @@ def queries(ident: str, schema: str) -> dict:
             f" recorded_us = greatest(recorded_us, %(us)s) RETURNING 1)"
             f" SELECT pg_notify(%(channel)s, %(p1)s::text) FROM h"),
         "channel": channel(schema),
+        # removed positions: one bit each, in rows of REMOVED_BLOCK positions
+        "add_removed": (
+            f"INSERT INTO {s}.removed (block, bits, n) SELECT x.block,"
+            f" ('x' || x.hex)::bit({REMOVED_BLOCK}), x.n"
+            f" FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS x(block, hex, n)"
+            f" ON CONFLICT (block) DO UPDATE SET bits = {s}.removed.bits | EXCLUDED.bits,"
+            f" n = {s}.removed.n + EXCLUDED.n"),
+        # the forgetting state's generation (forget.py): every change moves it
+        "bump_forgetting": f"UPDATE {s}.forgetting SET generation = generation + 1",
+        "cut_of": f"SELECT hard FROM {s}.cuts WHERE stream = %s",
+        # an import's version gap: the versions below are not readable (the
+        # stream's floor), as after a truncate
+        "import_floor": (f"INSERT INTO {s}.cuts VALUES (%s, %s, false, 0) ON CONFLICT (stream)"
+                         f" DO UPDATE SET floor = greatest({s}.cuts.floor, EXCLUDED.floor)"),
+        "add_removed_versions": (
+            f"INSERT INTO {s}.removed_versions SELECT * FROM unnest(%s::text[], %s::bigint[])"
+            f" ON CONFLICT (stream) DO UPDATE SET"
+            f" through = greatest({s}.removed_versions.through, EXCLUDED.through)"),
     }
+
+
+def runs(positions) -> list[list[int]]:
+    """Ascending positions as maximal ``[lo, hi]`` runs."""
+    out: list[list[int]] = []
+    for p in positions:
+        if out and out[-1][1] == p - 1:
+            out[-1][1] = p
+        else:
+            out.append([p, p])
+    return out
+
+
+def add_removed(conn, q: dict, spans) -> None:
+    """Record the positions of the ``[lo, hi]`` runs in ``spans`` (not
+    overlapping, never recorded before) as removed on purpose, inside the
+    caller's transaction: the one that deletes their rows (compaction) or
+    leaves them empty (an import of a store with gaps).
+
+    Why a bitmap (one bit per position, ``REMOVED_BLOCK`` positions a row,
+    OR-ed in by one upsert) rather than runs of positions: removing every
+    other stream of a store leaves as many runs as removed events, while
+    bits cost at most an eighth of a byte per position the store ever had
+    (docs/POSTGRES.md)."""
+    blocks: dict[int, list[int]] = {}  # block -> [mask, count]
+    for lo, hi in spans:
+        p = lo
+        while p <= hi:
+            block, i = divmod(p - 1, REMOVED_BLOCK)
+            j = min(REMOVED_BLOCK - 1, i + hi - p)  # the last bit of this block in the run
+            m = blocks.setdefault(block, [0, 0])
+            m[0] |= ((1 << (j - i + 1)) - 1) << (REMOVED_BLOCK - 1 - j)  # bit 0 leftmost
+            m[1] += j - i + 1
+            p += j - i + 1
+    if blocks:
+        keys = sorted(blocks)
+        conn.execute(q["add_removed"], (keys, [format(blocks[k][0], f"0{REMOVED_BLOCK // 4}x")
+                                               for k in keys], [blocks[k][1] for k in keys]))
 
 
 def insert(conn, q: dict, stream: str, first_version: int, first_position: int,
@@ -168,8 +230,9 @@ def append(conn, q: dict, stream: str, events, expected, timeout: float, sync: b
         _begin(conn, q, timeout, sync, shared=True)
         state = conn.execute(q["state"], (stream,))
         fetched = conn.execute(sql, params)
-    head, last_us, current, now_us = state.fetchone()
+    head, last_us, current, now_us, hard = state.fetchone()
     rows = fetched.fetchall()
+    check_append(Cut(stream, hard=True) if hard else None, stream)
     window = rules.retry_window(expected, current, len(ids))
     stored = []
     if window is not None:
@@ -195,6 +258,7 @@ class PgBulk(BulkSession):
     def __init__(self, conn, q: dict, timeout: float, sync: bool):
         self._conn, self._q, self._timeout, self._sync = conn, q, timeout, sync
         self._versions: dict[str, int] = {}
+        self._checked: set[str] = set()  # streams whose tombstone was looked for
         self._head = self._last_us = 0
         self.unsynced = 0
         self._begin()
@@ -215,21 +279,41 @@ class PgBulk(BulkSession):
         return v
 
     def write(self, stream, first_version, first_position, recorded_us, blobs):
+        if stream not in self._checked:  # a tombstone refuses imports too
+            row = self._conn.execute(self._q["cut_of"], (stream,)).fetchone()
+            check_append(Cut(stream, hard=True) if row and row[0] else None, stream)
+            self._checked.add(stream)
+        current = self.version(stream)
         why = rules.continues(stream, first_version, first_position, recorded_us,
-                              self.version(stream), self._head, self._last_us)
+                              current, self._head, self._last_us)
         if why:
             raise InvalidEvent(why)
         from ...core.backend import decode_event
         evs = [decode_event(stream, first_version + i, 0, recorded_us, b)
                for i, b in enumerate(blobs)]
-        insert(self._conn, self._q, stream, first_version, self._head + 1, recorded_us,
+        p0 = self._head + 1 if first_position is None else first_position
+        if p0 > self._head + 1:  # events removed in the store exported: keep the gap
+            add_removed(self._conn, self._q, [(self._head + 1, p0 - 1)])
+        if first_version > current + 1:  # so were versions of its stream
+            self._version_gap(stream, first_version)
+        insert(self._conn, self._q, stream, first_version, p0, recorded_us,
                [e.id for e in evs], [e.type for e in evs], blobs)
         n = len(blobs)
-        self._head += n
+        self._head = p0 + n - 1
         self._last_us = max(self._last_us, recorded_us)
         self._versions[stream] = first_version + n - 1
         self.unsynced += n
         return AppendResult(stream, first_version + n - 1, self._head, n)
+
+    def _version_gap(self, stream: str, first_version: int) -> None:
+        """The stream's versions below ``first_version`` were removed where
+        the batch comes from: they are recorded as removed, and its floor
+        (a cut, as ``truncate`` makes) hides any of them this store holds,
+        as on files -- removed events are always a prefix of their stream."""
+        c, q = self._conn, self._q
+        c.execute(q["add_removed_versions"], ([stream], [first_version - 1]))
+        c.execute(q["import_floor"], (stream, first_version))
+        c.execute(q["bump_forgetting"])
 
     def sync(self) -> None:
         self._conn.execute("COMMIT")
