@@ -32,6 +32,7 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("evstore.disk", 1),
     ("evstore.core.backend", 2),
     ("evstore.core.rules", 2),
+    ("evstore.core.forgetting", 2),  # pure rules beside rules.py: every backend applies them
     ("evstore.backends", 3),
     ("evstore.core", 4),
     ("evstore", 4),

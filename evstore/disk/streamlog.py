@@ -291,6 +291,13 @@ class StreamLog:
             if i >= len(firsts):
                 raise CorruptStore(f"stream {stream!r}: versions after {v - 1} are missing")
 
+    def first_version(self, tail: StreamTail) -> int:
+        """The first version the log holds (compaction removes a prefix of
+        versions, so a log may start after version 1); ``tail.version + 1``
+        when it holds none."""
+        firsts = self._firsts or self.list_segments()
+        return firsts[0] if firsts else tail.version + 1
+
     def first_record(self) -> tuple[int, int] | None:
         """(version, recorded_us) of the first record, or None."""
         firsts = self._firsts or self.list_segments()
