@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ...core.forgetting import check_append
 from ...errors import InvalidEvent
 from ...disk.records import AppendResult, check_stream_id
 from ...disk.segment import fsync_dir, fsync_file
@@ -47,6 +48,7 @@ class BulkWriter:
         """
         check_stream_id(stream)
         store, log = self._store, self._log
+        check_append(store._forget.cuts.get().get(stream), stream)
         sl, tail = store._stream_tail_locked(stream)
         if first_position != log.tail.head + 1 or first_version != tail.version + 1:
             raise InvalidEvent(

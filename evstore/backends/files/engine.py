@@ -38,16 +38,20 @@ from ...errors import (
     DurabilityError,
     EvstoreError,
     StoreIOError,
+    StoreLocked,
     StoreNotFound,
     StreamNotFound,
     UsageError,
 )
 from ...disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame, encode_frame_parts
 from .documents import FileSnapshots
+from . import journal
 from .forget import ForgetDocuments
 from .locking import WriterLock
 from ...disk.records import (
+    GAP,
     AppendResult,
+    is_gap,
     RecordedEvent,
     check_stream_id,
     log_payload_parts,
@@ -134,6 +138,12 @@ class FileBackend(FileSnapshots, Backend):
         self._synced_to = None
         self._failed: str | None = None
         self._wgen = 0
+        if journal.pending(self._dir):
+            try:
+                with self._writing(timeout=0):
+                    pass  # finishes the interrupted compaction step
+            except (StoreLocked, StoreIOError, DurabilityError):
+                pass  # the lock holder (or the next writer) finishes it
         log = self._reader_log()
         log.refresh()
         self._reconcile_if_rebooted(log.tail.head)
@@ -255,6 +265,11 @@ class FileBackend(FileSnapshots, Backend):
         with self._lock.hold(self.lock_timeout if timeout is None else timeout):
             try:
                 self._check_generation()
+                if journal.pending(self._dir):
+                    # a compaction step was interrupted: finish it before
+                    # anything else reads or writes the files it moves
+                    journal.finish(self._dir)
+                    self._check_generation()
                 if self._wgen != self._gen:
                     self._reset_writer_caches()
                 log = self._wlog
@@ -434,6 +449,8 @@ class FileBackend(FileSnapshots, Backend):
         open_logs: dict[str, StreamLog] = {}
         try:
             for batch in log.batches(synced + 1, log.tail.head):
+                if is_gap(batch):
+                    continue  # positions compaction removed: no stream holds them
                 sl = open_logs.get(batch.stream)
                 if sl is None:
                     if len(open_logs) >= 64:
@@ -466,7 +483,8 @@ class FileBackend(FileSnapshots, Backend):
         version written to each."""
         touched: dict[str, int] = {}
         for stream, fv, _fp, _us, _n in log.batch_heads_from(synced + 1):
-            touched.setdefault(stream, fv)
+            if stream != GAP:
+                touched.setdefault(stream, fv)
         return touched
 
     def _sync_stream_logs(self, touched: dict[str, int]) -> None:

@@ -1,0 +1,144 @@
+"""Compaction on files (the backend's ``compact``, driven with a view built
+from its own cuts and rules, as the front end does): readable events keep
+their positions, versions, ids and bytes; removed events leave no byte in
+any file of the store; the head never goes back."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from evstore import EventStore
+from evstore.core.forgetting import Forgetting, Retention
+from evstore.core.rules import ANY
+from evstore.disk.records import datetime_to_us
+
+SECRET = b"ALICE-SECRET-7f3a"
+
+
+def view_of(backend):
+    return lambda: Forgetting(backend.cuts(), backend.retention_rules(), time.time_ns() // 1000)
+
+
+def readable(es, view):
+    """Every readable event, as dicts, from a raw read of the whole store."""
+    b = es.backend
+    versions = {}
+    out = []
+    for e in b.read_all():
+        cur = versions.setdefault(e.stream, b.version(e.stream))
+        if view.readable(e.stream, e.version, datetime_to_us(e.recorded_at), cur):
+            out.append(e.to_dict())
+    return out
+
+
+def store_holds(directory, needle: bytes) -> list[str]:
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                if needle in f.read():
+                    found.append(os.path.relpath(p, directory))
+    return found
+
+
+def populate(es, rounds=30):
+    for i in range(rounds):
+        es.append("cust-alice", [{"type": "Named", "data": {"name": SECRET.decode(), "i": i}}])
+        es.append("orders", [{"type": "Placed", "data": {"n": i}}, {"type": "Paid", "data": {"n": i}}])
+        es.append(f"ci-{i % 3}", [{"type": "Job", "data": {"i": i}}] * 2)
+
+
+@pytest.fixture
+def es(tmp_path):
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as s:
+        yield s
+
+
+def test_delete_then_compact_leaves_no_byte_and_keeps_every_readable_event(es):
+    populate(es)
+    b = es.backend
+    head = b.head()
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 21, False)
+    view = view_of(b)
+    want = readable(es, view())
+    assert store_holds(es.directory, SECRET)
+    out = b.compact(view)
+    assert out["events_removed"] == 30 + 20
+    assert out["bytes_after"] < out["bytes_before"]
+    assert store_holds(es.directory, SECRET) == []
+    assert b.head() == head
+    with EventStore(es.directory) as other:
+        assert [e.to_dict() for e in other.backend.read_all()] == want
+        assert other.version("cust-alice") == 30
+        assert other.version("orders") == 60
+        assert [e.version for e in other.backend.read_stream("orders")][:2] == [21, 22]
+        # a soft-deleted stream continues its versions, even with its files gone
+        assert other.append("cust-alice", [{"type": "Again"}], expected_version=30).version == 31
+        assert other.append("orders", [{"type": "More"}], expected_version=60).version == 61
+    assert [e.version for e in b.read_stream("cust-alice")] == [31]
+
+
+def test_compacting_the_head_keeps_the_head(es):
+    populate(es, 5)
+    es.append("last", [{"type": "X", "data": {"s": "LAST-MARKER"}}] * 3)
+    b = es.backend
+    head = b.head()
+    b.cut("last", ANY, None, True)
+    b.compact(view_of(b))
+    assert store_holds(es.directory, b"LAST-MARKER") == []
+    with EventStore(es.directory) as other:
+        assert other.head() == head
+        r = other.append("x", [{"type": "Y"}])
+        assert r.position == head + 1
+
+
+def test_retention_by_count_and_age(es):
+    populate(es)
+    b = es.backend
+    b.set_retention(Retention("ci-", True, None, 4))
+    view = view_of(b)
+    want = readable(es, view())
+    out = b.compact(view)
+    assert out["events_removed"] == 60 - 12
+    assert [e.to_dict() for e in b.read_all()] == want
+    assert {s: c.floor for s, c in b.cuts().items()} == {f"ci-{k}": 17 for k in range(3)}
+    # age: everything older than now
+    time.sleep(0.01)
+    b.set_retention(Retention("orders", False, 5_000_000, None))
+    es.append("orders", [{"type": "New"}])
+    b.set_retention(Retention("orders", False, 1_000_000, None))
+    assert b.compact(view_of(b))["events_removed"] == 0  # all younger than a second
+
+
+def test_dry_run_changes_nothing(es):
+    populate(es, 10)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    before = {p: open(os.path.join(r, p), "rb").read()
+              for r, _d, fs in os.walk(es.directory) for p in fs}
+    out = b.compact(view_of(b), dry_run=True)
+    assert out["events_removed"] == 10
+    assert out["bytes_after"] < out["bytes_before"]
+    after = {p: open(os.path.join(r, p), "rb").read()
+             for r, _d, fs in os.walk(es.directory) for p in fs}
+    assert before == after
+    real = b.compact(view_of(b))
+    assert real["events_removed"] == 10
+
+
+def test_compact_twice_and_append_between(es):
+    populate(es, 12)
+    b = es.backend
+    b.cut("orders", ANY, 5, False)
+    b.compact(view_of(b))
+    populate(es, 3)
+    b.cut("orders", ANY, 20, False)
+    view = view_of(b)
+    want = readable(es, view())
+    b.compact(view)
+    assert b.compact(view_of(b))["events_removed"] == 0
+    assert [e.to_dict() for e in b.read_all()] == want
