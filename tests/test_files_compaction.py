@@ -142,3 +142,55 @@ def test_compact_twice_and_append_between(es):
     b.compact(view)
     assert b.compact(view_of(b))["events_removed"] == 0
     assert [e.to_dict() for e in b.read_all()] == want
+
+
+def test_verify_accepts_a_compacted_store(es):
+    populate(es)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 21, False)
+    b.set_retention(Retention("ci-", True, None, 4))
+    assert es.verify().ok
+    b.compact(view_of(b))
+    report = es.verify()
+    assert report.ok, report.problems
+    assert not report.warnings, report.warnings
+    es.append("cust-alice", [{"type": "Back"}])
+    es.append("orders", [{"type": "Back"}])
+    assert es.verify().ok
+
+
+def _rewrite_cuts(directory, change):
+    """Rewrite cuts.json validly sealed (damage a checksum cannot see)."""
+    import json
+    from evstore.disk.checkline import seal, unseal
+    p = os.path.join(directory, "cuts.json")
+    body, _ = unseal(open(p, "rb").read())
+    doc = json.loads(body)
+    change(doc["cuts"])
+    open(p, "wb").write(seal(json.dumps(doc).encode() + b"\n"))
+
+
+def test_verify_still_catches_what_no_cut_explains(es):
+    populate(es)
+    b = es.backend
+    b.cut("orders", ANY, 21, False)
+    b.compact(view_of(b))
+    # the same store, but the cut that explains the missing versions is gone
+    _rewrite_cuts(es.directory, lambda cuts: cuts.clear())
+    report = es.verify()
+    assert not report.ok
+    text = " ".join(p.message for p in report.problems)
+    assert "orders" in text and "jumps from version 0 to 21" in text
+
+
+def test_verify_catches_a_stream_log_that_lost_its_first_segment(tmp_path):
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
+        populate(es)
+        from evstore.disk.streamlog import stream_dir
+        d = stream_dir(os.path.join(es.directory, "streams"), "orders")
+        first = sorted(n for n in os.listdir(d) if n.endswith(".seg"))[0]
+        os.unlink(os.path.join(d, first))
+        report = es.verify()
+        assert not report.ok
+        assert any("missing" in p.message for p in report.problems), report.problems

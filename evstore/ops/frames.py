@@ -177,7 +177,8 @@ def record_head(p) -> tuple[int, int, int, int]:
 def batch_head(p) -> tuple[str, int, int, int, int, int]:
     """(stream, first_version, first_position, recorded_us, count, length of
     the head) of a commit-log payload: the events' packed fields follow the
-    head.  Raises ValueError (or UnicodeDecodeError) when it is malformed.
+    head.  A gap frame gives ("", 0, first_position, recorded_us, positions
+    covered, its length): no event follows.  Raises ValueError (or UnicodeDecodeError) when it is malformed.
     ``p`` may be a ``bigframe.BigPayload`` (``walk(big=True)``)."""
     if isinstance(p, bigframe.BigPayload):
         p = p.prefix()
@@ -190,6 +191,15 @@ def batch_head(p) -> tuple[str, int, int, int, int, int]:
         items, i = int.from_bytes(p[1:5], "big"), 5
     else:
         raise ValueError("commit-log payload is not an array")
+    if items == 5 and p[i] == 0xA0:  # a gap frame: ["", 0, first_position, us, count]
+        if p[i + 1] != 0:
+            raise ValueError("a gap frame's version is not 0")
+        fp, j = _uint(p, i + 2)
+        us, j = _uint(p, j)
+        count, j = _uint(p, j)
+        if fp < 1 or count < 1:
+            raise ValueError("a gap frame covers no position")
+        return "", 0, fp, us, count, j
     if items < 8 or (items - 4) % 4:
         raise ValueError(f"commit-log payload has {items} items, not 4 + 4 per event")
     b = p[i]

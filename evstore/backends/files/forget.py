@@ -150,3 +150,9 @@ class ForgetDocuments:
         """Under the writer lock."""
         self.rules.put([rule_item(r) for r in sorted(rules, key=lambda r: (r.prefix, r.target))],
                        sync)
+
+
+def load_cuts(directory: str) -> dict[str, Cut]:
+    """The cuts of the store in ``directory``, read now (verify, repair);
+    CorruptStore when the document is damaged."""
+    return _cuts(_Document(os.path.join(directory, CUTS_FILE), "cuts", _cuts).load())
