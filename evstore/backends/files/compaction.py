@@ -108,6 +108,10 @@ class _Compaction:
             floors = self._floors(v1, scan, dict(self.b.cuts()), final=False)
         else:
             with self.b._writing():
+                # stream logs synced up to the head first: recovery after a
+                # power cut then never rewrites (from the commit log) a
+                # stream record this compaction removes
+                self.b._sync_streams_locked()
                 floors = self._floors(v1, scan, None, final=True)
                 if scan.active_candidates:
                     self._roll()
@@ -354,6 +358,7 @@ class _Compaction:
             idx.sync()
         finally:
             idx.close()
+        fsync_dir(sl.dir)  # the temp files' names, before a journal names them
 
     # -- the commit log --------------------------------------------------------------------
     def _log_segment(self, first: int, floors: dict[str, int]) -> None:
@@ -384,6 +389,7 @@ class _Compaction:
                 idx.sync()
             finally:
                 idx.close()
+            fsync_dir(self.log.dir)  # the temp files' names, before a journal names them
         finally:
             os.close(fd)
         rel = LOG_DIR

@@ -41,7 +41,9 @@ def pending(store_dir: str) -> bool:
 
 def run(store_dir: str, moves: list, unlink: list, rmdir: list = ()) -> None:
     """Do one step (caller holds the writer lock; the files named by
-    ``moves`` are complete and fsynced).  Paths are relative to the store."""
+    ``moves`` are complete and fsynced, and so are the directory entries
+    that name them: a journal that survives a power cut must find them).
+    Paths are relative to the store."""
     body = json.dumps({"moves": moves, "unlink": unlink, "rmdir": list(rmdir)},
                       ensure_ascii=False).encode("utf-8") + b"\n"
     recovery.write_atomic(path(store_dir), seal(body))
@@ -104,4 +106,5 @@ def bump_generation(store_dir: str) -> None:
     """Replace ``evstore.json`` by an identical file: open handles notice a
     new identity and drop their caches of files (FileBackend._check_generation)."""
     marker = os.path.join(store_dir, MARKER)
-    recovery.write_atomic(marker, read_small(marker, 1 << 16), sync=False)
+    # synced: a power cut must never leave a torn marker behind the rename
+    recovery.write_atomic(marker, read_small(marker, 1 << 16))
