@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import threading
+import weakref
 import time
 import warnings
 from contextlib import contextmanager
@@ -201,12 +202,14 @@ class FileBackend(FileSnapshots, Backend):
         local = self._local
         log = getattr(local, "log", None)
         if log is None or local.gen != self._gen:
-            if log is not None:
-                log.close()
+            # The old log is not closed here: a read of this thread may still
+            # be iterating over it (a compaction bumps the generation while a
+            # follower reads).  It closes its files when the last reference
+            # goes (CommitLog.__del__), or at close().
             log = CommitLog(os.path.join(self._dir, LOG_DIR))
             local.log, local.gen = log, self._gen
-            self._local_logs = getattr(self, "_local_logs", [])
-            self._local_logs.append(log)
+            logs = self.__dict__.setdefault("_local_logs", weakref.WeakSet())
+            logs.add(log)
         return log
 
     def _check_generation(self) -> None:
@@ -244,7 +247,7 @@ class FileBackend(FileSnapshots, Backend):
             self._closed = True
             self._lock.close()
             self._wlog.close()
-            for log in getattr(self, "_local_logs", []):
+            for log in list(getattr(self, "_local_logs", ())):
                 log.close()
             for sl in self._wstreams.values():
                 sl.close()
