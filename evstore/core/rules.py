@@ -123,11 +123,18 @@ def continues(stream: str, first_version: int, first_position: int | None,
     """Why a batch recorded elsewhere (import) does not continue the store,
     or None when it does.  ``first_position`` None means "take the next
     positions" (a renumbering import), which also lets ``recorded_us`` be
-    older than the store's last commit: those times belong to another store."""
-    if first_position is not None and first_position != head + 1:
+    older than the store's last commit: those times belong to another store.
+
+    A batch that keeps its position may leave a gap before it, in the
+    positions and in its stream's versions: the events there were removed
+    from the store it was exported from (delete, truncate, retention), and
+    the backend records them as removed (positions are never reused; the
+    stream's versions below ``first_version`` are not readable).  A
+    renumbering import must continue each stream exactly."""
+    if first_position is not None and first_position <= head:
         return (f"position {first_position} does not continue the store "
                 f"(its last position is {head})")
-    if first_version != current + 1:
+    if first_version <= current or (first_position is None and first_version != current + 1):
         return (f"stream {stream!r}: version {first_version} does not continue "
                 f"the stream (its version is {current})")
     if first_position is not None and recorded_us < last_us:

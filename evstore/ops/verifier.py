@@ -369,7 +369,10 @@ class _Verifier:
                         self.log_end = (first, end)
                         continue
                     prev = versions.get(stream, 0)
-                    if fv != prev + 1 and not (prev == 0 and self._removed_ok(stream, fv)):
+                    # a jump is sound only below the stream's floor: the
+                    # versions before fv are removed (those still here, not
+                    # yet compacted, are not readable either)
+                    if fv != prev + 1 and not (fv > prev and self._removed_ok(stream, fv)):
                         why = (" (the versions between are in the damaged or missing frames "
                                "above)" if holes and fv > prev + 1 else "")
                         self.error("log", f"stream {stream!r} jumps from version {prev} to "
