@@ -777,8 +777,11 @@ class _Repair:
             r = check_stream(self.dir, key, path, plan.head, known, digests, bases=self.bases)
             seen.add(key)
             stream = r.stream
-            if stream is None or not plan.versions.get(stream) \
-                    or plan.versions[stream] < self._floor(stream):
+            if stream is not None and plan.versions.get(stream) \
+                    and plan.versions[stream] < self._floor(stream):
+                self.drop_removed_stream_dir(path, stream)
+                continue
+            if stream is None or not plan.versions.get(stream):
                 self.drop_stream_dir(path, stream, r)
                 continue
             if r.rebuild or r.mismatch or r.beyond:
@@ -999,6 +1002,22 @@ class _Repair:
             for _id, line in pending[v]:
                 self.q.event(line)
         self.q.flush()
+
+    def drop_removed_stream_dir(self, path: str, stream: str) -> None:
+        """The log of a stream whose every event is removed (what an
+        interrupted compaction leaves): deleted, not quarantined."""
+        self.act("delete", "stream directory whose every event is removed", path, stream=stream)
+        if self.dry:
+            return
+        for name in L.listdir(path):
+            p = os.path.join(path, name)
+            if name == L.ID_FILE or name.endswith((L.STREAM_SEG, L.STREAM_IDX)):
+                os.unlink(p)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+        fsync_dir(os.path.dirname(path))
 
     def drop_stream_dir(self, path: str, stream, r) -> None:
         """A stream directory with nothing committed: its records never
