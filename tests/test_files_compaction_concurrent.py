@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
+
+import pytest
 
 from core_helpers import LONG, json_lines, spawn
 from evstore import EventStore
 from evstore.core.forgetting import Forgetting
 from evstore.core.rules import ANY
+from evstore.errors import DamagedCopyWarning
 
 WRITER = r"""
-import json, sys
+import json, sys, time
 from evstore import EventStore
 path, n = sys.argv[1], int(sys.argv[2])
 own = {}
@@ -23,6 +27,7 @@ with EventStore(path, segment_bytes=3000) as es:
                       expected_version=own.get(s, 0))
         own[s] = r.version
         print(json.dumps([s, r.version, r.position, r.count]), flush=True)
+        time.sleep(0.001)  # compaction rounds run beside it
 """
 
 
@@ -30,7 +35,10 @@ def view_of(b):
     return lambda: Forgetting(b.cuts(), b.retention_rules(), time.time_ns() // 1000)
 
 
+@pytest.mark.filterwarnings("error::evstore.errors.DamagedCopyWarning")
 def test_compaction_beside_a_writer_readers_and_a_follower(tmp_path):
+    """A reader that meets a file compaction replaced must not take it for
+    damage (a DamagedCopyWarning is raised as an error here)."""
     path = tmp_path / "s"
     n = 600 if LONG else 240
     with EventStore(path, segment_bytes=3000) as es:
@@ -40,6 +48,7 @@ def test_compaction_beside_a_writer_readers_and_a_follower(tmp_path):
     seen: list = []
 
     def reader():
+        warnings.simplefilter("error", DamagedCopyWarning)
         with EventStore(path) as es:
             b = es.backend
             while not stop.is_set():
@@ -85,7 +94,7 @@ def _run(path, w, n, stop, threads, errors, seen):
         b = es.backend
         k = removed = rounds = 0
         while w.poll() is None:
-            time.sleep(0.05)
+            time.sleep(0.02)
             for s in [f"doomed-{k}"]:
                 if b.version(s):
                     b.cut(s, ANY, None, False)
@@ -101,7 +110,7 @@ def _run(path, w, n, stop, threads, errors, seen):
         for t in threads:
             t.join(60)
         assert not errors, errors
-        assert rounds >= 3 and removed > 0, (rounds, removed)  # it did run beside them
+        assert rounds >= 2 and removed > 0, (rounds, removed)  # it did run beside them
         acks = json_lines(out)
         assert len(acks) == n
         b.compact(view_of(b))

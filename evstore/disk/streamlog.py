@@ -316,9 +316,13 @@ class StreamLog:
                     f"stream {stream!r}: damaged record at offset {getattr(e, 'offset', '?')} "
                     f"in {self.path(first)}: {e}"
                 ) from None
-            i += 1
-            if i >= len(firsts):
+            # the segment holding v: the last one starting at or before it
+            # (not merely the next name: while a compaction step moves files
+            # a listing may hold an old segment and its copy from the floor)
+            j = bisect.bisect_right(firsts, v) - 1
+            if j <= i:
                 raise CorruptStore(f"stream {stream!r}: versions after {v - 1} are missing")
+            i = j
 
     def first_version(self, tail: StreamTail) -> int:
         """The first version the log holds (compaction removes a prefix of
