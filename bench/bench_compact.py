@@ -124,7 +124,9 @@ def main() -> None:
     try:
         store = root / "store"
         events = build(store, mib)
-        os.sync()  # a store whose data is on disk, as after a while in use
+        with EventStore(store) as es:  # as a store closed by a durable writer:
+            with es.backend.writer_lock():  # stream logs synced, sync-state at the head
+                es.backend._sync_streams_locked()
         before = _bytes(store)
         with EventStore(store) as es:
             for k in range(0, STREAMS, 2):

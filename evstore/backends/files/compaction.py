@@ -162,7 +162,9 @@ class _Compaction:
         active = log.tail.seg_first
         rules = not (not v1.stream_rules and not v1.prefix_rules)
         cuts = v1.cuts
-        for s, fv, fp, us, n in log.batch_heads_from(1):
+        # without a rule only the active segment matters (cuts are floors already)
+        start = 1 if rules else min(active, head)
+        for s, fv, fp, us, n in log.batch_heads_from(start):
             if fp > head:
                 break
             if s == GAP:
