@@ -363,9 +363,13 @@ class CheckedInput:
         InvalidEvent (exit 5) when the input does not continue the store and
         ImportConflict (exit 3) when a renumbered stream does not."""
         head, last_us = _store_tail(store)
-        return self._plan(_ReadView(store), head, last_us)
+        # gaps are judged for good under the lock, by the session that writes
+        return self._plan(_ReadView(store), head, last_us, gaps=True)
 
-    def _plan(self, view, head: int, last_us: int) -> "_Plan":
+    def _plan(self, view, head: int, last_us: int, gaps: bool = False) -> "_Plan":
+        """``gaps``: the store records gaps (BulkSession.keeps_gaps), so an
+        input may leave some before it, in positions and in a stream's
+        versions (events removed where it comes from)."""
         if self.renumber:
             return self._plan_renumber(view, head)
         plan = _Plan(floors={})
@@ -377,6 +381,9 @@ class CheckedInput:
                 "(an export of some streams), use 'evstore import --renumber'")
         # p0 > head + 1: the positions between were removed where the input
         # comes from (or it is an export of some streams); they stay gaps
+        if p0 > head + 1 and not gaps:
+            raise InvalidEvent(f"line {self.first_line}: position {p0} is not the store's next "
+                               f"position ({head + 1}); nothing was imported{hint}")
         if p0 <= head:
             # a rerun of an import that stopped part-way: the input's leading
             # events must be the store's own, and are skipped
@@ -400,7 +407,7 @@ class CheckedInput:
             if stream in plan.floors:
                 continue
             cur = view.version(stream) if head else 0
-            if fv <= cur:  # fv > cur + 1: versions removed where the input comes from
+            if fv <= cur or (fv != cur + 1 and not gaps):  # a gap: removed where it comes from
                 errors.append((line, f"stream {stream!r}: version {fv} does not continue "
                                      f"version {cur} (the store's)"))
         if plan.skipped == 0 and self.first_us < last_us:
@@ -469,7 +476,8 @@ class CheckedInput:
         with _BatchWriter(store, sync, batch_size) as w:
             bulk = w.bulk
             plan = self._plan(_LockedView(store, bulk), bulk.head,
-                              getattr(bulk, "last_recorded_us", w.last_us))
+                              getattr(bulk, "last_recorded_us", w.last_us),
+                              gaps=getattr(bulk, "keeps_gaps", False))
             result = ImportResult(streams=plan.streams, skipped=plan.skipped, total=self.events)
             if not plan.events:
                 return result

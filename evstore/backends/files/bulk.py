@@ -58,7 +58,7 @@ class BulkWriter:
         check_append(store._forget.cuts.get().get(stream), stream)
         sl, tail = store._stream_tail_locked(stream)
         why = rules.continues(stream, first_version, None if any_time else first_position,
-                              recorded_us, tail.version, log.tail.head, 0)
+                              recorded_us, tail.version, log.tail.head, 0, gaps=True)
         if why is None and any_time and first_position != log.tail.head + 1:
             why = f"position {first_position} is not the store's next ({log.tail.head + 1})"
         if why is not None:

@@ -1060,6 +1060,8 @@ def _backwards(forward, lo: int, hi: int, first: int = 16, most: int = 1024):
 class FileBulk(BulkSession):
     """:class:`~evstore.core.backend.BulkSession` over a :class:`~.bulk.BulkWriter`."""
 
+    keeps_gaps = True  # gap frames and floors (bulk.BulkWriter._gap, _version_gap)
+
     def __init__(self, writer):
         self._w = writer
 
