@@ -293,3 +293,30 @@ def test_repair_before_compaction_keeps_deleted_events_out_of_stream_logs(es):
     rep = repair(es.directory)
     assert rep.ok
     assert min(int(n[:16]) for n in os.listdir(d) if n.endswith(".seg")) == 21
+
+
+def test_snapshots_of_deleted_streams_and_quarantined_copies_go(es):
+    from evstore.disk import recovery
+    from evstore.disk.streamlog import stream_dir
+    populate(es, 6)
+    b = es.backend
+    b.put_snapshot("cust-alice", 3, b"state with " + SECRET)
+    b.put_snapshot("orders", 4, b"orders state")
+    # what recovery keeps of a batch that never committed, and a repair's removed events
+    seg = os.path.join(stream_dir(os.path.join(es.directory, "streams"), "cust-alice"),
+                       "0000000000000001.seg")
+    recovery.quarantine(es.directory, seg, 0, b"leftover " + SECRET, "test")
+    rdir = os.path.join(es.directory, "quarantine", "repair-x")
+    os.makedirs(rdir)
+    with open(os.path.join(rdir, "removed-events.ndjson"), "wb") as f:
+        f.write(b'{"stream": "cust-alice", "data": "' + SECRET + b'"}\n')
+    recovery.quarantine(es.directory, seg, 0, b"unrelated", "test")  # named by the key
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 5, False)
+    dry = b.compact(view_of(b), dry_run=True)
+    assert store_holds(es.directory, SECRET)
+    b.compact(view_of(b))
+    assert store_holds(es.directory, SECRET) == []
+    assert b.snapshot_versions("cust-alice") == []
+    assert b.snapshot_versions("orders") == [4]  # a truncated stream replays from it
+    assert dry["bytes_after"] <= dry["bytes_before"]
