@@ -320,3 +320,20 @@ def test_snapshots_of_deleted_streams_and_quarantined_copies_go(es):
     assert b.snapshot_versions("cust-alice") == []
     assert b.snapshot_versions("orders") == [4]  # a truncated stream replays from it
     assert dry["bytes_after"] <= dry["bytes_before"]
+
+
+def test_big_batches_keep_their_suffix(tmp_path):
+    """Frames over a MiB (read in pieces): one cut inside, one kept whole."""
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=1 << 20) as es:
+        big = [{"type": "B", "data": {"i": i, "pad": "p" * 200}} for i in range(6000)]
+        es.append("big", big)
+        es.append("keep", big[:5000])
+        es.append("x", [{"type": "X"}])
+        b = es.backend
+        b.cut("big", ANY, 4001, False)
+        view = view_of(b)
+        want = readable(es, view())
+        out = b.compact(view)
+        assert out["events_removed"] == 4000
+        assert [e.to_dict() for e in b.read_all()] == want
+        assert es.verify().ok

@@ -47,10 +47,10 @@ import msgpack
 from ...core.forgetting import Cut
 from ...disk.bigframe import BigPayload
 from ...disk.commitlog import CommitLog, SealSyncError
-from ...disk.format import LOG_MAGIC, STREAM_MAGIC, FrameError, encode_frame
+from ...disk.format import LOG_MAGIC, OVERHEAD, STREAM_MAGIC, FrameError, encode_frame
+from ...disk.heads import batch_head
 from ...disk.index import OffsetIndex
 from ...disk.records import GAP, _array_header, _packb, gap_payload, unpack
-from ...disk.bigframe import decode_head
 from ...disk.segment import (fsync_dir, fsync_file, iter_frames, listdir, open_file,
                              stable_listdir)
 from ...disk.streamlog import StreamLog, stream_dir, stream_key
@@ -164,9 +164,7 @@ class _Compaction:
         cuts = v1.cuts
         # without a rule only the active segment matters (cuts are floors already)
         start = 1 if rules else min(active, head)
-        for s, fv, fp, us, n in log.batch_heads_from(start):
-            if fp > head:
-                break
+        for s, fv, fp, us, n in self._heads(start, head):
             if s == GAP:
                 continue
             last = fv + n - 1
@@ -189,6 +187,24 @@ class _Compaction:
             if cand and fp + n - 1 >= active:
                 sc.active_candidates = True
         return sc
+
+    def _heads(self, start: int, head: int):
+        """(stream, first version, first position, time, count) of every
+        frame from the segment holding ``start`` to ``head``, heads read by
+        slicing (disk.heads)."""
+        log = self.log
+        firsts = [f for f in log.list_segments() if f <= head]
+        i = max(bisect.bisect_right(firsts, start) - 1, 0)
+        for first in firsts[i:]:
+            fd = log.fd(first)
+            end = log.tail.end if first == log.tail.seg_first else os.fstat(fd).st_size
+            try:
+                for _off, payload in iter_frames(fd, 0, end, LOG_MAGIC, {}):
+                    yield batch_head(payload)[:5]
+            except FrameError as e:
+                raise CorruptStore(f"commit log {log.path(first)}: damaged frame at offset "
+                                   f"{getattr(e, 'offset', '?')}: {e}; run 'evstore verify' "
+                                   "for a report and 'evstore repair' to fix it") from None
 
     def _floors(self, v1, sc: "_Scan", cuts, final: bool) -> dict[str, Cut]:
         """Raise each retained stream's floor to its first readable version
@@ -447,25 +463,34 @@ class _Compaction:
     @staticmethod
     def _removes_any(fd: int, size: int, floors) -> bool:
         for _off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
-            s, fv, _fp, _us, _n = decode_head(payload)
+            s, fv = batch_head(payload)[:2]
             if s != GAP and fv < floors.get(s, 1):
                 return True
         return False
 
     def _rewrite(self, fd: int, size: int, floors, out, entries: list) -> None:
-        """Write the segment without the removed events: suffixes of batches,
-        runs of removed positions as single gap frames."""
-        gap = None  # [first_position, count, recorded_us]
+        """Write the segment without the removed events: runs of kept frames
+        copied as they are, suffixes of batches, runs of removed positions as
+        single gap frames (merged with the gap frames already there)."""
+        gap = None  # [first_position, count, recorded_us]: removed, not yet written
+        run = None  # [start, end, offset in out]: kept frames, not yet copied
 
-        def flush():
+        def flush_gap():
             nonlocal gap
             if gap is not None:
                 off = out.write(encode_frame(LOG_MAGIC, gap_payload(gap[0], gap[1], gap[2])))
                 entries.extend([off] * gap[1])
                 gap = None
 
+        def flush_run():
+            nonlocal run
+            if run is not None:
+                out.copy(fd, run[0], run[1])
+                run = None
+
         def remove(fp, n, us):
             nonlocal gap
+            flush_run()
             if gap is None:
                 gap = [fp, n, us]
             else:
@@ -473,7 +498,7 @@ class _Compaction:
                 gap[2] = us
 
         for off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
-            s, fv, fp, us, n = decode_head(payload)
+            s, fv, fp, us, n, _hl = batch_head(payload)
             if s == GAP:
                 remove(fp, n, us)
                 continue
@@ -483,14 +508,18 @@ class _Compaction:
                 self.removed += j
             if j == n:
                 continue
-            flush()
+            flush_gap()
             if j == 0:
-                start = out.write_frame_from(fd, off, payload)
+                if run is None:
+                    run = [off, off, out.size]
+                entries.extend([run[2] + off - run[0]] * n)
+                run[1] = off + len(payload) + OVERHEAD
             else:
                 raw = payload.read_all() if isinstance(payload, BigPayload) else bytes(payload)
                 start = out.write(encode_frame(LOG_MAGIC, _suffix(raw, s, fv, fp, us, n, j)))
-            entries.extend([start] * (n - j))
-        flush()
+                entries.extend([start] * (n - j))
+        flush_run()
+        flush_gap()
 
     # -- snapshots and quarantine ------------------------------------------------------------
     def _snapshots(self, cuts) -> None:
@@ -583,15 +612,14 @@ class _Out:
             self._flush()
         return off
 
-    def write_frame_from(self, fd: int, off: int, payload) -> int:
-        n = len(payload) + 16
-        if not isinstance(payload, BigPayload):
-            return self.write(os.pread(fd, n, off))
+    def copy(self, fd: int, start: int, end: int) -> None:
+        """Bytes ``start..end`` of ``fd``, as they are."""
+        if end - start < _BUF:
+            self.write(os.pread(fd, end - start, start))
+            return
         self._flush()
-        start = self.size
-        _copy_range(fd, self.fd, off, off + n)
-        self.size += n
-        return start
+        _copy_range(fd, self.fd, start, end)
+        self.size += end - start
 
     def _flush(self) -> None:
         view = memoryview(self.buf)
@@ -618,13 +646,14 @@ class _Counter:
         self.size += len(data)
         return off
 
-    def write_frame_from(self, fd, off, payload) -> int:
-        start = self.size
-        self.size += len(payload) + 16
-        return start
+    def copy(self, fd, start: int, end: int) -> None:
+        self.size += end - start
 
 
 def _copy_range(src: int, dst: int, start: int, end: int) -> None:
+    """Bytes ``start..end`` of ``src`` appended to ``dst``, a MiB at a time.
+    (Not ``copy_file_range``: every byte evstore writes goes through
+    ``os.write``, which the power-loss tests record.)"""
     pos = start
     while pos < end:
         data = os.pread(src, min(_BUF, end - pos), pos)
