@@ -337,3 +337,34 @@ def test_big_batches_keep_their_suffix(tmp_path):
         assert out["events_removed"] == 4000
         assert [e.to_dict() for e in b.read_all()] == want
         assert es.verify().ok
+
+
+def test_two_compactions_at_once(tmp_path):
+    """Another process's compaction (its temp files carry its pid) and
+    another thread's: each keeps the other's work."""
+    import threading
+    from core_helpers import spawn
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
+        populate(es, 40)
+        b = es.backend
+        b.cut("cust-alice", ANY, None, False)
+        b.cut("orders", ANY, 41, False)
+        want = readable(es, view_of(b)())
+    code = ("import sys, time\nfrom evstore import EventStore\n"
+            "from evstore.core.forgetting import Forgetting\n"
+            "with EventStore(sys.argv[1]) as es:\n"
+            "    b = es.backend\n"
+            "    b.compact(lambda: Forgetting(b.cuts(), b.retention_rules(), time.time_ns() // 1000))\n")
+    p = spawn(code, tmp_path / "s")
+    with EventStore(tmp_path / "s") as es:
+        b = es.backend
+        ts = [threading.Thread(target=b.compact, args=(view_of(b),)) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        _out, err = p.communicate()
+        assert p.returncode == 0, err.decode()
+        assert [e.to_dict() for e in b.read_all()] == want
+        assert store_holds(es.directory, SECRET) == []
+        assert es.verify().ok

@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 
 import msgpack
@@ -62,15 +63,22 @@ from .names import (COMPACT_TMP, LOG_DIR, LOG_IDX, LOG_SEG, QUARANTINE, STREAM_I
 _BUF = 1 << 20
 
 
+#: One compaction at a time in a process (its temp files carry the pid: a
+#: compaction removes those of dead processes, and of its own process only
+#: when no other compaction of that process runs).
+_RUNNING = threading.Lock()
+
+
 def compact(backend, view, dry_run: bool = False, progress=None) -> dict:
-    d = backend.directory
-    before = store_bytes(d)
-    log = CommitLog(os.path.join(d, LOG_DIR))
-    try:
-        return _Compaction(backend, view, log, dry_run, progress or (lambda done, total: None),
-                           before).run()
-    finally:
-        log.close()
+    with _RUNNING:
+        d = backend.directory
+        before = store_bytes(d)
+        log = CommitLog(os.path.join(d, LOG_DIR))
+        try:
+            return _Compaction(backend, view, log, dry_run,
+                               progress or (lambda done, total: None), before).run()
+        finally:
+            log.close()
 
 
 def store_bytes(d: str) -> int:
@@ -136,19 +144,23 @@ class _Compaction:
                 "bytes_after": after}
 
     def _remove_leftovers(self) -> None:
-        """Temp files of a step that never reached its journal."""
+        """Temp files of a step that never reached its journal: those of
+        compactions that died (a temp file's name holds its maker's pid;
+        another compaction running now keeps its own)."""
         if self.dry_run:
             return
-        with self.b._writing():  # no other compaction's temp files are in flight
+        with self.b._writing():
             logdir = os.path.join(self.d, LOG_DIR)
-            for name in listdir(logdir):
-                if name.startswith(COMPACT_TMP):
-                    os.unlink(os.path.join(logdir, name))
-            for shard in _subdirs(self.streams_root):
-                for key in _subdirs(shard):
-                    for name in listdir(key):
-                        if name.startswith(COMPACT_TMP):
-                            os.unlink(os.path.join(key, name))
+            dirs = [logdir] + [k for sh in _subdirs(self.streams_root) for k in _subdirs(sh)]
+            for d in dirs:
+                for name in listdir(d):
+                    if name.startswith(COMPACT_TMP) and not _alive(name):
+                        os.unlink(os.path.join(d, name))
+
+    @staticmethod
+    def _tmp(d: str, name: str) -> str:
+        """A temp file's path: ``.tmp-compact-<pid>-<name>``."""
+        return os.path.join(d, f"{COMPACT_TMP}{os.getpid()}-{name}")
 
     def _scan(self, v1) -> "_Scan":
         """One pass over the batch heads: what retention needs per stream, and
@@ -373,8 +385,8 @@ class _Compaction:
         fd = sl.fd(seg)
         size = os.fstat(fd).st_size
         start = sl._offset_of(seg, floor, size)
-        tseg = os.path.join(sl.dir, f"{COMPACT_TMP}{floor:016d}{STREAM_SEG}")
-        tidx = os.path.join(sl.dir, f"{COMPACT_TMP}{floor:016d}{STREAM_IDX}")
+        tseg = self._tmp(sl.dir, f"{floor:016d}{STREAM_SEG}")
+        tidx = self._tmp(sl.dir, f"{floor:016d}{STREAM_IDX}")
         out = open_file(tseg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         state = {"fd": out, "src": fd, "start": start, "copied": start, "offsets": [],
                  "version": floor}
@@ -435,8 +447,8 @@ class _Compaction:
                 self._rewrite(fd, size, floors, sink, [])
                 self.saved += size - sink.size
                 return
-            tseg = os.path.join(self.log.dir, f"{COMPACT_TMP}{first:016d}{LOG_SEG}")
-            tidx = os.path.join(self.log.dir, f"{COMPACT_TMP}{first:016d}{LOG_IDX}")
+            tseg = self._tmp(self.log.dir, f"{first:016d}{LOG_SEG}")
+            tidx = self._tmp(self.log.dir, f"{first:016d}{LOG_IDX}")
             out = _Out(tseg)
             entries: list[int] = []
             try:
@@ -663,6 +675,20 @@ def _copy_range(src: int, dst: int, start: int, end: int) -> None:
         while view:
             view = view[os.write(dst, view):]
         pos += len(data)
+
+
+def _alive(name: str) -> bool:
+    """Whether the process that made the temp file ``name`` still runs."""
+    pid = name[len(COMPACT_TMP):].split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (another user's): not ours to remove
+    return True
 
 
 def _unlink_tmp(tmp) -> None:
