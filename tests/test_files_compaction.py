@@ -368,3 +368,15 @@ def test_two_compactions_at_once(tmp_path):
         assert [e.to_dict() for e in b.read_all()] == want
         assert store_holds(es.directory, SECRET) == []
         assert es.verify().ok
+
+
+def test_verify_accepts_a_stream_directory_emptied_below_its_floor(tmp_path):
+    """What an import leaves when it dies right after raising a stream's
+    floor (its own older records gone, the new batch not yet written)."""
+    with EventStore(tmp_path / "s", sync=False) as es:
+        es.append("s", [{"type": "T"}] * 3)
+        with es.backend.bulk() as bulk:
+            bulk._w._version_gap("s", *es.backend._stream_tail_locked("s"), 6)
+        report = es.verify()
+        assert report.ok, report.problems
+        assert es.version("s") == 5

@@ -271,8 +271,9 @@ class _Repair:
                 key = stream_key(stream)
                 firsts = L.numbered(L.listdir(os.path.join(self.sroot, key[:2], key)),
                                     L.STREAM_SEG)
-                if firsts and firsts[0] > 1:
-                    self.bases[stream] = min(firsts[0], cut.floor) - 1
+                start = min(firsts[0] if firsts else cut.floor, cut.floor)
+                if start > 1:
+                    self.bases[stream] = start - 1
 
     def _jump_ok(self, stream: str, fv: int, prev: int) -> bool:
         """A stream's versions may jump from ``prev`` to ``fv`` only at or

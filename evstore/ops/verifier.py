@@ -249,10 +249,12 @@ class _Verifier:
                 continue
             key = stream_key(stream)
             firsts = L.numbered(L.listdir(os.path.join(root, key[:2], key)), L.STREAM_SEG)
-            if firsts and firsts[0] > 1:
-                # a log starting above the floor lacks readable versions:
-                # the base stays at the floor, and the stream check says so
-                self.bases[stream] = min(firsts[0], cut.floor) - 1
+            # a log starting above the floor lacks readable versions: the
+            # base stays at the floor, and the stream check says so; a log
+            # with no segment holds nothing below the floor
+            start = min(firsts[0] if firsts else cut.floor, cut.floor)
+            if start > 1:
+                self.bases[stream] = start - 1
 
     def _removed_ok(self, stream: str, fv: int) -> bool:
         """May the commit log hold ``stream`` from version ``fv`` on, the
