@@ -380,3 +380,31 @@ def test_verify_accepts_a_stream_directory_emptied_below_its_floor(tmp_path):
         report = es.verify()
         assert report.ok, report.problems
         assert es.version("s") == 5
+
+
+def test_an_interrupted_step_is_finished_by_the_next_writer_or_verify(es, monkeypatch):
+    """A step killed after its renames, before its deletions: the stream's
+    old segment and its copy from the floor both there."""
+    from evstore.backends.files import journal
+    from evstore.ops import verify
+    populate(es)
+    b = es.backend
+    b.cut("orders", ANY, 21, False)
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **kw):
+        if str(path).endswith(".seg") and "streams" in str(path):
+            raise OSError("killed here")
+        return real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(Exception):
+        b.compact(view_of(b))
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert journal.pending(es.directory)
+    report = verify(es.directory)  # as 'evstore verify STORE' does: no store opened
+    assert report.ok, report.problems
+    assert not journal.pending(es.directory)
+    b.compact(view_of(b))
+    assert [e.version for e in b.read_stream("orders")][0] == 21
+    assert es.verify().ok

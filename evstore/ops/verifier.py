@@ -144,6 +144,7 @@ class _Verifier:
     def run(self) -> VerifyReport:
         t0 = time.monotonic()
         d = self.dir
+        self.finish_compaction()
         msg = marker_problem(d)
         if msg:
             self.error("marker", msg, os.path.join(d, L.MARKER))
@@ -222,6 +223,26 @@ class _Verifier:
         ex = ProcessPoolExecutor(workers, mp_context=ctx)
         futures = [ex.submit(summarize_many, c) for c in chunks]
         return ex, futures
+
+    def finish_compaction(self) -> None:
+        """A compaction step interrupted by a crash (``compacting`` is
+        there) is finished by the next writer; verify lets a writer handle
+        do it now, when the writer lock is free (the one time verify writes,
+        as a reader's first open after a reboot may), so that it judges the
+        store every reader will see from now on."""
+        from ..backends.files import journal
+
+        if not journal.pending(self.dir):
+            return
+        try:
+            from ..backends.files.engine import FileBackend
+            FileBackend(self.dir, create=False, lock_timeout=0).close()
+        except Exception:  # noqa: BLE001 - read-only media, a held lock: judged as it is
+            pass
+        if journal.pending(self.dir):
+            self.warn("compaction", "a compaction step was interrupted; the next writer "
+                      "finishes it (until then readers see its files half moved, which they "
+                      "read correctly)", journal.path(self.dir))
 
     # -- what compaction removed ------------------------------------------------------
     def forgetting(self) -> None:
