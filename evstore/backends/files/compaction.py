@@ -440,6 +440,8 @@ class _Compaction:
         fd = open_file(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
+            if first == self.log.refresh().seg_first:  # the active one (a dry run):
+                size = min(size, self.log.tail.end)    # its committed frames only
             if not self._removes_any(fd, size, floors):
                 return
             if self.dry_run:
