@@ -375,6 +375,8 @@ class MemoryBackend(Backend):
 
 
 class _MemoryBulk(BulkSession):
+    keeps_gaps = True
+
     def __init__(self, backend: MemoryBackend):
         self._b = backend
 
@@ -388,7 +390,7 @@ class _MemoryBulk(BulkSession):
     def write(self, stream, first_version, first_position, recorded_us, blobs):
         b = self._b
         why = rules.continues(stream, first_version, first_position, recorded_us,
-                              self.version(stream), self.head, b._s.last_us)
+                              self.version(stream), self.head, b._s.last_us, gaps=True)
         if why:
             raise InvalidEvent(why)
         check_append(b._s.cuts.get(stream), stream)

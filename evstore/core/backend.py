@@ -111,6 +111,12 @@ class BulkSession(ABC):
     def sync(self) -> None:
         """Make everything written so far durable (and visible to readers)."""
 
+    #: Whether :meth:`write` accepts a batch that leaves a gap before it (in
+    #: positions, or in its stream's versions) and records the gap as removed
+    #: events (``rules.continues(gaps=True)``): an import that keeps
+    #: positions then keeps an export's gaps.  Without it, import refuses them.
+    keeps_gaps = False
+
     def finish(self) -> None:
         """The end of a successful import: :meth:`sync`."""
         self.sync()

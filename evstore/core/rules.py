@@ -119,7 +119,8 @@ def _retry(ids: Sequence[str], stored: Sequence[Stored]) -> AlreadyStored | None
 
 
 def continues(stream: str, first_version: int, first_position: int | None,
-              recorded_us: int, current: int, head: int, last_us: int) -> str | None:
+              recorded_us: int, current: int, head: int, last_us: int,
+              gaps: bool = False) -> str | None:
     """Why a batch recorded elsewhere (import) does not continue the store,
     or None when it does.  ``first_position`` None means "take the next
     positions" (a renumbering import), which also lets ``recorded_us`` be
@@ -130,11 +131,15 @@ def continues(stream: str, first_version: int, first_position: int | None,
     from the store it was exported from (delete, truncate, retention), and
     the backend records them as removed (positions are never reused; the
     stream's versions below ``first_version`` are not readable).  A
-    renumbering import must continue each stream exactly."""
-    if first_position is not None and first_position <= head:
+    renumbering import must continue each stream exactly.  ``gaps``: the
+    backend records such gaps (:attr:`BulkSession.keeps_gaps`); without
+    it, a batch must continue the store exactly."""
+    gaps = gaps and first_position is not None
+    if first_position is not None and (first_position <= head if gaps
+                                        else first_position != head + 1):
         return (f"position {first_position} does not continue the store "
                 f"(its last position is {head})")
-    if first_version <= current or (first_position is None and first_version != current + 1):
+    if first_version <= current or (not gaps and first_version != current + 1):
         return (f"stream {stream!r}: version {first_version} does not continue "
                 f"the stream (its version is {current})")
     if first_position is not None and recorded_us < last_us:

@@ -113,6 +113,12 @@ class CommitLog:
             self._idx[first] = idx
         return idx
 
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown, fds already gone
+            pass
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)

@@ -497,6 +497,48 @@ class LogBatch(NamedTuple):
             yield RecordedEvent(self.stream, v + i, p + i, f[j], f[j + 1], f[j + 2], f[j + 3], when)
 
 
+class GapBatch(NamedTuple):
+    """A gap frame: positions ``first_position .. first_position + count - 1``
+    whose events ``compact`` removed (docs/FORMAT.md, "Forgetting").  It
+    stands where their batches stood, so the commit log still accounts for
+    every position: a missing position is provably removed, never lost."""
+
+    stream: str          #: always "" (no stream id is empty)
+    first_version: int   #: always 0
+    first_position: int
+    recorded_us: int     #: the time of the last batch it replaces
+    count: int           #: positions covered
+
+    @property
+    def fields(self) -> list:
+        return []
+
+    @property
+    def last_position(self) -> int:
+        return self.first_position + self.count - 1
+
+    @property
+    def last_version(self) -> int:
+        return 0
+
+    def events(self, skip: int = 0):
+        return iter(())
+
+
+#: The stream of a gap frame's head: no stream id is empty.
+GAP = ""
+
+
+def gap_payload(first_position: int, count: int, recorded_us: int) -> bytes:
+    """``["", 0, first_position, recorded_us, count]``: a gap frame."""
+    return msgpack.packb([GAP, 0, first_position, recorded_us, count])
+
+
+def is_gap(head) -> bool:
+    """Whether a batch head (or batch) is a gap frame's."""
+    return head[0] == GAP
+
+
 class MalformedBatch(CorruptStore, ValueError):
     """A commit-log frame whose payload (its CRC notwithstanding) is not a
     batch.  A ValueError, which the commit log's lookups catch to fall back
@@ -517,6 +559,14 @@ def _check_head(n, stream, first_version, first_position, recorded_us) -> None:
         raise MalformedBatch(_WRONG_SHAPE)
 
 
+def _check_gap(n, stream, first_version, first_position, recorded_us, count) -> None:
+    if (n != 5 or stream != GAP or first_version != 0 or type(first_position) is not int
+            or first_position < 1 or type(recorded_us) is not int or type(count) is not int
+            or count < 1):
+        raise MalformedBatch("commit-log gap frame has the wrong shape (want "
+                             "['', 0, first_position, recorded_us, count])")
+
+
 def decode_batch(payload) -> LogBatch:
     """Raises MalformedBatch (a ValueError) for anything that is not a batch."""
     try:
@@ -525,6 +575,9 @@ def decode_batch(payload) -> LogBatch:
         raise MalformedBatch(f"commit-log frame payload does not decode: {e}") from None
     if not isinstance(items, list) or len(items) < 4:
         raise MalformedBatch(_WRONG_SHAPE)
+    if len(items) == 5 and items[0] == GAP:
+        _check_gap(5, *items)
+        return GapBatch(*items)
     _check_head(len(items), *items[:4])
     return LogBatch(items[0], items[1], items[2], items[3], items[4:])
 
@@ -537,12 +590,16 @@ def decode_batch_head(payload) -> tuple[str, int, int, int, int]:
         up = msgpack.Unpacker(raw=False, strict_map_key=True)
         up.feed(payload)
         n = up.read_array_header()
-        if n < 8:
+        if n < 8 and n != 5:
             raise MalformedBatch(_WRONG_SHAPE)
         stream = up.unpack()
         first_version = up.unpack()
         first_position = up.unpack()
         recorded_us = up.unpack()
+        if n == 5:
+            count = up.unpack()
+            _check_gap(n, stream, first_version, first_position, recorded_us, count)
+            return stream, first_version, first_position, recorded_us, count
     except MalformedBatch:
         raise
     except _MSGPACK_ERRORS as e:

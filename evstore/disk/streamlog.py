@@ -167,6 +167,22 @@ class StreamLog:
         reuse committed versions, hence CorruptStore unless ``whole_batches``
         is off (reconciliation and repair, which complete the batch).
         """
+        for attempt in range(4):
+            try:
+                return self._tail(is_committed, whole_batches)
+            except FileNotFoundError:
+                # a compaction replaced a segment between the listing and
+                # its open: list again (it changes a few files, once)
+                self._drop_all_fds()
+                if attempt == 3:
+                    raise
+
+    def _drop_all_fds(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _tail(self, is_committed, whole_batches: bool) -> StreamTail:
         t = StreamTail()
         head = getattr(is_committed, "head", None)  # the commit log's, when known
         #: True while every record met walking back lies past that head
@@ -266,7 +282,20 @@ class StreamLog:
         v = from_version
         while v <= to_version:
             first = firsts[i]
-            fd = self.fd(first)
+            try:
+                fd = self.fd(first)
+            except FileNotFoundError:
+                # compaction replaced the stream's first segments since the
+                # tail was found: the versions before its new first segment
+                # were removed (they are not readable), the rest are there
+                firsts = self.list_segments()
+                if not firsts or firsts[0] > to_version:
+                    return
+                v = max(v, firsts[0])
+                i = bisect.bisect_right(firsts, v) - 1
+                if firsts[i] == first:  # pragma: no cover - not compaction's doing
+                    raise
+                continue
             end = tail.end if first == tail.seg_first else file_size(fd)
             off = self._offset_of(first, v, end)
             try:
@@ -287,9 +316,20 @@ class StreamLog:
                     f"stream {stream!r}: damaged record at offset {getattr(e, 'offset', '?')} "
                     f"in {self.path(first)}: {e}"
                 ) from None
-            i += 1
-            if i >= len(firsts):
+            # the segment holding v: the last one starting at or before it
+            # (not merely the next name: while a compaction step moves files
+            # a listing may hold an old segment and its copy from the floor)
+            j = bisect.bisect_right(firsts, v) - 1
+            if j <= i:
                 raise CorruptStore(f"stream {stream!r}: versions after {v - 1} are missing")
+            i = j
+
+    def first_version(self, tail: StreamTail) -> int:
+        """The first version the log holds (compaction removes a prefix of
+        versions, so a log may start after version 1); ``tail.version + 1``
+        when it holds none."""
+        firsts = self._firsts or self.list_segments()
+        return firsts[0] if firsts else tail.version + 1
 
     def first_record(self) -> tuple[int, int] | None:
         """(version, recorded_us) of the first record, or None."""

@@ -194,7 +194,7 @@ def read_stream_id(path: str):
 
 
 def check_stream(directory: str, key: str, path: str, head: int, known: dict,
-                 digests: dict, progress=NO_PROGRESS) -> StreamResult:
+                 digests: dict, progress=NO_PROGRESS, bases: dict | None = None) -> StreamResult:
     """Check one stream directory against the commit log's view of it.
 
     ``known`` maps stream keys to the stream ids the commit log holds;
@@ -234,10 +234,13 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
         else:
             r.warnings.append(Problem("stream", "unexpected file in a stream directory",
                                       f"{relpath}/{name}", stream=stream))
-    committed = digests.get(stream, (0,))[0] if stream is not None else 0
+    # ``bases``: stream -> the last version compaction removed from its log,
+    # which then starts at base + 1 (the digests leave those versions out)
+    base = (bases or {}).get(stream, 0) if stream is not None else 0
+    committed = base + (digests.get(stream, (0,))[0] if stream is not None else 0)
     d0 = d1 = d2 = crc = 0
-    expect_v = 1
-    seen_v = 0  # the last version of any valid record so far, committed or not
+    expect_v = base + 1
+    seen_v = base  # the last version of any valid record so far, committed or not
     last_p = last_us = 0
     for first in firsts:
         spath = L.seg_path(path, first, L.STREAM_SEG)
@@ -353,7 +356,7 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
                     r.bad_index.append(first)
         finally:
             os.close(fd)
-    r.found = d0
+    r.found = base + d0
     if stream is None:
         if firsts and not orphan:
             r.problem("stream-id", "stream directory whose stream is unknown (no readable "
@@ -364,8 +367,9 @@ def check_stream(directory: str, key: str, path: str, head: int, known: dict,
         return r
     if want[0] > d0:
         if not r.rebuild:
-            r.problem("stream", f"the stream log ends at version {d0}; the commit log has "
-                      f"versions up to {want[0]}", relpath, None, stream, d0 + 1)
+            r.problem("stream", f"the stream log ends at version {base + d0}; the commit log "
+                      f"has versions up to {base + want[0]}", relpath, None, stream,
+                      base + d0 + 1)
         r.rebuild = True
     elif tuple(want) != (d0, d1, d2, crc):
         if not r.rebuild:

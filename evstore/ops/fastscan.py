@@ -56,10 +56,12 @@ def summarize(path: str):
     for name in names:
         if name != L.ID_FILE and not name.endswith((L.STREAM_SEG, L.STREAM_IDX)):
             return None
-    ring = deque([(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)], maxlen=RING + 1)
+    # a log may start after version 1 (compaction removed the versions
+    # before it); the caller's judge() says whether that start is right
+    v_exp = firsts[0] if firsts else 1
+    ring = deque([(v_exp - 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)], maxlen=RING + 1)
     d0 = d1 = d2 = c = 0
     last_p = last_us = 0
-    v_exp = 1
     segments = []
     total = 0
     unpack_from = _HDR.unpack_from
@@ -166,15 +168,20 @@ def summarize_many(paths):
     return out
 
 
-def judge(summary, committed: int, digest):
+def judge(summary, committed: int, digest, base: int = 0):
     """Decide a summary against the commit log's view of its stream.
 
+    ``committed`` is the stream's last committed version, ``base`` the last
+    version compaction removed from its log (the log starts at base + 1).
     Returns (beyond records, ok): ``ok`` is False when the detailed check
     must run (a digest that disagrees, an index that does not match, too
-    few records, or a committed version outside the ring).
+    few records, a log that does not start at base + 1, or a committed
+    version outside the ring).
     """
     _key, _sid, _nbytes, records, segments, ring = summary
-    if committed > records:
+    if committed - base > records:
+        return None, False
+    if (segments[0][0] if segments else base + 1) != base + 1:
         return None, False
     state = None
     for i in range(len(ring) - 1, -1, -1):

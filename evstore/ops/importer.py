@@ -4,7 +4,8 @@ Two passes, so that bad input is refused with nothing written:
 
 1. *Check*: every line is parsed, validated (SPEC §2, the size limit, ids,
    times) and packed exactly as the store will hold it, and the events must
-   continue each other: positions dense, each stream's versions contiguous,
+   continue each other: positions increasing (a gap is events removed where
+   the input comes from, and stays a gap), each stream's versions contiguous,
    ``recorded_at`` never going back.  The packed events go to a spool file
    (``STORE/.tmp-import-*``; verify calls one left by a crash harmless and
    repair moves it aside; for a store that does not exist yet, beside it:
@@ -102,9 +103,6 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 #: Positions with gaps: most likely an export of some streams, which only
 #: a renumbering import can take.
-_GAP_HINT = (" (an export of some streams? 'evstore import --renumber' gives them the "
-             "store's next positions)")
-
 
 def _reject(name):
     raise ValueError(f"{name} is not allowed in JSON")
@@ -216,9 +214,9 @@ def _check_lines(lines, spool: str, max_bytes: int, progress=NO_PROGRESS,
             us = ts_us
             if renumber:
                 p = 0
-            elif prev_p is not None and p != prev_p + 1:
+            elif prev_p is not None and p <= prev_p:
                 c.error = (n, f"position {p} does not follow position {prev_p} on the line "
-                              f"before{_GAP_HINT}")
+                              "before")
                 break
             if prev_us is not None and us < prev_us and not renumber:
                 c.error = (n, "recorded_at is earlier than on the line before")
@@ -365,9 +363,13 @@ class CheckedInput:
         InvalidEvent (exit 5) when the input does not continue the store and
         ImportConflict (exit 3) when a renumbered stream does not."""
         head, last_us = _store_tail(store)
-        return self._plan(_ReadView(store), head, last_us)
+        # gaps are judged for good under the lock, by the session that writes
+        return self._plan(_ReadView(store), head, last_us, gaps=True)
 
-    def _plan(self, view, head: int, last_us: int) -> "_Plan":
+    def _plan(self, view, head: int, last_us: int, gaps: bool = False) -> "_Plan":
+        """``gaps``: the store records gaps (BulkSession.keeps_gaps), so an
+        input may leave some before it, in positions and in a stream's
+        versions (events removed where it comes from)."""
         if self.renumber:
             return self._plan_renumber(view, head)
         plan = _Plan(floors={})
@@ -377,7 +379,9 @@ class CheckedInput:
         hint = ("; to merge into a store that already has events, use 'evstore import "
                 "--renumber'" if head else "; to copy events that do not start at position 1 "
                 "(an export of some streams), use 'evstore import --renumber'")
-        if p0 > head + 1:
+        # p0 > head + 1: the positions between were removed where the input
+        # comes from (or it is an export of some streams); they stay gaps
+        if p0 > head + 1 and not gaps:
             raise InvalidEvent(f"line {self.first_line}: position {p0} is not the store's next "
                                f"position ({head + 1}); nothing was imported{hint}")
         if p0 <= head:
@@ -403,7 +407,7 @@ class CheckedInput:
             if stream in plan.floors:
                 continue
             cur = view.version(stream) if head else 0
-            if fv != cur + 1:
+            if fv <= cur or (fv != cur + 1 and not gaps):  # a gap: removed where it comes from
                 errors.append((line, f"stream {stream!r}: version {fv} does not continue "
                                      f"version {cur} (the store's)"))
         if plan.skipped == 0 and self.first_us < last_us:
@@ -472,7 +476,8 @@ class CheckedInput:
         with _BatchWriter(store, sync, batch_size) as w:
             bulk = w.bulk
             plan = self._plan(_LockedView(store, bulk), bulk.head,
-                              getattr(bulk, "last_recorded_us", w.last_us))
+                              getattr(bulk, "last_recorded_us", w.last_us),
+                              gaps=getattr(bulk, "keeps_gaps", False))
             result = ImportResult(streams=plan.streams, skipped=plan.skipped, total=self.events)
             if not plan.events:
                 return result
@@ -765,9 +770,9 @@ def _stitch(inp: CheckedInput) -> None:
             if not inp.first_line:
                 inp.first_line, inp.first_us = base + c.first_line, c.first_us
             if expected is not None and not renumber:
-                if c.first_p != expected:
+                if c.first_p < expected:
                     errors.append((c.first_line, f"position {c.first_p} does not follow position "
-                                                 f"{expected - 1} on the line before{_GAP_HINT}"))
+                                                 f"{expected - 1} on the line before"))
                 if c.first_us < last_us:
                     errors.append((c.first_line, "recorded_at is earlier than on the line before"))
             for stream, (fv, lv, line, fus, lus) in c.streams.items():

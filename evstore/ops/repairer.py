@@ -197,6 +197,11 @@ class _Repair:
         # first position -> [(fd, path, offset, end, head)]: valid commit-log
         # frames that the walk met after it had passed their positions
         self.spare: dict[int, list] = {}
+        #: the cuts (evstore/core/forgetting.py): what is below a floor is
+        #: removed, and repair never brings it back
+        self.cuts: dict = {}
+        #: stream -> the last version compaction removed from its log
+        self.bases: dict[str, int] = {}
 
     def act(self, action: str, message: str, path=None, **kw) -> None:
         self.report.actions.append(Action(action, message, L.rel(self.dir, path) if path else None,
@@ -209,6 +214,7 @@ class _Repair:
             self.report.after = before
             return self.report
         self.boot, self.synced, self.state_msg = read_state(self.dir)
+        self._forgetting()
         for sub in (self.ldir, self.sroot):
             if not os.path.isdir(sub):
                 self.act("create", "directory was missing", sub)
@@ -245,6 +251,40 @@ class _Repair:
             self.report.after = verify(self.dir, settle=0.0, progress=self.progress)
         return self.report
 
+    def _forgetting(self) -> None:
+        """The cuts, and where each cut stream's log starts (as verify
+        reads them).  A damaged ``cuts.json`` stops repair: without it,
+        repair cannot tell a removed event from a lost one, and would bring
+        back what delete removed."""
+        from ..backends.files.forget import load_cuts
+        from ..errors import CorruptStore
+
+        try:
+            self.cuts = load_cuts(self.dir)
+        except CorruptStore as e:
+            raise CorruptStore(f"{str(e).split('; run', 1)[0]}: repair cannot tell removed "
+                               "events from lost ones without it; restore it from a backup "
+                               "(or remove it, which makes deleted events readable again), "
+                               "then run 'evstore repair' again") from None
+        for stream, cut in self.cuts.items():
+            if cut.floor > 1:
+                key = stream_key(stream)
+                firsts = L.numbered(L.listdir(os.path.join(self.sroot, key[:2], key)),
+                                    L.STREAM_SEG)
+                start = min(firsts[0] if firsts else cut.floor, cut.floor)
+                if start > 1:
+                    self.bases[stream] = start - 1
+
+    def _jump_ok(self, stream: str, fv: int, prev: int) -> bool:
+        """A stream's versions may jump from ``prev`` to ``fv`` only at or
+        below its floor (the versions between were removed)."""
+        cut = self.cuts.get(stream)
+        return fv > prev and cut is not None and fv <= cut.floor
+
+    def _floor(self, stream: str) -> int:
+        cut = self.cuts.get(stream)
+        return cut.floor if cut is not None else 1
+
     # -- A. the commit log ------------------------------------------------------------------
     def _segments(self, plan: LogPlan):
         """The segments in the order of the positions they hold (a stray copy
@@ -270,6 +310,11 @@ class _Repair:
                 if ok:
                     try:
                         head = batch_head(x)
+                        if head[0] == "":  # a gap frame: positions compaction removed
+                            if head[5] != len(x):
+                                raise ValueError("a gap frame holds more than its head")
+                            yield first, path, fd, size, True, off, end, head, x
+                            continue
                         check_stream_id(head[0], new=False)
                         if head[1] < 1 or head[2] < 1:
                             raise ValueError("version or position below 1")
@@ -302,7 +347,10 @@ class _Repair:
                 continue
             if fp > expected:
                 wanted.append((expected, fp - 1))
-            if fv != ver.get(stream, 0) + 1:
+            if stream == "":
+                expected = fp + n
+                continue
+            if fv != ver.get(stream, 0) + 1 and not self._jump_ok(stream, fv, ver.get(stream, 0)):
                 wanted.append((fp, fp + n - 1))
             ver[stream] = fv + n - 1
             expected = fp + n
@@ -355,7 +403,15 @@ class _Repair:
                     expected = fp + n
                     continue
                 expected = fp
-            if fv != ver.get(stream, 0) + 1:
+            if stream == "":  # a gap frame: kept as it is
+                new_off = seg.add_copy(fd, off, end_)
+                if seg.first == 0:
+                    seg.first = fp
+                seg.last = fp + n - 1
+                seg.entries.extend([new_off] * n)
+                expected = fp + n
+                continue
+            if fv != ver.get(stream, 0) + 1 and not self._jump_ok(stream, fv, ver.get(stream, 0)):
                 # A valid frame that contradicts its stream's versions: trust
                 # the copies of its positions instead, if they agree.
                 plan.removed.append((fd, path, off, end_,
@@ -401,11 +457,17 @@ class _Repair:
         dg = plan.digests.get(stream)
         if dg is None:
             dg = plan.digests[stream] = [0, 0, 0, 0]
+        seg.entries.extend([new_off] * n)
+        skip = min(max(self.bases.get(stream, 0) + 1 - fv, 0), n)
+        if skip == n:
+            return  # its log no longer holds these (removed by compaction)
+        if skip:
+            blobs = b"".join(_blobs_from(blobs, n)[skip:])
+            fp, n = fp + skip, n - skip
         dg[0] += n
         dg[1] += n * fp + n * (n - 1) // 2
         dg[2] += n * us
         dg[3] = _crc32(blobs, dg[3])
-        seg.entries.extend([new_off] * n)
 
     def _lost_in_gap(self, plan, a, b) -> None:
         """Record positions a..b (a gap after the cut) that have no copy."""
@@ -713,9 +775,13 @@ class _Repair:
         for key, path in L.stream_dirs(self.sroot) if os.path.isdir(self.sroot) else ():
             if key is None:
                 continue
-            r = check_stream(self.dir, key, path, plan.head, known, digests)
+            r = check_stream(self.dir, key, path, plan.head, known, digests, bases=self.bases)
             seen.add(key)
             stream = r.stream
+            if stream is not None and plan.versions.get(stream) \
+                    and plan.versions[stream] < self._floor(stream):
+                self.drop_removed_stream_dir(path, stream)
+                continue
             if stream is None or not plan.versions.get(stream):
                 self.drop_stream_dir(path, stream, r)
                 continue
@@ -728,6 +794,8 @@ class _Repair:
                 self.write_id(path, stream)
         for stream in plan.versions:
             key = stream_key(stream)
+            if plan.versions[stream] < self._floor(stream):
+                continue  # every event of it was removed: no log to rebuild
             if key not in seen:
                 todo.append((stream, os.path.join(self.sroot, key[:2], key), None))
         if not todo:
@@ -748,6 +816,17 @@ class _Repair:
                 self.progress.advance(events=plan.versions[stream])
         finally:
             self.progress.end()
+
+    def _first_version(self, refs) -> int:
+        """The first version the commit log holds of a stream (its frames'
+        ``refs``), 1 when it holds none."""
+        for path, off in refs[:1]:
+            fd = os.open(path, L.RDONLY)
+            try:
+                return batch_head(frame_at(fd, LOG_MAGIC, off, os.fstat(fd).st_size))[1]
+            finally:
+                os.close(fd)
+        return 1
 
     def truth_refs(self, streams: set) -> dict:
         """(segment path, offset) of each commit-log frame of ``streams``."""
@@ -796,8 +875,23 @@ class _Repair:
         elif r is None or r.id_bad:
             self.write_id(path, stream)
         olds = L.numbered(L.listdir(path), L.STREAM_SEG)
-        bounds = sorted({1} | {f for f in olds if 1 <= f <= version and _starts_at(path, f)})
-        truth = self._truth_records(refs)
+        # never below the floor: removed events are not brought back
+        start = max(self._floor(stream), self._first_version(refs))
+        # segments starting below it hold removed events (the versions from
+        # start on are rewritten from the commit log): deleted, not quarantined
+        gone = [f for f in olds if f < start]
+        for f in gone:
+            for suffix in (L.STREAM_SEG, L.STREAM_IDX):
+                try:
+                    os.unlink(L.seg_path(path, f, suffix))
+                except FileNotFoundError:
+                    pass
+            self.act("delete", "stream segment holding only removed events",
+                     L.seg_path(path, f, L.STREAM_SEG), stream=stream)
+        olds = [f for f in olds if f not in gone]
+        bounds = sorted({start} | {f for f in olds if start <= f <= version
+                                   and _starts_at(path, f)})
+        truth = (r for r in self._truth_records(refs) if r[0] >= start)
         pending: dict = {}  # version -> [(id, line)] of removed intact records
         kept_total = 0
         for i, lo in enumerate(bounds):
@@ -909,6 +1003,22 @@ class _Repair:
             for _id, line in pending[v]:
                 self.q.event(line)
         self.q.flush()
+
+    def drop_removed_stream_dir(self, path: str, stream: str) -> None:
+        """The log of a stream whose every event is removed (what an
+        interrupted compaction leaves): deleted, not quarantined."""
+        self.act("delete", "stream directory whose every event is removed", path, stream=stream)
+        if self.dry:
+            return
+        for name in L.listdir(path):
+            p = os.path.join(path, name)
+            if name == L.ID_FILE or name.endswith((L.STREAM_SEG, L.STREAM_IDX)):
+                os.unlink(p)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+        fsync_dir(os.path.dirname(path))
 
     def drop_stream_dir(self, path: str, stream, r) -> None:
         """A stream directory with nothing committed: its records never
@@ -1123,6 +1233,12 @@ def _join_reasons(a: str, b: str) -> str:
         return (a[:m1.start()] + ("; " if m1.start() else "")
                 + f"repeats positions {m1.group(1)}..{m2.group(1)} already present")
     return f"{a}; {b}"
+
+
+def _blobs_from(blobs, n: int) -> list[bytes]:
+    """The ``n`` events' packed fields in a batch's payload tail."""
+    from .checks import split_blobs
+    return split_blobs(blobs, 0, n)
 
 
 def _starts_at(path: str, first: int) -> bool:

@@ -168,6 +168,8 @@ def _log_payloads(directory: str, start: int, head: int):
                 items = unpackb(x, raw=False, strict_map_key=False)
                 if items[2] > head:
                     return
+                if items[0] == "":
+                    continue  # a gap frame: positions compaction removed
                 yield items
         finally:
             os.close(fd)
@@ -262,7 +264,9 @@ def export_events(store, out, *, streams=None, from_position: int = 1, fmt: str 
     total = max(head - start + 1, 0)
     progress.begin("export", total_events=total)
     try:
-        if store.directory is None:  # any backend: its read_all, event by event
+        if store.directory is None or _forgets(store):
+            # any backend: its read_all, event by event (which leaves out
+            # what delete, truncate and retention made unreadable)
             _write_events(w, store.read_all(from_position=start, to_position=head), progress)
             w.close()
             return w.count
@@ -290,6 +294,13 @@ def export_events(store, out, *, streams=None, from_position: int = 1, fmt: str 
     finally:
         progress.end()
     return w.count
+
+
+def _forgets(store) -> bool:
+    """Whether any event may be unreadable (a cut or a retention rule):
+    then the commit log's batches are not what export writes."""
+    b = store.backend
+    return bool(b.cuts()) or bool(b.retention_rules())
 
 
 def _write_events(w, events, progress) -> None:

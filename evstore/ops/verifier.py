@@ -98,6 +98,11 @@ class _Verifier:
         self.nbytes = 0
         self.records = 0
         self._per_file: dict = {}
+        #: stream -> its cut (evstore/core/forgetting.py), from cuts.json
+        self.cuts: dict = {}
+        #: stream -> the last version its stream log no longer holds because
+        #: compaction removed it (0: none); the digests skip those versions
+        self.bases: dict[str, int] = {}
 
     def error(self, kind, message, path=None, offset=None, stream=None, version=None,
               position=None):
@@ -139,6 +144,7 @@ class _Verifier:
     def run(self) -> VerifyReport:
         t0 = time.monotonic()
         d = self.dir
+        self.finish_compaction()
         msg = marker_problem(d)
         if msg:
             self.error("marker", msg, os.path.join(d, L.MARKER))
@@ -159,6 +165,7 @@ class _Verifier:
         try:
             pool = self.start_workers(stream_bytes)
             self.link_check()
+            self.forgetting()
             self.log_pass()
             self.check_state()
             self.stream_pass(pool)
@@ -216,6 +223,65 @@ class _Verifier:
         ex = ProcessPoolExecutor(workers, mp_context=ctx)
         futures = [ex.submit(summarize_many, c) for c in chunks]
         return ex, futures
+
+    def finish_compaction(self) -> None:
+        """A compaction step interrupted by a crash (``compacting`` is
+        there) is finished by the next writer; verify lets a writer handle
+        do it now, when the writer lock is free (the one time verify writes,
+        as a reader's first open after a reboot may), so that it judges the
+        store every reader will see from now on."""
+        from ..backends.files import journal
+
+        if not journal.pending(self.dir):
+            return
+        try:
+            from ..backends.files.engine import FileBackend
+            FileBackend(self.dir, create=False, lock_timeout=0).close()
+        except Exception:  # noqa: BLE001 - read-only media, a held lock: judged as it is
+            pass
+        if journal.pending(self.dir):
+            self.warn("compaction", "a compaction step was interrupted; the next writer "
+                      "finishes it (until then readers see its files half moved, which they "
+                      "read correctly)", journal.path(self.dir))
+
+    # -- what compaction removed ------------------------------------------------------
+    def forgetting(self) -> None:
+        """Read the cuts, and where each cut stream's log starts now.
+
+        A stream log may start after version 1 only where compaction removed
+        the versions before it: at or below its cut's floor.  The commit log
+        proves its own removals (gap frames account for every position it
+        lost); ``cuts.json`` proves the stream logs'."""
+        from ..backends.files.forget import load_cuts
+        from ..errors import CorruptStore
+
+        path = os.path.join(self.dir, L.CUTS_FILE)
+        try:
+            self.cuts = load_cuts(self.dir)
+        except CorruptStore as e:
+            self.error("cuts", str(e).split("; run", 1)[0], path)
+            return
+        except OSError as e:
+            self.error("cuts", f"cannot read: {e.strerror or e}", path)
+            return
+        root = os.path.join(self.dir, L.STREAMS_DIR)
+        for stream, cut in self.cuts.items():
+            if cut.floor <= 1:
+                continue
+            key = stream_key(stream)
+            firsts = L.numbered(L.listdir(os.path.join(root, key[:2], key)), L.STREAM_SEG)
+            # a log starting above the floor lacks readable versions: the
+            # base stays at the floor, and the stream check says so; a log
+            # with no segment holds nothing below the floor
+            start = min(firsts[0] if firsts else cut.floor, cut.floor)
+            if start > 1:
+                self.bases[stream] = start - 1
+
+    def _removed_ok(self, stream: str, fv: int) -> bool:
+        """May the commit log hold ``stream`` from version ``fv`` on, the
+        versions before it removed?"""
+        cut = self.cuts.get(stream)
+        return cut is not None and fv <= cut.floor
 
     # -- the commit log -----------------------------------------------------------------
     def log_pass(self) -> None:
@@ -276,8 +342,12 @@ class _Verifier:
                         continue
                     try:
                         stream, fv, fp, us, n, hl = batch_head(x)
-                        _check_payload(x)
-                        check_stream_id(stream, new=False)
+                        if stream == "":
+                            if hl != len(x):
+                                raise ValueError("a gap frame holds more than its head")
+                        else:
+                            _check_payload(x)
+                            check_stream_id(stream, new=False)
                     except Exception as e:  # noqa: BLE001 - any decoding failure is damage here
                         self.error("log", f"frame passes its checksum but does not decode ({e})",
                                    path, off, position=expected)
@@ -308,8 +378,24 @@ class _Verifier:
                                        path, off, position=expected)
                         holes = True
                     last_bad = None
+                    if stream == "":
+                        # a gap frame: positions compaction removed, accounted for
+                        if us < last_us:
+                            self.warn("log", "recorded_at goes backwards", path, off,
+                                      position=fp)
+                        else:
+                            last_us = us
+                        entries.extend([off] * n)
+                        expected = fp + n
+                        held = [held[0] if held else fp, expected - 1]
+                        self.head = expected - 1
+                        self.log_end = (first, end)
+                        continue
                     prev = versions.get(stream, 0)
-                    if fv != prev + 1:
+                    # a jump is sound only below the stream's floor: the
+                    # versions before fv are removed (those still here, not
+                    # yet compacted, are not readable either)
+                    if fv != prev + 1 and not (fv > prev and self._removed_ok(stream, fv)):
                         why = (" (the versions between are in the damaged or missing frames "
                                "above)" if holes and fv > prev + 1 else "")
                         self.error("log", f"stream {stream!r} jumps from version {prev} to "
@@ -323,11 +409,21 @@ class _Verifier:
                     dg = digests.get(stream)
                     if dg is None:
                         dg = digests[stream] = [0, 0, 0, 0]
-                    dg[0] += n
-                    dg[1] += n * fp + n * (n - 1) // 2
-                    dg[2] += n * us
-                    dg[3] = x.crc_from(hl, dg[3]) if isinstance(x, bigframe.BigPayload) \
-                        else _crc32(x[hl:], dg[3])
+                    skip = min(max(self.bases.get(stream, 0) + 1 - fv, 0), n)
+                    if skip == 0:
+                        dg[0] += n
+                        dg[1] += n * fp + n * (n - 1) // 2
+                        dg[2] += n * us
+                        dg[3] = x.crc_from(hl, dg[3]) if isinstance(x, bigframe.BigPayload) \
+                            else _crc32(x[hl:], dg[3])
+                    elif skip < n:  # the stream log no longer holds the first ``skip``
+                        k, q = n - skip, fp + skip
+                        dg[0] += k
+                        dg[1] += k * q + k * (k - 1) // 2
+                        dg[2] += k * us
+                        for i, blob in enumerate(iter_blobs(x, hl, n)):
+                            if i >= skip:
+                                dg[3] = _crc32(blob, dg[3])
                     if n == 1:
                         entries.append(off)
                     else:
@@ -542,18 +638,20 @@ class _Verifier:
             if s is not None:
                 sid = s[1]
                 dg = digests.get(sid)
-                beyond, ok = judge(s, dg[0] if dg else 0, dg)
+                base = self.bases.get(sid, 0)
+                beyond, ok = judge(s, base + (dg[0] if dg else 0), dg, base)
                 if ok and sid not in self.broken_streams:
                     seen.add(key)
                     self.nbytes += s[2]
                     self.records += s[3]
                     self.progress.advance(nbytes=s[2])
                     if beyond:
-                        r = StreamResult(key, path, sid, found=dg[0] if dg else 0)
+                        r = StreamResult(key, path, sid, found=base + (dg[0] if dg else 0))
                         r.beyond = beyond
                         beyond_results[sid] = r
                     continue
-            r = check_stream(self.dir, key, path, self.head, known, digests, self.progress)
+            r = check_stream(self.dir, key, path, self.head, known, digests, self.progress,
+                             self.bases)
             self.nbytes += r.nbytes
             self.records += r.records
             seen.add(key)
@@ -579,6 +677,9 @@ class _Verifier:
             if r.beyond and stream is not None:
                 beyond_results[stream] = r
         for stream in self.versions:
+            cut = self.cuts.get(stream)
+            if cut is not None and self.versions[stream] < cut.floor:
+                continue  # every event of it is removed: compaction removes the directory
             if stream_key(stream) not in seen:
                 (self.warn if pending else self.error)(
                     "stream", f"stream has {self.versions[stream]} events in the commit log but "
@@ -706,6 +807,9 @@ class _Verifier:
                         continue
                     blobs = iter_blobs(x, hl, n)
                     for i in range(n):
+                        if fv + i <= self.bases.get(stream, 0):
+                            next(blobs)
+                            continue  # removed from the stream log by compaction
                         rec = next(it, None)
                         want = (fv + i, fp + i, us, next(blobs))
                         if rec is None or rec[2:] != want:

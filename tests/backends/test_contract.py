@@ -247,10 +247,17 @@ def test_bulk_keeps_what_it_is_given_and_refuses_what_does_not_continue(backend)
     with backend.bulk() as bulk:
         assert bulk.head == 0
         bulk.write("a", 1, 1, us, blobs)
+        # backwards is refused everywhere (a forward gap is removed events,
+        # which a backend that keeps_gaps records: tests/test_files_compaction.py)
         with pytest.raises(InvalidEvent, match="position"):
-            bulk.write("a", 3, 2, us, blobs)  # a position already taken
+            bulk.write("a", 3, 2, us, blobs)
         with pytest.raises(InvalidEvent, match="version"):
-            bulk.write("a", 2, 3, us, blobs)  # a version already taken
+            bulk.write("a", 2, 3, us, blobs)
+        if not bulk.keeps_gaps:
+            with pytest.raises(InvalidEvent, match="position"):
+                bulk.write("a", 3, 5, us, blobs)
+            with pytest.raises(InvalidEvent, match="version"):
+                bulk.write("a", 5, 3, us, blobs)
         with pytest.raises(InvalidEvent, match="earlier"):
             bulk.write("b", 1, 3, us - 1, blobs)
         bulk.sync()

@@ -521,8 +521,6 @@ def test_compact_then_vacuum_full_leaves_no_file_of_the_tables_holding_the_event
     assert len(list(b.read_stream("other"))) == 30 and b.verify() == []
 
 
-@pytest.mark.xfail(strict=True, reason="the importer's own check (ops/importer.py, helper F2's) "
-                   "still refuses gaps; remove this mark when it keeps them")
 def test_export_import_export_keeps_gaps_byte_identical(open_same, pg_server):
     from conftest import run_cli
     b = open_same()

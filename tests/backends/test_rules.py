@@ -75,3 +75,9 @@ def test_continues():
     assert "version 3" in continues("s", 3, None, 5, 1, 1, 0)  # renumbered: exactly
     assert "earlier" in continues("s", 1, 1, 4, 0, 0, 5)
     assert continues("s", 1, None, 4, 0, 7, 5) is None  # renumbered: older times allowed
+    # a backend that records gaps: forward gaps are removed events, never backwards
+    assert continues("s", 1, 3, 5, 0, 1, 0, gaps=True) is None
+    assert continues("s", 3, 2, 5, 1, 1, 0, gaps=True) is None
+    assert "position 1" in continues("s", 2, 1, 5, 1, 1, 0, gaps=True)
+    assert "version 1" in continues("s", 1, 2, 5, 1, 1, 0, gaps=True)
+    assert "version 3" in continues("s", 3, None, 5, 1, 1, 0, gaps=True)  # renumbering: exact

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import threading
+import weakref
 import time
 import warnings
 from contextlib import contextmanager
@@ -38,15 +39,20 @@ from ...errors import (
     DurabilityError,
     EvstoreError,
     StoreIOError,
+    StoreLocked,
     StoreNotFound,
     StreamNotFound,
     UsageError,
 )
 from ...disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame, encode_frame_parts
 from .documents import FileSnapshots
+from . import journal
+from .forget import ForgetDocuments
 from .locking import WriterLock
 from ...disk.records import (
+    GAP,
     AppendResult,
+    is_gap,
     RecordedEvent,
     check_stream_id,
     log_payload_parts,
@@ -64,6 +70,7 @@ _CATCH_UP = 256
 
 from ...core import rules
 from ...core.backend import Appended, Backend, BulkSession, StreamRow
+from ...core.forgetting import Cut, Retention, check_append, plan_cut
 from .names import (  # noqa: F401  (FSYNC_FAILED: a name tests use)
     CHECKPOINTS_DIR, FSYNC_FAILED, ID_FILE, LOCK_FILE, LOG_DIR, LOG_IDX, LOG_SEG, MARKER,
     QUARANTINE, SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, STREAM_IDX, STREAM_SEG, STREAMS_DIR,
@@ -115,6 +122,7 @@ class FileBackend(FileSnapshots, Backend):
         else:
             self._check_marker(marker)
         self._marker = marker
+        self._forget = ForgetDocuments(self._dir)
         self._generation = _identity(marker)
         self._gen = 0
         self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
@@ -131,6 +139,12 @@ class FileBackend(FileSnapshots, Backend):
         self._synced_to = None
         self._failed: str | None = None
         self._wgen = 0
+        if journal.pending(self._dir):
+            try:
+                with self._writing(timeout=0):
+                    pass  # finishes the interrupted compaction step
+            except (StoreLocked, StoreIOError, DurabilityError):
+                pass  # the lock holder (or the next writer) finishes it
         log = self._reader_log()
         log.refresh()
         self._reconcile_if_rebooted(log.tail.head)
@@ -188,12 +202,14 @@ class FileBackend(FileSnapshots, Backend):
         local = self._local
         log = getattr(local, "log", None)
         if log is None or local.gen != self._gen:
-            if log is not None:
-                log.close()
+            # The old log is not closed here: a read of this thread may still
+            # be iterating over it (a compaction bumps the generation while a
+            # follower reads).  It closes its files when the last reference
+            # goes (CommitLog.__del__), or at close().
             log = CommitLog(os.path.join(self._dir, LOG_DIR))
             local.log, local.gen = log, self._gen
-            self._local_logs = getattr(self, "_local_logs", [])
-            self._local_logs.append(log)
+            logs = self.__dict__.setdefault("_local_logs", weakref.WeakSet())
+            logs.add(log)
         return log
 
     def _check_generation(self) -> None:
@@ -231,7 +247,7 @@ class FileBackend(FileSnapshots, Backend):
             self._closed = True
             self._lock.close()
             self._wlog.close()
-            for log in getattr(self, "_local_logs", []):
+            for log in list(getattr(self, "_local_logs", ())):
                 log.close()
             for sl in self._wstreams.values():
                 sl.close()
@@ -252,6 +268,11 @@ class FileBackend(FileSnapshots, Backend):
         with self._lock.hold(self.lock_timeout if timeout is None else timeout):
             try:
                 self._check_generation()
+                if journal.pending(self._dir):
+                    # a compaction step was interrupted: finish it before
+                    # anything else reads or writes the files it moves
+                    journal.finish(self._dir)
+                    self._check_generation()
                 if self._wgen != self._gen:
                     self._reset_writer_caches()
                 log = self._wlog
@@ -368,8 +389,19 @@ class FileBackend(FileSnapshots, Backend):
             sl.cut(tail, lambda path, off, data: recovery.quarantine(
                 self._dir, path, off, data, f"stream log: {tail.cut_reason}"))
             tail.cut_from, tail.cut_reason = None, ""
+        if tail.version == 0:
+            tail = self._tail_of_removed(stream, tail)
         self._wtails[stream] = tail
         return sl, tail
+
+    def _tail_of_removed(self, stream: str, tail: StreamTail) -> StreamTail:
+        """A stream with no record left may have had events that compaction
+        removed: its cut keeps its version (the next event is floor), so the
+        tail says that version, at no segment."""
+        cut = self._forget.cuts.get().get(stream)
+        if cut is not None and cut.floor > 1:
+            return StreamTail(version=cut.floor - 1)
+        return tail
 
     def _check_state_locked(self) -> None:
         boot, synced = recovery.load_state(self._dir)
@@ -420,6 +452,8 @@ class FileBackend(FileSnapshots, Backend):
         open_logs: dict[str, StreamLog] = {}
         try:
             for batch in log.batches(synced + 1, log.tail.head):
+                if is_gap(batch):
+                    continue  # positions compaction removed: no stream holds them
                 sl = open_logs.get(batch.stream)
                 if sl is None:
                     if len(open_logs) >= 64:
@@ -452,7 +486,8 @@ class FileBackend(FileSnapshots, Backend):
         version written to each."""
         touched: dict[str, int] = {}
         for stream, fv, _fp, _us, _n in log.batch_heads_from(synced + 1):
-            touched.setdefault(stream, fv)
+            if stream != GAP:
+                touched.setdefault(stream, fv)
         return touched
 
     def _sync_stream_logs(self, touched: dict[str, int]) -> None:
@@ -475,9 +510,12 @@ class FileBackend(FileSnapshots, Backend):
             blobs = [e.blob for e in events]
         own_ids = getattr(events, "own_ids", True)
         with self._writing() as log:
+            check_append(self._forget.cuts.get().get(stream), stream)
             sl, tail = self._stream_tail_locked(stream)
             current = tail.version
             window = rules.retry_window(expected, current, len(events)) if own_ids else None
+            if window is not None:  # compaction may have removed the window's start
+                window = (max(window[0], sl.first_version(tail)), window[1])
             stored = [] if window is None else [
                 rules.Stored(r.id, r.version, r.position)
                 for r in sl.records(tail, window[0], window[1])]
@@ -595,10 +633,11 @@ class FileBackend(FileSnapshots, Backend):
                 raise StoreIOError(f"cannot read {self._dir}: {e.strerror or e}") from e
         sl, tail = self._reader_stream(stream)
         sl.close()
+        version = tail.version or self._tail_of_removed(stream, tail).version
         if len(known) >= 1024:
             known.clear()
-        known[stream] = (log.tail.head, tail.version)
-        return tail.version
+        known[stream] = (log.tail.head, version)
+        return version
 
     def exists(self) -> bool:
         """Always True: a FileBackend is opened on a store that exists (or
@@ -617,7 +656,8 @@ class FileBackend(FileSnapshots, Backend):
 
     def _iter_stream(self, sl, tail, lo, hi, backwards, limit, types):
         try:
-            lo = max(lo or 1, 1)
+            # versions before the log's first were removed by compaction
+            lo = max(lo or 1, sl.first_version(tail))
             hi = tail.version if hi is None else min(hi, tail.version)
             if lo > hi or limit == 0:
                 return
@@ -727,6 +767,42 @@ class FileBackend(FileSnapshots, Backend):
             yield from _filter(it, wanted, limit)
         except OSError as e:
             raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
+
+    # -- forgetting (the rules: evstore/core/forgetting.py) -----------------------------------
+    def cuts(self) -> dict[str, Cut]:
+        """:meth:`Backend.cuts`: one ``stat`` when nothing changed.  The
+        dict is shared: callers must not change it."""
+        return self._forget.cuts.get()
+
+    def retention_rules(self) -> list[Retention]:
+        return list(self._forget.rules.get())
+
+    def cut(self, stream: str, expected, before: int | None, hard: bool) -> tuple[int, Cut]:
+        """:meth:`Backend.cut`, under the writer lock."""
+        check_stream_id(stream)
+        with self._writing():
+            cuts = dict(self._forget.cuts.get())
+            old = cuts.get(stream)
+            version = self._stream_tail_locked(stream)[1].version
+            new = plan_cut(old, stream, version, expected, before, hard)
+            if new != old:
+                cuts[stream] = new
+                self._forget.put_cuts(cuts, self.sync)
+            return version, new
+
+    def set_retention(self, rule: Retention) -> None:
+        """:meth:`Backend.set_retention`, under the writer lock."""
+        with self._writing():
+            rules_now = [r for r in self._forget.rules.get()
+                         if (r.target, r.prefix) != (rule.target, rule.prefix)]
+            if rule.max_age_us is not None or rule.max_count is not None:
+                rules_now.append(rule)
+            self._forget.put_rules(rules_now, self.sync)
+
+    def compact(self, view, dry_run: bool = False, progress=None) -> dict:
+        """:meth:`Backend.compact` (:mod:`evstore.backends.files.compaction`)."""
+        from .compaction import compact
+        return compact(self, view, dry_run, progress)
 
     # -- the stream catalogue -------------------------------------------------------------------
     def streams(self, prefix: str | None = None) -> Iterator[StreamRow]:
@@ -983,6 +1059,8 @@ def _backwards(forward, lo: int, hi: int, first: int = 16, most: int = 1024):
 
 class FileBulk(BulkSession):
     """:class:`~evstore.core.backend.BulkSession` over a :class:`~.bulk.BulkWriter`."""
+
+    keeps_gaps = True  # gap frames and floors (bulk.BulkWriter._gap, _version_gap)
 
     def __init__(self, writer):
         self._w = writer

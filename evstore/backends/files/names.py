@@ -17,6 +17,10 @@ STATE_FILE = "sync-state"        #: boot id and the position stream logs are syn
 FSYNC_FAILED = "fsync-failed"    #: present once an fsync failed (writes refused)
 QUARANTINE = "quarantine"        #: what repair removed, kept
 IMPORT_SPOOL = ".tmp-import"     #: an import's spool files while it checks its input
+CUTS_FILE = "cuts.json"          #: delete/truncate: each cut stream's floor (a checked document)
+RETENTION_FILE = "retention.json"  #: the retention rules (a checked document)
+COMPACT_JOURNAL = "compacting"   #: a compaction step's file moves, finished by the next writer
+COMPACT_TMP = ".tmp-compact-"    #: prefix of the files a compaction step writes before moving them
 
 LOG_SEG = ".log"                 #: commit-log segment suffix
 LOG_IDX = ".idx"                 #: commit-log index suffix

@@ -255,6 +255,8 @@ class PgBulk(BulkSession):
     held exclusively at session level for the whole run, one transaction
     (holding ``head``) between two :meth:`sync` calls."""
 
+    keeps_gaps = True  # removed positions and floors (forget.py)
+
     def __init__(self, conn, q: dict, timeout: float, sync: bool):
         self._conn, self._q, self._timeout, self._sync = conn, q, timeout, sync
         self._versions: dict[str, int] = {}
@@ -285,7 +287,7 @@ class PgBulk(BulkSession):
             self._checked.add(stream)
         current = self.version(stream)
         why = rules.continues(stream, first_version, first_position, recorded_us,
-                              current, self._head, self._last_us)
+                              current, self._head, self._last_us, gaps=True)
         if why:
             raise InvalidEvent(why)
         from ...core.backend import decode_event

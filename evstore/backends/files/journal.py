@@ -1,0 +1,110 @@
+"""A compaction step's file moves, made all-or-nothing by a journal.
+
+Why: compaction replaces a commit-log segment and its index, or a stream's
+first segments, with rewritten files.  Renames of several files are not
+atomic together, so a step first writes (and fsyncs) every new file under a
+``.tmp-compact-`` name, then writes the journal ``STORE/compacting`` (the
+renames and removals still to do, sealed by a check line), then does them,
+fsyncs the directories, and removes the journal.  A crash at any instant
+leaves either no journal (the step never began: the temp files are
+leftovers, removed by the next compaction, listed by ``verify``) or a
+journal whose every action is idempotent and whose new files are all on
+disk: the next writer, before anything else under the writer lock, does the
+rest (:func:`finish`).  Every state in between is one readers already cope
+with (docs/FORMAT.md, "Forgetting").
+
+After a step, ``evstore.json`` is replaced by an identical file: every open
+handle sees a new marker identity and drops the file descriptors, indexes
+and tails it cached (as after a repair), so no writer appends to a file
+that was just replaced.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ...disk import recovery
+from ...disk.checkline import seal, unseal
+from ...disk.segment import fsync_dir, nofollow, read_small
+from ...errors import CorruptStore
+from .names import COMPACT_JOURNAL, MARKER
+
+
+def path(store_dir: str) -> str:
+    return os.path.join(store_dir, COMPACT_JOURNAL)
+
+
+def pending(store_dir: str) -> bool:
+    """Whether a step was interrupted (one ``lstat``)."""
+    return os.path.lexists(path(store_dir))
+
+
+def run(store_dir: str, moves: list, unlink: list, rmdir: list = ()) -> None:
+    """Do one step (caller holds the writer lock; the files named by
+    ``moves`` are complete and fsynced, and so are the directory entries
+    that name them: a journal that survives a power cut must find them).
+    Paths are relative to the store."""
+    body = json.dumps({"moves": moves, "unlink": unlink, "rmdir": list(rmdir)},
+                      ensure_ascii=False).encode("utf-8") + b"\n"
+    recovery.write_atomic(path(store_dir), seal(body))
+    finish(store_dir)
+
+
+def finish(store_dir: str) -> bool:
+    """Do what an interrupted step's journal says is left (under the writer
+    lock).  Returns whether there was a journal."""
+    jp = path(store_dir)
+    try:
+        with open(jp, "rb", opener=nofollow) as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return False
+    try:
+        body, sealed = unseal(raw)
+        if not sealed:
+            raise ValueError("no check line")
+        doc = json.loads(body)
+        moves, unlink, rmdir = doc["moves"], doc["unlink"], doc["rmdir"]
+        for rel in [p for m in moves for p in m] + unlink + rmdir:
+            if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
+                raise ValueError(f"a path outside the store: {rel!r}")
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptStore(f"{jp}: damaged compaction journal ({e}); run 'evstore verify' "
+                           "for a report") from None
+    dirs = set()
+    for src, dst in moves:
+        s, t = os.path.join(store_dir, src), os.path.join(store_dir, dst)
+        if os.path.lexists(s):
+            os.replace(s, t)  # a rename never writes through a link
+        dirs.add(os.path.dirname(t))
+    for rel in unlink:
+        p = os.path.join(store_dir, rel)
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+        dirs.add(os.path.dirname(p))
+    for rel in rmdir:
+        p = os.path.join(store_dir, rel)
+        try:
+            os.rmdir(p)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # something else is in it: the directory stays, without an id
+        dirs.add(os.path.dirname(p))
+    for d in sorted(dirs, key=len, reverse=True):
+        if os.path.isdir(d):
+            fsync_dir(d)
+    bump_generation(store_dir)
+    os.unlink(jp)
+    fsync_dir(store_dir)
+    return True
+
+
+def bump_generation(store_dir: str) -> None:
+    """Replace ``evstore.json`` by an identical file: open handles notice a
+    new identity and drop their caches of files (FileBackend._check_generation)."""
+    marker = os.path.join(store_dir, MARKER)
+    # synced: a power cut must never leave a torn marker behind the rename
+    recovery.write_atomic(marker, read_small(marker, 1 << 16))

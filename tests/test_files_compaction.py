@@ -1,0 +1,410 @@
+"""Compaction on files (the backend's ``compact``, driven with a view built
+from its own cuts and rules, as the front end does): readable events keep
+their positions, versions, ids and bytes; removed events leave no byte in
+any file of the store; the head never goes back."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from evstore import EventStore
+from evstore.core.forgetting import Forgetting, Retention
+from evstore.core.rules import ANY
+from evstore.disk.records import datetime_to_us
+
+SECRET = b"ALICE-SECRET-7f3a"
+
+
+def view_of(backend):
+    return lambda: Forgetting(backend.cuts(), backend.retention_rules(), time.time_ns() // 1000)
+
+
+def readable(es, view):
+    """Every readable event, as dicts, from a raw read of the whole store."""
+    b = es.backend
+    versions = {}
+    out = []
+    for e in b.read_all():
+        cur = versions.setdefault(e.stream, b.version(e.stream))
+        if view.readable(e.stream, e.version, datetime_to_us(e.recorded_at), cur):
+            out.append(e.to_dict())
+    return out
+
+
+def store_holds(directory, needle: bytes) -> list[str]:
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                if needle in f.read():
+                    found.append(os.path.relpath(p, directory))
+    return found
+
+
+def populate(es, rounds=30):
+    for i in range(rounds):
+        es.append("cust-alice", [{"type": "Named", "data": {"name": SECRET.decode(), "i": i}}])
+        es.append("orders", [{"type": "Placed", "data": {"n": i}}, {"type": "Paid", "data": {"n": i}}])
+        es.append(f"ci-{i % 3}", [{"type": "Job", "data": {"i": i}}] * 2)
+
+
+@pytest.fixture
+def es(tmp_path):
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as s:
+        yield s
+
+
+def test_delete_then_compact_leaves_no_byte_and_keeps_every_readable_event(es):
+    populate(es)
+    b = es.backend
+    head = b.head()
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 21, False)
+    view = view_of(b)
+    want = readable(es, view())
+    assert store_holds(es.directory, SECRET)
+    out = b.compact(view)
+    assert out["events_removed"] == 30 + 20
+    assert out["bytes_after"] < out["bytes_before"]
+    assert store_holds(es.directory, SECRET) == []
+    assert b.head() == head
+    with EventStore(es.directory) as other:
+        assert [e.to_dict() for e in other.backend.read_all()] == want
+        assert other.version("cust-alice") == 30
+        assert other.version("orders") == 60
+        assert [e.version for e in other.backend.read_stream("orders")][:2] == [21, 22]
+        # a soft-deleted stream continues its versions, even with its files gone
+        assert other.append("cust-alice", [{"type": "Again"}], expected_version=30).version == 31
+        assert other.append("orders", [{"type": "More"}], expected_version=60).version == 61
+    assert [e.version for e in b.read_stream("cust-alice")] == [31]
+
+
+def test_compacting_the_head_keeps_the_head(es):
+    populate(es, 5)
+    es.append("last", [{"type": "X", "data": {"s": "LAST-MARKER"}}] * 3)
+    b = es.backend
+    head = b.head()
+    b.cut("last", ANY, None, True)
+    b.compact(view_of(b))
+    assert store_holds(es.directory, b"LAST-MARKER") == []
+    with EventStore(es.directory) as other:
+        assert other.head() == head
+        r = other.append("x", [{"type": "Y"}])
+        assert r.position == head + 1
+
+
+def test_retention_by_count_and_age(es):
+    populate(es)
+    b = es.backend
+    b.set_retention(Retention("ci-", True, None, 4))
+    view = view_of(b)
+    want = readable(es, view())
+    out = b.compact(view)
+    assert out["events_removed"] == 60 - 12
+    assert [e.to_dict() for e in b.read_all()] == want
+    assert {s: c.floor for s, c in b.cuts().items()} == {f"ci-{k}": 17 for k in range(3)}
+    # age: everything older than now
+    time.sleep(0.01)
+    b.set_retention(Retention("orders", False, 5_000_000, None))
+    es.append("orders", [{"type": "New"}])
+    b.set_retention(Retention("orders", False, 1_000_000, None))
+    assert b.compact(view_of(b))["events_removed"] == 0  # all younger than a second
+
+
+def test_dry_run_changes_nothing(es):
+    populate(es, 10)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    before = {p: open(os.path.join(r, p), "rb").read()
+              for r, _d, fs in os.walk(es.directory) for p in fs}
+    out = b.compact(view_of(b), dry_run=True)
+    assert out["events_removed"] == 10
+    assert out["bytes_after"] < out["bytes_before"]
+    after = {p: open(os.path.join(r, p), "rb").read()
+             for r, _d, fs in os.walk(es.directory) for p in fs}
+    assert before == after
+    real = b.compact(view_of(b))
+    assert real["events_removed"] == 10
+
+
+def test_compact_twice_and_append_between(es):
+    populate(es, 12)
+    b = es.backend
+    b.cut("orders", ANY, 5, False)
+    b.compact(view_of(b))
+    populate(es, 3)
+    b.cut("orders", ANY, 20, False)
+    view = view_of(b)
+    want = readable(es, view())
+    b.compact(view)
+    assert b.compact(view_of(b))["events_removed"] == 0
+    assert [e.to_dict() for e in b.read_all()] == want
+
+
+def test_verify_accepts_a_compacted_store(es):
+    populate(es)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 21, False)
+    b.set_retention(Retention("ci-", True, None, 4))
+    assert es.verify().ok
+    b.compact(view_of(b))
+    report = es.verify()
+    assert report.ok, report.problems
+    assert not report.warnings, report.warnings
+    es.append("cust-alice", [{"type": "Back"}])
+    es.append("orders", [{"type": "Back"}])
+    assert es.verify().ok
+
+
+def _rewrite_cuts(directory, change):
+    """Rewrite cuts.json validly sealed (damage a checksum cannot see)."""
+    import json
+    from evstore.disk.checkline import seal, unseal
+    p = os.path.join(directory, "cuts.json")
+    body, _ = unseal(open(p, "rb").read())
+    doc = json.loads(body)
+    change(doc["cuts"])
+    open(p, "wb").write(seal(json.dumps(doc).encode() + b"\n"))
+
+
+def test_verify_still_catches_what_no_cut_explains(es):
+    populate(es)
+    b = es.backend
+    b.cut("orders", ANY, 21, False)
+    b.compact(view_of(b))
+    # the same store, but the cut that explains the missing versions is gone
+    _rewrite_cuts(es.directory, lambda cuts: cuts.clear())
+    report = es.verify()
+    assert not report.ok
+    text = " ".join(p.message for p in report.problems)
+    assert "orders" in text and "jumps from version 0 to 21" in text
+
+
+def test_verify_catches_a_stream_log_that_lost_its_first_segment(tmp_path):
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
+        populate(es)
+        from evstore.disk.streamlog import stream_dir
+        d = stream_dir(os.path.join(es.directory, "streams"), "orders")
+        first = sorted(n for n in os.listdir(d) if n.endswith(".seg"))[0]
+        os.unlink(os.path.join(d, first))
+        report = es.verify()
+        assert not report.ok
+        assert any("missing" in p.message for p in report.problems), report.problems
+
+
+def test_export_import_export_keeps_gaps_byte_for_byte(es, tmp_path):
+    """Positions and versions with gaps (removed events) survive a round
+    trip: the imported store holds the same events at the same positions
+    and versions, verifies, and exports the same bytes."""
+    import io
+    from evstore.ops import export_events, import_events
+    populate(es)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 21, False)
+    es.append("last", [{"type": "L"}])
+    b.cut("last", ANY, None, False)  # the head's batch removed: the head stays
+    b.compact(view_of(b))
+    first = io.BytesIO()
+    export_events(es, first)
+    src = tmp_path / "export.ndjson"
+    src.write_bytes(first.getvalue())
+    with EventStore(tmp_path / "copy", sync=False, segment_bytes=2048) as copy:
+        with open(src, "rb") as f:
+            import_events(copy, f)
+        again = io.BytesIO()
+        export_events(copy, again)
+        assert again.getvalue() == first.getvalue()
+        assert copy.version("orders") == 60
+        assert [e.version for e in copy.read("orders")][:1] == [21]
+        assert copy.verify().ok, copy.verify().problems
+        # versions continue after the gap; positions after the imported ones
+        assert copy.append("orders", [{"type": "X"}], expected_version=60).version == 61
+    assert first.getvalue().count(b"\n") == len(list(b.read_all()))
+
+
+def test_import_with_a_version_gap_after_the_stores_own_events(tmp_path):
+    import io
+    from evstore.ops import export_events, import_events
+    with EventStore(tmp_path / "b", sync=False) as b:
+        b.append("s", [{"type": "Own"}] * 3)  # older than what is imported
+    with EventStore(tmp_path / "a", sync=False) as a:
+        a.append("s", [{"type": "T", "data": {"i": i}} for i in range(10)])
+        a.backend.cut("s", ANY, 6, False)
+        a.backend.compact(view_of(a.backend))
+        out = io.BytesIO()
+        export_events(a, out)
+    with EventStore(tmp_path / "b", sync=False) as b:
+        import_events(b, io.BytesIO(out.getvalue()))
+        assert b.head() == 10
+        assert b.backend.cuts()["s"].floor == 6
+        assert [e.version for e in b.backend.read_stream("s")] == [6, 7, 8, 9, 10]
+        assert [e.position for e in b.backend.read_all()] == [1, 2, 3, 6, 7, 8, 9, 10]
+        report = b.verify()
+        assert report.ok, report.problems
+
+
+def test_repair_of_a_compacted_store_changes_nothing_and_resurrects_nothing(es):
+    populate(es)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 21, False)
+    b.compact(view_of(b))
+    from evstore.ops import repair
+    from core_helpers import tree_digest
+    before = tree_digest(es.directory)
+    rep = repair(es.directory)
+    assert rep.ok and tree_digest(es.directory) == before
+    # damage a stream log: repair rebuilds it from the commit log, from the floor on
+    from evstore.disk.streamlog import stream_dir
+    d = stream_dir(os.path.join(es.directory, "streams"), "orders")
+    seg = sorted(n for n in os.listdir(d) if n.endswith(".seg"))[-1]
+    with open(os.path.join(d, seg), "r+b") as f:
+        f.seek(30)
+        f.write(b"\xff\xff")
+    assert not es.verify().ok
+    rep = repair(es.directory)
+    assert rep.ok, rep
+    with EventStore(es.directory) as other:
+        assert [e.version for e in other.backend.read_stream("orders")][0] == 21
+        assert store_holds(es.directory, SECRET) == []
+        assert other.verify().ok
+
+
+def test_repair_before_compaction_keeps_deleted_events_out_of_stream_logs(es):
+    """A stream log that lost its records below the floor (compaction's
+    first step done, the commit log not yet rewritten) is not refilled."""
+    populate(es)
+    b = es.backend
+    b.cut("orders", ANY, 21, False)
+    from evstore.backends.files import compaction
+    c = compaction._Compaction(b, view_of(b), b._wlog, False, lambda d, t: None, 0)
+    c._stream("orders", 21)  # the stream step alone
+    report = es.verify()
+    assert report.ok, report.problems
+    from evstore.ops import repair
+    from evstore.disk.streamlog import stream_dir
+    d = stream_dir(os.path.join(es.directory, "streams"), "orders")
+    assert min(int(n[:16]) for n in os.listdir(d) if n.endswith(".seg")) == 21
+    rep = repair(es.directory)
+    assert rep.ok
+    assert min(int(n[:16]) for n in os.listdir(d) if n.endswith(".seg")) == 21
+
+
+def test_snapshots_of_deleted_streams_and_quarantined_copies_go(es):
+    from evstore.disk import recovery
+    from evstore.disk.streamlog import stream_dir
+    populate(es, 6)
+    b = es.backend
+    b.put_snapshot("cust-alice", 3, b"state with " + SECRET)
+    b.put_snapshot("orders", 4, b"orders state")
+    # what recovery keeps of a batch that never committed, and a repair's removed events
+    seg = os.path.join(stream_dir(os.path.join(es.directory, "streams"), "cust-alice"),
+                       "0000000000000001.seg")
+    recovery.quarantine(es.directory, seg, 0, b"leftover " + SECRET, "test")
+    rdir = os.path.join(es.directory, "quarantine", "repair-x")
+    os.makedirs(rdir)
+    with open(os.path.join(rdir, "removed-events.ndjson"), "wb") as f:
+        f.write(b'{"stream": "cust-alice", "data": "' + SECRET + b'"}\n')
+    recovery.quarantine(es.directory, seg, 0, b"unrelated", "test")  # named by the key
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 5, False)
+    dry = b.compact(view_of(b), dry_run=True)
+    assert store_holds(es.directory, SECRET)
+    b.compact(view_of(b))
+    assert store_holds(es.directory, SECRET) == []
+    assert b.snapshot_versions("cust-alice") == []
+    assert b.snapshot_versions("orders") == [4]  # a truncated stream replays from it
+    assert dry["bytes_after"] <= dry["bytes_before"]
+
+
+def test_big_batches_keep_their_suffix(tmp_path):
+    """Frames over a MiB (read in pieces): one cut inside, one kept whole."""
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=1 << 20) as es:
+        big = [{"type": "B", "data": {"i": i, "pad": "p" * 200}} for i in range(6000)]
+        es.append("big", big)
+        es.append("keep", big[:5000])
+        es.append("x", [{"type": "X"}])
+        b = es.backend
+        b.cut("big", ANY, 4001, False)
+        view = view_of(b)
+        want = readable(es, view())
+        out = b.compact(view)
+        assert out["events_removed"] == 4000
+        assert [e.to_dict() for e in b.read_all()] == want
+        assert es.verify().ok
+
+
+def test_two_compactions_at_once(tmp_path):
+    """Another process's compaction (its temp files carry its pid) and
+    another thread's: each keeps the other's work."""
+    import threading
+    from core_helpers import spawn
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
+        populate(es, 40)
+        b = es.backend
+        b.cut("cust-alice", ANY, None, False)
+        b.cut("orders", ANY, 41, False)
+        want = readable(es, view_of(b)())
+    code = ("import sys, time\nfrom evstore import EventStore\n"
+            "from evstore.core.forgetting import Forgetting\n"
+            "with EventStore(sys.argv[1]) as es:\n"
+            "    b = es.backend\n"
+            "    b.compact(lambda: Forgetting(b.cuts(), b.retention_rules(), time.time_ns() // 1000))\n")
+    p = spawn(code, tmp_path / "s")
+    with EventStore(tmp_path / "s") as es:
+        b = es.backend
+        ts = [threading.Thread(target=b.compact, args=(view_of(b),)) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        _out, err = p.communicate()
+        assert p.returncode == 0, err.decode()
+        assert [e.to_dict() for e in b.read_all()] == want
+        assert store_holds(es.directory, SECRET) == []
+        assert es.verify().ok
+
+
+def test_verify_accepts_a_stream_directory_emptied_below_its_floor(tmp_path):
+    """What an import leaves when it dies right after raising a stream's
+    floor (its own older records gone, the new batch not yet written)."""
+    with EventStore(tmp_path / "s", sync=False) as es:
+        es.append("s", [{"type": "T"}] * 3)
+        with es.backend.bulk() as bulk:
+            bulk._w._version_gap("s", *es.backend._stream_tail_locked("s"), 6)
+        report = es.verify()
+        assert report.ok, report.problems
+        assert es.version("s") == 5
+
+
+def test_an_interrupted_step_is_finished_by_the_next_writer_or_verify(es, monkeypatch):
+    """A step killed after its renames, before its deletions: the stream's
+    old segment and its copy from the floor both there."""
+    from evstore.backends.files import journal
+    from evstore.ops import verify
+    populate(es)
+    b = es.backend
+    b.cut("orders", ANY, 21, False)
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **kw):
+        if str(path).endswith(".seg") and "streams" in str(path):
+            raise OSError("killed here")
+        return real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(Exception):
+        b.compact(view_of(b))
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert journal.pending(es.directory)
+    report = verify(es.directory)  # as 'evstore verify STORE' does: no store opened
+    assert report.ok, report.problems
+    assert not journal.pending(es.directory)
+    b.compact(view_of(b))
+    assert [e.version for e in b.read_stream("orders")][0] == 21
+    assert es.verify().ok
