@@ -355,6 +355,7 @@ class Backend(ABC):
         front end has validated them); returns the new settings."""
 
     # -- forgetting (evstore/core/forgetting.py holds the rules) ------------------------
+    @abstractmethod
     def cut(self, stream: str, expected, before: int | None, hard: bool) -> tuple[int, "Cut"]:
         """Delete (``before`` None) or truncate ``stream``.  Under the writer
         lock (the one appends take): read the stream's version V and its
@@ -362,23 +363,28 @@ class Backend(ABC):
         durably (unless ``sync`` is False), and return ``(V, new_cut)``.
         The cut is visible to every reader as soon as this returns; an
         append after it sees it (a tombstone refuses the append)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def cuts(self) -> dict[str, "Cut"]:
         """Every stream's cut (streams never cut are absent).  Called once
         per read: cheap when nothing changed (cache it)."""
-        raise NotImplementedError
 
+    def forgetting_state(self) -> tuple[dict[str, "Cut"], list["Retention"]]:
+        """``(cuts(), retention_rules())``, what one reader's view needs
+        (a backend that can answer both at once overrides this)."""
+        return self.cuts(), self.retention_rules()
+
+    @abstractmethod
     def retention_rules(self) -> list["Retention"]:
         """Every retention rule, in no particular order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def set_retention(self, rule: "Retention") -> None:
         """Store ``rule``, replacing the rule for the same target and kind;
         a rule with neither ``max_age_us`` nor ``max_count`` removes it.
         Durable when it returns (unless ``sync`` is False)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def compact(self, view: "Callable[[], Forgetting]", dry_run: bool = False,
                 progress=None) -> dict:
         """Remove the bytes of every event that ``view()`` says is not
@@ -391,7 +397,6 @@ class Backend(ABC):
         ``{"events_removed", "bytes_before", "bytes_after"}`` (``dry_run``:
         what it would remove, nothing changed).  ``progress(done, total)``
         may be called with byte counts."""
-        raise NotImplementedError
 
     # -- whole-store -------------------------------------------------------------------
     @abstractmethod

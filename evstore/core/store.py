@@ -329,11 +329,7 @@ class EventStore:
         clock, frozen (:class:`~evstore.core.forgetting.Forgetting`).  Each
         read takes one; features that read several times take one and
         pass it on, so they agree with themselves."""
-        try:
-            cuts = self.backend.cuts()
-            rules = self.backend.retention_rules()
-        except NotImplementedError:  # a backend that cannot forget: nothing is removed
-            return _NOTHING_REMOVED
+        cuts, rules = self.backend.forgetting_state()
         if not cuts and not rules:
             return _NOTHING_REMOVED
         return Forgetting(cuts, rules, _clock())
@@ -461,10 +457,7 @@ class EventStore:
         """Every rule (``target`` None), or those matching ``target``: a
         stream's own rule and the prefix rules it falls under (for a
         prefix: the prefix rules it starts with), the one in force first."""
-        try:
-            rules = self.backend.retention_rules()
-        except NotImplementedError:
-            rules = []
+        rules = self.backend.retention_rules()
         if target is None:
             return [RetentionInfo.of(r, True) for r in
                     sorted(rules, key=lambda r: (r.target, r.prefix))]
