@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+import conftest
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["README.md", "docs/GUIDE.md", "docs/RECIPES.md", "docs/POSTGRES.md"]
 ON_POSTGRES = {"docs/POSTGRES.md"}
@@ -88,8 +90,6 @@ def doc_env(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     wrapper = bindir / "evstore"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m evstore "$@"\n')
-    wrapper.chmod(0o755)
     for name in ("python", "python3"):
         (bindir / name).symlink_to(sys.executable)
     work = tmp_path / "work"
@@ -106,6 +106,12 @@ def doc_env(tmp_path):
         PYTHONPATH=os.pathsep.join(
             filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
+    zygote = conftest._forked(env)
+    if zygote is not None:  # forks of a process that imported the CLI (tests/cli_fork.py)
+        zygote.command(str(wrapper))
+    else:
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m evstore "$@"\n')
+        wrapper.chmod(0o755)
     return work, env
 
 

@@ -548,7 +548,7 @@ def select(events, key, lo, hi, limit, backwards, types):
 
 
 #: programs per run: a PostgreSQL program costs a few round trips per step
-EXAMPLES = {"files": 40, "memory": 40, "postgres": 15}
+EXAMPLES = {"files": 30, "memory": 40, "postgres": 8}
 
 
 @pytest.mark.slow

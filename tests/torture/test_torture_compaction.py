@@ -183,6 +183,8 @@ def test_compaction_power_cut_at_sampled_steps(tmp_path, seed):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="every step of every mode: EVSTORE_TORTURE=long "
+                    "(the default run samples them above)")
 @pytest.mark.parametrize("mode", faultfs.MODES)
 def test_compaction_every_step(tmp_path, mode):
     """Every operation of the compaction, in every mode (long)."""
