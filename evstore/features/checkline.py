@@ -1,62 +1,9 @@
-"""The check line that ends the store's small JSON files.
+"""The check line of the store's small JSON files: :mod:`evstore.core.checkline`.
 
-Snapshots, checkpoints and the settings are small files of JSON lines whose
-last line is ``{"sha256": "<hex>"}``: the SHA-256 of every byte before it.
-A reader that finds the line verifies it, so one flipped bit (a checkpoint's
-``"position": 10`` read as ``18``) is damage that is reported, never a value
-that is used.  The line is JSON too, so ``jq`` still reads the files.
-
-:func:`unseal` also tells a file *without* a check line apart (files written
-before checkpoints and settings carried one): each caller decides whether
-such a file is acceptable.  Removing the line takes more than a flipped bit:
-flipping the newline before it (or any byte of it) leaves a last line that is
-not a check line, glued to or after the body, which then does not parse as
-the single JSON document an unsealed file must be.
+Kept under this name for callers that imported it from here; the rule lives
+in ``core`` because the file backend (checkpoints, settings) and the
+snapshot feature both use it.
 """
-from __future__ import annotations
+from ..core.checkline import KEY, check_line, seal, unseal  # noqa: F401
 
-import hashlib
-import json
-
-KEY = "sha256"
-
-
-def check_line(body: bytes) -> bytes:
-    """The line that seals ``body`` (which ends with a newline)."""
-    return (json.dumps({KEY: hashlib.sha256(body).hexdigest()}) + "\n").encode("ascii")
-
-
-def seal(body: bytes) -> bytes:
-    """``body`` followed by its check line."""
-    if not body.endswith(b"\n"):
-        body += b"\n"
-    return body + check_line(body)
-
-
-def unseal(data: bytes) -> tuple[bytes, bool]:
-    """``(body, True)`` for a sealed file whose checksum matches;
-    ``(data, False)`` when the last line is not a check line (an unsealed
-    file: the caller decides).  ValueError("checksum mismatch") when the
-    check line is there and does not match."""
-    if not data.endswith(b"\n"):
-        return data, False
-    cut = data.rfind(b"\n", 0, len(data) - 1) + 1
-    if cut == 0:
-        return data, False  # a single line: nothing before a check line
-    digest = _digest(data[cut:])
-    if digest is None:
-        return data, False
-    body = data[:cut]
-    if hashlib.sha256(body).hexdigest() != digest:
-        raise ValueError("checksum mismatch")
-    return body, True
-
-
-def _digest(line: bytes) -> str | None:
-    try:
-        d = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(d, dict) and len(d) == 1 and isinstance(d.get(KEY), str):
-        return d[KEY]
-    return None
+__all__ = ["KEY", "check_line", "seal", "unseal"]
