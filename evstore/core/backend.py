@@ -134,6 +134,9 @@ class Watcher(ABC):
     itself, one that is notified still looks now and then."""
 
     notifying = True
+    #: How often a watcher that polls looks at the head (seconds); a caller
+    #: may change it.  Watchers that are notified do not use it.
+    poll_interval = 0.05
 
     def __init__(self, backend: "Backend"):
         self.backend = backend

@@ -166,6 +166,7 @@ class Subscription:
                     self._hold.__enter__()
             if follow:  # (a subscription that ends when caught up never waits)
                 self._waker = _Waker(store, poll=wake == "poll", require=wake == "notify")
+                self._waker.watcher.poll_interval = self.poll_interval
             self._start(from_position, from_version, last)
         except BaseException:
             self._release()

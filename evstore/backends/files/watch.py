@@ -14,10 +14,11 @@ import sys
 from ...core.backend import Watcher, _drain_pipe, _sleep
 from .names import LOG_DIR
 
+POLL = Watcher.poll_interval  #: seconds between looks when there are no notifications
+
 _IN_MODIFY = 0x00000002
 _IN_CREATE = 0x00000100
 _IN_MOVED_TO = 0x00000080
-POLL = 0.05  #: seconds between looks when there are no notifications
 
 
 def inotify_watch(directory: str) -> int | None:
@@ -71,9 +72,9 @@ class FileWatcher(Watcher):
         return [] if fd is None else [fd]
 
     def _timeout(self, left):
-        if self.inotify is not None or left is not None:
-            return left  # a caller that polls chose its own pace (and backs off)
-        return POLL
+        if self.inotify is not None:
+            return left
+        return self.poll_interval if left is None else min(left, self.poll_interval)
 
     def _drain(self, fd: int) -> None:
         _drain_pipe(fd)
