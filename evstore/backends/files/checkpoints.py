@@ -70,8 +70,7 @@ class FileCheckpoints:
         return cp
 
     def checkpoints(self) -> list[CheckpointRow]:
-        rows, problems = _scan(self.directory, strict=True)
-        return rows
+        return _scan(self.directory, strict=True)[0]
 
     def checkpoint_findings(self) -> tuple[list[CheckpointRow], list[dict]]:
         return _scan(self.directory)
