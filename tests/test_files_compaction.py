@@ -163,7 +163,7 @@ def test_verify_accepts_a_compacted_store(es):
 def _rewrite_cuts(directory, change):
     """Rewrite cuts.json validly sealed (damage a checksum cannot see)."""
     import json
-    from evstore.disk.checkline import seal, unseal
+    from evstore.core.checkline import seal, unseal
     p = os.path.join(directory, "cuts.json")
     body, _ = unseal(open(p, "rb").read())
     doc = json.loads(body)

@@ -5,7 +5,8 @@ Imports point one way, lowest first (README, "Code map"):
   0  evstore.errors, evstore.backends.files.names   leaves
   1  evstore.disk                                   the file backend's byte format
   2  evstore.core.backend, evstore.core.rules,      the backend interface and the rules
-     evstore.core.forgetting                        (expected versions; what is readable)
+     evstore.core.forgetting,                       (expected versions; what is readable;
+     evstore.core.checkline, evstore.core.documents  checked small documents' bytes)
   3  evstore.backends                               files, memory, postgres, the registry
   4  evstore.core, evstore (the package)            EventStore, the front end
   5  evstore.features                               written against the front end
@@ -34,6 +35,8 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("evstore.core.backend", 2),
     ("evstore.core.rules", 2),
     ("evstore.core.forgetting", 2),
+    ("evstore.core.checkline", 2),
+    ("evstore.core.documents", 2),
     ("evstore.backends", 3),
     ("evstore.core", 4),
     ("evstore", 4),
@@ -156,14 +159,24 @@ def test_the_library_never_prints():
     assert bad == []
 
 
-@pytest.mark.xfail(strict=True, reason="not done yet: features still reach the file "
-                   "backend's disk layer and names (the seam's next step)")
+#: What features may still import from below the seam, and why.
+FEATURE_EXCEPTIONS = (
+    # The event model (RecordedEvent, NewEvent, id and timestamp rules) still
+    # lives in the disk layer; it moves to evstore/model.py, and this goes.
+    "evstore.disk.records",
+)
+
+
 def test_no_feature_knows_a_backend():
+    """Features are written once against the front end (and core): none
+    imports a backend or the file backend's disk layer."""
     bad = []
     for module, is_pkg, path in modules():
         if not module.startswith("evstore.features"):
             continue
         for target, line in imports(module, is_pkg, path):
+            if target in FEATURE_EXCEPTIONS:
+                continue
             if target.startswith(("evstore.disk", "evstore.backends")):
                 bad.append(f"{module}:{line} imports {target}")
     assert bad == []

@@ -115,3 +115,55 @@ def test_import_writes_through_the_bulk_session(location, tmp_path):
         again = io.BytesIO()
         export_events(dst, again)
     assert again.getvalue() == out.getvalue()
+
+
+def test_checkpoints_and_settings_are_the_backends(location):
+    """The checkpoint and settings features keep nothing themselves: what
+    they save, the backend returns (a directory keeps files, the same bytes
+    as ever; memory keeps rows), and one consumer per name holds."""
+    from evstore.errors import CorruptStore, StoreLocked
+    from evstore.features import settings
+    from evstore.features.checkpoints import CheckpointStore
+
+    with EventStore(location) as s:
+        s.append("a", [ev(), ev()])
+        cps = CheckpointStore(s)
+        cps.save("c", 1, "a")
+        row = s.backend.get_checkpoint("c")
+        assert (row.name, row.position, row.stream, row.sealed) == ("c", 1, "a", True)
+        assert [r.name for r in s.backend.checkpoints()] == ["c"]
+        with s.backend.hold_checkpoint("c"):
+            with pytest.raises(StoreLocked, match="in use by another consumer"):
+                cps.set("c", 2)
+        assert cps.set("c", 2).position == 2 and s.backend.get_checkpoint("c").position == 2
+        assert settings.update(s, snapshot_every=3) == {"snapshot_every": 3}
+        assert s.backend.settings() == {"snapshot_every": 3} and settings.load(s) == {"snapshot_every": 3}
+        cps.delete("c")
+        assert s.backend.get_checkpoint("c") is None and s.backend.checkpoints() == []
+        if s.directory is not None:  # the same damage rules as before the move
+            with open(cps.path("d"), "wb") as f:
+                f.write(b'{"evstore_checkpoint": 1, "name": "d", "posit')
+            with pytest.raises(CorruptStore, match="damaged checkpoint"):
+                cps.get("d")
+            rows, problems = s.backend.checkpoint_findings()
+            assert rows == [] and problems[0]["file"].startswith("checkpoints")
+            assert s.info()["checkpoints"] == [{"name": None, "file": problems[0]["file"],
+                                                "damaged": True}]
+
+
+def test_a_follower_waits_through_the_stores_watcher(location, monkeypatch):
+    """subscribe() (and tail -f) wait on store.watcher() on every backend."""
+    import threading
+
+    with EventStore(location) as s:
+        made = []
+        real = s.backend.watcher
+        monkeypatch.setattr(s.backend, "watcher", lambda: made.append(1) or real())
+        s.append("a", [ev()])
+        sub = s.subscribe(idle_timeout=5)
+        t = threading.Timer(0.2, lambda: s.append("a", [ev()]))
+        t.start()
+        got = [next(sub).position, next(sub).position]
+        sub.close()
+        t.join()
+        assert got == [1, 2] and made == [1]

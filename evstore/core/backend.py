@@ -18,8 +18,10 @@ versions, packed events); backends do not check them again.
 """
 from __future__ import annotations
 
+import math
 import os
 import select
+import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
@@ -53,12 +55,16 @@ class StreamRow(NamedTuple):
 
 class CheckpointRow(NamedTuple):
     """A durable consumer's place: every event at or before ``position``
-    has been handled.  ``stream`` is what it followed (None: ``$all``)."""
+    has been handled.  ``stream`` is what it followed (None: ``$all``).
+    ``sealed`` False: a backend read it from a document without a checksum
+    (a file written by an older evstore); ``verify`` warns, and the next
+    save adds one.  Backends that keep rows always say True."""
 
     name: str
     position: int
     stream: str | None
     updated_at: str
+    sealed: bool = True
 
 
 class ConsumerBusy(StoreLocked):
@@ -125,8 +131,18 @@ class BulkSession(ABC):
 class Watcher(ABC):
     """Wakes a follower when events are committed.  :meth:`wake` may be
     called from any thread or a signal handler: it only sets a flag and
-    writes a byte to a pipe, never takes a lock.  Subclasses name the file
-    descriptors that become readable on a commit and how to drain them."""
+    writes a byte to a pipe, and only *tries* a lock (one a handler waited
+    for could be held by the code it interrupted).  Subclasses name the file
+    descriptors that become readable on a commit and how to drain them.
+
+    ``notifying`` says whether commits wake it (False: it polls the head,
+    e.g. a directory without inotify); a follower that polls backs off
+    itself, one that is notified still looks now and then."""
+
+    notifying = True
+    #: How often a watcher that polls looks at the head (seconds); a caller
+    #: may change it.  Watchers that are notified do not use it.
+    poll_interval = 0.05
 
     def __init__(self, backend: "Backend"):
         self.backend = backend
@@ -134,6 +150,9 @@ class Watcher(ABC):
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
         self._woken = False
+        # wake() must never write to a closed (maybe reused) descriptor
+        # while close() runs in another thread: close swaps under this lock
+        self._lock = threading.Lock()
 
     def wait(self, after: int, timeout: float | None) -> int:
         """Return the store's head as soon as it is past ``after``, or when
@@ -142,16 +161,19 @@ class Watcher(ABC):
         compares.  Never misses a commit: a commit after the head is read
         makes the descriptors readable."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        silent = False  # the last sleep ended with nothing announced
         while True:
             head = self.backend.head()
             if head > after or self._woken:
+                if silent and head > after:
+                    self._unannounced()
                 self._woken = False
                 return head
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return head
-            fds = self._fds()
-            ready, _, _ = select.select([self._r, *fds], [], [], self._timeout(left))
+            ready = _sleep([self._r, *self._fds()], self._timeout(left))
+            silent = not ready
             for fd in ready:
                 if fd == self._r:
                     _drain_pipe(self._r)
@@ -160,21 +182,38 @@ class Watcher(ABC):
 
     def wake(self) -> None:
         self._woken = True
+        if not self._lock.acquire(blocking=False):
+            return  # closing right now: nobody left to wake
         try:
-            os.write(self._w, b"!")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (already woken) or closed
+            if self._w >= 0:
+                os.write(self._w, b"!")
+        except OSError:
+            pass  # the pipe is full (already woken)
+        finally:
+            self._lock.release()
+
+    def stop_notify(self) -> None:
+        """Poll from now on (``wake="poll"``, or notifications that proved
+        unreliable).  Backends whose notifications are part of the store
+        itself (memory, PostgreSQL) keep them: this does nothing there."""
 
     def close(self) -> None:
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._r = self._w = -1
+        with self._lock:
+            fds, self._r, self._w = (self._r, self._w), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _fds(self) -> list[int]:
         return []
+
+    def _unannounced(self) -> None:
+        """A look after a sleep that nothing interrupted found a commit: a
+        subclass whose notifications can be lost (a network file system)
+        decides whether to trust them any longer."""
 
     def _timeout(self, left: float | None) -> float | None:
         """How long one select may sleep (a subclass that lost its
@@ -183,6 +222,19 @@ class Watcher(ABC):
 
     def _drain(self, fd: int) -> None:
         _drain_pipe(fd)
+
+
+def _sleep(fds: list[int], timeout: float | None) -> list[int]:
+    """The descriptors among ``fds`` that became readable within
+    ``timeout`` seconds (None: no limit).  ``poll``, not ``select``: a
+    process with over a thousand open files still waits correctly."""
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return select.select(fds, [], [], timeout)[0]
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    ms = None if timeout is None else max(math.ceil(timeout * 1000), 0)
+    return [fd for fd, _ in p.poll(ms)]
 
 
 def _drain_pipe(fd: int) -> None:
@@ -324,7 +376,8 @@ class Backend(ABC):
 
     @abstractmethod
     def get_checkpoint(self, name: str) -> CheckpointRow | None:
-        ...
+        """The checkpoint ``name``, or None.  CorruptStore (exit 6, naming
+        where it is and what to do) when it is damaged."""
 
     @abstractmethod
     def put_checkpoint(self, row: CheckpointRow) -> None:
@@ -337,7 +390,20 @@ class Backend(ABC):
 
     @abstractmethod
     def checkpoints(self) -> list[CheckpointRow]:
-        """Every checkpoint, sorted by name."""
+        """Every checkpoint, sorted by name (CorruptStore when one is damaged)."""
+
+    def checkpoint_findings(self) -> tuple[list[CheckpointRow], list[dict]]:
+        """Every readable checkpoint (sorted by name), and one problem per
+        damaged one, as :meth:`verify` reports them (``severity`` "error",
+        ``kind`` "checkpoint", ``message``, and where the backend can say,
+        ``file``): for ``info`` and ``verify``, which list the rest.
+        Backends whose checkpoints cannot be damaged report none."""
+        return self.checkpoints(), []
+
+    def describe_checkpoint(self, name: str, lock: bool = False) -> str:
+        """How messages name a checkpoint (``lock``: its consumer's hold);
+        a directory names its file."""
+        return f"checkpoint {name!r} in {self.location}"
 
     @abstractmethod
     def hold_checkpoint(self, name: str) -> AbstractContextManager[None]:
@@ -347,7 +413,17 @@ class Backend(ABC):
 
     @abstractmethod
     def settings(self) -> dict:
-        """The store's settings (``{}`` when none were set)."""
+        """The store's settings (``{}`` when none were set).  CorruptStore
+        (exit 6, naming where they are) when they are damaged."""
+
+    def settings_findings(self) -> list[dict]:
+        """Problems with the stored settings, as :meth:`checkpoint_findings`
+        reports them (``kind`` "settings"); none by default."""
+        return []
+
+    def describe_settings(self) -> str:
+        """How messages name the settings (a directory names its file)."""
+        return f"the settings in {self.location}"
 
     @abstractmethod
     def update_settings(self, changes: dict) -> dict:
@@ -414,6 +490,28 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release connections and files; the instance is not used again."""
+
+
+def checkpoint_problems(rows: Iterable[CheckpointRow], head: int,
+                        where: Callable[[str], dict] | None = None) -> list[dict]:
+    """``verify``'s warnings about readable checkpoints: one without a
+    checksum, one past the head (events its consumer saw are gone, e.g.
+    after a repair; it will resume at the head).  ``where(name)`` adds
+    where each is (a file).  One rule for every backend."""
+    out = []
+    for cp in rows:
+        at = where(cp.name) if where is not None else {}
+        if not cp.sealed:
+            out.append({"severity": "warning", "kind": "checkpoint", **at,
+                        "message": f"checkpoint {cp.name!r} has no checksum (written by an "
+                                   "older evstore); its consumer's next save adds one"})
+        if cp.position > head:
+            out.append({"severity": "warning", "kind": "checkpoint", **at,
+                        "position": cp.position,
+                        "message": f"checkpoint {cp.name!r} is at position {cp.position}, past "
+                                   f"the store's head ({head}); its consumer will resume at "
+                                   "the head"})
+    return out
 
 
 def merge_settings(current: dict, changes: dict) -> dict:

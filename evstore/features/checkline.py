@@ -1,5 +1,9 @@
-"""The check line that ends the store's small JSON files: now
-:mod:`evstore.disk.checkline`, one layer down, so that the file backend
-(which keeps the forgetting documents) uses the same helper as snapshots,
-checkpoints and the settings.  Kept here for the feature modules' imports."""
-from ..disk.checkline import KEY, check_line, seal, unseal  # noqa: F401
+"""The check line of the store's small JSON files: :mod:`evstore.core.checkline`.
+
+Kept under this name for callers that imported it from here; the rule lives
+in ``core`` because the file backend (checkpoints, settings) and the
+snapshot feature both use it.
+"""
+from ..core.checkline import KEY, check_line, seal, unseal  # noqa: F401
+
+__all__ = ["KEY", "check_line", "seal", "unseal"]

@@ -1,17 +1,17 @@
-"""Store settings kept beside the data: ``STORE/settings.json``.
+"""Store settings: ``snapshot_every`` and ``reducer``, kept with the store.
 
 Library callers pass ``snapshot_every``/``reducer`` to ``EventStore``; shell
 users cannot, so the command line reads them from here (``evstore config``
-sets them).  The file is small JSON, replaced atomically::
+sets them)::
 
     {"snapshot_every": 1000, "reducer": "sample_data/reducers.py:balance"}
 
-The last line is a check line (:mod:`evstore.features.checkline`): a changed
-byte is damage (exit 6 naming the file, found by ``verify``; ``repair`` moves
-the file to quarantine, which leaves the defaults), never a silently
-different setting.  A file without a check line (written before settings
-carried one, or by hand) is used as it is, and the next ``evstore config``
-change rewrites it with one.
+Where they live is the backend's business (:meth:`Backend.settings
+<evstore.core.backend.Backend.settings>`): a directory keeps them in a small
+checked JSON file (:mod:`evstore.backends.files.settings`; a changed byte is
+damage, exit 6 naming the file, never a silently different setting),
+PostgreSQL in a row.  This module validates them and says what they mean,
+once for every backend.
 
 A file reducer is kept as typed; a relative path is resolved when used, in
 the current directory and then beside the store (``load_reducer``'s
@@ -22,102 +22,52 @@ agrees on it (and so can share snapshots).
 """
 from __future__ import annotations
 
-import json
-import os
+from contextlib import contextmanager
 
-from ..errors import CorruptStore, UsageError
-from ..disk.recovery import write_atomic
-from ..disk.segment import nofollow
-from .checkline import seal, unseal
+from ..core.documents import decode_settings
+from ..errors import StoreNotFound, UsageError
 
-from ..backends.files.names import SETTINGS_FILE as FILE  # noqa: E402  (M2 removes this)
 KEYS = ("snapshot_every", "reducer")
 
 
-def path(store_dir) -> str:
-    return os.path.join(str(store_dir), FILE)
-
-
-def _kept_by_backend(where) -> dict | None:
-    """The settings when a backend keeps them itself (PostgreSQL, memory);
-    None when they are this module's file in a directory.  ``where``: an
-    EventStore, a directory or a location (opened for reading only)."""
-    from ..backends import is_memory, is_url
-
+@contextmanager
+def _backend(where):
+    """The backend of ``where``: an EventStore's own, or a location's opened
+    for reading (never creating it; StoreNotFound when there is none)."""
     backend = getattr(where, "backend", None)
     if backend is not None:
-        return backend.settings() if where.directory is None else None
-    if not (is_url(where) or is_memory(where)):
-        return None
-    from ..backends import open_backend
-    from ..errors import StoreNotFound
+        yield backend
+        return
+    from ..core.store import EventStore
+    es = EventStore(where, create=False)
     try:
-        backend = open_backend(where, create=False)
-    except StoreNotFound:
-        return {}
-    try:
-        return backend.settings()
+        yield es.backend
     finally:
-        backend.close()
+        es.close()
 
 
 def load(where) -> dict:
     """The settings, ``{}`` when none were ever set (or there is no store).
     ``where``: an EventStore, a directory or a location."""
-    kept = _kept_by_backend(where)
-    if kept is not None:
-        return {k: v for k, v in kept.items() if k in KEYS and v is not None}
-    if getattr(where, "backend", None) is not None:
-        where = where.directory
-    p = path(where)
     try:
-        with open(p, "rb", opener=nofollow) as f:  # never a link's target
-            raw = f.read()
-    except FileNotFoundError:
+        with _backend(where) as backend:
+            kept = backend.settings()
+    except StoreNotFound:
         return {}
-    except OSError as e:
-        raise CorruptStore(f"{p}: cannot read the store's settings: {e.strerror or e}") from None
-    return {k: v for k, v in decode(raw, p).items() if k in KEYS and v is not None}
+    return {k: v for k, v in kept.items() if k in KEYS and v is not None}
+
+
+def path(where) -> str:
+    """Where the settings are, as messages name them (a directory store:
+    its settings file).  ``where``: an EventStore or a location."""
+    with _backend(where) as backend:
+        return backend.describe_settings()
 
 
 def decode(raw: bytes, where: str) -> dict:
-    """The settings object in a file's bytes; CorruptStore (exit 6) naming
-    ``where`` when they are damaged."""
-    try:
-        body, _sealed = unseal(raw)
-        data = json.loads(body)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CorruptStore(f"{where}: the store's settings are damaged ({e}); delete the file "
-                           "(or run 'evstore repair') and set them again with "
-                           "'evstore config'") from None
-    return data
-
-
-def verify_file(store_dir):
-    """Problems with the settings file, for ``evstore verify`` (dicts as
-    :func:`evstore.features.checkpoints.verify_files` yields them)."""
-    p = path(store_dir)
-    rel = os.path.relpath(p, str(store_dir))
-    try:
-        with open(p, "rb", opener=nofollow) as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return
-    except (OSError, CorruptStore) as e:
-        yield {"severity": "error", "kind": "settings", "file": rel,
-               "message": f"cannot read the store's settings: {getattr(e, 'strerror', None) or e}"}
-        return
-    try:
-        decode(raw, rel)
-    except CorruptStore as e:
-        yield {"severity": "error", "kind": "settings", "file": rel, "message": str(e)}
-        return
-    if not unseal(raw)[1]:
-        yield {"severity": "warning", "kind": "settings", "file": rel,
-               "message": "the settings have no checksum (written by an older evstore or by "
-                          "hand); the next 'evstore config' change adds one"}
+    """The settings object in a settings file's bytes; CorruptStore (exit 6)
+    naming ``where`` when they are damaged."""
+    return decode_settings(raw, where)[0]
 
 
 def check(key: str, value):
@@ -142,20 +92,13 @@ def check(key: str, value):
 
 
 def update(store, **values) -> dict:
-    """Change settings (None unsets) under the writer lock, so two changes
-    at once cannot lose one another; returns the new settings."""
+    """Change settings (None unsets) atomically -- two changes at once
+    cannot lose one another -- and drop any key this evstore does not know
+    (a hand-edited file's); returns the new settings."""
     checked = {k: check(k, v) for k, v in values.items()}
-    if store.directory is None:  # a backend that keeps settings itself
-        new = store.backend.update_settings(checked)
-        return {k: new[k] for k in KEYS if new.get(k) is not None}
-    with store.writer_lock():
-        current = load(store.directory)
-        current.update(checked)
-        current = {k: current[k] for k in KEYS if current.get(k) is not None}
-        write_atomic(path(store.directory),
-                     seal((json.dumps(current, ensure_ascii=False, indent=1) + "\n").encode("utf-8")),
-                     sync=store.sync)
-    return current
+    unknown = {k: None for k in store.backend.settings() if k not in KEYS}
+    new = store.backend.update_settings({**unknown, **checked})
+    return {k: new[k] for k in KEYS if new.get(k) is not None}
 
 
 def append_options(store_dir) -> dict:

@@ -17,7 +17,7 @@ read.  A snapshot is three lines of UTF-8 JSON, so ``jq`` can read it::
     line 2  state   the state, as one line of JSON
     line 3  check   {"sha256": hex SHA-256 of the bytes of lines 1 and 2}
 
-(the check line of :mod:`evstore.features.checkline`, shared with checkpoints
+(the check line of :mod:`evstore.core.checkline`, shared with checkpoints
 and the settings).
 
 The header comes first and is small, so a reducer's fingerprint can be checked
@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
 from ..disk.records import check_json_value, check_stream_id, format_timestamp
-from .checkline import seal, unseal
+from ..core.checkline import seal, unseal
 
 FORMAT = 1
 _HEADER_LIMIT = 64 * 1024  # a header is a few hundred bytes; more is damage

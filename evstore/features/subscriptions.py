@@ -6,14 +6,18 @@
 committed events, whole batches, in order, and never take the writer lock,
 so a follower can neither block a writer nor see half an append.
 
-Waiting (docs/TAIL.md, "Waiting"): on Linux the commit log's directory is
-watched with inotify, so a follower wakes within a millisecond of a commit
-and costs next to nothing while the store is idle; it still re-checks every
-``NOTIFY_SAFETY`` seconds, and falls back to polling if that check ever
-finds a commit no notification announced (network file systems).  Without inotify it polls ``head()`` -- two ``stat`` calls -- with
-a back-off from 1 ms after activity to ``poll_interval`` when idle.  A pipe
-wakes the waiter early: that is how :meth:`Subscription.stop` works from any
-thread or a signal handler without taking a lock.
+Waiting (docs/TAIL.md, "Waiting"): through the store's
+:class:`~evstore.core.backend.Watcher` (``store.watcher()``), which every
+backend provides: inotify on a directory (on Linux), LISTEN/NOTIFY on
+PostgreSQL.  A follower so notified wakes within a millisecond of a commit
+and costs next to nothing while the store is idle; it still looks every
+``NOTIFY_SAFETY`` seconds (a directory's watcher falls back to polling if
+such a look ever finds a commit no notification announced: network file
+systems).  A watcher that polls (no inotify, or ``wake="poll"``) is asked
+for ``head()`` with a back-off from 1 ms after activity to
+``poll_interval`` when idle.  The watcher's pipe wakes the waiter early:
+that is how :meth:`Subscription.stop` works from any thread or a signal
+handler without taking a lock.
 
 Acknowledgement (docs/TAIL.md, "Checkpoints"): an event counts as handled
 when the consumer asks for the next one (or stops cleanly after it), so a
@@ -29,26 +33,20 @@ moves a checkpoint only past events whose handler succeeded; with
 from __future__ import annotations
 
 import math
-import os
-import select
-import threading
 import time
 from collections import deque
 
 from .checkpoints import CheckpointStore, check_name
 from ..errors import StreamNotFound, UsageError
 from ..disk.records import RecordedEvent, check_stream_id
-from ..backends.files.names import LOG_DIR
-from ..backends.files.watch import inotify_watch
-from ..core.backend import _drain_pipe
 
-#: Longest sleep between two checks when polling (no inotify).
+#: Longest sleep between two checks when polling (no notifications).
 DEFAULT_POLL = 0.05
 #: First sleep after activity when polling; doubles up to the poll interval.
 MIN_POLL = 0.001
-#: With inotify, check anyway this often.  If such a check ever finds an
-#: event no notification announced (a network file system, say), the
-#: subscription switches to polling for good.
+#: When notified, check anyway this often.  If such a check ever finds an
+#: event no notification announced (a network file system, say), a
+#: directory's watcher switches to polling for good.
 NOTIFY_SAFETY = 2.0
 #: Positions (or versions) read per round: bounds memory on a long backlog.
 CHUNK = 1000
@@ -83,7 +81,8 @@ class Subscription:
 
     ``types`` and ``stream_prefix`` (``$all`` only) filter; a filtered
     consumer's checkpoint still moves past the events it skips.  ``wake`` is
-    "auto" (inotify when it works), "notify" or "poll".
+    "auto" (the store's notifications when they work), "notify" (refused
+    when there are none: a directory without inotify) or "poll".
 
     ``ack="manual"``: an event counts as handled only when :meth:`ack` says
     so (asking for the next one is not enough), for consumers that work on
@@ -157,7 +156,6 @@ class Subscription:
         self._stop_pos = None          # follow=False: the head as of the start
         self._stop_ver = None
         self._sleep = MIN_POLL
-        self._timed_out = False        # the last wait ended by its timeout
         self._cps = self._hold = None
         self._waker = None
         try:
@@ -166,11 +164,9 @@ class Subscription:
                 if commit:
                     self._hold = self._cps.hold(checkpoint)
                     self._hold.__enter__()
-            if store.directory is None:  # the backend's own notifications
-                self._waker = _BackendWaker(store.watcher(), store.head())
-            else:
-                self._waker = _Waker(os.path.join(store.directory, LOG_DIR),
-                                     notify=follow and wake != "poll", require=wake == "notify")
+            if follow:  # (a subscription that ends when caught up never waits)
+                self._waker = _Waker(store, poll=wake == "poll", require=wake == "notify")
+                self._waker.watcher.poll_interval = self.poll_interval
             self._start(from_position, from_version, last)
         except BaseException:
             self._release()
@@ -185,8 +181,9 @@ class Subscription:
 
     @property
     def notify(self) -> bool:
-        """Whether waiting uses file-system notifications (else polling)."""
-        return self._waker is not None and self._waker.inotify is not None
+        """Whether waiting uses the store's notifications (else polling)."""
+        w = self._waker
+        return w is not None and w.watcher.notifying
 
     def stop(self) -> None:
         """End the iteration at the next safe point: before the next event
@@ -237,10 +234,6 @@ class Subscription:
             if not self.manual or self._acked >= self._last_out:
                 self._acked = max(self._acked, self._scan_pos)
             if self._fetch():
-                if (self._timed_out and self._waker.inotify is not None
-                        and not self._waker.announced(0.05)):
-                    self._waker.stop_notify()  # a commit came unannounced
-                self._timed_out = False
                 continue
             self._save()  # caught up: the checkpoint is as fresh as it can be
             if not self.follow:
@@ -440,7 +433,7 @@ class Subscription:
 
     # -- waiting -------------------------------------------------------------------------
     def _wait(self) -> None:
-        if self._waker.inotify is not None:
+        if self._waker.watcher.notifying:
             timeout = NOTIFY_SAFETY
         else:
             timeout = self._sleep
@@ -450,7 +443,7 @@ class Subscription:
             if left <= 0:
                 self._end()
             timeout = min(timeout, left)
-        self._timed_out = not self._waker.wait(timeout)
+        self._waker.wait(timeout)
 
     # -- ending --------------------------------------------------------------------------
     def _end(self):
@@ -483,100 +476,29 @@ def _events(read, stream: str, **kw) -> list[RecordedEvent]:
         return []
 
 
-class _BackendWaker:
-    """:class:`_Waker`'s surface over a backend's
-    :class:`~evstore.core.backend.Watcher` (PostgreSQL's LISTEN/NOTIFY,
-    memory's condition): it wakes on commits, never needs to fall back to
-    polling, and ``wait`` is True when the head moved past what it last saw."""
+class _Waker:
+    """The subscription's hold on ``store.watcher()``: it remembers the head
+    it last saw, so each wait returns as soon as the head moves past it (or
+    on :meth:`wake`, or the timeout).  Spurious wake-ups are fine: the
+    caller looks again."""
 
-    inotify = True  #: "notifications are in use" (they never prove unreliable here)
-
-    def __init__(self, watcher, head: int):
-        self.watcher = watcher
-        self._head = head
+    def __init__(self, store, poll: bool = False, require: bool = False):
+        self._head = store.head()  # before the watcher: a commit in between wakes at once
+        self.watcher = store.watcher()
+        if poll:
+            self.watcher.stop_notify()
+        if require and not self.watcher.notifying:
+            self.close()
+            raise UsageError("file-system notifications (inotify) are not available here")
 
     def wake(self) -> None:
         self.watcher.wake()
 
     def wait(self, timeout: float) -> bool:
+        """False when the timeout passed with the head where it was."""
         head = self.watcher.wait(self._head, max(timeout, 0))
         moved, self._head = head > self._head, max(head, self._head)
         return moved
 
-    def announced(self, grace: float) -> bool:
-        return True
-
-    def stop_notify(self) -> None:
-        pass
-
     def close(self) -> None:
         self.watcher.close()
-
-
-class _Waker:
-    """Sleep until the commit log may have changed, :meth:`wake` is called,
-    or a timeout passes.  Spurious wake-ups are fine: the caller re-checks."""
-
-    def __init__(self, directory: str, notify: bool = True, require: bool = False):
-        # wake() may run in another thread or a signal handler while close()
-        # runs: it must never write to a closed (maybe reused) descriptor, and
-        # never wait for a lock the interrupted code holds -- so it only tries.
-        self._lock = threading.Lock()
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
-        self._poll = select.poll()
-        self._poll.register(self._r, select.POLLIN)
-        self.inotify = inotify_watch(directory) if notify else None
-        if require and self.inotify is None:
-            self.close()
-            raise UsageError("file-system notifications (inotify) are not available here")
-        if self.inotify is not None:
-            self._poll.register(self.inotify, select.POLLIN)
-
-    def wake(self) -> None:
-        if not self._lock.acquire(blocking=False):
-            return  # closing right now: nobody left to wake
-        try:
-            if self._w >= 0:
-                os.write(self._w, b"!")
-        except OSError:  # the pipe is full: already woken
-            pass
-        finally:
-            self._lock.release()
-
-    def wait(self, timeout: float) -> bool:
-        """False when the timeout passed with nothing to report."""
-        ready = self._poll.poll(max(math.ceil(timeout * 1000), 0))
-        for fd, _ in ready:
-            _drain_pipe(fd)  # before the caller looks: later writes notify again
-        return bool(ready)
-
-    def announced(self, grace: float) -> bool:
-        """Whether a notification is pending, or comes within ``grace``
-        seconds (a write is visible a moment before it is announced)."""
-        p = select.poll()
-        p.register(self.inotify, select.POLLIN)
-        if p.poll(math.ceil(grace * 1000)):
-            _drain_pipe(self.inotify)
-            return True
-        return False
-
-    def stop_notify(self) -> None:
-        """Notifications proved unreliable here: poll from now on."""
-        with self._lock:
-            fd, self.inotify = self.inotify, None
-        if fd is not None:
-            self._poll.unregister(fd)
-            os.close(fd)
-
-    def close(self) -> None:
-        with self._lock:
-            fds, self._r, self._w = (self._r, self._w, self.inotify), -1, -1
-            self.inotify = None
-        for fd in fds:
-            if fd is not None and fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass

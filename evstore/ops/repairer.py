@@ -1147,7 +1147,7 @@ class _Repair:
         if not os.path.isdir(os.path.join(self.dir, L.CHECKPOINTS_DIR)):
             return
         try:
-            from ..features.checkpoints import verify_files
+            from ..backends.files.checkpoints import verify_files
         except ImportError:
             return
         for item in list(verify_files(self.dir, dict(plan.versions), plan.head)):
@@ -1163,7 +1163,7 @@ class _Repair:
         """Damaged settings cannot be trusted (a changed snapshot_every or
         reducer): the file moves to quarantine and the defaults apply until
         ``evstore config`` sets them again."""
-        from ..features.settings import verify_file
+        from ..backends.files.settings import verify_file
 
         for item in list(verify_file(self.dir)):
             if item.get("severity") != "error":

@@ -832,15 +832,16 @@ class _Verifier:
 
     # -- snapshots, checkpoints, temp files ----------------------------------------------
     def feature_checks(self) -> None:
-        """Snapshots, checkpoints and settings belong to their own modules, which know
-        their formats.  A module may offer ``verify_files(store_dir,
+        """Snapshots belong to their feature module, which knows their format;
+        checkpoints and settings to the file backend's modules
+        (evstore.backends.files.checkpoints and .settings).  A module may offer ``verify_files(store_dir,
         versions, head)`` yielding problems (dicts with ``severity`` "error"
         or "warning", or Problems); snapshots are otherwise checked through
         ``SnapshotStore.load`` (:func:`snapshot_findings`)."""
         import importlib
 
         for modname, sub in (("evstore.features.snapshots", L.SNAPSHOTS_DIR),
-                             ("evstore.features.checkpoints", L.CHECKPOINTS_DIR)):
+                             ("evstore.backends.files.checkpoints", L.CHECKPOINTS_DIR)):
             path = os.path.join(self.dir, sub)
             if not os.path.isdir(path):
                 continue
@@ -866,7 +867,7 @@ class _Verifier:
                 self.error(kind, f"checking {sub}/ failed: {type(e).__name__}: {e}", path)
                 continue
             self.findings(kind, found)
-        from ..features.settings import verify_file
+        from ..backends.files.settings import verify_file
 
         self.findings("settings", verify_file(self.dir))
 

@@ -45,9 +45,11 @@ from ...errors import (
     UsageError,
 )
 from ...disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame, encode_frame_parts
+from .checkpoints import FileCheckpoints
 from .documents import FileSnapshots
 from . import journal
 from .forget import ForgetDocuments
+from .settings import FileSettings
 from .locking import WriterLock
 from ...disk.records import (
     GAP,
@@ -85,7 +87,7 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-class FileBackend(FileSnapshots, Backend):
+class FileBackend(FileSnapshots, FileCheckpoints, FileSettings, Backend):
     """An event store in a directory.
 
     ``FileBackend(path)`` creates the store when it is absent (``create=False``
@@ -975,32 +977,6 @@ class FileBackend(FileSnapshots, Backend):
     def watcher(self):
         from .watch import FileWatcher
         return FileWatcher(self)
-
-    # -- small documents (the feature modules keep them in files for now) -------------
-    def _documents(self, what: str):
-        raise NotImplementedError(f"the file backend keeps {what} through its feature "
-                                  "module (evstore.features), not through the backend")
-
-    def get_checkpoint(self, name):
-        self._documents("checkpoints")
-
-    def put_checkpoint(self, row):
-        self._documents("checkpoints")
-
-    def delete_checkpoint(self, name):
-        self._documents("checkpoints")
-
-    def checkpoints(self):
-        self._documents("checkpoints")
-
-    def hold_checkpoint(self, name):
-        self._documents("checkpoints")
-
-    def settings(self):
-        self._documents("settings")
-
-    def update_settings(self, changes):
-        self._documents("settings")
 
     def verify(self, **kw) -> list[dict]:
         from ...ops import verify

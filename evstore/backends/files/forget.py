@@ -3,7 +3,7 @@
 Why two small documents: delete and truncate must be final the moment they
 return, and every reader must see them on its next read.  So each is a
 checked document in the store directory (``cuts.json``, ``retention.json``:
-indented JSON, then the check line of :mod:`evstore.disk.checkline`),
+indented JSON, then the check line of :mod:`evstore.core.checkline`),
 replaced atomically (:func:`evstore.disk.recovery.write_atomic`) by a writer
 holding the writer lock.  A changed byte is damage (exit 6), never a
 different floor.
@@ -23,7 +23,7 @@ import os
 import threading
 
 from ...core.forgetting import Cut, Retention
-from ...disk.checkline import seal, unseal
+from ...core.checkline import seal, unseal
 from ...disk.recovery import write_atomic
 from ...disk.segment import nofollow
 from ...errors import CorruptStore, StoreIOError

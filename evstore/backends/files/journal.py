@@ -24,7 +24,7 @@ import json
 import os
 
 from ...disk import recovery
-from ...disk.checkline import seal, unseal
+from ...core.checkline import seal, unseal
 from ...disk.segment import fsync_dir, nofollow, read_small
 from ...errors import CorruptStore
 from .names import COMPACT_JOURNAL, MARKER

@@ -3,20 +3,22 @@
 Why inotify and not polling: a follower (``tail -f``, ``subscribe``) should
 see a commit within milliseconds without reading the log in a loop.  Every
 commit writes to a segment in ``log/`` (or creates one), which inotify
-reports; where inotify is missing or out of watches, the watcher polls.
+reports; where inotify is missing or out of watches (or notifications prove
+unreliable), the watcher polls.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from ...core.backend import Watcher, _drain_pipe
+from ...core.backend import Watcher, _drain_pipe, _sleep
 from .names import LOG_DIR
+
+POLL = Watcher.poll_interval  #: seconds between looks when there are no notifications
 
 _IN_MODIFY = 0x00000002
 _IN_CREATE = 0x00000100
 _IN_MOVED_TO = 0x00000080
-POLL = 0.05  #: seconds between looks when there are no notifications
 
 
 def inotify_watch(directory: str) -> int | None:
@@ -42,31 +44,59 @@ def inotify_watch(directory: str) -> int | None:
 
 
 class FileWatcher(Watcher):
-    """:class:`~evstore.core.backend.Watcher` for a directory store."""
+    """:class:`~evstore.core.backend.Watcher` for a directory store.
+
+    Notifications are not trusted blindly (docs/TAIL.md, "Waiting"): when a
+    look after a sleep that no notification interrupted finds a commit, and
+    no notification arrives within ``GRACE`` seconds (a write is visible a
+    moment before it is announced), they are lost here (a network file
+    system, say) and the watcher polls from then on.  Its follower looks
+    now and then anyway (``NOTIFY_SAFETY`` in the subscriptions), which is
+    what gives such a look the chance to happen."""
+
+    GRACE = 0.05
 
     def __init__(self, backend, notify: bool = True):
         super().__init__(backend)
         self.inotify = inotify_watch(os.path.join(backend.directory, LOG_DIR)) if notify else None
 
+    @property
+    def notifying(self) -> bool:
+        return self.inotify is not None
+
     def log_directory(self) -> str:
         return os.path.join(self.backend.directory, LOG_DIR)
 
     def _fds(self) -> list[int]:
-        return [] if self.inotify is None else [self.inotify]
+        fd = self.inotify
+        return [] if fd is None else [fd]
 
     def _timeout(self, left):
         if self.inotify is not None:
             return left
-        return POLL if left is None else min(left, POLL)
+        return self.poll_interval if left is None else min(left, self.poll_interval)
 
     def _drain(self, fd: int) -> None:
         _drain_pipe(fd)
 
-    def close(self) -> None:
-        fd, self.inotify = self.inotify, None
+    def _unannounced(self) -> None:
+        fd = self.inotify
+        if fd is None:
+            return
+        if _sleep([fd], self.GRACE):
+            _drain_pipe(fd)
+        else:
+            self.stop_notify()
+
+    def stop_notify(self) -> None:
+        with self._lock:
+            fd, self.inotify = self.inotify, None
         if fd is not None:
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+    def close(self) -> None:
+        self.stop_notify()
         super().close()

@@ -70,7 +70,8 @@ def put_checkpoint(b, row: CheckpointRow) -> None:
         b.ensure(conn)
         conn.execute(f"INSERT INTO {b.ident}.checkpoints ({_CP}) VALUES (%s, %s, %s, %s)"
                      " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
-                     " stream = EXCLUDED.stream, updated_at = EXCLUDED.updated_at", tuple(row))
+                     " stream = EXCLUDED.stream, updated_at = EXCLUDED.updated_at",
+                     (row.name, row.position, row.stream, row.updated_at))
 
 
 def delete_checkpoint(b, name: str) -> bool:

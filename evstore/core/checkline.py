@@ -12,6 +12,10 @@ such a file is acceptable.  Removing the line takes more than a flipped bit:
 flipping the newline before it (or any byte of it) leaves a last line that is
 not a check line, glued to or after the body, which then does not parse as
 the single JSON document an unsealed file must be.
+
+Why in ``core``: the snapshot feature seals its documents, and the file
+backend seals the checkpoints and settings it keeps as files
+(:mod:`evstore.core.documents`): one rule below both.
 """
 from __future__ import annotations
 
