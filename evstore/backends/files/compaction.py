@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import threading
-import time
 
 import msgpack
 
@@ -54,7 +53,7 @@ from ...disk.index import OffsetIndex
 from ...disk.records import GAP, _array_header, _packb, gap_payload, unpack
 from ...disk.segment import (fsync_dir, fsync_file, iter_frames, listdir, open_file,
                              stable_listdir)
-from ...disk.streamlog import StreamLog, stream_dir, stream_key
+from ...disk.streamlog import StreamLog, stream_key
 from ...errors import CorruptStore
 from . import journal
 from .names import (COMPACT_TMP, LOG_DIR, LOG_IDX, LOG_SEG, QUARANTINE, STREAM_IDX,
