@@ -141,3 +141,15 @@ def pg_url(pg_server):
             c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     except psycopg.Error:
         pass  # a test that stopped the server; the cluster goes away anyway
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: two workers per core.  Most of a test's time is spent
+    waiting -- on CLI processes, followers, fsyncs, the PostgreSQL server --
+    so a second worker per core keeps the cores busy (on 2 cores: 2m50 with
+    one worker per core, 2m20 with two)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return min(2 * cores, 16)
