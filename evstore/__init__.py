@@ -18,15 +18,14 @@ from .errors import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
-    from .disk.records import AppendResult, NewEvent, RecordedEvent
+    from .model import AppendResult, NewEvent, RecordedEvent
     from .core.rules import ANY, NO_STREAM, STREAM_EXISTS
     from .core.store import EventStore
 
 # The store and records modules load on first use (PEP 562), so that
 # `evstore --help` and the CLI's argument parsing do not pay for them
 # (bench/README.md, workload (h)).
-_LAZY = {"AppendResult": "disk.records", "NewEvent": "disk.records",
-         "RecordedEvent": "disk.records",
+_LAZY = {"AppendResult": "model", "NewEvent": "model", "RecordedEvent": "model",
          "ANY": "core.rules", "NO_STREAM": "core.rules", "STREAM_EXISTS": "core.rules",
          "EventStore": "core.store"}
 

@@ -32,7 +32,7 @@ from ..core.backend import (
     Prepared, StreamRow, Watcher, decode_event, merge_settings,
 )
 from ..core.forgetting import Cut, Retention, check_append, plan_cut
-from ..disk.records import AppendResult
+from ..model import AppendResult
 from ..errors import InvalidEvent, StoreLocked, StoreNotFound, StreamNotFound
 
 CHUNK = 256  # events copied out per lock hold while reading

@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = None,
     ) -> None:
         from ..core.rules import parse_expected
-        from ..disk.records import check_stream_id
+        from ..model import check_stream_id
 
         try:
             expected = parse_expected(expected_version)
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
         lock_timeout: LockTimeoutOpt = 30.0,
         store: StoreOpt = None,
     ) -> None:
-        from ..disk.records import check_stream_id
+        from ..model import check_stream_id
 
         if before is None:
             raise fail("truncate needs --before V: events of versions below V are forgotten "
@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = None,
     ) -> None:
         from ..core.forgetting import parse_duration
-        from ..disk.records import check_stream_id
+        from ..model import check_stream_id
 
         if stream is not None and prefix is not None:
             raise fail("give STREAM or --prefix P, not both", 2)

@@ -440,7 +440,7 @@ def _run_import(ctx, store, path, src, *, renumber, dry_run, batch_size, sync, l
     import time
 
     from ..backends import store_exists
-    from ..disk.records import DEFAULT_MAX_EVENT_BYTES
+    from ..model import DEFAULT_MAX_EVENT_BYTES
     from ..ops.importer import check_input
     from .common import open_store
     from . import interrupts

@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
 
         from ..errors import InvalidEvent
         from ..features.jsonio import dumps, iter_documents
-        from ..disk.records import check_repeated_id, check_stream_id, normalize
+        from ..model import check_repeated_id, check_stream_id, normalize
         from ..core.rules import parse_expected
         from .common import fail, json_option
 
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
         # whole batch, or the first chunk, before opening it.  One batch is
         # packed as it is read (held as its packed bytes, not as dicts).
         if batch_size is None and not dry_run:
-            from ..disk.records import DEFAULT_MAX_EVENT_BYTES, pack_events
+            from ..model import DEFAULT_MAX_EVENT_BYTES, pack_events
 
             first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
         else:

@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
 
-from ..disk.records import AppendResult, Prepared, RecordedEvent, unpack, us_to_datetime  # noqa: F401
+from ..model import AppendResult, Prepared, RecordedEvent, unpack, us_to_datetime  # noqa: F401
 from ..errors import CorruptStore, StoreLocked
 
 if TYPE_CHECKING:

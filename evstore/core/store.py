@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 from ..backends import is_memory, is_url, open_backend
-from ..disk.records import (
+from ..model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
     PackedEvents,

@@ -29,7 +29,7 @@ from typing import Iterator, NamedTuple
 from ..core.backend import CheckpointRow, ConsumerBusy, checkpoint_problems
 from ..core.documents import decode_checkpoint
 from ..errors import CorruptStore, NotFound, UsageError
-from ..disk.records import check_id_text, format_timestamp
+from ..model import check_id_text, format_timestamp
 
 MAX_NAME_BYTES = 200
 

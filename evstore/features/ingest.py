@@ -12,7 +12,7 @@ from itertools import islice
 from typing import Iterable
 
 from ..errors import EvstoreError, InvalidEvent
-from ..disk.records import AppendResult, PackedEvents
+from ..model import AppendResult, PackedEvents
 from ..core.rules import ANY, STREAM_EXISTS
 
 
@@ -61,7 +61,7 @@ def plan_append(store, stream: str, events: list, expected=ANY,
     A retry whose ids are already at the expected versions reports them, as
     the append would, without writing."""
     from ..errors import StreamNotFound, WrongExpectedVersion
-    from ..disk.records import DEFAULT_MAX_EVENT_BYTES, check_stream_id, new_ids, normalize, pack_fields
+    from ..model import DEFAULT_MAX_EVENT_BYTES, check_stream_id, new_ids, normalize, pack_fields
     from ..core.rules import parse_expected
 
     check_stream_id(stream)

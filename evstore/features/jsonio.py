@@ -14,7 +14,7 @@ import math
 from typing import IO, Iterator
 
 from ..errors import InvalidEvent
-from ..disk.records import INT_MAX, INT_MIN
+from ..model import INT_MAX, INT_MIN
 
 
 class _Reject(ValueError):

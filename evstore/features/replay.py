@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import InvalidEvent, NotFound, StreamNotFound, UsageError
-from ..disk.records import check_json_value, format_timestamp, parse_timestamp
+from ..model import check_json_value, format_timestamp, parse_timestamp
 from .reducers import Reducer, ReducerError, load_reducer
 
 PROGRESS_EVERY = 4096

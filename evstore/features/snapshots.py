@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from ..errors import CorruptStore, InvalidEvent, NotFound, StoreIOError, UsageError
-from ..disk.records import check_json_value, check_stream_id, format_timestamp
+from ..model import check_json_value, check_stream_id, format_timestamp
 from ..core.checkline import seal, unseal
 
 FORMAT = 1

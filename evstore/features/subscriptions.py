@@ -38,7 +38,7 @@ from collections import deque
 
 from .checkpoints import CheckpointStore, check_name
 from ..errors import StreamNotFound, UsageError
-from ..disk.records import RecordedEvent, check_stream_id
+from ..model import RecordedEvent, check_stream_id
 
 #: Longest sleep between two checks when polling (no notifications).
 DEFAULT_POLL = 0.05

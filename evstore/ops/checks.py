@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from ..disk.format import FORMAT_VERSION, STREAM_MAGIC
-from ..disk.records import check_stream_id
+from ..model import check_stream_id
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .frames import frame_at, record_head, walk

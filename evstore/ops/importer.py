@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from ..errors import ImportConflict, InvalidEvent
-from ..disk.records import (DEFAULT_MAX_EVENT_BYTES, NewEvent, canonical_id, check_json_value,
+from ..model import (DEFAULT_MAX_EVENT_BYTES, NewEvent, canonical_id, check_json_value,
                        check_stream_id, datetime_to_us, parse_timestamp)
 from .progress import NO_PROGRESS
 
@@ -569,7 +569,7 @@ class _ReadView:
         return list(self.store.read_all(from_position=lo, to_position=hi))
 
     def last_us(self, stream: str) -> int:
-        from ..disk.records import datetime_to_us
+        from ..model import datetime_to_us
 
         v = self.version(stream)
         have = self.read(stream, v, v) if v else []
@@ -604,7 +604,7 @@ def _store_tail(store) -> tuple[int, int]:
     last event, read like any other (on every backend)."""
     if store is None:
         return 0, 0
-    from ..disk.records import datetime_to_us
+    from ..model import datetime_to_us
 
     for ev in store.read_all(backwards=True, limit=1):
         return ev.position, datetime_to_us(ev.recorded_at)

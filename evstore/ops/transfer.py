@@ -17,7 +17,7 @@ import os
 import re
 from json.encoder import c_make_encoder, encode_basestring
 
-from ..disk.records import format_timestamp, us_to_datetime
+from ..model import format_timestamp, us_to_datetime
 from .progress import NO_PROGRESS
 
 # The encoder json.dumps(obj, ensure_ascii=False) uses, built once.  With

@@ -33,7 +33,7 @@ import msgpack
 
 from ..disk import bigframe, recovery
 from ..disk.format import LOG_MAGIC, STREAM_MAGIC
-from ..disk.records import check_stream_id
+from ..model import check_stream_id
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .checks import (PROBLEMS_PER_STREAM, StreamResult, check_stream, index_problem,

@@ -44,7 +44,7 @@ from typing import Sequence
 from ...core import rules
 from ...core.backend import BulkSession
 from ...core.forgetting import Cut, check_append
-from ...disk.records import AppendResult
+from ...model import AppendResult
 from ...errors import InvalidEvent
 from .schema import REMOVED_BLOCK, channel, lock_key
 
