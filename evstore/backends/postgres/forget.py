@@ -272,6 +272,8 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
     if dry_run or progress is not None:
         events, size = _plan(b, view_fn, streams)
         if dry_run:
+            if progress is not None and size:  # the plan is a dry run's whole work
+                progress(size, size)
             result.update(events_removed=events, bytes_after=max(0, bytes_before - size))
             return result
         total = size
