@@ -61,63 +61,7 @@ class FileCatalogue:
         log = self._reader_log()
         log.refresh()
         head = log.tail.head
-        kinds = {"log": 0, "log_index": 0, "streams": 0, "stream_index": 0,
-                 "snapshots": 0, "checkpoints": 0, "quarantine": 0, "other": 0}
-        counts = {"log_segments": 0, "stream_segments": 0, "snapshots": 0,
-                  "quarantined_files": 0, "temp_files": 0, "streams": 0}
-        rows: dict[str, dict] = {}  # stream key -> per-stream figures
-        for root, dirs, files in os.walk(self._dir):
-            rel = os.path.relpath(root, self._dir).split(os.sep)
-            top = rel[0] if rel[0] != "." else ""
-            for name in dirs:
-                if name.startswith(".tmp") or ".creating-" in name:
-                    counts["temp_files"] += 1
-            dirs[:] = [d for d in dirs if not d.startswith(".tmp")]
-            key = rel[2] if len(rel) == 3 and top in (STREAMS_DIR, SNAPSHOTS_DIR) else None
-            for name in files:
-                try:
-                    size = os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    continue
-                if name.startswith(".tmp") or name.endswith(".tmp"):
-                    counts["temp_files"] += 1
-                    kinds["other"] += size
-                    continue
-                row = None
-                if key is not None and per_stream:
-                    row = rows.setdefault(key, {"stream": None, "events": 0, "bytes": 0,
-                                                "segments": 0, "snapshots": 0})
-                    row["bytes"] += size
-                if top == LOG_DIR and name.endswith(LOG_SEG):
-                    kinds["log"] += size
-                    counts["log_segments"] += 1
-                elif top == LOG_DIR and name.endswith(LOG_IDX):
-                    kinds["log_index"] += size
-                elif top == STREAMS_DIR and name.endswith(STREAM_SEG):
-                    kinds["streams"] += size
-                    counts["stream_segments"] += 1
-                    if row is not None:
-                        row["segments"] += 1
-                elif top == STREAMS_DIR and name.endswith(STREAM_IDX):
-                    kinds["stream_index"] += size
-                elif top == STREAMS_DIR and name == ID_FILE:
-                    kinds["streams"] += size
-                    counts["streams"] += 1
-                    if row is not None:
-                        row["stream"] = os.path.join(root, name)
-                elif top == SNAPSHOTS_DIR and name.endswith(SNAPSHOT_SUFFIX):
-                    kinds["snapshots"] += size
-                    counts["snapshots"] += 1
-                    if row is not None:
-                        row["snapshots"] += 1
-                elif top == CHECKPOINTS_DIR:
-                    kinds["checkpoints"] += size
-                elif top == QUARANTINE:
-                    kinds["quarantine"] += size
-                    if name.endswith(".bin"):
-                        counts["quarantined_files"] += 1
-                else:
-                    kinds["other"] += size
+        kinds, counts, rows = self._tally_files(per_stream)
         first_us = last_us = None
         if head:
             last_us = log.tail.last_recorded_us
@@ -146,6 +90,40 @@ class FileCatalogue:
             out["per_stream"] = self._stream_rows(log, rows)
         return out
 
+    def _tally_files(self, per_stream: bool) -> tuple[dict, dict, dict]:
+        """One walk of the directory: bytes by kind of file, counts, and
+        (with ``per_stream``) the per-stream rows keyed by stream key."""
+        kinds = {"log": 0, "log_index": 0, "streams": 0, "stream_index": 0,
+                 "snapshots": 0, "checkpoints": 0, "quarantine": 0, "other": 0}
+        counts = {"log_segments": 0, "stream_segments": 0, "snapshots": 0,
+                  "quarantined_files": 0, "temp_files": 0, "streams": 0}
+        rows: dict[str, dict] = {}  # stream key -> per-stream figures
+        for root, dirs, files in os.walk(self._dir):
+            rel = os.path.relpath(root, self._dir).split(os.sep)
+            top = rel[0] if rel[0] != "." else ""
+            for name in dirs:
+                if name.startswith(".tmp") or ".creating-" in name:
+                    counts["temp_files"] += 1
+            dirs[:] = [d for d in dirs if not d.startswith(".tmp")]
+            key = rel[2] if len(rel) == 3 and top in (STREAMS_DIR, SNAPSHOTS_DIR) else None
+            for name in files:
+                try:
+                    size = os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    continue
+                if name.startswith(".tmp") or name.endswith(".tmp"):
+                    counts["temp_files"] += 1
+                    kinds["other"] += size
+                    continue
+                row = None
+                if key is not None and per_stream:
+                    row = rows.setdefault(key, {"stream": None, "events": 0, "bytes": 0,
+                                                "segments": 0, "snapshots": 0})
+                    row["bytes"] += size
+                _tally_file(root, top, name, size, kinds, counts, row)
+        return kinds, counts, rows
+
+
     def _stream_rows(self, log: CommitLog, rows: dict) -> list[dict]:
         """Rows keyed by stream key (stream and snapshot directories share
         it) -> one per stream id; keys without an id file are skipped."""
@@ -167,3 +145,39 @@ class FileCatalogue:
                 sl.close()
             by_id[sid] = row
         return [by_id[k] for k in sorted(by_id)]
+
+
+def _tally_file(root: str, top: str, name: str, size: int, kinds: dict, counts: dict,
+                row) -> None:
+    """Count one file of the store by what it is (its top directory and
+    name, in directory ``root``), and in its stream's row when there is one."""
+    if top == LOG_DIR and name.endswith(LOG_SEG):
+        kinds["log"] += size
+        counts["log_segments"] += 1
+    elif top == LOG_DIR and name.endswith(LOG_IDX):
+        kinds["log_index"] += size
+    elif top == STREAMS_DIR and name.endswith(STREAM_SEG):
+        kinds["streams"] += size
+        counts["stream_segments"] += 1
+        if row is not None:
+            row["segments"] += 1
+    elif top == STREAMS_DIR and name.endswith(STREAM_IDX):
+        kinds["stream_index"] += size
+    elif top == STREAMS_DIR and name == ID_FILE:
+        kinds["streams"] += size
+        counts["streams"] += 1
+        if row is not None:
+            row["stream"] = os.path.join(root, name)
+    elif top == SNAPSHOTS_DIR and name.endswith(SNAPSHOT_SUFFIX):
+        kinds["snapshots"] += size
+        counts["snapshots"] += 1
+        if row is not None:
+            row["snapshots"] += 1
+    elif top == CHECKPOINTS_DIR:
+        kinds["checkpoints"] += size
+    elif top == QUARANTINE:
+        kinds["quarantine"] += size
+        if name.endswith(".bin"):
+            counts["quarantined_files"] += 1
+    else:
+        kinds["other"] += size
