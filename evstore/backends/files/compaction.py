@@ -42,24 +42,18 @@ import re
 import shutil
 import threading
 
-import msgpack
-
 from ...core.forgetting import Cut
-from ...disk.bigframe import BigPayload
 from ...disk.commitlog import CommitLog, SealSyncError
-from ...disk.format import LOG_MAGIC, OVERHEAD, STREAM_MAGIC, FrameError, encode_frame
+from ...disk.format import LOG_MAGIC, FrameError
 from ...disk.heads import batch_head
-from ...disk.index import OffsetIndex
-from ...disk.records import GAP, _array_header, _packb, gap_payload, unpack
-from ...disk.segment import (fsync_dir, fsync_file, iter_frames, listdir, open_file,
-                             stable_listdir)
+from ...disk.records import GAP, _packb
+from ...disk.segment import fsync_dir, iter_frames, listdir, stable_listdir
 from ...disk.streamlog import StreamLog, stream_key
 from ...errors import CorruptStore
-from . import journal
-from .names import (COMPACT_TMP, LOG_DIR, LOG_IDX, LOG_SEG, QUARANTINE, STREAM_IDX,
-                    STREAM_SEG, STREAMS_DIR)
-
-_BUF = 1 << 20
+from .compact_io import _size
+from .compact_log import LogCompaction
+from .compact_streams import StreamCompaction
+from .names import COMPACT_TMP, LOG_DIR, QUARANTINE, STREAMS_DIR
 
 
 #: One compaction at a time in a process (its temp files carry the pid: a
@@ -92,7 +86,7 @@ def store_bytes(d: str) -> int:
     return n
 
 
-class _Compaction:
+class _Compaction(StreamCompaction, LogCompaction):
     def __init__(self, backend, view, log: CommitLog, dry_run: bool, progress, before: int):
         self.b = backend
         self.d = backend.directory
@@ -271,269 +265,6 @@ class _Compaction:
             sl.close()
         return min(cut.floor, firsts[0]) if firsts else cut.floor
 
-    #: A journal step covers this many streams (or this many bytes copied):
-    #: one lock hold and a few fsyncs for all of them, not per stream.
-    GROUP_STREAMS = 256
-    GROUP_BYTES = 64 << 20
-
-    def _streams(self, cuts) -> None:
-        group, size = [], 0
-        for stream, cut in sorted(cuts.items()):
-            if cut.floor <= 1:
-                continue
-            prep = self._stream_prepare(stream, cut.floor)
-            if prep is None:
-                continue
-            group.append(prep)
-            size += prep[4][2]["copied"] - prep[4][2]["start"] if prep[4] else 0
-            if len(group) >= self.GROUP_STREAMS or size >= self.GROUP_BYTES:
-                self._streams_apply(group)
-                group, size = [], 0
-        if group:
-            self._streams_apply(group)
-
-    def _stream(self, stream: str, floor: int) -> None:
-        """One stream's step on its own."""
-        prep = self._stream_prepare(stream, floor)
-        if prep is not None:
-            self._streams_apply([prep])
-
-    def _stream_prepare(self, stream: str, floor: int):
-        """Without the lock: whether the stream's log holds anything below
-        ``floor``, and the copy of its segment holding the floor from the
-        floor on.  Returns (stream, log, floor, segment, temp) or None."""
-        sl = StreamLog(self.streams_root, stream)
-        firsts = sl.list_segments()
-        if not firsts or firsts[0] >= floor:
-            sl.close()
-            return None
-        if self.dry_run:
-            self.saved += self._stream_bytes_before(sl, firsts, floor)
-            sl.close()
-            return None
-        j = bisect.bisect_right(firsts, floor) - 1
-        seg = firsts[j]
-        tmp = None
-        try:
-            rsl, rtail = self.b._reader_stream(stream)
-            rsl.close()
-            if seg != floor and rtail.version >= floor:
-                tmp = self._copy_from(sl, seg, floor)  # without the lock: most of it
-        except BaseException:
-            sl.close()
-            raise
-        return stream, sl, floor, seg, tmp
-
-    def _streams_apply(self, group) -> None:
-        """Under the lock, one journal step for the group: the records
-        appended since each copy, then the renames and deletions."""
-        moves, unlink, rmdir = [], [], []
-        try:
-            with self.b._writing():
-                for stream, sl, floor, seg, tmp in group:
-                    rel = os.path.relpath(sl.dir, self.d)
-                    _sl, tail = self.b._stream_tail_locked(stream)
-                    firsts = sl.list_segments()
-                    if tail.version >= floor and tmp is None and seg != floor:
-                        tmp = self._copy_from(sl, seg, floor)  # appended meanwhile: rare
-                    if tail.version < floor:
-                        # nothing left: the directory goes (its version stays in its cut)
-                        if tmp is not None:
-                            _unlink_tmp(tmp)
-                        names = [n for n in listdir(sl.dir) if not n.startswith(COMPACT_TMP)]
-                        unlink += [f"{rel}/{n}" for n in names]
-                        rmdir.append(rel)
-                        continue
-                    if tmp is not None:
-                        self._copy_rest(sl, seg, tmp, tail)
-                        moves += [[f"{rel}/{os.path.basename(tmp[0])}",
-                                   f"{rel}/{floor:016d}{STREAM_SEG}"],
-                                  [f"{rel}/{os.path.basename(tmp[1])}",
-                                   f"{rel}/{floor:016d}{STREAM_IDX}"]]
-                    unlink += [f"{rel}/{f:016d}{suf}" for f in firsts if f < floor
-                               for suf in (STREAM_SEG, STREAM_IDX)]
-                if moves or unlink or rmdir:
-                    journal.run(self.d, moves, unlink, rmdir)
-        finally:
-            for _s, sl, *_ in group:
-                sl.close()
-
-    def _stream_bytes_before(self, sl, firsts, floor) -> int:
-        """Bytes of a stream log's records below ``floor`` (a dry run)."""
-        n = 0
-        for f in firsts:
-            if f >= floor:
-                break
-            n += _size(sl.path(f)) + _size(sl.path(f, STREAM_IDX))
-        j = bisect.bisect_right(firsts, floor) - 1
-        if firsts[j] < floor:
-            n -= _size(sl.path(firsts[j])) + _size(sl.path(firsts[j], STREAM_IDX))
-            try:
-                fd = sl.fd(firsts[j])
-                size = os.fstat(fd).st_size
-                off = sl._offset_of(firsts[j], floor, size)
-                n += off + 8 * (floor - firsts[j])
-            except CorruptStore:
-                pass
-        return n
-
-    def _copy_from(self, sl, seg: int, floor: int):
-        """Copy the records of segment ``seg`` from version ``floor`` to the
-        file's last whole frame into temp files; returns (seg tmp, idx tmp,
-        state) for :meth:`_copy_rest`."""
-        fd = sl.fd(seg)
-        size = os.fstat(fd).st_size
-        start = sl._offset_of(seg, floor, size)
-        tseg = self._tmp(sl.dir, f"{floor:016d}{STREAM_SEG}")
-        tidx = self._tmp(sl.dir, f"{floor:016d}{STREAM_IDX}")
-        out = open_file(tseg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        state = {"fd": out, "src": fd, "start": start, "copied": start, "offsets": [],
-                 "version": floor}
-        try:
-            self._copy_frames(state, size)
-        except BaseException:
-            os.close(out)
-            raise
-        return tseg, tidx, state
-
-    def _copy_frames(self, st, end: int) -> None:
-        """Copy whole, valid records from ``st['copied']`` up to ``end``."""
-        src, pos = st["src"], st["copied"]
-        last = pos
-        try:
-            for off, payload in iter_frames(src, pos, end, STREAM_MAGIC):
-                v = unpack(payload)[0]
-                if v != st["version"]:
-                    break
-                st["offsets"].append(off - st["start"])
-                st["version"] += 1
-                last = off + len(payload) + 16
-        except FrameError:
-            pass  # bytes being written, or leftovers: the rest is copied under the lock
-        _copy_range(src, st["fd"], pos, last)
-        st["copied"] = last
-
-    def _copy_rest(self, sl, seg: int, tmp, tail) -> None:
-        """Under the lock: the records appended to ``seg`` since the copy,
-        up to the committed tail; then the index; both fsynced."""
-        tseg, tidx, st = tmp
-        try:
-            end = tail.end if tail.seg_first == seg else os.fstat(st["src"]).st_size
-            if end > st["copied"]:
-                self._copy_frames(st, end)
-            fsync_file(st["fd"])
-        finally:
-            os.close(st["fd"])
-        idx = OffsetIndex(tidx, writable=True)
-        try:
-            idx.truncate(0)
-            idx.extend(0, st["offsets"])
-            idx.sync()
-        finally:
-            idx.close()
-        fsync_dir(sl.dir)  # the temp files' names, before a journal names them
-
-    # -- the commit log --------------------------------------------------------------------
-    def _log_segment(self, first: int, floors: dict[str, int]) -> None:
-        path = self.log.path(first)
-        fd = open_file(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if first == self.log.refresh().seg_first:  # the active one (a dry run):
-                size = min(size, self.log.tail.end)    # its committed frames only
-            if not self._removes_any(fd, size, floors):
-                return
-            if self.dry_run:
-                sink = _Counter()
-                self._rewrite(fd, size, floors, sink, [])
-                self.saved += size - sink.size
-                return
-            tseg = self._tmp(self.log.dir, f"{first:016d}{LOG_SEG}")
-            tidx = self._tmp(self.log.dir, f"{first:016d}{LOG_IDX}")
-            out = _Out(tseg)
-            entries: list[int] = []
-            try:
-                self._rewrite(fd, size, floors, out, entries)
-                out.sync()
-            finally:
-                out.close()
-            idx = OffsetIndex(tidx, writable=True)
-            try:
-                idx.truncate(0)
-                idx.extend(0, entries)
-                idx.sync()
-            finally:
-                idx.close()
-            fsync_dir(self.log.dir)  # the temp files' names, before a journal names them
-        finally:
-            os.close(fd)
-        rel = LOG_DIR
-        with self.b._writing():
-            journal.run(self.d, [[f"{rel}/{os.path.basename(tseg)}", f"{rel}/{first:016d}{LOG_SEG}"],
-                                 [f"{rel}/{os.path.basename(tidx)}", f"{rel}/{first:016d}{LOG_IDX}"]],
-                        [])
-
-    @staticmethod
-    def _removes_any(fd: int, size: int, floors) -> bool:
-        for _off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
-            s, fv = batch_head(payload)[:2]
-            if s != GAP and fv < floors.get(s, 1):
-                return True
-        return False
-
-    def _rewrite(self, fd: int, size: int, floors, out, entries: list) -> None:
-        """Write the segment without the removed events: runs of kept frames
-        copied as they are, suffixes of batches, runs of removed positions as
-        single gap frames (merged with the gap frames already there)."""
-        gap = None  # [first_position, count, recorded_us]: removed, not yet written
-        run = None  # [start, end, offset in out]: kept frames, not yet copied
-
-        def flush_gap():
-            nonlocal gap
-            if gap is not None:
-                off = out.write(encode_frame(LOG_MAGIC, gap_payload(gap[0], gap[1], gap[2])))
-                entries.extend([off] * gap[1])
-                gap = None
-
-        def flush_run():
-            nonlocal run
-            if run is not None:
-                out.copy(fd, run[0], run[1])
-                run = None
-
-        def remove(fp, n, us):
-            nonlocal gap
-            flush_run()
-            if gap is None:
-                gap = [fp, n, us]
-            else:
-                gap[1] += n
-                gap[2] = us
-
-        for off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
-            s, fv, fp, us, n, _hl = batch_head(payload)
-            if s == GAP:
-                remove(fp, n, us)
-                continue
-            j = min(max(floors.get(s, 1) - fv, 0), n)
-            if j:
-                remove(fp, j, us)
-                self.removed += j
-            if j == n:
-                continue
-            flush_gap()
-            if j == 0:
-                if run is None:
-                    run = [off, off, out.size]
-                entries.extend([run[2] + off - run[0]] * n)
-                run[1] = off + len(payload) + OVERHEAD
-            else:
-                raw = payload.read_all() if isinstance(payload, BigPayload) else bytes(payload)
-                start = out.write(encode_frame(LOG_MAGIC, _suffix(raw, s, fv, fp, us, n, j)))
-                entries.extend([start] * (n - j))
-        flush_run()
-        flush_gap()
-
     # -- snapshots and quarantine ------------------------------------------------------------
     def _snapshots(self, cuts) -> None:
         for s, c in cuts.items():
@@ -596,88 +327,6 @@ class _Scan:
         self.active_candidates = False
 
 
-def _suffix(raw: bytes, stream: str, fv: int, fp: int, us: int, n: int, j: int) -> bytes:
-    """The payload of a batch without its first ``j`` events: the same
-    bytes for every event kept, sliced, never re-encoded."""
-    up = msgpack.Unpacker(raw=False, strict_map_key=True)
-    up.feed(raw)
-    up.read_array_header()
-    for _ in range(4 + 4 * j):
-        up.skip()
-    at = up.tell()
-    head = _packb(stream) + _packb(fv + j) + _packb(fp + j) + _packb(us)
-    return _array_header(4 + 4 * (n - j)) + head + raw[at:]
-
-
-class _Out:
-    """A temp segment being written, buffered."""
-
-    def __init__(self, path: str):
-        self.fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        self.size = 0
-        self.buf = bytearray()
-
-    def write(self, data) -> int:
-        off = self.size
-        self.buf += data
-        self.size += len(data)
-        if len(self.buf) >= _BUF:
-            self._flush()
-        return off
-
-    def copy(self, fd: int, start: int, end: int) -> None:
-        """Bytes ``start..end`` of ``fd``, as they are."""
-        if end - start < _BUF:
-            self.write(os.pread(fd, end - start, start))
-            return
-        self._flush()
-        _copy_range(fd, self.fd, start, end)
-        self.size += end - start
-
-    def _flush(self) -> None:
-        view = memoryview(self.buf)
-        while view:
-            view = view[os.write(self.fd, view):]
-        self.buf = bytearray()
-
-    def sync(self) -> None:
-        self._flush()
-        fsync_file(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class _Counter:
-    def __init__(self):
-        self.size = 0
-
-    def write(self, data) -> int:
-        off = self.size
-        self.size += len(data)
-        return off
-
-    def copy(self, fd, start: int, end: int) -> None:
-        self.size += end - start
-
-
-def _copy_range(src: int, dst: int, start: int, end: int) -> None:
-    """Bytes ``start..end`` of ``src`` appended to ``dst``, a MiB at a time.
-    (Not ``copy_file_range``: every byte evstore writes goes through
-    ``os.write``, which the power-loss tests record.)"""
-    pos = start
-    while pos < end:
-        data = os.pread(src, min(_BUF, end - pos), pos)
-        if not data:
-            raise CorruptStore(f"a file being compacted ended at offset {pos}, before {end}")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst, view):]
-        pos += len(data)
-
-
 def _alive(name: str) -> bool:
     """Whether the process that made the temp file ``name`` still runs."""
     pid = name[len(COMPACT_TMP):].split("-", 1)[0]
@@ -690,23 +339,6 @@ def _alive(name: str) -> bool:
     except OSError:
         return True  # it exists (another user's): not ours to remove
     return True
-
-
-def _unlink_tmp(tmp) -> None:
-    tseg, tidx, st = tmp
-    os.close(st["fd"])
-    for p in (tseg, tidx):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-
-def _size(path: str) -> int:
-    try:
-        return os.lstat(path).st_size
-    except OSError:
-        return 0
 
 
 def _subdirs(path: str):

@@ -25,23 +25,19 @@ import json
 import os
 import shutil
 import threading
-import weakref
 import time
-import warnings
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ...disk.commitlog import CommitLog, SealSyncError
 from ...errors import (
     CorruptStore,
-    DamagedCopyWarning,
     DurabilityError,
     EvstoreError,
     StoreIOError,
     StoreLocked,
     StoreNotFound,
-    StreamNotFound,
     UsageError,
 )
 from ...disk.format import FORMAT_VERSION, LOG_MAGIC, STREAM_MAGIC, encode_frame, encode_frame_parts
@@ -52,30 +48,22 @@ from .forget import ForgetDocuments
 from .settings import FileSettings
 from .locking import WriterLock
 from ...disk.records import (
-    GAP,
     AppendResult,
-    is_gap,
-    RecordedEvent,
     check_stream_id,
     log_payload_parts,
     stream_payload,
 )
 from ...disk import recovery
-from ...disk.segment import fsync_dir, is_dir as _is_dir, listdir as listdir_nofollow, read_small
-from ...disk.streamlog import (
-    COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StaleTail, StreamLog, StreamTail,
-)
-
-# How many positions EventStore.version catches up on through the commit
-# log's batch heads before it asks the stream log afresh.
-_CATCH_UP = 256
-
+from ...disk.segment import fsync_dir, read_small
+from ...disk.streamlog import StaleTail, StreamLog, StreamTail
+from .catalogue import FileCatalogue
+from .reading import FileReading
+from .session import FileWriterSession
 from ...core import rules
-from ...core.backend import Appended, Backend, BulkSession, StreamRow
+from ...core.backend import Appended, Backend, BulkSession
 from ...core.forgetting import Cut, Retention, check_append, plan_cut
 from .names import (  # noqa: F401  (FSYNC_FAILED: a name tests use)
-    CHECKPOINTS_DIR, FSYNC_FAILED, ID_FILE, LOCK_FILE, LOG_DIR, LOG_IDX, LOG_SEG, MARKER,
-    QUARANTINE, SNAPSHOT_SUFFIX, SNAPSHOTS_DIR, STREAM_IDX, STREAM_SEG, STREAMS_DIR,
+    FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, STREAMS_DIR,
 )
 
 #: Stream logs are fsynced (and ``sync-state`` advanced) at least this often,
@@ -87,7 +75,8 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-class FileBackend(FileSnapshots, FileCheckpoints, FileSettings, Backend):
+class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, FileCheckpoints,
+                  FileSettings, Backend):
     """An event store in a directory.
 
     ``FileBackend(path)`` creates the store when it is absent (``create=False``
@@ -261,80 +250,7 @@ class FileBackend(FileSnapshots, FileCheckpoints, FileSettings, Backend):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- the writer's session -------------------------------------------------------------
-    @contextmanager
-    def _writing(self, timeout: float | None = None):
-        if self._closed:
-            raise UsageError("the store is closed")
-        self._check_failed()
-        with self._lock.hold(self.lock_timeout if timeout is None else timeout):
-            try:
-                self._check_generation()
-                if journal.pending(self._dir):
-                    # a compaction step was interrupted: finish it before
-                    # anything else reads or writes the files it moves
-                    journal.finish(self._dir)
-                    self._check_generation()
-                if self._wgen != self._gen:
-                    self._reset_writer_caches()
-                log = self._wlog
-                log.refresh()
-                if log.tail.head != self._own_head:
-                    self._forget_tails_since(log)
-                if log.tail.trailing:
-                    boot, synced = recovery.load_state(self._dir)
-                    rebooted = self._boot is not None and boot != self._boot
-                    torn = log.tail.trailing == "short" or (rebooted and log.tail_torn_by_power_cut())
-                    if not torn or synced > log.tail.head:
-                        # Not a torn append: a killed writer leaves a *short*
-                        # frame, a power cut pages of zeros.  A damaged frame
-                        # may be an acknowledged batch, which repair can
-                        # restore from the stream logs.  Never cut it.
-                        raise CorruptStore(
-                            f"the commit log has {log.tail.trailing} bytes after position "
-                            f"{log.tail.head} ({log.tail.trailing_reason}); run "
-                            "'evstore verify' for a report and 'evstore repair' to fix it")
-                    recovery.cut_log_tail(self._dir, log)
-                    recovery.fix_log_index(log)
-                    self._wtails.clear()
-                if not self._state_checked:
-                    self._check_state_locked()
-                yield log
-            except OSError as e:
-                raise StoreIOError(f"I/O error in {self._dir}: {e.strerror or e}") from e
-
-    def _forget_tails_since(self, log: CommitLog) -> None:
-        """Other writers committed since our last commit: forget the cached
-        tails of the streams they wrote to, keep the others (a commit only
-        moves its own stream's tail)."""
-        own, head = self._own_head, log.tail.head
-        if own < 0 or not own < head <= own + _CATCH_UP:
-            self._wtails.clear()
-        elif self._wtails:
-            for stream, *_ in log.batch_heads_from(own + 1):
-                self._wtails.pop(stream, None)
-        self._own_head = head
-
-    def _reset_writer_caches(self) -> None:
-        self._wlog.close()
-        self._wlog = CommitLog(os.path.join(self._dir, LOG_DIR))
-        for sl in self._wstreams.values():
-            sl.close()
-        self._wstreams.clear()
-        self._wtails.clear()
-        self._own_head = -1
-        self._state_checked = False
-        self._wgen = self._gen
-
-    def _check_failed(self) -> None:
-        if self._failed is None:
-            self._failed = recovery.read_failed_flag(self._dir)
-        if self._failed:
-            raise DurabilityError(
-                f"refusing to write: {self._failed}. Check the disk, then run "
-                "'evstore verify' and 'evstore repair' (which clears this)"
-            )
-
+    # -- appending ---------------------------------------------------------------------------
     def _sync_log(self, created: bool) -> None:
         """The one fsync of a durable append.  After it fails once this store
         never claims durability again (docs/FORMAT.md, "fsync errors")."""
@@ -345,163 +261,6 @@ class FileBackend(FileSnapshots, FileCheckpoints, FileSettings, Backend):
         except OSError as e:
             self._poison(f"fsync of the commit log failed at position {self._wlog.tail.head}", e)
 
-    def _poison(self, what: str, e: OSError):
-        """Record a failed fsync for every process (``fsync-failed``) and
-        raise.  The kernel may have dropped the dirty pages it could not
-        write, so a later fsync that succeeds proves nothing about them."""
-        self._failed = f"{what} ({e.strerror or e})"
-        recovery.write_failed_flag(self._dir, self._failed)
-        raise DurabilityError(self._failed + "; the last append may not be durable") from e
-
-    def _is_committed(self, log: CommitLog, stream: str):
-        head = log.tail.head
-
-        def check(version: int, position: int) -> int:
-            if position < 1 or position > head:
-                return NOT_COMMITTED
-            s, fv, fp, _, n = log.head_of_batch(position)
-            if s != stream or not fp <= position < fp + n or version - fv != position - fp:
-                return NOT_COMMITTED
-            return COMMITTED if position == fp + n - 1 else INSIDE_BATCH
-
-        check.head = head
-        return check
-
-    def _stream_tail_locked(self, stream: str) -> tuple[StreamLog, StreamTail]:
-        log = self._wlog
-        sl = self._wstreams.get(stream)
-        if sl is None:
-            if len(self._wstreams) > 256:
-                for old in self._wstreams.values():
-                    old.close()
-                self._wstreams.clear()
-                self._wtails.clear()
-            sl = self._wstreams[stream] = StreamLog(os.path.join(self._dir, STREAMS_DIR), stream)
-        cached = self._wtails.get(stream)
-        if cached is not None:
-            return sl, cached
-        sl.check_id()
-        tail = sl.tail(self._is_committed(log, stream))
-        if tail.cut_from is not None:
-            if self._committed_past(log, stream, tail) is not None:
-                raise CorruptStore(
-                    f"stream {stream!r}: its log is damaged after version {tail.version}, "
-                    "where the commit log holds later events of it; run 'evstore verify' "
-                    "for a report and 'evstore repair' to fix it")
-            sl.cut(tail, lambda path, off, data: recovery.quarantine(
-                self._dir, path, off, data, f"stream log: {tail.cut_reason}"))
-            tail.cut_from, tail.cut_reason = None, ""
-        if tail.version == 0:
-            tail = self._tail_of_removed(stream, tail)
-        self._wtails[stream] = tail
-        return sl, tail
-
-    def _tail_of_removed(self, stream: str, tail: StreamTail) -> StreamTail:
-        """A stream with no record left may have had events that compaction
-        removed: its cut keeps its version (the next event is floor), so the
-        tail says that version, at no segment."""
-        cut = self._forget.cuts.get().get(stream)
-        if cut is not None and cut.floor > 1:
-            return StreamTail(version=cut.floor - 1)
-        return tail
-
-    def _check_state_locked(self) -> None:
-        boot, synced = recovery.load_state(self._dir)
-        head = self._wlog.tail.head
-        if boot != self._boot or self._boot is None:
-            if self._boot is not None:
-                # A reboot (or a store whose sync-state is gone): the last
-                # commit-log index was never synced; rebuild it once.
-                recovery.fix_log_index(self._wlog, rebuild=True)
-            if synced < head:
-                self._reconcile_locked(synced)
-                synced = head
-            recovery.save_state(self._dir, self._boot, synced)
-        self._synced_to = synced
-        self._state_checked = True
-
-    def _reconcile_if_rebooted(self, head: int) -> None:
-        if head == 0:
-            return
-        boot, synced = recovery.load_state(self._dir)
-        if (boot == self._boot and boot is not None) or synced >= head:
-            # Nothing to replay: a reader needs no lock (the store may be on
-            # read-only media); the first writer rebuilds the log's index.
-            return
-        with self._writing():
-            pass  # _writing runs _check_state_locked
-
-    def _reconcile_locked(self, synced: int) -> None:
-        """After a power cut: make the stream logs agree with the commit log
-        from ``synced`` on (docs/FORMAT.md, "Power loss").  Stream logs are
-        opened a few at a time: a reboot may have thousands to check."""
-        log = self._wlog
-        root = os.path.join(self._dir, STREAMS_DIR)
-        for sl in self._wstreams.values():
-            sl.close()
-        self._wstreams.clear()
-        self._wtails.clear()
-        touched = self._touched_since(log, synced)
-        for stream, low in touched.items():
-            sl = StreamLog(root, stream)
-            try:
-                sl.create()  # puts back an id a power cut lost or cut short
-                sl.recheck_from(low, self._is_committed(log, stream), lambda path, off, data:
-                                recovery.quarantine(self._dir, path, off, data,
-                                                    "stream log after a power cut"))
-            finally:
-                sl.close()
-        open_logs: dict[str, StreamLog] = {}
-        try:
-            for batch in log.batches(synced + 1, log.tail.head):
-                if is_gap(batch):
-                    continue  # positions compaction removed: no stream holds them
-                sl = open_logs.get(batch.stream)
-                if sl is None:
-                    if len(open_logs) >= 64:
-                        for old in open_logs.values():
-                            old.close()
-                        open_logs.clear()
-                    sl = open_logs[batch.stream] = StreamLog(root, batch.stream)
-                recovery.materialize(sl, batch, self._is_committed(log, batch.stream),
-                                     self.segment_bytes)
-        finally:
-            for sl in open_logs.values():
-                sl.close()
-        self._sync_stream_logs(touched)
-
-    def _sync_streams_locked(self) -> None:
-        """fsync the stream logs written since ``sync-state`` and advance it."""
-        log = self._wlog
-        log.refresh()
-        boot, synced = recovery.load_state(self._dir)
-        head = log.tail.head
-        if synced >= head:
-            return
-        self._sync_stream_logs(self._touched_since(log, synced))
-        recovery.save_state(self._dir, self._boot, head)
-        self._synced_to = head
-
-    @staticmethod
-    def _touched_since(log: CommitLog, synced: int) -> dict[str, int]:
-        """The streams written after position ``synced``, with the first
-        version written to each."""
-        touched: dict[str, int] = {}
-        for stream, fv, _fp, _us, _n in log.batch_heads_from(synced + 1):
-            if stream != GAP:
-                touched.setdefault(stream, fv)
-        return touched
-
-    def _sync_stream_logs(self, touched: dict[str, int]) -> None:
-        root = os.path.join(self._dir, STREAMS_DIR)
-        try:
-            recovery.sync_streams((StreamLog(root, s), v) for s, v in touched.items())
-        except OSError as e:
-            # Dirty pages the kernel could not write may be gone: sync-state
-            # must never claim them, and no later fsync can prove them.
-            self._poison("fsync of the stream logs failed", e)
-
-    # -- appending ---------------------------------------------------------------------------
     def append(self, stream: str, events, expected) -> Appended:
         """:meth:`Backend.append`.  ``events`` is a sequence of Prepared (the
         front end passes its packed batch, :class:`~evstore.disk.records.PackedEvents`:
@@ -568,208 +327,6 @@ class FileBackend(FileSnapshots, FileCheckpoints, FileSettings, Backend):
         self._wtails[stream] = new_tail
         return AppendResult(stream, new_tail.version, log.tail.head, len(blobs))
 
-    # -- reading ----------------------------------------------------------------------------
-    def head(self) -> int:
-        """The last committed position (0 for an empty store)."""
-        log = self._reader_log()
-        try:
-            return log.refresh().head
-        except OSError as e:
-            raise StoreIOError(f"cannot read {self._dir}: {e.strerror or e}") from e
-
-    def _reader_stream(self, stream: str) -> tuple[StreamLog, StreamTail]:
-        log = self._reader_log()
-        log.refresh()
-        sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), stream)
-        if not sl.exists():
-            return sl, StreamTail()
-        sl.check_id()
-        tail = sl.tail(self._is_committed(log, stream))
-        if tail.cut_from is not None:
-            # Bytes past the last good record: a write in flight, or damage
-            # that may hide committed records; their commit-log copies are
-            # read instead (see _records).
-            later = self._committed_past(log, stream, tail)
-            if later is not None:
-                tail.version, tail.position, tail.recorded_us = later
-        return sl, tail
-
-    @staticmethod
-    def _committed_past(log: CommitLog, stream: str, tail):
-        """(version, position, recorded_us) of the stream's last event when
-        the commit log holds events of it after ``tail``, else None."""
-        found = None
-        for s, fv, fp, us, n in log.batch_heads_from(tail.position + 1):
-            if s == stream and fv + n - 1 > tail.version:
-                found = (fv + n - 1, fp + n - 1, us)
-        return found
-
-    def version(self, stream: str) -> int:
-        """The stream's current version; 0 when it has no events.
-
-        Writers with exact expected versions ask this before every append, so
-        each reader thread remembers the versions it found and the head it
-        found them at, and later only reads the heads of the batches committed
-        since (the commit log is the truth; the stream log is consulted
-        again only when too much has happened in between).
-        """
-        check_stream_id(stream)
-        log = self._reader_log()
-        local = self._local
-        known = getattr(local, "versions", None)
-        if known is None or local.versions_of is not log:
-            known = local.versions = {}
-            local.versions_of = log
-        hit = known.get(stream)
-        if hit is not None:
-            try:
-                head = log.refresh().head
-                seen, version = hit
-                if head - seen <= _CATCH_UP:
-                    for s, fv, _fp, _us, n in log.batch_heads_from(seen + 1):
-                        if s == stream:
-                            version = fv + n - 1
-                    known[stream] = (head, version)
-                    return version
-            except OSError as e:
-                raise StoreIOError(f"cannot read {self._dir}: {e.strerror or e}") from e
-        sl, tail = self._reader_stream(stream)
-        sl.close()
-        version = tail.version or self._tail_of_removed(stream, tail).version
-        if len(known) >= 1024:
-            known.clear()
-        known[stream] = (log.tail.head, version)
-        return version
-
-    def exists(self) -> bool:
-        """Always True: a FileBackend is opened on a store that exists (or
-        was just created)."""
-        return True
-
-    def read_stream(self, stream: str, lo: int = 1, hi: int | None = None,
-                    backwards: bool = False, limit: int | None = None,
-                    types: Iterable[str] | None = None) -> Iterator[RecordedEvent]:
-        """:meth:`Backend.read_stream`: StreamNotFound when called."""
-        sl, tail = self._reader_stream(stream)
-        if tail.version == 0:
-            sl.close()
-            raise StreamNotFound(stream)
-        return self._iter_stream(sl, tail, lo, hi, backwards, limit, types)
-
-    def _iter_stream(self, sl, tail, lo, hi, backwards, limit, types):
-        try:
-            # versions before the log's first were removed by compaction
-            lo = max(lo or 1, sl.first_version(tail))
-            hi = tail.version if hi is None else min(hi, tail.version)
-            if lo > hi or limit == 0:
-                return
-            wanted = frozenset(types) if types else None
-            log = self._reader_log()
-            if not backwards:
-                it = self._records(log, sl, tail, lo, hi)
-            else:
-                it = _backwards(lambda a, b: self._records(log, sl, tail, a, b), lo, hi,
-                                _first_chunk(limit, wanted))
-            yield from _filter(it, wanted, limit)
-        except OSError as e:
-            raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
-        finally:
-            sl.close()
-
-    def _records(self, log: CommitLog, sl, tail, lo: int, hi: int):
-        """``sl.records(tail, lo, hi)``, where a record the stream log cannot
-        give (damaged) comes from its batch in the commit log, the event's
-        other copy: one damaged copy never hides an intact event.  Each use
-        of the other copy issues a :class:`DamagedCopyWarning`; only when
-        neither copy can be read is it CorruptStore."""
-        v, after = lo, None  # the next version wanted; the position before it
-        while v <= hi:
-            try:
-                for ev in sl.records(tail, v, hi):
-                    yield ev
-                    v, after = ev.version + 1, ev.position
-                return
-            except CorruptStore as damage:
-                batch = self._other_copy(log, sl, tail, v, after, damage)
-            warnings.warn(DamagedCopyWarning(
-                f"stream {sl.stream!r}: a damaged record in its stream log was read from "
-                "its copy in the commit log; run 'evstore verify' for a report and "
-                "'evstore repair' to fix it"), stacklevel=1)
-            for ev in batch.events(v - batch.first_version):
-                if ev.version > hi:
-                    return
-                yield ev
-                v, after = ev.version + 1, ev.position
-
-    def _other_copy(self, log: CommitLog, sl, tail, v: int, after, damage):
-        """The commit-log batch that holds version ``v`` of ``sl``'s stream.
-        Looks first where the neighbours say it is (the batch of the event
-        before it, or of the next event or the stream's last), then walks the
-        batch heads from the event before it (or the start)."""
-        stream = sl.stream
-        hints = []
-        if after is not None:
-            hints.append(after + 1)
-        if v < tail.version:
-            try:
-                hints.extend(ev.position for ev in sl.records(tail, v + 1, v + 1))
-            except CorruptStore:
-                pass
-        else:
-            hints.append(tail.position)
-        try:
-            log.refresh()
-            for p in hints:
-                if not 1 <= p <= log.tail.head:
-                    continue
-                s, fv, fp, _us, n = log.head_of_batch(p)
-                if s == stream and fv <= v < fv + n:
-                    return log.batch_at(fp)
-            for s, fv, fp, _us, n in log.batch_heads_from((after or 0) + 1):
-                if s == stream and fv <= v < fv + n:
-                    return log.batch_at(fp)
-                if s == stream and fv > v:
-                    break
-            other = "it is not in the commit log"
-        except (CorruptStore, ValueError) as e:
-            other = f"its commit-log copy cannot be read either: {_no_hint(e)}"
-        read = f"the events before version {v} were read; " if v > 1 else ""
-        raise CorruptStore(
-            f"stream {stream!r}: version {v} is damaged in both its copies ({_no_hint(damage)}; "
-            f"{other}); {read}run 'evstore verify' for a report and 'evstore repair' "
-            "to fix what can be fixed") from None
-
-    def read_all(self, lo: int = 1, hi: int | None = None, backwards: bool = False,
-                 limit: int | None = None, types: Iterable[str] | None = None,
-                 prefix: str | None = None) -> Iterator[RecordedEvent]:
-        """:meth:`Backend.read_all`, from the commit log."""
-        log = self._reader_log()
-        log.refresh()
-        return self._iter_all(log, lo, hi, log.tail.head, limit, backwards, types, prefix)
-
-    def _iter_all(self, log, lo, hi, head, limit, backwards, types, prefix):
-        lo = max(lo or 1, 1)
-        hi = head if hi is None else min(hi, head)
-        if lo > hi or limit == 0:
-            return
-        wanted = frozenset(types) if types else None
-
-        def forward(a, b):
-            for batch in log.batches(a, b):
-                if prefix is not None and not batch.stream.startswith(prefix):
-                    continue
-                for ev in batch.events(max(a - batch.first_position, 0)):
-                    if ev.position > b:
-                        return
-                    yield ev
-
-        try:
-            it = forward(lo, hi) if not backwards else \
-                _backwards(forward, lo, hi, _first_chunk(limit, wanted))
-            yield from _filter(it, wanted, limit)
-        except OSError as e:
-            raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
-
     # -- forgetting (the rules: evstore/core/forgetting.py) -----------------------------------
     def cuts(self) -> dict[str, Cut]:
         """:meth:`Backend.cuts`: one ``stat`` when nothing changed.  The
@@ -805,154 +362,6 @@ class FileBackend(FileSnapshots, FileCheckpoints, FileSettings, Backend):
         """:meth:`Backend.compact` (:mod:`evstore.backends.files.compaction`)."""
         from .compaction import compact
         return compact(self, view, dry_run, progress)
-
-    # -- the stream catalogue -------------------------------------------------------------------
-    def streams(self, prefix: str | None = None) -> Iterator[StreamRow]:
-        """:meth:`Backend.streams` (``first_recorded_us`` None when the
-        stream's first record cannot be read)."""
-        log = self._reader_log()
-        log.refresh()
-        root = os.path.join(self._dir, STREAMS_DIR)
-        found = []
-        for shard in sorted(listdir_nofollow(root)):
-            sdir = os.path.join(root, shard)
-            if shard.startswith(".") or not _is_dir(sdir):
-                continue
-            for key in os.listdir(sdir):
-                if key.startswith(".") or not _is_dir(os.path.join(sdir, key)):
-                    continue
-                try:
-                    sid = read_small(os.path.join(sdir, key, ID_FILE)).decode("utf-8")
-                except (OSError, UnicodeDecodeError, CorruptStore):
-                    continue
-                if prefix is None or sid.startswith(prefix):
-                    found.append(sid)
-        for sid in sorted(found):
-            sl = StreamLog(root, sid)
-            try:
-                tail = sl.tail(self._is_committed(log, sid))
-                if tail.version == 0:
-                    continue
-                first = sl.first_record()
-                yield StreamRow(sid, tail.version, first[1] if first else None, tail.recorded_us)
-            finally:
-                sl.close()
-
-    def stats(self, per_stream: bool = False) -> dict:
-        """:meth:`Backend.stats`, and what operators of a directory watch:
-        bytes by kind of file, leftovers (temp and quarantined files), the
-        fsync-failure flag, checkpoints and how far behind the head they are,
-        and with ``per_stream`` one row per stream (events, bytes, segments,
-        snapshots).  Reads directory entries and a few records, never events."""
-        log = self._reader_log()
-        log.refresh()
-        head = log.tail.head
-        kinds = {"log": 0, "log_index": 0, "streams": 0, "stream_index": 0,
-                 "snapshots": 0, "checkpoints": 0, "quarantine": 0, "other": 0}
-        counts = {"log_segments": 0, "stream_segments": 0, "snapshots": 0,
-                  "quarantined_files": 0, "temp_files": 0, "streams": 0}
-        rows: dict[str, dict] = {}  # stream key -> per-stream figures
-        for root, dirs, files in os.walk(self._dir):
-            rel = os.path.relpath(root, self._dir).split(os.sep)
-            top = rel[0] if rel[0] != "." else ""
-            for name in dirs:
-                if name.startswith(".tmp") or ".creating-" in name:
-                    counts["temp_files"] += 1
-            dirs[:] = [d for d in dirs if not d.startswith(".tmp")]
-            key = rel[2] if len(rel) == 3 and top in (STREAMS_DIR, SNAPSHOTS_DIR) else None
-            for name in files:
-                try:
-                    size = os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    continue
-                if name.startswith(".tmp") or name.endswith(".tmp"):
-                    counts["temp_files"] += 1
-                    kinds["other"] += size
-                    continue
-                row = None
-                if key is not None and per_stream:
-                    row = rows.setdefault(key, {"stream": None, "events": 0, "bytes": 0,
-                                                "segments": 0, "snapshots": 0})
-                    row["bytes"] += size
-                if top == LOG_DIR and name.endswith(LOG_SEG):
-                    kinds["log"] += size
-                    counts["log_segments"] += 1
-                elif top == LOG_DIR and name.endswith(LOG_IDX):
-                    kinds["log_index"] += size
-                elif top == STREAMS_DIR and name.endswith(STREAM_SEG):
-                    kinds["streams"] += size
-                    counts["stream_segments"] += 1
-                    if row is not None:
-                        row["segments"] += 1
-                elif top == STREAMS_DIR and name.endswith(STREAM_IDX):
-                    kinds["stream_index"] += size
-                elif top == STREAMS_DIR and name == ID_FILE:
-                    kinds["streams"] += size
-                    counts["streams"] += 1
-                    if row is not None:
-                        row["stream"] = os.path.join(root, name)
-                elif top == SNAPSHOTS_DIR and name.endswith(SNAPSHOT_SUFFIX):
-                    kinds["snapshots"] += size
-                    counts["snapshots"] += 1
-                    if row is not None:
-                        row["snapshots"] += 1
-                elif top == CHECKPOINTS_DIR:
-                    kinds["checkpoints"] += size
-                elif top == QUARANTINE:
-                    kinds["quarantine"] += size
-                    if name.endswith(".bin"):
-                        counts["quarantined_files"] += 1
-                else:
-                    kinds["other"] += size
-        first_us = last_us = None
-        if head:
-            last_us = log.tail.last_recorded_us
-            first_us = log.head_of_batch(1)[3]
-        _boot, synced = recovery.load_state(self._dir)
-        failed = recovery.read_failed_flag(self._dir)
-        out = {
-            "backend": self.kind,
-            "format_version": FORMAT_VERSION,
-            "streams": counts["streams"],
-            "events": head,
-            "bytes": sum(kinds.values()),
-            "segments": counts["log_segments"] + counts["stream_segments"],
-            "log_segments": counts["log_segments"],
-            "stream_segments": counts["stream_segments"],
-            "snapshots": counts["snapshots"],
-            "bytes_by_kind": kinds,
-            "first_recorded_us": first_us,
-            "last_recorded_us": last_us,
-            "synced_position": min(synced, head),
-            "quarantined_files": counts["quarantined_files"],
-            "temp_files": counts["temp_files"],
-            "fsync_failed": failed,
-        }
-        if per_stream:
-            out["per_stream"] = self._stream_rows(log, rows)
-        return out
-
-    def _stream_rows(self, log: CommitLog, rows: dict) -> list[dict]:
-        """Rows keyed by stream key (stream and snapshot directories share
-        it) -> one per stream id; keys without an id file are skipped."""
-        by_id: dict[str, dict] = {}
-        for row in rows.values():
-            if row["stream"] is None:
-                continue
-            try:
-                sid = read_small(row["stream"]).decode("utf-8")
-            except (OSError, UnicodeDecodeError, CorruptStore):
-                continue
-            row["stream"] = sid
-            sl = StreamLog(os.path.join(self._dir, STREAMS_DIR), sid)
-            try:
-                row["events"] = sl.tail(self._is_committed(log, sid)).version
-            except CorruptStore:
-                row["events"] = None
-            finally:
-                sl.close()
-            by_id[sid] = row
-        return [by_id[k] for k in sorted(by_id)]
 
     # -- for features and operations -----------------------------------------------------------
     @property
@@ -990,47 +399,12 @@ class FileBackend(FileSnapshots, FileCheckpoints, FileSettings, Backend):
             yield log
 
 
-def _no_hint(e: Exception) -> str:
-    """An error's message without its "; run 'evstore verify' ..." advice
-    (a message that quotes it gives that advice once, at its end)."""
-    return str(e).split("; run 'evstore", 1)[0]
-
-
 def _identity(path: str):
     try:
         st = os.stat(path)
     except OSError:
         return None
     return st.st_ino, st.st_dev, st.st_mtime_ns
-
-
-def _filter(it, wanted, limit):
-    n = 0
-    for ev in it:
-        if wanted is not None and ev.type not in wanted:
-            continue
-        yield ev
-        n += 1
-        if limit is not None and n >= limit:
-            return
-
-
-def _first_chunk(limit: int | None, wanted) -> int:
-    return limit if limit and wanted is None else 16
-
-
-def _backwards(forward, lo: int, hi: int, first: int = 16, most: int = 1024):
-    """Newest first over ``forward(a, b)`` (oldest first), a chunk at a time:
-    memory stays bounded by the chunk, however long the range.  Chunks start
-    at ``first`` (a limit's worth: seeking the last ten events must not
-    decode a thousand) and double up to ``most``."""
-    chunk = max(first, 1)
-    while hi >= lo:
-        a = max(lo, hi - chunk + 1)
-        items = list(forward(a, hi))
-        yield from reversed(items)
-        hi = a - 1
-        chunk = min(chunk * 2, most)
 
 
 class FileBulk(BulkSession):
