@@ -101,8 +101,6 @@ class _ReadView:
         return list(self.store.read_all(from_position=lo, to_position=hi))
 
     def last_us(self, stream: str) -> int:
-        from ..model import datetime_to_us
-
         v = self.version(stream)
         have = self.read(stream, v, v) if v else []
         return datetime_to_us(have[0].recorded_at) if have else 0
@@ -124,8 +122,6 @@ def _store_tail(store) -> tuple[int, int]:
     last event, read like any other (on every backend)."""
     if store is None:
         return 0, 0
-    from ..model import datetime_to_us
-
     for ev in store.read_all(backwards=True, limit=1):
         return ev.position, datetime_to_us(ev.recorded_at)
     return 0, 0
