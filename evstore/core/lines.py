@@ -16,7 +16,7 @@ import json
 import re
 from json.encoder import c_make_encoder, encode_basestring
 
-from ..model import format_timestamp, us_to_datetime
+from ..model import datetime_to_us, format_timestamp, us_to_datetime
 
 # The encoder json.dumps(obj, ensure_ascii=False) uses, built once.  With
 # markers=None it skips the circular-reference check (decoded msgpack has
@@ -107,3 +107,50 @@ def chunk_lines(batches, stamps=None, types=None, heads=None) -> list[str]:
                        f'"metadata": {"{}" if m == {} and type(m) is dict else dumps(m)}, {tail}')
         k += n
     return out
+
+
+def event_lines(events, stamps=None, types=None, heads=None) -> list[str]:
+    """The NDJSON lines (without newlines) of RecordedEvents: the same
+    bytes as ``dumps(ev.to_dict())`` each, made by :func:`chunk_lines`
+    (each event a batch of one).  For backends without a fast path of
+    their own, and for reads of one stream."""
+    to_us = _Micros()
+    return chunk_lines([[ev.stream, ev.version, ev.position, to_us(ev.recorded_at),
+                         ev.id, ev.type, ev.data, ev.metadata] for ev in events],
+                       stamps, types, heads)
+
+
+class _Micros:
+    """datetime -> microseconds since the epoch; the events of a batch
+    share one datetime object, so the last one is remembered."""
+
+    def __init__(self):
+        self.dt = None
+        self.us = 0
+
+    def __call__(self, dt) -> int:
+        if dt is not self.dt:
+            self.dt, self.us = dt, datetime_to_us(dt)
+        return self.us
+
+
+def event_chunks(events, size: int = 1024):
+    """``(bytes, count)`` pieces of the NDJSON of RecordedEvents, each line
+    ending in a newline (the shape of :meth:`Backend.ndjson_chunks`)."""
+    stamps, types, heads = Stamps(), {}, {}
+    buf = []
+    for ev in events:
+        buf.append(ev)
+        if len(buf) >= size:
+            yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
+            buf = []
+    if buf:
+        yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
+
+
+def array_items(data: bytes, first: bool) -> bytes:
+    """NDJSON lines (each ending in a newline) as items of a JSON array
+    written as ``[\\n`` item ``,\\n`` item ... ``\\n]\\n``: each item preceded
+    by ``,\\n``, or ``[\\n`` for the array's first.  Safe because a JSON line
+    holds no raw newline (json escapes them inside strings)."""
+    return (b"[\n" if first else b",\n") + data[:-1].replace(b"\n", b",\n")

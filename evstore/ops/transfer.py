@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 
-from ..core.lines import dumps as _dumps
+from ..core.lines import array_items, dumps as _dumps
 from .progress import NO_PROGRESS
 
 
@@ -50,7 +50,7 @@ class _Out:
             return
         self.flush()
         if self.array:
-            data = (b"[\n" if self.count == 0 else b",\n") + data[:-1].replace(b"\n", b",\n")
+            data = array_items(data, self.count == 0)
         self.out.write(data)
         self.nbytes += len(data)
         self.count += count
