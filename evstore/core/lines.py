@@ -59,28 +59,39 @@ class Stamps:
         return f"{self.prefix}.{micro:06d}Z"
 
 
+def _encode_all(values: list) -> list[str]:
+    """``dumps`` of each value, in one call of the C encoder: the values are
+    encoded as one list with a marker between them, then split on the
+    marker.  That is safe because the count is checked (a marker inside a
+    value adds one, and then the values are encoded one by one)."""
+    if not values:
+        return []
+    flat = [_MARK] * (2 * len(values) - 1)
+    flat[0::2] = values
+    encoded = dumps(flat)[1:-1].split(_MARK_SEP)
+    if len(encoded) != len(values):
+        encoded = [dumps(v) for v in values]
+    return encoded
+
+
 def chunk_lines(batches, stamps=None, types=None, heads=None) -> list[str]:
     """The NDJSON lines (without newlines) of commit-log batches, each given
     as its decoded payload: [stream, first version, first position,
     recorded_us, id, type, data, metadata, id, ...].
 
-    The data of all events is encoded in one call of the C encoder, with a
-    marker string between events; splitting on the marker is safe because
-    the count is checked (a marker inside event data adds one, and then the
-    events are encoded one by one).  Ids are canonical UUIDs (checked), so
-    they need no escaping; types and empty metadata come from a cache.
+    The data of all events is encoded in one call of the C encoder, and
+    their metadata in another (:func:`_encode_all`).  Ids are canonical
+    UUIDs (checked), so they need no escaping; types come from a cache.
     """
     stamps = stamps or Stamps()
     types = {} if types is None else types
     heads = {} if heads is None else heads
-    datas = []
+    datas, metas = [], []
     for b in batches:
         datas += b[6::4]
-    flat = [_MARK] * (2 * len(datas) - 1)
-    flat[0::2] = datas
-    encoded = dumps(flat)[1:-1].split(_MARK_SEP) if datas else []
-    if len(encoded) != len(datas):
-        encoded = [dumps(d) for d in datas]
+        metas += b[7::4]
+    encoded = _encode_all(datas)
+    encoded_meta = _encode_all(metas)
     out = []
     k = 0
     for b in batches:
@@ -97,14 +108,14 @@ def chunk_lines(batches, stamps=None, types=None, heads=None) -> list[str]:
         n = len(ids)
         tail = f'"recorded_at": "{stamps(us)}"}}'
         for v, p, eid, t, data, m in zip(range(fv, fv + n), range(fp, fp + n), ids, b[5::4],
-                                        encoded[k:k + n], b[7::4]):
+                                        encoded[k:k + n], encoded_meta[k:k + n]):
             tj = types.get(t)
             if tj is None:
                 if len(types) > 65536:
                     types.clear()
                 tj = types[t] = dumps(t)
             out.append(f'{pre}{v}, "position": {p}, "id": "{eid}", "type": {tj}, "data": {data}, '
-                       f'"metadata": {"{}" if m == {} and type(m) is dict else dumps(m)}, {tail}')
+                       f'"metadata": {m}, {tail}')
         k += n
     return out
 
@@ -112,12 +123,21 @@ def chunk_lines(batches, stamps=None, types=None, heads=None) -> list[str]:
 def event_lines(events, stamps=None, types=None, heads=None) -> list[str]:
     """The NDJSON lines (without newlines) of RecordedEvents: the same
     bytes as ``dumps(ev.to_dict())`` each, made by :func:`chunk_lines`
-    (each event a batch of one).  For backends without a fast path of
+    (consecutive events of one batch given as one).  For backends without a fast path of
     their own, and for reads of one stream."""
     to_us = _Micros()
-    return chunk_lines([[ev.stream, ev.version, ev.position, to_us(ev.recorded_at),
-                         ev.id, ev.type, ev.data, ev.metadata] for ev in events],
-                       stamps, types, heads)
+    batches, cur, n = [], None, 0
+    for ev in events:
+        us = to_us(ev.recorded_at)
+        if cur is not None and ev.version == cur[1] + n and ev.position == cur[2] + n \
+                and us == cur[3] and ev.stream == cur[0]:
+            cur += (ev.id, ev.type, ev.data, ev.metadata)
+            n += 1
+        else:
+            cur = [ev.stream, ev.version, ev.position, us, ev.id, ev.type, ev.data, ev.metadata]
+            batches.append(cur)
+            n = 1
+    return chunk_lines(batches, stamps, types, heads)
 
 
 class _Micros:
