@@ -102,3 +102,30 @@ def test_cli_fast_and_generic_paths_print_the_same_bytes(tmp_path, args):
     assert fast.stderr == slow.stderr == b""
     assert fast.stdout == slow.stdout
     assert fast.stdout or args[-1] == "0"
+
+
+@pytest.mark.parametrize("args", [["read", "--all"], ["read", "big"], ["tail", "--all", "-n", "3000"]])
+def test_damage_midway_prints_what_came_before_it_like_the_generic_path(tmp_path, args):
+    """A damaged batch in both copies: exit 6, and the events before it on
+    stdout, as the event-by-event path prints them (the fast paths format
+    a chunk of ~1024 events at a time).  ``tail -n N``'s generic path
+    prints nothing here: it finds where to start by reading back from the
+    head, through the damage; the fast path prints what precedes it."""
+    a = tmp_path / "a"
+    with EventStore(a) as es:
+        for i in range(300):
+            es.append("big", [NewEvent(type="T", data={"tag": f"tag{10 * i + k:05d}"})
+                              for k in range(10)])
+    for d in ("log", "streams"):
+        for p in a.joinpath(d).rglob("*"):
+            if p.is_file() and b"tag02500" in p.read_bytes():
+                data = bytearray(p.read_bytes())
+                data[data.find(b"tag02500") + 4] ^= 1
+                p.write_bytes(bytes(data))
+    extra = ["--max-count", str(BIG)] if args[0] == "tail" else ["--limit", str(BIG)]
+    fast = run_cli(*args, store=a)
+    slow = run_cli(*args, *extra, store=a)
+    assert fast.returncode == slow.returncode == 6, (fast.stderr, slow.stderr)
+    assert fast.stdout == slow.stdout or (args[0] == "tail" and slow.stdout == b"")
+    assert [json.loads(line)["position"] for line in fast.stdout.splitlines()] == \
+        list(range(1, 2501))

@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
             if plain:  # every event of the range, as is: the fast formatters
                 from ..core.lines import event_chunks
 
-                chunks = es.ndjson_all(from_ or 1, to) if all_ else None
+                chunks = es.ndjson_all(from_ or 1, to, workers=1) if all_ else None
                 if chunks is None:
                     chunks = event_chunks(es.read_all(from_position=from_ or 1, to_position=to)
                                           if all_ else es.read(stream, from_version=from_ or 1,

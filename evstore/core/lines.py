@@ -156,14 +156,22 @@ class _Micros:
 
 def event_chunks(events, size: int = 1024):
     """``(bytes, count)`` pieces of the NDJSON of RecordedEvents, each line
-    ending in a newline (the shape of :meth:`Backend.ndjson_chunks`)."""
+    ending in a newline (the shape of :meth:`Backend.ndjson_chunks`).  An
+    error from ``events`` comes after the piece of the events before it."""
     stamps, types, heads = Stamps(), {}, {}
     buf = []
-    for ev in events:
-        buf.append(ev)
-        if len(buf) >= size:
+    try:
+        for ev in events:
+            buf.append(ev)
+            if len(buf) >= size:
+                yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
+                buf = []
+    except Exception:
+        # damage met mid-way: the events read before it are printed first,
+        # as an event-by-event writer would have printed them
+        if buf:
             yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
-            buf = []
+        raise
     if buf:
         yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
 

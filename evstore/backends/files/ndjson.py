@@ -82,10 +82,27 @@ def _log_payloads(directory: str, start: int, head: int):
 
 
 def _range_lines(directory: str, start: int, end: int):
-    """Lists of NDJSON lines for positions start..end, a chunk at a time."""
+    """Lists of NDJSON lines for positions start..end, a chunk at a time;
+    an error (a damaged frame) comes after the lines of the batches before
+    it, as :meth:`FileBackend.read_all` would have given them."""
     stamps, types, heads = Stamps(), {}, {}
-    chunk, size = [], 0
-    for b in _log_payloads(directory, start, end):
+    chunk: list = []
+    try:
+        yield from _chunked(_log_payloads(directory, start, end), start, end, chunk,
+                            stamps, types, heads)
+    except Exception:
+        # damage met mid-way: the batches read before it come first
+        if chunk:
+            yield chunk_lines(chunk, stamps, types, heads)
+        raise
+    if chunk:
+        yield chunk_lines(chunk, stamps, types, heads)
+
+
+def _chunked(payloads, start, end, chunk, stamps, types, heads):
+    """_range_lines' loop: ``chunk`` holds the batches not yet yielded."""
+    size = 0
+    for b in payloads:
         fp, n = b[2], (len(b) - 4) // 4
         if fp < start:  # a batch that begins before start
             b = b[:4] + b[4 + 4 * (start - fp):]
@@ -98,10 +115,10 @@ def _range_lines(directory: str, start: int, end: int):
         chunk.append(b)
         size += n
         if size >= 1024:
-            yield chunk_lines(chunk, stamps, types, heads)
-            chunk, size = [], 0
-    if chunk:
-        yield chunk_lines(chunk, stamps, types, heads)
+            lines = chunk_lines(chunk, stamps, types, heads)
+            chunk.clear()
+            size = 0
+            yield lines
 
 
 def _format_range(directory: str, start: int, end: int):
