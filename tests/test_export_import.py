@@ -22,7 +22,7 @@ from evstore.errors import InvalidEvent, StreamNotFound
 from evstore.features.jsonio import Writer
 from evstore.ops import export_events, import_events, verify
 from evstore.ops import importer
-from evstore.ops.transfer import _MARK
+from evstore.core.lines import _MARK
 
 json_leaf = st.one_of(
     st.none(), st.booleans(), st.integers(-(1 << 63), (1 << 64) - 1),
@@ -103,13 +103,13 @@ def test_parallel_check_of_a_large_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("fmt", ["ndjson", "json"])
 def test_parallel_export_is_the_same(tmp_path, monkeypatch, fmt):
-    from evstore.ops import transfer
+    from evstore.backends.files import ndjson
 
     a = tmp_path / "a"
     build(a, [(f"s{i % 7}", [("T", {"i": i}, {"m": i % 3} if i % 2 else {})] * (1 + i % 5))
               for i in range(300)])
     one = export_bytes(a, workers=1, fmt=fmt)
-    monkeypatch.setattr(transfer, "TASK_EVENTS", 37)
+    monkeypatch.setattr(ndjson, "TASK_EVENTS", 37)
     assert export_bytes(a, workers=2, fmt=fmt) == one
     assert export_bytes(a, workers=2, fmt=fmt, from_position=100) == \
         export_bytes(a, workers=1, fmt=fmt, from_position=100)

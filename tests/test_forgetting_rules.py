@@ -118,32 +118,3 @@ def test_replay_base():
     assert v.replay_base("d", 6) == 0       # deleted at 5, continued: from scratch
     assert v.replay_base("dt", 8) == 7      # ... then truncated as well
     assert v.replay_base("r", 5) == 4       # retention: like a truncate
-
-
-def test_exports_fast_path_keeps_the_readable_suffix_of_each_batch():
-    """A commit-log batch is one stream at one time: what is readable of it
-    is a suffix (ops/transfer.py formats it without decoding events)."""
-    from evstore.ops.transfer import _readable_batches
-
-    class Versions:
-        def version(self, stream):
-            return {"t": 6, "c": 6, "h": 2, "old": 1, "x": 3}[stream]
-
-    v = view(cuts=[Cut("t", 3, False, 0), Cut("h", 3, True, 2)],
-             rules=[Retention("c", False, None, 2), Retention("old", False, DAY, None)])
-    keep = _readable_batches(Versions(), v)
-
-    def batch(stream, fv, fp, us, n):
-        out = [stream, fv, fp, us]
-        for i in range(n):
-            out += [f"id{fv + i}", "T", {"v": fv + i}, {}]
-        return out
-
-    assert keep(batch("t", 1, 10, 0, 4)) == batch("t", 3, 12, 0, 2)
-    assert keep(batch("t", 1, 10, 0, 2)) is None
-    assert keep(batch("t", 5, 20, 0, 2)) == batch("t", 5, 20, 0, 2)
-    assert keep(batch("c", 4, 30, 0, 3)) == batch("c", 5, 31, 0, 2)
-    assert keep(batch("h", 1, 40, 0, 2)) is None
-    assert keep(batch("old", 1, 50, 99 * DAY - 1, 1)) is None
-    assert keep(batch("old", 1, 50, 99 * DAY, 1)) == batch("old", 1, 50, 99 * DAY, 1)
-    assert keep(batch("x", 1, 60, 0, 3)) == batch("x", 1, 60, 0, 3)

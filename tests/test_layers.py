@@ -7,7 +7,8 @@ Imports point one way, lowest first (README, "Code map"):
   1  evstore.disk                                   the file backend's byte format
   2  evstore.core.backend, evstore.core.rules,      the backend interface and the rules
      evstore.core.forgetting,                       (expected versions; what is readable;
-     evstore.core.checkline, evstore.core.documents  checked small documents' bytes)
+     evstore.core.checkline, evstore.core.documents  checked small documents' bytes;
+     evstore.core.lines                              an event's NDJSON line, fast)
   3  evstore.backends                               files, memory, postgres, the registry
   4  evstore.core, evstore (the package)            EventStore, the front end
   5  evstore.features                               written against the front end
@@ -39,6 +40,7 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("evstore.core.forgetting", 2),
     ("evstore.core.checkline", 2),
     ("evstore.core.documents", 2),
+    ("evstore.core.lines", 2),
     ("evstore.backends", 3),
     ("evstore.core", 4),
     ("evstore", 4),

@@ -75,6 +75,23 @@ def emit_events(events, fmt: str, *, flush_each: bool = False, wide: bool = Fals
     return w.count
 
 
+def emit_chunks(chunks, fmt: str) -> int:
+    """Write ``(bytes, count)`` pieces of NDJSON lines (see
+    :meth:`EventStore.ndjson_all`) as ``fmt``; returns how many events."""
+    from ..features.jsonio import Writer
+
+    from .common import stdout_pipe
+
+    w = Writer(sys.stdout.buffer, fmt)
+    with stdout_pipe():
+        try:
+            for data, count in chunks:
+                w.text(data, count)
+        finally:
+            w.close()
+    return w.count
+
+
 def register(app: typer.Typer) -> None:
     @app.command("read", help=READ_HELP)
     def read(
@@ -117,7 +134,20 @@ def register(app: typer.Typer) -> None:
         if stream_prefix is not None and not all_:
             raise fail("--stream-prefix goes with --all", 2)
         lo, hi = parse_window(since, until)
+        fmt_ = pick_format(fmt)
+        plain = fmt_ == "ndjson" and limit is None and not backwards and not types \
+            and stream_prefix is None and lo is None and hi is None
         with open_store(ctx, store) as es:
+            if plain:  # every event of the range, as is: the fast formatters
+                from ..core.lines import event_chunks
+
+                chunks = es.ndjson_all(from_ or 1, to, workers=1) if all_ else None
+                if chunks is None:
+                    chunks = event_chunks(es.read_all(from_position=from_ or 1, to_position=to)
+                                          if all_ else es.read(stream, from_version=from_ or 1,
+                                                               to_version=to))
+                emit_chunks(chunks, fmt_)
+                return
             if all_:
                 events = es.read_all(from_position=from_ or 1, to_position=to, limit=limit,
                                      backwards=backwards, types=types, stream_prefix=stream_prefix,
@@ -125,7 +155,7 @@ def register(app: typer.Typer) -> None:
             else:
                 events = es.read(stream, from_version=from_ or 1, to_version=to,
                                  backwards=backwards, limit=limit, types=types, since=lo, until=hi)
-            emit_events(events, pick_format(fmt), wide=wide)
+            emit_events(events, fmt_, wide=wide)
 
     @app.command("streams", help=STREAMS_HELP)
     def streams(

@@ -263,6 +263,19 @@ def register(app: typer.Typer) -> None:
 
             if lo is not None:  # where --since starts: the first event at or after it
                 lines, from_ = None, _first_since(es, stream, lo, stream_prefix)
+            fmt_ = pick_format(fmt)
+            if all_ and not follow and checkpoint is None and exec_ is None and not types \
+                    and stream_prefix is None and hi is None and max_count is None \
+                    and fmt_ == "ndjson":
+                from ..features.subscriptions import ndjson_tail
+
+                chunks = ndjson_tail(es, lines, from_)
+                if chunks is not None:
+                    from .cmd_read import emit_chunks
+
+                    with _closed_pipe_is_fine():
+                        emit_chunks(chunks, fmt_)
+                    return
 
             sub = Subscription(
                 es, stream, last=lines,
@@ -286,7 +299,7 @@ def register(app: typer.Typer) -> None:
                     deliver(sub, exec_, batch or 1)
                     return
                 with _closed_pipe_is_fine():
-                    _print(sub if hi is None else _until(sub, hi, follow), pick_format(fmt),
+                    _print(sub if hi is None else _until(sub, hi, follow), fmt_,
                            flush_each=follow or checkpoint is not None, wide=wide)
 
     cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)

@@ -320,6 +320,25 @@ class Backend(ABC):
         ``types`` and ``prefix`` (of the stream id) filter, then ``limit``
         keeps the first N.  An absent store reads as empty."""
 
+    def ndjson_chunks(self, lo: int, hi: int,
+                      workers: int | None = None) -> Iterator[tuple[bytes, int]] | None:
+        """An optional fast path for printing ``$all`` as NDJSON; None (the
+        default) means this backend has none, and callers format
+        :meth:`read_all`'s events themselves.
+
+        Otherwise: an iterator of ``(data, count)`` pieces, in position
+        order, whose concatenation is exactly, byte for byte, the UTF-8 of
+        ``json.dumps(ev.to_dict(), ensure_ascii=False) + "\\n"`` for every
+        ``ev`` that ``read_all(lo, hi)`` yields (``count`` lines in
+        ``data``).  ``hi`` is a committed head (at most :meth:`head` when
+        called), ``lo >= 1``.  Nothing is filtered: the front end calls
+        this only when no event of the store is removed (deleted, truncated
+        or past a retention rule), since what the backend still holds is
+        then what is readable.  ``workers``: processes the backend may use
+        (None: its choice; 1: the calling process alone).  Constant memory.
+        Damage is CorruptStore, as for :meth:`read_all`."""
+        return None
+
     def find(self, event_id: str) -> RecordedEvent | None:
         """The event with this id, or None.  (Backends with an index on ids
         override this scan.)"""

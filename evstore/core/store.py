@@ -247,6 +247,22 @@ class EventStore:
             it = _in_window(it, window, backwards, ordered=False)
         return _limited(it, limit)
 
+    def ndjson_all(self, from_position: int = 1, to_position: int | None = None,
+                   workers: int | None = None):
+        """``$all`` from ``from_position`` to ``to_position`` (None: the head
+        now) as NDJSON, when the backend has a fast path for it: an iterator
+        of ``(bytes, count)`` pieces whose concatenation is exactly the
+        lines ``read_all`` would give, one ``json.dumps(ev.to_dict(),
+        ensure_ascii=False)`` each.  None when there is no fast path -- the
+        backend has none, or some event is removed (deleted, truncated, past
+        its retention): then format :meth:`read_all` yourself."""
+        _check_range(from_position, to_position, None)
+        if not self.forgetting().empty:
+            return None
+        head = self.backend.head()
+        hi = head if to_position is None else min(to_position, head)
+        return self.backend.ndjson_chunks(max(from_position or 1, 1), hi, workers)
+
     def find(self, event_id: str) -> RecordedEvent:
         """The event whose id is ``event_id``; raises EventNotFound.  On
         files there is no index by id: this reads the store from the start

@@ -311,7 +311,7 @@ class CommitLog:
         """Yield the batches that hold positions ``from..to`` (inclusive), in order."""
         if from_position > to_position:
             return
-        for b in self._decoded_from(from_position, decode):
+        for b in self.decoded_from(from_position, decode):
             yield b
             if b.last_position >= to_position:
                 return
@@ -321,11 +321,13 @@ class CommitLog:
         batch from ``from_position`` to the head, decoding no event data."""
         if from_position > self.tail.head:
             return
-        yield from self._decoded_from(from_position, decode_head)
+        yield from self.decoded_from(from_position, decode_head)
 
-    def _decoded_from(self, from_position: int, decode):
+    def decoded_from(self, from_position: int, decode):
         """``decode`` of each committed frame from the one holding
-        ``from_position`` to the head, across segments."""
+        ``from_position`` to the head (as of the last :meth:`refresh`),
+        across segments.  ``decode`` gets the payload (a memoryview valid
+        only during the call, or a bigframe.BigPayload for a huge batch)."""
         first, off = self.locate(from_position)
         i = self._firsts.index(first)
         while True:

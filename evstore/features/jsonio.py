@@ -156,6 +156,22 @@ class Writer:
         if len(self._buf) >= 512:
             self._drain()
 
+    def text(self, data: bytes, count: int) -> None:
+        """``count`` NDJSON lines already made, each ending in a newline
+        (:meth:`EventStore.ndjson_all`); in an array, separated as
+        :meth:`write` separates them (a JSON line holds no raw newline)."""
+        if not count:
+            return
+        self._drain()
+        if self.fmt == "json":
+            from ..core.lines import array_items
+
+            data = array_items(data, self.count == 0)
+        self.count += count
+        self.out.write(data)
+        if self.flush_each:
+            self.out.flush()
+
     def _drain(self) -> None:
         if self._buf:
             self.out.write("".join(self._buf).encode("utf-8"))

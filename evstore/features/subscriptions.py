@@ -62,6 +62,18 @@ def subscribe(store, stream: str | None = None, from_position: int | None = None
                         idle_timeout=idle_timeout, **kw)
 
 
+def ndjson_tail(store, last: int | None = None, from_position: int | None = None):
+    """What a :class:`Subscription` of ``$all`` that neither follows, filters
+    nor keeps a checkpoint would hand out -- the ``last`` N events, or those
+    from ``from_position`` on, to the head now -- as NDJSON pieces
+    (:meth:`EventStore.ndjson_all`), or None when there is no fast path.
+    With nothing removed, positions are dense: the last N are the head's.
+    One process (damage: the events before it are printed, then the error)."""
+    head = store.head()
+    start = from_position if from_position is not None else max(head - (last or 0) + 1, 1)
+    return store.ndjson_all(start, head, workers=1)
+
+
 class Subscription:
     """An iterator of :class:`RecordedEvent` in position order, as committed.
 

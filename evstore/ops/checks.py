@@ -19,6 +19,7 @@ from ..model import check_stream_id
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .frames import frame_at, record_head, walk
+from ..backends.files.procs import mp_context  # noqa: F401  (verify and import use it from here)
 from .progress import NO_PROGRESS
 from .report import Problem
 
@@ -531,18 +532,3 @@ def or_none(fn, *args):
         return fn(*args)
     except (OSError, ValueError):
         return None
-
-
-def mp_context():
-    """A multiprocessing context for worker processes, or None.  fork is
-    cheapest, but forking a process with other threads can deadlock the
-    child: then forkserver, where the platform has it."""
-    import multiprocessing as mp
-    import threading
-
-    methods = mp.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        return mp.get_context("fork")
-    if "forkserver" in methods:
-        return mp.get_context("forkserver")
-    return None

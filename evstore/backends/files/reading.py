@@ -204,6 +204,21 @@ class FileReading:
         log.refresh()
         return self._iter_all(log, lo, hi, log.tail.head, limit, backwards, types, prefix)
 
+    def ndjson_chunks(self, lo: int, hi: int, workers: int | None = None):
+        """:meth:`Backend.ndjson_chunks`: formatted from the commit log's
+        frames (backends/files/ndjson.py)."""
+        from .ndjson import chunks
+
+        def run():
+            if lo > hi:
+                return
+            try:
+                yield from chunks(self._dir, lo, hi, workers)
+            except OSError as e:
+                raise StoreIOError(f"reading the commit log: {e.strerror or e}") from e
+
+        return run()
+
     def _iter_all(self, log, lo, hi, head, limit, backwards, types, prefix):
         lo = max(lo or 1, 1)
         hi = head if hi is None else min(hi, head)

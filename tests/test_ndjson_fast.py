@@ -1,0 +1,131 @@
+"""The NDJSON fast paths print exactly what the generic path prints.
+
+``read --all``, ``tail --all`` and ``export`` format events straight from the
+file backend's commit-log frames (Backend.ndjson_chunks), and ``read STREAM``
+through core/lines.py's formatter, instead of ``json.dumps(ev.to_dict())``
+per event; the bytes must not change.  The generic path is what a filter
+or a limit selects, so each command is compared with itself plus a limit no
+store reaches.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evstore import EventStore, NewEvent
+from evstore.core.lines import event_chunks
+
+from conftest import run_cli
+
+BIG = 10 ** 9
+
+DATA = [
+    {"text": "é✓𝄞 \u2028 \"quoted\" \\ back\nslash\x00", "emoji": "🙂"},
+    {"big": 2 ** 64 - 1, "small": -2 ** 63, "zero": 0, "neg": -1},
+    {"floats": [0.1, 1e300, -0.0, 2.5e-308, 123456789.125, -1.5]},
+    {"nested": {"a": [1, {"b": [None, True, False, {"c": {}}]}], "z": []}},
+    [1, "two", 3.0],
+    "a string",
+    12345678901234567890,
+    None,
+    {"dup-ish": 1, "Dup-ish": 2, "": ""},
+]
+META = [{}, {"corr": "x-1", "n": 7}, {"ü": ["ß", 1.25]}]
+
+
+def build(path, segment_bytes=2048):
+    with EventStore(path, segment_bytes=segment_bytes) as es:
+        for i in range(60):
+            stream = ["acct-1", "ünï-çødé", "s \"q\"", "x"][i % 4]
+            batch = [NewEvent(type=["Deposited", "Typé ✓", "T\"x"][(i + k) % 3],
+                              data=DATA[(i + k) % len(DATA)], metadata=META[(i * k) % len(META)])
+                     for k in range(1 + i % 4)]
+            es.append(stream, batch)
+    return path
+
+
+def generic(events) -> bytes:
+    return "".join(json.dumps(ev.to_dict(), ensure_ascii=False) + "\n"
+                   for ev in events).encode("utf-8")
+
+
+def joined(chunks) -> bytes:
+    out, n = [], 0
+    for data, count in chunks:
+        assert data.count(b"\n") == count
+        out.append(data)
+        n += count
+    return b"".join(out)
+
+
+def test_the_formatters_give_the_generic_bytes(tmp_path):
+    a = build(tmp_path / "a")
+    assert len([p for p in (a / "log").iterdir() if p.suffix == ".log"]) > 2  # several segments
+    with EventStore(a) as es:
+        head = es.head()
+        whole = generic(es.read_all())
+        for lo, hi in [(1, head), (1, 1), (7, head), (5, 33), (head, head), (head + 1, head)]:
+            want = generic(es.read_all(from_position=lo, to_position=hi))
+            assert joined(es.ndjson_all(lo, hi, workers=1)) == want, (lo, hi)
+            assert joined(event_chunks(es.read_all(from_position=lo, to_position=hi),
+                                       size=5)) == want
+        assert joined(es.ndjson_all()) == whole
+        for s in ("acct-1", "ünï-çødé", "s \"q\"", "x"):
+            assert joined(event_chunks(es.read(s), size=3)) == generic(es.read(s))
+
+
+def test_the_fast_path_is_not_taken_when_events_are_removed(tmp_path):
+    a = build(tmp_path / "a")
+    with EventStore(a) as es:
+        assert es.ndjson_all() is not None
+        es.truncate("acct-1", before=3)
+        assert es.ndjson_all() is None
+    r = run_cli("read", "--all", store=a)
+    assert r.returncode == 0, r.stderr
+    with EventStore(a) as es:
+        assert r.stdout == generic(es.read_all())
+        assert all(not (e.stream == "acct-1" and e.version < 3) for e in es.read_all())
+
+
+@pytest.mark.parametrize("args", [
+    ["read", "--all"], ["read", "--all", "--from", "9", "--to", "40"], ["read", "acct-1"],
+    ["read", "ünï-çødé", "--from", "2", "--to", "9"], ["tail", "--all", "-n", "17"],
+    ["tail", "--all", "-n", "1000"], ["tail", "--all", "--from", "12"], ["tail", "--all", "-n", "0"],
+])
+def test_cli_fast_and_generic_paths_print_the_same_bytes(tmp_path, args):
+    a = build(tmp_path / "a")
+    extra = ["--max-count", str(BIG)] if args[0] == "tail" else ["--limit", str(BIG)]
+    fast = run_cli(*args, store=a)
+    slow = run_cli(*args, *extra, store=a)
+    assert fast.returncode == slow.returncode == 0, (fast.stderr, slow.stderr)
+    assert fast.stderr == slow.stderr == b""
+    assert fast.stdout == slow.stdout
+    assert fast.stdout or args[-1] == "0"
+
+
+@pytest.mark.parametrize("args", [["read", "--all"], ["read", "big"], ["tail", "--all", "-n", "3000"]])
+def test_damage_midway_prints_what_came_before_it_like_the_generic_path(tmp_path, args):
+    """A damaged batch in both copies: exit 6, and the events before it on
+    stdout, as the event-by-event path prints them (the fast paths format
+    a chunk of ~1024 events at a time).  ``tail -n N``'s generic path
+    prints nothing here: it finds where to start by reading back from the
+    head, through the damage; the fast path prints what precedes it."""
+    a = tmp_path / "a"
+    with EventStore(a) as es:
+        for i in range(300):
+            es.append("big", [NewEvent(type="T", data={"tag": f"tag{10 * i + k:05d}"})
+                              for k in range(10)])
+    for d in ("log", "streams"):
+        for p in a.joinpath(d).rglob("*"):
+            if p.is_file() and b"tag02500" in p.read_bytes():
+                data = bytearray(p.read_bytes())
+                data[data.find(b"tag02500") + 4] ^= 1
+                p.write_bytes(bytes(data))
+    extra = ["--max-count", str(BIG)] if args[0] == "tail" else ["--limit", str(BIG)]
+    fast = run_cli(*args, store=a)
+    slow = run_cli(*args, *extra, store=a)
+    assert fast.returncode == slow.returncode == 6, (fast.stderr, slow.stderr)
+    assert fast.stdout == slow.stdout or (args[0] == "tail" and slow.stdout == b"")
+    assert [json.loads(line)["position"] for line in fast.stdout.splitlines()] == \
+        list(range(1, 2501))
