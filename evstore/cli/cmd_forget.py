@@ -135,10 +135,7 @@ def register(app: typer.Typer) -> None:
         from ..core.rules import parse_expected
         from ..model import check_stream_id
 
-        try:
-            expected = parse_expected(expected_version)
-        except Exception as e:  # UsageError
-            raise fail(str(e), 2)
+        expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
         check_stream_id(stream)
         with open_store(ctx, store, lock_timeout=lock_timeout) as es:
             _print(es.delete(stream, expected_version=expected, hard=hard).to_dict())

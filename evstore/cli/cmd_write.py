@@ -85,10 +85,7 @@ def register(app: typer.Typer) -> None:
         from ..core.rules import parse_expected
         from .common import fail, json_option
 
-        try:
-            expected = parse_expected(expected_version)
-        except Exception as e:  # UsageError
-            raise fail(str(e), 2)
+        expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
         check_stream_id(stream)  # before the store is created
 
         seen: dict = {}  # ids of this batch (or chunk): where each was first seen

@@ -86,15 +86,7 @@ def export_events(store, out, *, streams=None, from_position: int = 1, fmt: str 
                for s in dict.fromkeys(streams)]
         progress.begin("export", total_events=sum(store.version(s) for s in dict.fromkeys(streams)))
         try:
-            buf = []
-            for ev in heapq.merge(*its, key=lambda e: e.position):
-                buf.append(_dumps(ev.to_dict()))
-                if len(buf) >= 1024:
-                    w.lines(buf)
-                    progress.advance(events=len(buf))
-                    buf = []
-            w.lines(buf)
-            progress.advance(events=len(buf))
+            _write_events(w, heapq.merge(*its, key=lambda e: e.position), progress)
             w.close()
         finally:
             progress.end()
@@ -139,15 +131,7 @@ def _export_window(store, w, start: int, since, until, progress) -> int:
     positions, so the window is not one range of positions)."""
     progress.begin("export", total_events=max(store.head() - start + 1, 0))
     try:
-        buf = []
-        for ev in store.read_all(from_position=start, since=since, until=until):
-            buf.append(_dumps(ev.to_dict()))
-            if len(buf) >= 1024:
-                w.lines(buf)
-                progress.advance(events=len(buf))
-                buf = []
-        w.lines(buf)
-        progress.advance(events=len(buf))
+        _write_events(w, store.read_all(from_position=start, since=since, until=until), progress)
         w.close()
     finally:
         progress.end()
