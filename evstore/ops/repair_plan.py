@@ -14,8 +14,8 @@ import os
 import msgpack
 
 from ..disk.format import LOG_MAGIC
-from ..disk.records import check_stream_id
 from ..disk.streamlog import stream_key
+from ..model import check_stream_id
 from . import layout as L
 from .frames import batch_head, log_segment_order, walk
 _crc32 = zlib.crc32

@@ -17,8 +17,8 @@ from ...core.forgetting import Cut, check_append
 from ...disk.format import LOG_MAGIC, encode_frame
 from ...disk.records import gap_payload
 from ...errors import InvalidEvent
+from ...model import AppendResult, check_stream_id
 from .names import STREAM_IDX
-from ...disk.records import AppendResult, check_stream_id
 from ...disk.segment import fsync_dir, fsync_file
 
 
