@@ -291,7 +291,7 @@ def _source_lines(source):
 
 def _check_parallel(path, cuts, spools, max_bytes, workers, progress,
                     renumber=False) -> list[_Chunk]:
-    from .checks import mp_context
+    from ..backends.files.procs import mp_context
 
     ctx = mp_context() if workers > 1 else None
     if ctx is None or len(spools) == 1:

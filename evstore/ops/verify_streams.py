@@ -11,7 +11,8 @@ import time
 from ..disk.format import LOG_MAGIC, STREAM_MAGIC
 from ..disk.streamlog import stream_key
 from . import layout as L
-from .checks import StreamResult, check_stream, or_none, iter_blobs
+from .checks import or_none, iter_blobs
+from .stream_check import StreamResult, check_stream
 from .frames import batch_head, record_head, walk
 from .report import Problem
 
