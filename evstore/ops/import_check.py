@@ -135,7 +135,7 @@ class _EventCheck:
 
     def __init__(self, max_bytes: int, renumber: bool):
         self.max_bytes, self.renumber = max_bytes, renumber
-        self.pack = msgpack.Packer().pack  # as records.pack_fields packs an event
+        self.pack = msgpack.Packer().pack  # as model.pack_fields packs an event
         self.valid_ids: set = set()
         self.ts_text, self.ts_us = None, 0
 

@@ -257,7 +257,7 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
 
     def append(self, stream: str, events, expected) -> Appended:
         """:meth:`Backend.append`.  ``events`` is a sequence of Prepared (the
-        front end passes its packed batch, :class:`~evstore.disk.records.PackedEvents`:
+        front end passes its packed batch, :class:`~evstore.model.PackedEvents`:
         ``blobs`` then streams the packed bytes and ``own_ids`` False says
         every id was made here, so no stored event can carry one)."""
         blobs = getattr(events, "blobs", None)
