@@ -367,16 +367,23 @@ class Subscription:
 
     def _start_last(self, n: int, head: int) -> None:
         es = self.store
+        # Only the oldest of the last n matters (the start): the others are
+        # not kept, so `tail -n 1000000` holds one event, not a million.
         if self.stream is None:
-            evs = list(es.read_all(to_position=head, backwards=True, limit=n,
-                                   types=self.types, stream_prefix=self.stream_prefix)) if n else []
-            self._scan_pos = evs[-1].position - 1 if evs else head
+            oldest = _last_of(es.read_all(to_position=head, backwards=True, limit=n,
+                                          types=self.types, stream_prefix=self.stream_prefix)) if n else None
+            self._scan_pos = oldest.position - 1 if oldest else head
             return
         v = es.version(self.stream)
-        evs = _events(es.read, self.stream, to_version=v, backwards=True, limit=n,
-                      types=self.types) if v and n else []
-        if evs:
-            self._ver, self._scan_pos = evs[-1].version - 1, evs[-1].position - 1
+        oldest = None
+        if v and n:
+            try:
+                oldest = _last_of(es.read(self.stream, to_version=v, backwards=True, limit=n,
+                                          types=self.types))
+            except StreamNotFound:
+                oldest = None
+        if oldest:
+            self._ver, self._scan_pos = oldest.version - 1, oldest.position - 1
         else:
             self._ver, self._scan_pos = v, head
 
@@ -497,6 +504,14 @@ class Subscription:
         waker, self._waker = self._waker, None
         if waker is not None:
             waker.close()
+
+
+def _last_of(events):
+    """The last of an iterable of events (None: none), holding one at a time."""
+    last = None
+    for last in events:
+        pass
+    return last
 
 
 def _events(read, stream: str, **kw) -> list[RecordedEvent]:
