@@ -111,13 +111,6 @@ PROGRESS_FROM = 20_000
 MAX_NOTES = 5
 
 
-def auto_snapshot_options(ctx: typer.Context, store) -> dict:
-    """EventStore arguments for writers: the store's automatic snapshots."""
-    from ..features.settings import append_options
-
-    return append_options(store_path(ctx, store))
-
-
 def _reducer_spec(ctx, store, reducer: Optional[str]):
     if reducer is not None:
         return reducer

@@ -1,12 +1,15 @@
-"""``evstore append``."""
-from __future__ import annotations
+"""``evstore append``.
 
+The command's body (:func:`append_body`) is typer-free, and so is this
+module's import: ``quick.py`` runs the body without loading typer for a
+command line it fully understands; :func:`register` builds the typer
+command (which calls the same body) only when typer parses.  No ``from
+__future__ import annotations`` here: the typer signature's annotations are
+evaluated inside :func:`register`, where ``typer`` is imported.
+"""
 import sys
-from typing import Annotated, Optional
 
-import typer
-
-from .common import LockTimeoutOpt, StoreOpt, complete_stream, open_store
+from .base import open_store
 
 APPEND_HELP = """Append events to STREAM, atomically.
 
@@ -42,7 +45,13 @@ Exit codes: 3 wrong expected version, 5 invalid input (nothing written).
 """
 
 
-def register(app: typer.Typer) -> None:
+def register(app) -> None:
+    from typing import Annotated, Optional
+
+    import typer
+
+    from .common import LockTimeoutOpt, StoreOpt, complete_stream
+
     @app.command("append", help=APPEND_HELP, no_args_is_help=True)
     def append(
         ctx: typer.Context,
@@ -77,101 +86,112 @@ def register(app: typer.Typer) -> None:
         lock_timeout: LockTimeoutOpt = 30.0,
         store: StoreOpt = None,
     ) -> None:
-        from itertools import chain, islice
+        append_body(ctx, stream=stream, expected_version=expected_version, type_=type_, data=data,
+                    metadata=metadata, event_id=event_id, batch_size=batch_size, dry_run=dry_run,
+                    no_sync=no_sync, lock_timeout=lock_timeout, store=store)
 
-        from ..errors import InvalidEvent
-        from ..features.jsonio import dumps, iter_documents
-        from ..model import check_repeated_id, check_stream_id, normalize
-        from ..core.rules import parse_expected
-        from .common import fail, json_option
 
-        expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
-        check_stream_id(stream)  # before the store is created
+def append_body(ctx, *, stream: str, expected_version: str, type_, data, metadata, event_id,
+                batch_size, dry_run: bool, no_sync: bool, lock_timeout: float, store) -> None:
+    """The command itself, given the parsed parameters (from typer, or from
+    ``quick.py``).  ``ctx`` is click's context or a :class:`base.Root`."""
+    from itertools import chain, islice
 
-        seen: dict = {}  # ids of this batch (or chunk): where each was first seen
-        count = [0]
+    from ..errors import InvalidEvent
+    from ..features.jsonio import dumps, iter_documents
+    from ..model import check_repeated_id, check_stream_id, normalize
+    from ..core.rules import parse_expected
+    from .base import fail, json_option
 
-        def checked(obj, where):
-            # Validate now (errors name the input line), but hand the store the
-            # dict itself: a NewEvent cannot tell an explicit null from absent.
-            ev = normalize(obj, where)
-            if batch_size is not None and count[0] % batch_size == 0:
-                seen.clear()  # each chunk is a batch of its own
-            count[0] += 1
-            if isinstance(obj, dict) and obj.get("id") is not None:
-                check_repeated_id(seen, ev, where)
-            return obj
+    expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
+    check_stream_id(stream)  # before the store is created
 
-        if type_ is None:
-            if data is not None or metadata is not None or event_id is not None:
-                raise fail("--data, --metadata and --id go with --type", 2)
-            if sys.stdin is None or sys.stdin.isatty():
-                raise fail("no events: pass --type, or pipe JSON events to stdin "
-                           "(see 'evstore append --help')", 2)
-            events = _reading(checked(obj, label) for label, obj in iter_documents(
-                sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
-        else:
-            ev = {"type": type_}
-            if data == "-" and metadata == "-":
-                raise fail("--data - and --metadata - cannot both read stdin; use @FILE for one", 2)
-            if data is not None:
-                ev["data"] = json_option(data, "--data")
-            if metadata is not None:
-                ev["metadata"] = json_option(metadata, "--metadata")
-            if event_id is not None:
-                ev["id"] = event_id
-            events = iter([checked(ev, "--type event")])
-        # Refused input must not even create the store: read (and check) the
-        # whole batch, or the first chunk, before opening it.  One batch is
-        # packed as it is read (held as its packed bytes, not as dicts).
-        if batch_size is None and not dry_run:
-            from ..model import DEFAULT_MAX_EVENT_BYTES, pack_events
+    seen: dict = {}  # ids of this batch (or chunk): where each was first seen
+    count = [0]
 
-            first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
-        else:
-            first = list(events if batch_size is None else islice(events, batch_size))
-            events = chain(first, events)
-        if not first:
-            raise InvalidEvent("no events to append: stdin was empty")
+    def checked(obj, where):
+        # Validate now (errors name the input line), but hand the store the
+        # dict itself: a NewEvent cannot tell an explicit null from absent.
+        ev = normalize(obj, where)
+        if batch_size is not None and count[0] % batch_size == 0:
+            seen.clear()  # each chunk is a batch of its own
+        count[0] += 1
+        if isinstance(obj, dict) and obj.get("id") is not None:
+            check_repeated_id(seen, ev, where)
+        return obj
 
-        from ..features.ingest import append_events
-        from . import interrupts
+    if type_ is None:
+        if data is not None or metadata is not None or event_id is not None:
+            raise fail("--data, --metadata and --id go with --type", 2)
+        if sys.stdin is None or sys.stdin.isatty():
+            raise fail("no events: pass --type, or pipe JSON events to stdin "
+                       "(see 'evstore append --help')", 2)
+        events = _reading(checked(obj, label) for label, obj in iter_documents(
+            sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
+    else:
+        ev = {"type": type_}
+        if data == "-" and metadata == "-":
+            raise fail("--data - and --metadata - cannot both read stdin; use @FILE for one", 2)
+        if data is not None:
+            ev["data"] = json_option(data, "--data")
+        if metadata is not None:
+            ev["metadata"] = json_option(metadata, "--metadata")
+        if event_id is not None:
+            ev["id"] = event_id
+        events = iter([checked(ev, "--type event")])
+    # Refused input must not even create the store: read (and check) the
+    # whole batch, or the first chunk, before opening it.  One batch is
+    # packed as it is read (held as its packed bytes, not as dicts).
+    if batch_size is None and not dry_run:
+        from ..model import DEFAULT_MAX_EVENT_BYTES, pack_events
 
-        if dry_run:
-            result = _dry_run(ctx, store, stream, list(events), expected)
-            sys.stdout.write(dumps({**result.to_dict(), "dry_run": True}) + "\n")
-            return
-        from .cmd_state import auto_snapshot_options  # the store's automatic snapshots
+        first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
+    else:
+        first = list(events if batch_size is None else islice(events, batch_size))
+        events = chain(first, events)
+    if not first:
+        raise InvalidEvent("no events to append: stdin was empty")
 
-        auto = auto_snapshot_options(ctx, store)
-        done = {"count": 0, "last": None}
+    from ..features.ingest import append_events
+    from . import interrupts
 
-        def committed(res, total):
-            # the safe point: a signal that arrived during this chunk stops here
-            done["count"], done["last"] = total, res
-            if interrupts.pending():
-                raise interrupts.Interrupted(interrupts.signum(), _stopped(stream, done))
+    if dry_run:
+        result = _dry_run(ctx, store, stream, list(events), expected)
+        sys.stdout.write(dumps({**result.to_dict(), "dry_run": True}) + "\n")
+        return
+    from .base import auto_snapshot_options  # the store's automatic snapshots
 
-        try:
-            with interrupts.deferred(), open_store(ctx, store, create=True, sync=not no_sync,
-                                                   lock_timeout=lock_timeout) as es:
-                result = append_events(es, stream, events, expected, batch_size, committed)
-        except interrupts.Interrupted as e:
-            e.what = e.what or _stopped(stream, done)
-            raise
-        # The acknowledgement first: an automatic snapshot runs after it, in
-        # a child process with a time limit, and can neither delay nor fail it.
-        sys.stdout.write(dumps(result.to_dict()) + "\n")
-        sys.stdout.flush()
-        if auto and result.count:
-            from ..features.snapshots import crossed
-            from .usercode import auto_snapshot_after
+    auto = auto_snapshot_options(ctx, store)
+    done = {"count": 0, "last": None}
 
-            before = result.version - result.count
-            if crossed(auto["snapshot_every"], before, result.version) is not None:
-                with open_store(ctx, store) as es:
-                    auto_snapshot_after(es, stream, before, result.version,
-                                        auto["snapshot_every"], auto["reducer"])
+    def committed(res, total):
+        # the safe point: a signal that arrived during this chunk stops here
+        done["count"], done["last"] = total, res
+        if interrupts.pending():
+            raise interrupts.Interrupted(interrupts.signum(), _stopped(stream, done))
+
+    try:
+        with interrupts.deferred(), open_store(ctx, store, create=True, sync=not no_sync,
+                                               lock_timeout=lock_timeout) as es:
+            result = append_events(es, stream, events, expected, batch_size, committed)
+    except interrupts.Interrupted as e:
+        e.what = e.what or _stopped(stream, done)
+        raise
+    # The acknowledgement first: an automatic snapshot runs after it, in
+    # a child process with a time limit, and can neither delay nor fail it.
+    sys.stdout.write(dumps(result.to_dict()) + "\n")
+    sys.stdout.flush()
+    if auto and result.count:
+        from ..features.snapshots import crossed
+        from .usercode import auto_snapshot_after
+
+        before = result.version - result.count
+        if crossed(auto["snapshot_every"], before, result.version) is not None:
+            with open_store(ctx, store) as es:
+                auto_snapshot_after(es, stream, before, result.version,
+                                    auto["snapshot_every"], auto["reducer"])
+
+
 
 
 def _reading(events):
@@ -204,7 +224,7 @@ def _dry_run(ctx, store, stream, events, expected):
     """``append --dry-run``: read-only, and no store is created."""
     from ..backends import store_exists
     from ..features.ingest import plan_append
-    from .common import store_path
+    from .base import store_path
 
     if not store_exists(store_path(ctx, store)):
         return plan_append(None, stream, events, expected)
