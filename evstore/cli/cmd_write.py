@@ -99,26 +99,12 @@ def append_body(ctx, *, stream: str, expected_version: str, type_, data, metadat
 
     from ..errors import InvalidEvent
     from ..features.jsonio import dumps, iter_documents
-    from ..model import check_repeated_id, check_stream_id, normalize
+    from ..model import check_stream_id
     from ..core.rules import parse_expected
     from .base import fail, json_option
 
     expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
     check_stream_id(stream)  # before the store is created
-
-    seen: dict = {}  # ids of this batch (or chunk): where each was first seen
-    count = [0]
-
-    def checked(obj, where):
-        # Validate now (errors name the input line), but hand the store the
-        # dict itself: a NewEvent cannot tell an explicit null from absent.
-        ev = normalize(obj, where)
-        if batch_size is not None and count[0] % batch_size == 0:
-            seen.clear()  # each chunk is a batch of its own
-        count[0] += 1
-        if isinstance(obj, dict) and obj.get("id") is not None:
-            check_repeated_id(seen, ev, where)
-        return obj
 
     if type_ is None:
         if data is not None or metadata is not None or event_id is not None:
@@ -126,7 +112,7 @@ def append_body(ctx, *, stream: str, expected_version: str, type_, data, metadat
         if sys.stdin is None or sys.stdin.isatty():
             raise fail("no events: pass --type, or pipe JSON events to stdin "
                        "(see 'evstore append --help')", 2)
-        events = _reading(checked(obj, label) for label, obj in iter_documents(
+        labelled = _reading(iter_documents(
             sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
     else:
         ev = {"type": type_}
@@ -138,15 +124,17 @@ def append_body(ctx, *, stream: str, expected_version: str, type_, data, metadat
             ev["metadata"] = json_option(metadata, "--metadata")
         if event_id is not None:
             ev["id"] = event_id
-        events = iter([checked(ev, "--type event")])
+        labelled = iter([("--type event", ev)])
     # Refused input must not even create the store: read (and check) the
     # whole batch, or the first chunk, before opening it.  One batch is
-    # packed as it is read (held as its packed bytes, not as dicts).
+    # checked and packed as it is read (held as its packed bytes, not as
+    # dicts), its errors naming the input line.
     if batch_size is None and not dry_run:
         from ..model import DEFAULT_MAX_EVENT_BYTES, pack_events
 
-        first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
+        first = events = pack_events(labelled, DEFAULT_MAX_EVENT_BYTES, labelled=True)
     else:
+        events = _checked(labelled, batch_size)
         first = list(events if batch_size is None else islice(events, batch_size))
         events = chain(first, events)
     if not first:
@@ -192,6 +180,23 @@ def append_body(ctx, *, stream: str, expected_version: str, type_, data, metadat
                                     auto["snapshot_every"], auto["reducer"])
 
 
+
+
+def _checked(labelled, batch_size):
+    """The events of ``(label, event)`` pairs, each checked as it comes
+    (errors name the input line), for a dry run or chunks of ``batch_size``
+    (each a batch of its own for repeated ids).  The store gets each dict
+    itself: a NewEvent cannot tell an explicit null from absent."""
+    from ..model import check_repeated_id, normalize
+
+    seen: dict = {}  # ids of this batch (or chunk): where each was first seen
+    for n, (where, obj) in enumerate(labelled):
+        ev = normalize(obj, where, "(checked only)")  # (no id is made for a check)
+        if batch_size is not None and n % batch_size == 0:
+            seen.clear()  # each chunk is a batch of its own
+        if isinstance(obj, dict) and obj.get("id") is not None:
+            check_repeated_id(seen, ev, where)
+        yield obj
 
 
 def _reading(events):
