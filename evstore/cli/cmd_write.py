@@ -112,8 +112,10 @@ def append_body(ctx, *, stream: str, expected_version: str, type_, data, metadat
         if sys.stdin is None or sys.stdin.isatty():
             raise fail("no events: pass --type, or pipe JSON events to stdin "
                        "(see 'evstore append --help')", 2)
-        labelled = _reading(iter_documents(
-            sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
+        labelled = iter_documents(sys.stdin.buffer,
+                                  empty_array="stdin: an empty array: no events to append")
+        if batch_size is not None:  # read while chunks are written: see _reading
+            labelled = _reading(labelled)
     else:
         ev = {"type": type_}
         if data == "-" and metadata == "-":
@@ -201,7 +203,9 @@ def _checked(labelled, batch_size):
 
 def _reading(events):
     """Events from stdin; waiting for the next one, a signal stops at once
-    (the append around it defers signals while it writes)."""
+    (the append around it defers signals while it writes).  Only for
+    --batch-size: one batch is read whole before the store is opened, when
+    signals are not deferred anyway."""
     from . import interrupts
 
     it = iter(events)
