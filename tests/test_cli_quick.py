@@ -310,3 +310,24 @@ def test_whole_process_really_takes_the_fast_path(tmp_path):
                        env=cli_env(EVSTORE_NO_QUICK="1"))
     assert r.returncode == 0 and b"typer" in r.stderr
     assert json.loads(r.stdout)["version"] == 2
+
+
+# -- append from stdin checks each event once ------------------------------------------
+
+COUNTING = ("import sys\nimport evstore.model as m\nfrom evstore.cli import main\n"
+            "calls = [0]\nnormalize = m.normalize\n"
+            "def counted(*a, **k):\n    calls[0] += 1\n    return normalize(*a, **k)\n"
+            "m.normalize = counted\n"
+            "try:\n    main()\nfinally:\n    sys.stderr.write(f'\\nNORMALIZE {calls[0]}')\n")
+
+
+def test_append_from_stdin_checks_each_event_once(tmp_path):
+    """One batch from stdin: each event is checked (model.normalize) once,
+    by the check that packs it and names the input line (it was checked
+    twice, with a throwaway id made the first time).  (--dry-run and
+    --batch-size still check in the CLI, then again in the store.)"""
+    lines = b"".join(b'{"type": "T", "data": {"n": %d}}\n' % i for i in range(50))
+    r = subprocess.run([sys.executable, "-c", COUNTING, "append", "s"], input=lines,
+                       capture_output=True, env=cli_env(tmp_path / "s"), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.decode().rsplit("NORMALIZE ", 1)[1] == "50"
