@@ -409,10 +409,12 @@ class PackedBlobs:
             start = end
 
 
-def pack_events(events, max_bytes: int) -> PackedEvents:
+def pack_events(events, max_bytes: int, labelled: bool = False) -> PackedEvents:
     """Check (:func:`normalize`) and pack each of ``events`` as it comes;
     ids are made for events without one, and an id the caller gave twice is
-    InvalidEvent.  May be empty."""
+    InvalidEvent.  May be empty.  ``labelled``: ``events`` gives ``(label,
+    event)`` pairs, and the label names the event in the errors of its
+    checks (the CLI's "line 5"; "event N" otherwise, and for its size)."""
     from array import array
 
     body, ends = bytearray(), array("Q")
@@ -427,9 +429,10 @@ def pack_events(events, max_bytes: int) -> PackedEvents:
             pool, k = new_ids(size), 0
             size = min(size * 2, 1024)
         where = f"event {i + 1}"
-        ev = normalize(e, where, pool[k])
+        label, e = e if labelled else (where, e)
+        ev = normalize(e, label, pool[k])
         if ev.id != pool[k]:  # the caller's own id
-            check_repeated_id(seen, ev, where)
+            check_repeated_id(seen, ev, label)
         else:
             k += 1
         body += pack_fields(ev, max_bytes, where)

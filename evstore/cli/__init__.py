@@ -14,14 +14,21 @@ def main(argv=None) -> None:
     """Entry point of the ``evstore`` script (:func:`evstore.cli.common.main`),
     after what must happen before the heavy imports: Ctrl-C and SIGTERM end
     any command with one line (:mod:`.interrupts`), and ``tail`` catches its
-    stop signals from the first line on (:mod:`.early`)."""
+    stop signals from the first line on (:mod:`.early`).  A short command
+    line that :mod:`.quick` fully understands runs without typer."""
     from .interrupts import Interrupted, install
 
     install()
     try:
         from .early import prepare
 
-        prepare(sys.argv[1:] if argv is None else argv)
+        args = sys.argv[1:] if argv is None else argv
+        prepare(args)
+        from .quick import parse, run as run_quick
+
+        plan = parse(args)
+        if plan is not None:  # a short command this module fully understands: no typer
+            run_quick(plan)
         from .common import main as run
 
         run(argv)

@@ -1,13 +1,12 @@
-"""``evstore read``, ``streams`` and ``info``: looking at what is stored."""
-from __future__ import annotations
+"""``evstore read``, ``streams`` and ``info``: looking at what is stored.
 
+As in ``cmd_write.py``: importing this module does not import typer, and
+``read``'s body (:func:`read_body`) runs without it (``quick.py``); the
+typer commands are built in :func:`register`.
+"""
 import sys
-from typing import Annotated, Optional
 
-import typer
-
-from .common import (FormatOpt, SinceOpt, StoreOpt, TypeOpt, UntilOpt, WideOpt, complete_stream,
-                     open_store, pick_format)
+from .base import open_store, pick_format
 
 READ_HELP = """Print a stream's events (or every event with --all).
 
@@ -63,7 +62,7 @@ def emit_events(events, fmt: str, *, flush_each: bool = False, wide: bool = Fals
         return events_table(events, wide=wide)
     from ..features.jsonio import Writer
 
-    from .common import stdout_pipe
+    from .base import stdout_pipe
 
     w = Writer(sys.stdout.buffer, fmt, flush_each=flush_each)
     with stdout_pipe():
@@ -80,7 +79,7 @@ def emit_chunks(chunks, fmt: str) -> int:
     :meth:`EventStore.ndjson_all`) as ``fmt``; returns how many events."""
     from ..features.jsonio import Writer
 
-    from .common import stdout_pipe
+    from .base import stdout_pipe
 
     w = Writer(sys.stdout.buffer, fmt)
     with stdout_pipe():
@@ -92,7 +91,13 @@ def emit_chunks(chunks, fmt: str) -> int:
     return w.count
 
 
-def register(app: typer.Typer) -> None:
+def register(app) -> None:
+    from typing import Annotated, Optional
+
+    import typer
+
+    from .common import FormatOpt, SinceOpt, StoreOpt, TypeOpt, UntilOpt, WideOpt, complete_stream
+
     @app.command("read", help=READ_HELP)
     def read(
         ctx: typer.Context,
@@ -120,42 +125,9 @@ def register(app: typer.Typer) -> None:
         wide: WideOpt = False,
         store: StoreOpt = None,
     ) -> None:
-        from ..features.timespec import parse_window
-        from .common import fail
-
-        if event_id is not None:
-            if stream is not None or all_:
-                raise fail("--id finds one event in the whole store: give no STREAM or --all", 2)
-            with open_store(ctx, store) as es:
-                emit_events([es.find(event_id)], pick_format(fmt), wide=wide)
-            return
-        if all_ == (stream is not None):
-            raise fail("give a STREAM or --all (one of them)", 2)
-        if stream_prefix is not None and not all_:
-            raise fail("--stream-prefix goes with --all", 2)
-        lo, hi = parse_window(since, until)
-        fmt_ = pick_format(fmt)
-        plain = fmt_ == "ndjson" and limit is None and not backwards and not types \
-            and stream_prefix is None and lo is None and hi is None
-        with open_store(ctx, store) as es:
-            if plain:  # every event of the range, as is: the fast formatters
-                from ..core.lines import event_chunks
-
-                chunks = es.ndjson_all(from_ or 1, to, workers=1) if all_ else None
-                if chunks is None:
-                    chunks = event_chunks(es.read_all(from_position=from_ or 1, to_position=to)
-                                          if all_ else es.read(stream, from_version=from_ or 1,
-                                                               to_version=to))
-                emit_chunks(chunks, fmt_)
-                return
-            if all_:
-                events = es.read_all(from_position=from_ or 1, to_position=to, limit=limit,
-                                     backwards=backwards, types=types, stream_prefix=stream_prefix,
-                                     since=lo, until=hi)
-            else:
-                events = es.read(stream, from_version=from_ or 1, to_version=to,
-                                 backwards=backwards, limit=limit, types=types, since=lo, until=hi)
-            emit_events(events, fmt_, wide=wide)
+        read_body(ctx, stream=stream, all_=all_, from_=from_, to=to, limit=limit, backwards=backwards,
+                  types=types, stream_prefix=stream_prefix, since=since, until=until, event_id=event_id,
+                  fmt=fmt, wide=wide, store=store)
 
     @app.command("streams", help=STREAMS_HELP)
     def streams(
@@ -216,3 +188,46 @@ def register(app: typer.Typer) -> None:
         import json
 
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2 if sys.stdout.isatty() else None) + "\n")
+
+
+def read_body(ctx, *, stream, all_: bool, from_, to, limit, backwards: bool, types, stream_prefix,
+              since, until, event_id, fmt, wide: bool, store) -> None:
+    """``evstore read`` itself, given the parsed parameters (from typer, or
+    from ``quick.py``).  ``ctx`` is click's context or a :class:`base.Root`."""
+    from ..features.timespec import parse_window
+    from .base import fail
+
+    if event_id is not None:
+        if stream is not None or all_:
+            raise fail("--id finds one event in the whole store: give no STREAM or --all", 2)
+        with open_store(ctx, store) as es:
+            emit_events([es.find(event_id)], pick_format(fmt), wide=wide)
+        return
+    if all_ == (stream is not None):
+        raise fail("give a STREAM or --all (one of them)", 2)
+    if stream_prefix is not None and not all_:
+        raise fail("--stream-prefix goes with --all", 2)
+    lo, hi = parse_window(since, until)
+    fmt_ = pick_format(fmt)
+    plain = fmt_ == "ndjson" and limit is None and not backwards and not types \
+        and stream_prefix is None and lo is None and hi is None
+    with open_store(ctx, store) as es:
+        if plain:  # every event of the range, as is: the fast formatters
+            from ..core.lines import event_chunks
+
+            chunks = es.ndjson_all(from_ or 1, to, workers=1) if all_ else None
+            if chunks is None:
+                chunks = event_chunks(es.read_all(from_position=from_ or 1, to_position=to)
+                                      if all_ else es.read(stream, from_version=from_ or 1,
+                                                           to_version=to))
+            emit_chunks(chunks, fmt_)
+            return
+        if all_:
+            events = es.read_all(from_position=from_ or 1, to_position=to, limit=limit,
+                                 backwards=backwards, types=types, stream_prefix=stream_prefix,
+                                 since=lo, until=hi)
+        else:
+            events = es.read(stream, from_version=from_ or 1, to_version=to,
+                             backwards=backwards, limit=limit, types=types, since=lo, until=hi)
+        emit_events(events, fmt_, wide=wide)
+

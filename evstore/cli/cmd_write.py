@@ -1,12 +1,15 @@
-"""``evstore append``."""
-from __future__ import annotations
+"""``evstore append``.
 
+The command's body (:func:`append_body`) is typer-free, and so is this
+module's import: ``quick.py`` runs the body without loading typer for a
+command line it fully understands; :func:`register` builds the typer
+command (which calls the same body) only when typer parses.  No ``from
+__future__ import annotations`` here: the typer signature's annotations are
+evaluated inside :func:`register`, where ``typer`` is imported.
+"""
 import sys
-from typing import Annotated, Optional
 
-import typer
-
-from .common import LockTimeoutOpt, StoreOpt, complete_stream, open_store
+from .base import open_store
 
 APPEND_HELP = """Append events to STREAM, atomically.
 
@@ -42,7 +45,13 @@ Exit codes: 3 wrong expected version, 5 invalid input (nothing written).
 """
 
 
-def register(app: typer.Typer) -> None:
+def register(app) -> None:
+    from typing import Annotated, Optional
+
+    import typer
+
+    from .common import LockTimeoutOpt, StoreOpt, complete_stream
+
     @app.command("append", help=APPEND_HELP, no_args_is_help=True)
     def append(
         ctx: typer.Context,
@@ -77,48 +86,42 @@ def register(app: typer.Typer) -> None:
         lock_timeout: LockTimeoutOpt = 30.0,
         store: StoreOpt = None,
     ) -> None:
-        from ..core.rules import parse_expected
-        from ..features.jsonio import dumps
-        from ..model import check_stream_id
+        append_body(ctx, stream=stream, expected_version=expected_version, type_=type_, data=data,
+                    metadata=metadata, event_id=event_id, batch_size=batch_size, dry_run=dry_run,
+                    no_sync=no_sync, lock_timeout=lock_timeout, store=store)
 
-        expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
-        check_stream_id(stream)  # before the store is created
-        events = _input(type_, data, metadata, event_id, batch_size)
-        events = _read_first(events, batch_size, dry_run)
-        if dry_run:
-            result = _dry_run(ctx, store, stream, list(events), expected)
-            sys.stdout.write(dumps({**result.to_dict(), "dry_run": True}) + "\n")
-            return
-        result, auto = _commit(ctx, store, stream, events, expected, batch_size,
-                               sync=not no_sync, lock_timeout=lock_timeout)
-        # The acknowledgement first: an automatic snapshot runs after it, in
-        # a child process with a time limit, and can neither delay nor fail it.
-        sys.stdout.write(dumps(result.to_dict()) + "\n")
-        sys.stdout.flush()
-        _auto_snapshot(ctx, store, stream, result, auto)
+
+def append_body(ctx, *, stream: str, expected_version: str, type_, data, metadata, event_id,
+                batch_size, dry_run: bool, no_sync: bool, lock_timeout: float, store) -> None:
+    """The command itself, given the parsed parameters (from typer, or from
+    ``quick.py``).  ``ctx`` is click's context or a :class:`base.Root`."""
+    from ..core.rules import parse_expected
+    from ..features.jsonio import dumps
+    from ..model import check_stream_id
+
+    expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
+    check_stream_id(stream)  # before the store is created
+    events = _read_first(_input(type_, data, metadata, event_id, batch_size), batch_size, dry_run)
+    if dry_run:
+        result = _dry_run(ctx, store, stream, list(events), expected)
+        sys.stdout.write(dumps({**result.to_dict(), "dry_run": True}) + "\n")
+        return
+    result, auto = _commit(ctx, store, stream, events, expected, batch_size,
+                           sync=not no_sync, lock_timeout=lock_timeout)
+    # The acknowledgement first: an automatic snapshot runs after it, in
+    # a child process with a time limit, and can neither delay nor fail it.
+    sys.stdout.write(dumps(result.to_dict()) + "\n")
+    sys.stdout.flush()
+    _auto_snapshot(ctx, store, stream, result, auto)
 
 
 def _input(type_, data, metadata, event_id, batch_size):
-    """The events to append, each checked as it is read (errors name the
-    input line or the option): stdin's documents, or the one ``--type``
-    event.  Lazy: nothing is read from stdin until the caller iterates."""
+    """The events to append as ``(label, event)`` pairs, the label naming
+    the input line or the option for errors: stdin's documents, or the one
+    ``--type`` event.  Lazy: nothing is read from stdin until the caller
+    iterates."""
     from ..features.jsonio import iter_documents
-    from ..model import check_repeated_id, normalize
-    from .common import fail, json_option
-
-    seen: dict = {}  # ids of this batch (or chunk): where each was first seen
-    count = [0]
-
-    def checked(obj, where):
-        # Validate now (errors name the input line), but hand the store the
-        # dict itself: a NewEvent cannot tell an explicit null from absent.
-        ev = normalize(obj, where)
-        if batch_size is not None and count[0] % batch_size == 0:
-            seen.clear()  # each chunk is a batch of its own
-        count[0] += 1
-        if isinstance(obj, dict) and obj.get("id") is not None:
-            check_repeated_id(seen, ev, where)
-        return obj
+    from .base import fail, json_option
 
     if type_ is None:
         if data is not None or metadata is not None or event_id is not None:
@@ -126,8 +129,11 @@ def _input(type_, data, metadata, event_id, batch_size):
         if sys.stdin is None or sys.stdin.isatty():
             raise fail("no events: pass --type, or pipe JSON events to stdin "
                        "(see 'evstore append --help')", 2)
-        return _reading(checked(obj, label) for label, obj in iter_documents(
-            sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
+        labelled = iter_documents(sys.stdin.buffer,
+                                  empty_array="stdin: an empty array: no events to append")
+        if batch_size is not None:  # read while chunks are written: see _reading
+            labelled = _reading(labelled)
+        return labelled
     ev = {"type": type_}
     if data == "-" and metadata == "-":
         raise fail("--data - and --metadata - cannot both read stdin; use @FILE for one", 2)
@@ -137,13 +143,14 @@ def _input(type_, data, metadata, event_id, batch_size):
         ev["metadata"] = json_option(metadata, "--metadata")
     if event_id is not None:
         ev["id"] = event_id
-    return iter([checked(ev, "--type event")])
+    return iter([("--type event", ev)])
 
 
-def _read_first(events, batch_size, dry_run):
-    """``events`` with the whole batch (or the first chunk) already read and
+def _read_first(labelled, batch_size, dry_run):
+    """The events with the whole batch (or the first chunk) already read and
     checked: refused input must not even create the store.  One batch is
-    packed as it is read (held as its packed bytes, not as dicts)."""
+    checked and packed as it is read (held as its packed bytes, not as
+    dicts), its errors naming the input line."""
     from itertools import chain, islice
 
     from ..errors import InvalidEvent
@@ -151,8 +158,9 @@ def _read_first(events, batch_size, dry_run):
     if batch_size is None and not dry_run:
         from ..model import DEFAULT_MAX_EVENT_BYTES, pack_events
 
-        first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
+        first = events = pack_events(labelled, DEFAULT_MAX_EVENT_BYTES, labelled=True)
     else:
+        events = _checked(labelled, batch_size)
         first = list(events if batch_size is None else islice(events, batch_size))
         events = chain(first, events)
     if not first:
@@ -205,9 +213,28 @@ def _auto_snapshot(ctx, store, stream, result, auto) -> None:
                                 auto["snapshot_every"], auto["reducer"])
 
 
+def _checked(labelled, batch_size):
+    """The events of ``(label, event)`` pairs, each checked as it comes
+    (errors name the input line), for a dry run or chunks of ``batch_size``
+    (each a batch of its own for repeated ids).  The store gets each dict
+    itself: a NewEvent cannot tell an explicit null from absent."""
+    from ..model import check_repeated_id, normalize
+
+    seen: dict = {}  # ids of this batch (or chunk): where each was first seen
+    for n, (where, obj) in enumerate(labelled):
+        ev = normalize(obj, where, "(checked only)")  # (no id is made for a check)
+        if batch_size is not None and n % batch_size == 0:
+            seen.clear()  # each chunk is a batch of its own
+        if isinstance(obj, dict) and obj.get("id") is not None:
+            check_repeated_id(seen, ev, where)
+        yield obj
+
+
 def _reading(events):
     """Events from stdin; waiting for the next one, a signal stops at once
-    (the append around it defers signals while it writes)."""
+    (the append around it defers signals while it writes).  Only for
+    --batch-size: one batch is read whole before the store is opened, when
+    signals are not deferred anyway."""
     from . import interrupts
 
     it = iter(events)
@@ -235,7 +262,7 @@ def _dry_run(ctx, store, stream, events, expected):
     """``append --dry-run``: read-only, and no store is created."""
     from ..backends import store_exists
     from ..features.ingest import plan_append
-    from .common import store_path
+    from .base import store_path
 
     if not store_exists(store_path(ctx, store)):
         return plan_append(None, stream, events, expected)

@@ -65,17 +65,7 @@ class PlainParam:
         if ann is int or ann is float:
             if info.clamp:
                 return _SLOW
-            if type(value) is str:
-                if not (_INT if ann is int else _FLOAT).match(value):
-                    return _SLOW
-                number = ann(value)
-            elif type(value) is int or (type(value) is float and ann is float):
-                number = ann(value)
-            else:
-                return _SLOW
-            if (info.min is not None and number < info.min) or (info.max is not None and number > info.max):
-                return _SLOW                       # typer words the error
-            return number
+            return plain_number(value, ann, info.min, info.max)
         if ann is Path:
             if (info.path_type is not None or info.resolve_path or info.allow_dash or info.exists
                     or not info.file_okay or not info.dir_okay or info.writable):
@@ -107,6 +97,23 @@ class PlainParam:
 
             self._typer = build_runtime_param(self.descriptor)
         return self._typer
+
+
+def plain_number(value, ann, lo=None, hi=None):
+    """``value`` as an int or float (``ann``) when it is plainly one within
+    [lo, hi]; else ``_SLOW`` (typer coerces it, and words any error).  Also
+    used by ``quick.py``, which declines what this does not take."""
+    if type(value) is str:
+        if not (_INT if ann is int else _FLOAT).match(value):
+            return _SLOW
+        number = ann(value)
+    elif type(value) is int or (type(value) is float and ann is float):
+        number = ann(value)
+    else:
+        return _SLOW
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        return _SLOW                       # typer words the error
+    return number
 
 
 def _not_a_choice(value: str, choices: list[str]):

@@ -91,14 +91,17 @@ def deferred(now: bool = True):
             _state["defer"] -= 1
 
 
-@contextmanager
-def immediate():
+class immediate:
     """Inside :func:`deferred`, a stretch where a signal stops at once
-    (waiting for input: nothing is being written)."""
-    if _state["signum"] is not None:
-        raise Interrupted(_state["signum"])
-    saved, _state["defer"] = _state["defer"], 0
-    try:
-        yield
-    finally:
-        _state["defer"] = saved
+    (waiting for input: nothing is being written).  A class, not a
+    generator: ``append`` enters it once per event read from stdin."""
+
+    __slots__ = ("saved",)
+
+    def __enter__(self) -> None:
+        if _state["signum"] is not None:
+            raise Interrupted(_state["signum"])
+        self.saved, _state["defer"] = _state["defer"], 0
+
+    def __exit__(self, *exc) -> None:
+        _state["defer"] = self.saved

@@ -50,7 +50,7 @@ def console(stderr: bool = False):
     $NO_COLOR and EVSTORE_NO_COLOR=1 turn colour off on one."""
     from rich.console import Console
 
-    from .common import no_color
+    from .base import no_color
 
     tty = _is_tty(sys.stderr if stderr else sys.stdout)
     return Console(stderr=stderr, force_terminal=None if tty else False,

@@ -119,7 +119,7 @@ def auto_snapshot_after(es, stream: str, before: int, after: int, every, reducer
     result printed and flushed).  Never raises and never changes the exit
     code: the append is committed whatever happens here."""
     from ..features.snapshots import auto_snapshot, crossed
-    from .common import note
+    from .base import note
 
     if crossed(every, before, after) is None:
         return

@@ -115,10 +115,15 @@ def iter_documents(stream: IO[bytes], empty_array: str | None = None
                 yield f"item {i}", item
             return
         yield f"line {lineno}", _decode_line(first, lineno)
+        decode = _decoder.decode
         for raw in text:
             lineno += 1
             if raw.strip():
-                yield f"line {lineno}", _decode_line(raw, lineno)
+                try:
+                    value = decode(raw)
+                except Exception:  # noqa: BLE001 - decoded again below, for the one message
+                    value = _decode_line(raw, lineno)
+                yield f"line {lineno}", value
     except UnicodeDecodeError as e:
         raise InvalidEvent(f"input is not valid UTF-8 ({e.reason} at byte {e.start})") from None
     finally:
