@@ -1,4 +1,5 @@
-"""The file backend's NDJSON fast path (:meth:`Backend.ndjson_chunks`).
+"""The file backend's NDJSON fast paths (:meth:`Backend.ndjson_chunks`,
+:meth:`Backend.ndjson_stream`).
 
 The commit log holds each batch as one msgpack list -- stream, first
 version, first position, commit time, then id, type, data, metadata of each
@@ -7,6 +8,11 @@ range of positions is printed straight from the decoded frames, without a
 RecordedEvent per event, and a large range by several processes at once
 (each formatting its own slice of positions; the slices are written in
 order).  A damaged frame is CorruptStore, as for any reader.
+
+A stream is read from its stream log, a frame per event; but the events of
+one big batch are also one run of the commit log, which formats them far
+faster, so a stream read switches to the commit log for the rest of any
+batch it finds itself inside (:func:`stream_chunks`).
 """
 from __future__ import annotations
 
@@ -14,10 +20,11 @@ import os
 
 import msgpack
 
-from ...core.lines import Stamps, chunk_lines
+from ...core.lines import Stamps, chunk_lines, event_lines
 from ...disk.bigframe import BigPayload, LazyBatch
 from ...disk.commitlog import CommitLog
 from ...disk.records import decode_batch_head
+from ...errors import CorruptStore
 from .names import LOG_DIR
 
 #: Ranges of at least this many events are formatted by worker processes
@@ -81,11 +88,12 @@ def _log_payloads(directory: str, start: int, head: int):
         log.close()
 
 
-def _range_lines(directory: str, start: int, end: int):
+def _range_lines(directory: str, start: int, end: int, caches=None):
     """Lists of NDJSON lines for positions start..end, a chunk at a time;
     an error (a damaged frame) comes after the lines of the batches before
-    it, as :meth:`FileBackend.read_all` would have given them."""
-    stamps, types, heads = Stamps(), {}, {}
+    it, as :meth:`FileBackend.read_all` would have given them.  ``caches``:
+    the (stamps, types, heads) of :func:`chunk_lines` to go on with."""
+    stamps, types, heads = caches or (Stamps(), {}, {})
     chunk: list = []
     try:
         yield from _chunked(_log_payloads(directory, start, end), start, end, chunk,
@@ -158,3 +166,79 @@ def _parallel(directory, start, head, workers, ctx):
                 result = pending.pop(i).result()
                 submit()
                 yield result
+
+
+#: A stream read switches to the commit log after this many events of one
+#: batch in a row (the commit log formats a batch's events without a frame
+#: and an object each); a stream of small batches never pays for the look-up.
+RUN = 16
+
+
+def stream_chunks(directory: str, records, log: CommitLog, stream: str, lo: int, hi: int):
+    """(bytes, count) pieces of the NDJSON lines of ``stream``'s versions
+    lo..hi (both readable, hi at most the stream's committed tail).
+
+    ``records(a, b)`` gives the RecordedEvents of versions a..b from the
+    stream log (with its fall-back to the commit-log copy of a damaged
+    record).  Once RUN events in a row share a batch, the rest of that batch
+    (up to hi) is formatted from the commit log, and the stream log is taken
+    up again after it.  Should the commit-log copy fail (damage), the
+    stream log gives the events from the first one not printed, and no more
+    batches are taken from the commit log: the bytes are those of the
+    stream log's events either way."""
+    caches = Stamps(), {}, {}
+    v, jumps = lo, True
+    while v <= hi:
+        buf: list = []
+        jump, run, prev = None, 0, None
+        try:
+            for ev in records(v, hi):
+                if prev is not None and ev.recorded_at is prev.recorded_at \
+                        and ev.position == prev.position + 1:
+                    run += 1
+                else:
+                    run = 1
+                buf.append(ev)
+                prev = ev
+                if run == RUN and jumps and ev.version < hi:
+                    jump = _batch_rest(log, stream, ev, hi)
+                    if jump is not None:
+                        break
+                if len(buf) >= 1024:
+                    yield _lines_bytes(event_lines(buf, *caches)), len(buf)
+                    buf = []
+        except Exception:
+            if buf:  # the events read before the damage come first
+                yield _lines_bytes(event_lines(buf, *caches)), len(buf)
+            raise
+        if buf:
+            yield _lines_bytes(event_lines(buf, *caches)), len(buf)
+        if jump is None:
+            return
+        v = prev.version + 1
+        try:
+            for lines in _range_lines(directory, jump[0], jump[1], caches):
+                yield _lines_bytes(lines), len(lines)
+                v += len(lines)
+        except CorruptStore:
+            jumps = False  # the stream log from the first event not printed
+
+
+def _batch_rest(log: CommitLog, stream: str, ev, hi: int):
+    """(first, last) positions of the events of ``ev``'s batch after it, up
+    to version ``hi``; None when the commit log does not hold that batch
+    where expected (then the stream log goes on alone)."""
+    try:
+        s, fv, fp, us, n = log.head_of_batch(ev.position)
+    except (ValueError, LookupError, OSError, CorruptStore):
+        return None
+    if s != stream or not fv <= ev.version < fv + n or ev.position - fp != ev.version - fv:
+        return None
+    last_v = min(fv + n - 1, hi)
+    if last_v <= ev.version:
+        return None
+    return ev.position + 1, ev.position + (last_v - ev.version)
+
+
+def _lines_bytes(lines: list) -> bytes:
+    return ("\n".join(lines) + "\n").encode("utf-8")
