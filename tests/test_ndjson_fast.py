@@ -165,8 +165,8 @@ def test_read_stream_fast_path_gives_the_generic_bytes(tmp_path, monkeypatch, bi
         monkeypatch.setattr(bigframe, "BIG", 200)
         monkeypatch.setattr(bigframe, "STEP", 7)
     jumps = []
-    real = ndjson._range_lines
-    monkeypatch.setattr(ndjson, "_range_lines",
+    real = ndjson._range_pieces
+    monkeypatch.setattr(ndjson, "_range_pieces",
                         lambda d, lo, hi, c=None: jumps.append((lo, hi)) or real(d, lo, hi, c))
     with EventStore(a) as es:
         assert es.version("big") == 3548

@@ -3,7 +3,7 @@
 
 The commit log holds each batch as one msgpack list -- stream, first
 version, first position, commit time, then id, type, data, metadata of each
-event -- which is what :func:`evstore.core.lines.chunk_lines` formats.  So a
+event -- which is what :func:`evstore.core.lines.chunk_text` formats.  So a
 range of positions is printed straight from the decoded frames, without a
 RecordedEvent per event, and a large range by several processes at once
 (each formatting its own slice of positions; the slices are written in
@@ -20,7 +20,7 @@ import os
 
 import msgpack
 
-from ...core.lines import Stamps, chunk_lines, event_lines
+from ...core.lines import Stamps, chunk_text, event_text
 from ...disk.bigframe import BigPayload, LazyBatch
 from ...disk.commitlog import CommitLog
 from ...disk.records import decode_batch_head
@@ -51,8 +51,7 @@ def chunks(directory: str, lo: int, hi: int, workers: int | None = None):
 
         ctx = mp_context()
     if ctx is None:
-        for lines in _range_lines(directory, lo, hi):
-            yield _lines_bytes(lines), len(lines)
+        yield from _range_pieces(directory, lo, hi)
     else:
         yield from _parallel(directory, lo, hi, n, ctx)
 
@@ -97,11 +96,12 @@ def _log_payloads(directory: str, start: int, head: int, log: CommitLog | None =
             log.close()
 
 
-def _range_lines(directory: str, start: int, end: int, caches=None, log=None):
-    """Lists of NDJSON lines for positions start..end, a chunk at a time;
-    an error (a damaged frame) comes after the lines of the batches before
-    it, as :meth:`FileBackend.read_all` would have given them.  ``caches``:
-    the (stamps, types, heads) of :func:`chunk_lines` to go on with;
+def _range_pieces(directory: str, start: int, end: int, caches=None, log=None):
+    """(bytes, count) pieces of the NDJSON lines of positions start..end,
+    ~1024 events at a time; an error (a damaged frame) comes after the
+    lines of the batches before it, as :meth:`FileBackend.read_all` would
+    have given them.  ``caches``: the (stamps, types, heads) of
+    :func:`chunk_text` to go on with;
     ``log``: an open commit log to read (see :func:`_log_payloads`)."""
     stamps, types, heads = caches or (Stamps(), {}, {})
     chunk: list = []
@@ -111,14 +111,19 @@ def _range_lines(directory: str, start: int, end: int, caches=None, log=None):
     except Exception:
         # damage met mid-way: the batches read before it come first
         if chunk:
-            yield chunk_lines(chunk, stamps, types, heads)
+            yield _piece(chunk, stamps, types, heads)
         raise
     if chunk:
-        yield chunk_lines(chunk, stamps, types, heads)
+        yield _piece(chunk, stamps, types, heads)
+
+
+def _piece(chunk, stamps, types, heads):
+    return chunk_text(chunk, stamps, types, heads).encode("utf-8"), \
+        sum((len(b) - 4) >> 2 for b in chunk)
 
 
 def _chunked(payloads, start, end, chunk, stamps, types, heads):
-    """_range_lines' loop: ``chunk`` holds the batches not yet yielded."""
+    """_range_pieces' loop: ``chunk`` holds the batches not yet yielded."""
     size = 0
     for b in payloads:
         fp, n = b[2], (len(b) - 4) // 4
@@ -133,10 +138,10 @@ def _chunked(payloads, start, end, chunk, stamps, types, heads):
         chunk.append(b)
         size += n
         if size >= 1024:
-            lines = chunk_lines(chunk, stamps, types, heads)
+            piece = _piece(chunk, stamps, types, heads)
             chunk.clear()
             size = 0
-            yield lines
+            yield piece
 
 
 #: The commit log a worker process keeps open across its tasks (see TASK_EVENTS).
@@ -152,9 +157,9 @@ def _format_range(directory: str, start: int, end: int):
         _WORKER_LOG.clear()
         log = _WORKER_LOG[directory] = CommitLog(os.path.join(directory, LOG_DIR))
     parts, count = [], 0
-    for lines in _range_lines(directory, start, end, log=log):
-        count += len(lines)
-        parts.append(_lines_bytes(lines))
+    for data, k in _range_pieces(directory, start, end, log=log):
+        count += k
+        parts.append(data)
     return b"".join(parts), count
 
 
@@ -184,8 +189,7 @@ def _parallel(directory, start, head, workers, ctx):
                 submit()
             for i, (a, b) in enumerate(ranges):
                 if i in mine:
-                    for lines in _range_lines(directory, a, b, caches, log):
-                        yield _lines_bytes(lines), len(lines)
+                    yield from _range_pieces(directory, a, b, caches, log)
                 else:
                     result = pending.pop(i).result()
                     submit()
@@ -231,21 +235,21 @@ def stream_chunks(directory: str, records, log: CommitLog, stream: str, lo: int,
                     if jump is not None:
                         break
                 if len(buf) >= 1024:
-                    yield _lines_bytes(event_lines(buf, *caches)), len(buf)
+                    yield event_text(buf, *caches).encode("utf-8"), len(buf)
                     buf = []
         except Exception:
             if buf:  # the events read before the damage come first
-                yield _lines_bytes(event_lines(buf, *caches)), len(buf)
+                yield event_text(buf, *caches).encode("utf-8"), len(buf)
             raise
         if buf:
-            yield _lines_bytes(event_lines(buf, *caches)), len(buf)
+            yield event_text(buf, *caches).encode("utf-8"), len(buf)
         if jump is None:
             return
         v = prev.version + 1
         try:
-            for lines in _range_lines(directory, jump[0], jump[1], caches):
-                yield _lines_bytes(lines), len(lines)
-                v += len(lines)
+            for data, k in _range_pieces(directory, jump[0], jump[1], caches):
+                yield data, k
+                v += k
         except CorruptStore:
             jumps = False  # the stream log from the first event not printed
 
@@ -265,6 +269,3 @@ def _batch_rest(log: CommitLog, stream: str, ev, hi: int):
         return None
     return ev.position + 1, ev.position + (last_v - ev.version)
 
-
-def _lines_bytes(lines: list) -> bytes:
-    return ("\n".join(lines) + "\n").encode("utf-8")
