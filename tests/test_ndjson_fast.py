@@ -228,3 +228,27 @@ def test_cli_read_stream_fast_and_generic_paths_print_the_same_bytes(tmp_path, a
     assert fast.returncode == slow.returncode == 0, (fast.stderr, slow.stderr)
     assert fast.stderr == slow.stderr == b""
     assert fast.stdout == slow.stdout
+
+
+def test_chunk_text_escapes_what_needs_it():
+    """Ids that are not canonical UUIDs (36 characters of 0-9a-f-) are
+    escaped like any string; the line is what json.dumps makes of the dict."""
+    from evstore.core.lines import Stamps, chunk_text
+    from evstore.model import us_to_datetime, format_timestamp
+
+    us = 1_780_000_000_123_456
+    odd = ["0b6c1e9e-5d8a-4f57-9a64-2c1d7f0e4b1\"", "0B6C1E9E-5D8A-4F57-9A64-2C1D7F0E4B11",
+           "é" * 36, "x", "a\\b" * 12, "0b6c1e9e-5d8a-4f57-9a64-2c1d7f0e4b11"]
+    batches = [["s\"1", 7, 100 + 10 * k, us + k, i, f"T{k}%s\n", DATA[k % len(DATA)], META[k % 3]]
+               for k, i in enumerate(odd)]
+    batches.append(["plain", 1, 200, us, *[x for i in range(5) for x in
+                    (f"{i:08d}-5d8a-4f57-9a64-2c1d7f0e4b11", "T", {"i": i}, {})]])
+    want = "".join(json.dumps({"stream": b[0], "version": b[1] + j, "position": b[2] + j,
+                               "id": b[4 + 4 * j], "type": b[5 + 4 * j], "data": b[6 + 4 * j],
+                               "metadata": b[7 + 4 * j],
+                               "recorded_at": format_timestamp(us_to_datetime(b[3]))},
+                              ensure_ascii=False) + "\n"
+                   for b in batches for j in range((len(b) - 4) // 4))
+    assert chunk_text(batches, Stamps()) == want
+    stamps, types, heads = Stamps(), {}, {}  # one at a time, the caches carried over
+    assert "".join(chunk_text([b], stamps, types, heads) for b in batches) == want

@@ -13,7 +13,6 @@ batches as those fields use it in :meth:`~evstore.core.backend.Backend.ndjson_ch
 from __future__ import annotations
 
 import json
-import re
 from json.encoder import c_make_encoder, encode_basestring
 
 from ..model import datetime_to_us, format_timestamp, us_to_datetime
@@ -40,7 +39,18 @@ def dumps(obj) -> str:
 
 
 _MARK_SEP = f", {_MARK}, "
-_NOT_ID_CHAR = re.compile(r"[^0-9a-f-]").search
+
+
+def _plain_ids(joined: str, n: int) -> bool:
+    """Whether ``n`` ids joined are all 36 characters of ``0-9a-f-`` (a
+    canonical UUID's): then none needs escaping in JSON.  (bytes.translate
+    deleting the allowed bytes: several times faster than a regex.)"""
+    if len(joined) != 36 * n:
+        return False
+    try:
+        return not joined.encode("ascii").translate(None, b"0123456789abcdef-")
+    except UnicodeEncodeError:
+        return False
 
 
 class Stamps:
@@ -111,8 +121,7 @@ def chunk_text(batches, stamps=None, types=None, heads=None) -> str:
     n = len(ids)
     if not n:
         return ""
-    joined = "".join(ids)
-    if len(joined) != 36 * n or _NOT_ID_CHAR(joined):
+    if not _plain_ids("".join(ids), n):
         ids = [dumps(i)[1:-1] for i in ids]
     missing = set(tys).difference(types)
     if missing:
