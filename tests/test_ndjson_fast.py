@@ -252,3 +252,32 @@ def test_chunk_text_escapes_what_needs_it():
     assert chunk_text(batches, Stamps()) == want
     stamps, types, heads = Stamps(), {}, {}  # one at a time, the caches carried over
     assert "".join(chunk_text([b], stamps, types, heads) for b in batches) == want
+
+
+def test_read_stream_goes_on_from_the_stream_log_when_the_commit_log_fails(tmp_path, monkeypatch):
+    """The commit log fails in the middle of a batch it was asked for (here
+    made to, after one piece): the stream log gives the rest, from the first
+    event not printed, and no batch is asked of the commit log again."""
+    from evstore.backends.files import ndjson
+    from evstore.disk import bigframe
+    from evstore.errors import CorruptStore
+
+    a = build_batches(tmp_path / "a")
+    monkeypatch.setattr(bigframe, "BIG", 200)  # a batch comes a few events at a time
+    monkeypatch.setattr(bigframe, "STEP", 7)
+    real, calls = ndjson._range_pieces, []
+
+    def failing(d, lo, hi, caches=None, log=None):
+        it = real(d, lo, hi, caches, log)
+        data, k = next(it)
+        calls.append(hi - lo + 1 - k)  # events of the batch not printed
+        yield data, k
+        raise CorruptStore("made to fail")
+
+    monkeypatch.setattr(ndjson, "_range_pieces", failing)
+    with EventStore(a) as es:
+        for lo, hi in [(1428, None), (1430, 3300)]:  # in the batch of 2100 (a piece: 1024)
+            calls.clear()
+            assert stream_bytes(es, "big", lo, hi) == generic(es.read("big", from_version=lo,
+                                                                     to_version=hi)), (lo, hi)
+            assert len(calls) == 1 and calls[0] > 0, calls  # failed inside the batch, once

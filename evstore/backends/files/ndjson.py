@@ -212,8 +212,9 @@ def stream_chunks(directory: str, records, log: CommitLog, stream: str, lo: int,
     stream log (with its fall-back to the commit-log copy of a damaged
     record).  Once RUN events in a row share a batch, the rest of that batch
     (up to hi) is formatted from the commit log, and the stream log is taken
-    up again after it.  Should the commit-log copy fail (damage), the
-    stream log gives the events from the first one not printed, and no more
+    up again after it.  Should the commit-log copy fail (damage, or a
+    segment compaction replaced), the stream log gives the events from the
+    first one not printed, and no more
     batches are taken from the commit log: the bytes are those of the
     stream log's events either way."""
     caches = Stamps(), {}, {}
@@ -250,8 +251,10 @@ def stream_chunks(directory: str, records, log: CommitLog, stream: str, lo: int,
             for data, k in _range_pieces(directory, jump[0], jump[1], caches):
                 yield data, k
                 v += k
-        except CorruptStore:
-            jumps = False  # the stream log from the first event not printed
+        except (CorruptStore, OSError):
+            # damage, or a file compaction replaced under this read: the
+            # stream log (with its own checks) from the first event not printed
+            jumps = False
 
 
 def _batch_rest(log: CommitLog, stream: str, ev, hi: int):
