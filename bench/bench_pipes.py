@@ -18,7 +18,10 @@ disturbed by other work on the machine).  The peers, on the same events:
   ``insert --nl`` for appends, one process per append.
 
 Printed: events/s (reads and batch appends) or ms per process (one append
-per process), and evstore's ratio to each peer (> 1: evstore is faster).
+per process), and evstore's ratio to each peer (> 1: evstore is faster);
+for reads also the CPU seconds (user + sys, the least of the runs) and the
+CPU ratio to the first peer, steadier than the wall clock on a shared
+machine.  ``--reads-only`` stops after the reads (results file untouched).
 Not a test: nothing fails; the table is the result (bench/README.md).
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -86,18 +90,30 @@ def make_events(n: int) -> list[dict]:
             for i in range(n)]
 
 
+#: CPU seconds (user + sys) of each command timed() ran, in order: on a
+#: machine shared with other work, CPU time is disturbed far less than the
+#: wall clock (best() keeps the least of its runs in best.cpu).
+_CPU: list[float] = []
+
+
 def timed(cmd, *, stdin=None, stdout=None, env=None, shell=False) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(cmd, stdin=stdin, stdout=stdout or subprocess.DEVNULL,
                        stderr=subprocess.PIPE, env=env, shell=shell)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         raise SystemExit(f"failed: {cmd}: {r.stderr.decode(errors='replace')}")
     return dt
 
 
 def best(runs: int, fn) -> float:
-    return min(fn() for _ in range(runs))
+    k = len(_CPU)
+    seconds = min(fn() for _ in range(runs))
+    best.cpu = min(_CPU[k:], default=None)
+    return seconds
 
 
 def sqlite_db(path: str, events: list[dict], stream: str) -> None:
@@ -119,6 +135,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--appends", type=int, default=20, help="processes for one-event appends")
+    ap.add_argument("--reads-only", action="store_true", help="only the reads to NDJSON")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "pipes.json"))
@@ -161,17 +178,20 @@ def main() -> None:
                 with open(out, "wb") as o:
                     return timed([sqlite_cli, db, f"SELECT {JSON_OBJECT} FROM events "
                                   "WHERE aggregate_id = 'S' ORDER BY version"], stdout=o)
-            peers["sqlite3 shell"] = best(args.runs, shell)
+            peers["sqlite3 shell"] = best(args.runs, shell), best.cpu
 
         def script():
             with open(out, "wb") as o:
                 return timed([sys.executable, "-c", READ_SCRIPT, db, "S"], stdout=o)
-        peers["python3+sqlite3"] = best(args.runs, script)
+        peers["python3+sqlite3"] = best(args.runs, script), best.cpu
         for name, fn in reads.items():
-            rows.append(("read", f"evstore {name}", {"seconds": best(args.runs, fn)}))
-        for name, s in peers.items():
-            rows.append(("read", name, {"seconds": s}))
+            rows.append(("read", f"evstore {name}", {"seconds": best(args.runs, fn),
+                                                     "cpu_seconds": best.cpu}))
+        for name, (s, cpu) in peers.items():
+            rows.append(("read", name, {"seconds": s, "cpu_seconds": cpu}))
 
+        if args.reads_only:  # (the results file is left alone)
+            return report(rows, n)
         # -- one batch from stdin ---------------------------------------------------------
         def fresh_store():
             d = tempfile.mkdtemp(dir=work)
@@ -236,18 +256,27 @@ def main() -> None:
 def report(rows, n: int) -> None:
     def section(kind):
         return [(name, fig) for k, name, fig in rows if k == kind]
-    print(f"\n{n:,} events; best of the runs; ratio > 1: evstore is faster\n")
+    print(f"\n{n:,} events; best of the runs; ratio > 1: evstore is faster; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()) + "\n")
     for kind, title in (("read", "reads to NDJSON"), ("append", "one batch from stdin")):
         sec = section(kind)
+        if not sec:
+            continue
         peers = [(nm, f) for nm, f in sec if not nm.startswith("evstore")]
-        print(f"| {title} | events/s | " + " | ".join(f"vs {p}" for p, _ in peers) + " |")
-        print("|---|---:|" + "---:|" * len(peers))
+        cpu = [(nm, f) for nm, f in peers if f.get("cpu_seconds")]
+        print(f"| {title} | events/s | " + " | ".join(f"vs {p}" for p, _ in peers)
+              + "".join(f" | CPU s | CPU vs {p}" for p, _ in cpu[:1]) + " |")
+        print("|---|---:|" + "---:|" * (len(peers) + 2 * len(cpu[:1])))
         for name, fig in sec:
             rate = n / fig["seconds"]
             ratios = " | ".join(f"{pf['seconds'] / fig['seconds']:.2f}x" for _, pf in peers)
+            ratios += "".join(f" | {fig['cpu_seconds']:.3f} | {pf['cpu_seconds'] / fig['cpu_seconds']:.2f}x"
+                              for _, pf in cpu[:1])
             print(f"| {name} | {rate:,.0f} | {ratios} |")
         print()
     sec = section("process")
+    if not sec:
+        return
     ev = dict(sec)["evstore append"]["median_ms"]
     print("| one append per process | median ms | evstore's time / this |")
     print("|---|---:|---:|")

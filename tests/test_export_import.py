@@ -115,6 +115,27 @@ def test_parallel_export_is_the_same(tmp_path, monkeypatch, fmt):
         export_bytes(a, workers=1, fmt=fmt, from_position=100)
 
 
+def test_parallel_export_inside_big_batches_is_the_same(tmp_path, monkeypatch):
+    """Tasks that start inside huge batches (checked once per process, then
+    entered from the marks the process left) give the bytes of one process."""
+    from evstore.backends.files import ndjson
+    from evstore.disk import bigframe
+
+    a = tmp_path / "a"
+    build(a, [("small", [("T", {"i": 0}, {})]),
+              ("big", [("T", {"i": i, "s": "x" * (i % 9)}, {"m": i % 4}) for i in range(700)]),
+              ("small", [("U", {"i": 1}, {})] * 3),
+              ("big", [("T", {"i": i}, {}) for i in range(450)])])
+    one = export_bytes(a, workers=1)
+    monkeypatch.setattr(bigframe, "BIG", 200)
+    monkeypatch.setattr(bigframe, "STEP", 16)
+    for task in (37, 100, 1000):
+        monkeypatch.setattr(ndjson, "TASK_EVENTS", task)
+        assert export_bytes(a, workers=2) == one, task
+        assert export_bytes(a, workers=3, from_position=250) == \
+            export_bytes(a, workers=1, from_position=250), task
+
+
 def test_cli_pipe_and_file(tmp_path):
     a = tmp_path / "a"
     build(a, [("acct-1", [("Deposited", {"amount": 10}, {})] * 3), ("acct-2", [("X", [], None)])])

@@ -209,13 +209,14 @@ def read_body(ctx, *, stream, all_: bool, from_, to, limit, backwards: bool, typ
         raise fail("--stream-prefix goes with --all", 2)
     lo, hi = parse_window(since, until)
     fmt_ = pick_format(fmt)
-    plain = fmt_ == "ndjson" and limit is None and not backwards and not types \
+    plain = fmt_ in ("ndjson", "json") and limit is None and not backwards and not types \
         and stream_prefix is None and lo is None and hi is None
     with open_store(ctx, store) as es:
         if plain:  # every event of the range, as is: the fast formatters
             from ..core.lines import event_chunks
 
-            chunks = es.ndjson_all(from_ or 1, to, workers=1) if all_ else None
+            chunks = es.ndjson_all(from_ or 1, to, workers=1) if all_ else \
+                es.ndjson_stream(stream, from_ or 1, to)
             if chunks is None:
                 chunks = event_chunks(es.read_all(from_position=from_ or 1, to_position=to)
                                       if all_ else es.read(stream, from_version=from_ or 1,

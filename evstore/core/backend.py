@@ -339,6 +339,21 @@ class Backend(ABC):
         Damage is CorruptStore, as for :meth:`read_all`."""
         return None
 
+    def ndjson_stream(self, stream: str, lo: int = 1,
+                      hi: int | None = None) -> Iterator[tuple[bytes, int]] | None:
+        """An optional fast path for printing one stream as NDJSON; None
+        (the default) means this backend has none, and callers format
+        :meth:`read_stream`'s events themselves.
+
+        Otherwise: ``(data, count)`` pieces whose concatenation is exactly
+        the UTF-8 of ``json.dumps(ev.to_dict(), ensure_ascii=False) + "\\n"``
+        for every ``ev`` that ``read_stream(stream, lo, hi)`` yields, with
+        the same errors (StreamNotFound when called; damage as CorruptStore
+        after the lines before it).  The front end calls this only when
+        nothing of the stream is removed (cut or past a retention rule).
+        Constant memory."""
+        return None
+
     def find(self, event_id: str) -> RecordedEvent | None:
         """The event with this id, or None.  (Backends with an index on ids
         override this scan.)"""

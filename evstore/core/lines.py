@@ -3,7 +3,7 @@
 Every reader that prints events as JSON (``read``, ``tail``, ``export``)
 prints ``json.dumps(RecordedEvent.to_dict(), ensure_ascii=False)``.  Built
 that way an event costs ~20 us (a RecordedEvent, a dict, a datetime, the
-encoder's per-call set-up).  :func:`chunk_lines` makes the same bytes from
+encoder's per-call set-up).  :func:`chunk_text` makes the same bytes from
 the fields a backend keeps -- stream, versions, positions, commit time, and
 each event's id, type, data and metadata -- encoding all of a chunk's data in
 one call of the C encoder, formatting the commit time once per second, and
@@ -13,7 +13,6 @@ batches as those fields use it in :meth:`~evstore.core.backend.Backend.ndjson_ch
 from __future__ import annotations
 
 import json
-import re
 from json.encoder import c_make_encoder, encode_basestring
 
 from ..model import datetime_to_us, format_timestamp, us_to_datetime
@@ -40,7 +39,18 @@ def dumps(obj) -> str:
 
 
 _MARK_SEP = f", {_MARK}, "
-_NOT_ID_CHAR = re.compile(r"[^0-9a-f-]").search
+
+
+def _plain_ids(joined: str, n: int) -> bool:
+    """Whether ``n`` ids joined are all 36 characters of ``0-9a-f-`` (a
+    canonical UUID's): then none needs escaping in JSON.  (bytes.translate
+    deleting the allowed bytes: several times faster than a regex.)"""
+    if len(joined) != 36 * n:
+        return False
+    try:
+        return not joined.encode("ascii").translate(None, b"0123456789abcdef-")
+    except UnicodeEncodeError:
+        return False
 
 
 class Stamps:
@@ -74,55 +84,69 @@ def _encode_all(values: list) -> list[str]:
     return encoded
 
 
-def chunk_lines(batches, stamps=None, types=None, heads=None) -> list[str]:
-    """The NDJSON lines (without newlines) of commit-log batches, each given
-    as its decoded payload: [stream, first version, first position,
-    recorded_us, id, type, data, metadata, id, ...].
+def chunk_text(batches, stamps=None, types=None, heads=None) -> str:
+    """The NDJSON text (each line ending in a newline) of commit-log
+    batches, each given as its decoded payload: [stream, first version,
+    first position, recorded_us, id, type, data, metadata, id, ...].
 
-    The data of all events is encoded in one call of the C encoder, and
-    their metadata in another (:func:`_encode_all`).  Ids are canonical
-    UUIDs (checked), so they need no escaping; types come from a cache.
+    No Python code runs per event: the data of all events is encoded in
+    one call of the C encoder, and their metadata in another
+    (:func:`_encode_all`); the pieces of every line -- per batch its stream
+    head and commit time, per event its version, position, id, type, data
+    and metadata, and the constant text between them -- are laid into one
+    list by slice assignments and joined once.  Ids are canonical UUIDs
+    (checked), so they need no escaping; types come from a cache (the JSON
+    text from the type to the data's key, ``", "type": T, "data": "``).
     """
     stamps = stamps or Stamps()
     types = {} if types is None else types
     heads = {} if heads is None else heads
-    datas, metas = [], []
-    for b in batches:
-        datas += b[6::4]
-        metas += b[7::4]
-    encoded = _encode_all(datas)
-    encoded_meta = _encode_all(metas)
-    out = []
-    k = 0
+    datas, metas, ids, tys, pres, tails, vs, ps = [], [], [], [], [], [], [], []
     for b in batches:
         stream, fv, fp, us = b[0], b[1], b[2], b[3]
-        ids = b[4::4]
-        joined = "".join(ids)
-        if len(joined) != 36 * len(ids) or _NOT_ID_CHAR(joined):
-            ids = [dumps(i)[1:-1] for i in ids]
+        n = (len(b) - 4) >> 2
+        datas += b[6::4]
+        metas += b[7::4]
+        ids += b[4::4]
+        tys += b[5::4]
+        vs += range(fv, fv + n)
+        ps += range(fp, fp + n)
         pre = heads.get(stream)
         if pre is None:
             if len(heads) > 65536:
                 heads.clear()
             pre = heads[stream] = f'{{"stream": {dumps(stream)}, "version": '
-        n = len(ids)
-        tail = f'"recorded_at": "{stamps(us)}"}}'
-        for v, p, eid, t, data, m in zip(range(fv, fv + n), range(fp, fp + n), ids, b[5::4],
-                                        encoded[k:k + n], encoded_meta[k:k + n]):
-            tj = types.get(t)
-            if tj is None:
-                if len(types) > 65536:
-                    types.clear()
-                tj = types[t] = dumps(t)
-            out.append(f'{pre}{v}, "position": {p}, "id": "{eid}", "type": {tj}, "data": {data}, '
-                       f'"metadata": {m}, {tail}')
-        k += n
-    return out
+        pres += [pre] * n
+        tails += [f', "recorded_at": "{stamps(us)}"}}\n'] * n
+    n = len(ids)
+    if not n:
+        return ""
+    if not _plain_ids("".join(ids), n):
+        ids = [dumps(i)[1:-1] for i in ids]
+    missing = set(tys).difference(types)
+    if missing:
+        if len(types) + len(missing) > 65536:
+            types.clear()
+            missing = set(tys)
+        for t in missing:
+            types[t] = f'", "type": {dumps(t)}, "data": '
+    pieces = [', "position": '] * (11 * n)
+    pieces[0::11] = pres
+    pieces[1::11] = map(str, vs)
+    pieces[3::11] = map(str, ps)
+    pieces[4::11] = [', "id": "'] * n
+    pieces[5::11] = ids
+    pieces[6::11] = map(types.__getitem__, tys)
+    pieces[7::11] = _encode_all(datas)
+    pieces[8::11] = [', "metadata": '] * n
+    pieces[9::11] = _encode_all(metas)
+    pieces[10::11] = tails
+    return "".join(pieces)
 
 
-def event_lines(events, stamps=None, types=None, heads=None) -> list[str]:
-    """The NDJSON lines (without newlines) of RecordedEvents: the same
-    bytes as ``dumps(ev.to_dict())`` each, made by :func:`chunk_lines`
+def event_text(events, stamps=None, types=None, heads=None) -> str:
+    """The NDJSON text of RecordedEvents (each line ending in a newline):
+    the same bytes as ``dumps(ev.to_dict())`` each, made by :func:`chunk_text`
     (consecutive events of one batch given as one).  For backends without a fast path of
     their own, and for reads of one stream."""
     to_us = _Micros()
@@ -137,7 +161,7 @@ def event_lines(events, stamps=None, types=None, heads=None) -> list[str]:
             cur = [ev.stream, ev.version, ev.position, us, ev.id, ev.type, ev.data, ev.metadata]
             batches.append(cur)
             n = 1
-    return chunk_lines(batches, stamps, types, heads)
+    return chunk_text(batches, stamps, types, heads)
 
 
 class _Micros:
@@ -164,16 +188,16 @@ def event_chunks(events, size: int = 1024):
         for ev in events:
             buf.append(ev)
             if len(buf) >= size:
-                yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
+                yield event_text(buf, stamps, types, heads).encode("utf-8"), len(buf)
                 buf = []
     except Exception:
         # damage met mid-way: the events read before it are printed first,
         # as an event-by-event writer would have printed them
         if buf:
-            yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
+            yield event_text(buf, stamps, types, heads).encode("utf-8"), len(buf)
         raise
     if buf:
-        yield ("\n".join(event_lines(buf, stamps, types, heads)) + "\n").encode("utf-8"), len(buf)
+        yield event_text(buf, stamps, types, heads).encode("utf-8"), len(buf)
 
 
 def array_items(data: bytes, first: bool) -> bytes:

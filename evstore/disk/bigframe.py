@@ -215,18 +215,48 @@ class LazyBatch:
             raise MalformedBatch(
                 f"commit-log frame payload does not decode: {type(e).__name__}: {e}") from None
 
-    def fields_chunks(self, skip: int = 0, size: int = 1024):
+    def fields_chunks(self, skip: int = 0):
         """The flat fields (id, type, data, metadata, ...) of events from
-        ``skip`` on, ``size`` events at a time, as (first index, list)."""
-        chunk, first = [], skip
-        for ev in self.events(skip):
-            chunk += (ev.id, ev.type, ev.data, ev.metadata)
-            if len(chunk) >= 4 * size:
-                yield first, chunk
-                first += size
-                chunk = []
-        if chunk:
-            yield first, chunk
+        ``skip`` on, as (first index, list), up to :data:`STEP` events at a
+        time (chunks end at multiples of STEP).  The values come straight
+        from the unpacker, without an object per event (the NDJSON fast
+        path, ``backends/files/ndjson.py``); the same checks as
+        :meth:`events`."""
+        from itertools import islice
+
+        from .records import MalformedBatch
+
+        p = self._p
+        marks = p.marks
+        k = min(skip // STEP, len(marks) - 1)
+        i, at = (k * STEP, marks[k]) if k >= 0 else (0, 0)
+        up = msgpack.Unpacker(p.reader(at), raw=False, strict_map_key=True, use_list=True,
+                              read_size=READ_SIZE, max_buffer_size=max(p.size, READ_SIZE))
+        skip_one, count = up.skip, self.count
+        try:
+            if k < 0:
+                up.read_array_header()
+                for _ in range(4):
+                    skip_one()
+            while i < count:
+                if not i % STEP and i // STEP == len(marks):
+                    marks.append(at + up.tell())
+                if i < skip:
+                    skip_one(); skip_one(); skip_one(); skip_one()  # noqa: E702
+                    i += 1
+                    continue
+                n = min(STEP - i % STEP, count - i)
+                fields = list(islice(up, 4 * n))
+                if len(fields) != 4 * n:
+                    raise msgpack.OutOfData("the payload ends inside an event")
+                yield i, fields
+                i += n
+            end = at + up.tell()
+        except _ERRORS as e:
+            raise MalformedBatch(
+                f"commit-log frame payload does not decode: {type(e).__name__}: {e}") from None
+        if end != p.size:
+            raise MalformedBatch("commit-log frame payload does not decode: extra data")
 
 
 def decode_head(payload):

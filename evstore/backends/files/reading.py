@@ -219,6 +219,33 @@ class FileReading:
 
         return run()
 
+    def ndjson_stream(self, stream: str, lo: int = 1, hi: int | None = None):
+        """:meth:`Backend.ndjson_stream`: the stream log's records, and the
+        commit log's frames for the rest of a big batch
+        (backends/files/ndjson.py): StreamNotFound when called."""
+        from .ndjson import stream_chunks
+
+        sl, tail = self._reader_stream(stream)
+        if tail.version == 0:
+            sl.close()
+            raise StreamNotFound(stream)
+
+        def run():
+            try:
+                first = max(lo or 1, sl.first_version(tail))
+                last = tail.version if hi is None else min(hi, tail.version)
+                if first > last:
+                    return
+                log = self._reader_log()
+                yield from stream_chunks(self._dir, lambda a, b: self._records(log, sl, tail, a, b),
+                                         log, stream, first, last)
+            except OSError as e:
+                raise StoreIOError(f"reading stream {sl.stream!r}: {e.strerror or e}") from e
+            finally:
+                sl.close()
+
+        return run()
+
     def _iter_all(self, log, lo, hi, head, limit, backwards, types, prefix):
         lo = max(lo or 1, 1)
         hi = head if hi is None else min(hi, head)
