@@ -125,11 +125,20 @@ class _Compaction(StreamCompaction, LogCompaction):
         sealed = firsts if self.dry_run else firsts[:-1]
         eff = {s: c.floor if self.dry_run else self._effective_floor(s, c)
                for s, c in cuts.items() if c.floor > 1}
+        moves, grouped = [], 0
         for first in sealed:
+            size = _size(self.log.path(first))
             if eff:
-                self._log_segment(first, eff)
-            done += _size(self.log.path(first))
+                mv = self._log_segment(first, eff)
+                if mv:
+                    moves += mv
+                    grouped += size
+                    if grouped >= self.LOG_GROUP_BYTES:
+                        self._log_commit(moves)
+                        moves, grouped = [], 0
+            done += size
             self.progress(done, total)
+        self._log_commit(moves)
         self._snapshots(cuts)
         self._quarantine(cuts)
         after = self.before - self.saved if self.dry_run else store_bytes(self.d)
@@ -191,6 +200,8 @@ class _Compaction(StreamCompaction, LogCompaction):
                         cand = True
             if cand and fp + n - 1 >= active:
                 sc.active_candidates = True
+                if not rules:
+                    break  # all a scan without rules is for: the roll is decided
         return sc
 
     def _heads(self, start: int, head: int):
