@@ -16,7 +16,7 @@ from ...disk.index import OffsetIndex
 from ...disk.records import GAP, _array_header, _packb, gap_payload
 from ...disk.segment import fsync_dir, iter_frames, open_file
 from . import journal
-from .compact_io import _Counter, _Out
+from .compact_io import _Counter, _Out, _Window
 from .names import LOG_DIR, LOG_IDX, LOG_SEG
 
 
@@ -117,6 +117,7 @@ class LogCompaction:
             return False
         del entries[kept:]
         out = open_out()
+        window = _Window(fd)
         gap = None  # [first_position, count, recorded_us]: removed, not yet written
         run = [0, start, 0] if start else None  # [start, end, offset in out]: kept, not yet copied
 
@@ -130,7 +131,7 @@ class LogCompaction:
         def flush_run():
             nonlocal run
             if run is not None:
-                out.copy(fd, run[0], run[1])
+                out.copy(fd, run[0], run[1], window)
                 run = None
 
         def remove(fp, n, us):
