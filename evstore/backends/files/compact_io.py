@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ...disk.segment import fsync_file, open_file
+from ...disk.segment import open_file
 from ...errors import CorruptStore
 
 #: Bytes buffered before a write, and copied per read.
@@ -49,9 +49,10 @@ class _Out:
             view = view[os.write(self.fd, view):]
         self.buf = bytearray()
 
-    def sync(self) -> None:
+    def flush(self) -> None:
+        """Write what is buffered (not fsynced: compact_log fsyncs the file
+        when it is about to be moved into place)."""
         self._flush()
-        fsync_file(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -14,7 +14,7 @@ from ...disk.format import LOG_MAGIC, OVERHEAD, encode_frame
 from ...disk.heads import batch_head, batch_stream
 from ...disk.index import OffsetIndex
 from ...disk.records import GAP, _array_header, _packb, gap_payload
-from ...disk.segment import fsync_dir, iter_frames, open_file
+from ...disk.segment import fsync_dir, fsync_file, iter_frames, open_file
 from . import journal
 from .compact_io import _Counter, _Out, _Window
 from .names import LOG_DIR, LOG_IDX, LOG_SEG
@@ -29,9 +29,9 @@ class LogCompaction:
     LOG_GROUP_BYTES = 256 << 20
 
     def _log_segment(self, first: int, floors: dict[str, int]) -> list | None:
-        """Write segment ``first`` without its removed events into fsynced
-        temp files; returns the moves that put them in place (for
-        :meth:`_log_commit`), or None when nothing of it goes."""
+        """Write segment ``first`` without its removed events into temp
+        files (not yet fsynced); returns the moves that put them in place
+        (for :meth:`_log_commit`), or None when nothing of it goes."""
         path = self.log.path(first)
         fd = open_file(path, os.O_RDONLY)
         try:
@@ -55,7 +55,7 @@ class LogCompaction:
             try:
                 if not self._rewrite(fd, size, floors, open_out, entries):
                     return None  # nothing of this segment goes
-                outs[0].sync()
+                outs[0].flush()  # fsynced by _log_commit, once it is to be moved
             finally:
                 for out in outs:
                     out.close()
@@ -63,7 +63,6 @@ class LogCompaction:
             try:
                 idx.truncate(0)
                 idx.extend(0, entries)
-                idx.sync()
             finally:
                 idx.close()
         finally:
@@ -73,11 +72,20 @@ class LogCompaction:
                 [f"{rel}/{os.path.basename(tidx)}", f"{rel}/{first:016d}{LOG_IDX}"]]
 
     def _log_commit(self, moves: list) -> None:
-        """One journal step for the segments rewritten (their temp files
-        fsynced by :meth:`_log_segment`): one fsync of the directory for
-        all their names, one lock hold for all their renames."""
+        """One journal step for the segments rewritten: their temp files
+        fsynced, then one fsync of the directory for all their names, then
+        one lock hold for all their renames.  (The files are fsynced here,
+        not as they are written: while the stream step runs beside the
+        writing, a flush of their data would lengthen that step's fsyncs,
+        made under the writer lock, and so the appends waiting for it.)"""
         if not moves:
             return
+        for src, _dst in moves:
+            fd = open_file(os.path.join(self.d, src), os.O_RDONLY)
+            try:
+                fsync_file(fd)
+            finally:
+                os.close(fd)
         fsync_dir(self.log.dir)  # the temp files' names, before a journal names them
         with self.b._writing():
             journal.run(self.d, moves, [])
