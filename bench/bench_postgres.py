@@ -121,7 +121,7 @@ class EvstorePeer:
     @staticmethod
     def _prep(events):
         from evstore.core.backend import Prepared
-        from evstore.disk.records import normalize, pack_fields
+        from evstore.model import normalize, pack_fields
         out = []
         for e in events:
             n = normalize(e)

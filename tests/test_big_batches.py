@@ -1,6 +1,6 @@
 """Huge batches cost bounded memory (issue 15): a batch is one commit-log
 frame, and readers, verify and append handle a big one a piece at a time
-(evstore/disk/bigframe.py, records.pack_events).
+(evstore/disk/bigframe.py, model.pack_events).
 
 The lazy path is exercised on small data by lowering ``bigframe.BIG`` (and
 ``STEP``) so that every frame but the smallest counts as big; the memory

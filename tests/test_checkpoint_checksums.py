@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import error
 from conftest import ndjson
 from evstore import EventStore, NewEvent
-from evstore.errors import CorruptStore
+from evstore.errors import CorruptStore, StoreIOError
 from evstore.features import checkline, settings
 from evstore.features.checkpoints import CheckpointStore, decode
 
@@ -143,3 +143,29 @@ def test_snapshots_share_the_check_line(store_dir):
             data = f.read()
     body, sealed = checkline.unseal(data)
     assert sealed and data == checkline.seal(body)
+
+
+def test_unreadable_documents_keep_their_exit_codes_and_messages(cli, store):
+    """A checkpoint, the settings or a snapshot that exists but cannot be
+    read (here: a directory where the file belongs) keeps its own meaning
+    though one reader reads them all (backends/files/docfile.py): an
+    unreadable checkpoint or snapshot is an IO error (exit 1), unreadable
+    settings are damage (exit 6); each message names the file."""
+    cp = checkpoint_file(store)
+    os.makedirs(cp)
+    msg = error(cli("tail", "--all", "--checkpoint", "c"), 1)
+    assert msg == f"cannot read {cp}: Is a directory", msg
+    os.rmdir(cp)
+    settings_file = os.path.join(store, "settings.json")
+    os.makedirs(settings_file)
+    msg = error(cli("config"), 6)
+    assert msg.startswith(f"{settings_file}: cannot read the store's settings: Is a directory"), msg
+    os.rmdir(settings_file)
+    assert cli("snapshot", "s").returncode == 0
+    with EventStore(store) as es:
+        snap = es.backend.snapshot_path("s", 20)
+    os.unlink(snap)
+    os.makedirs(snap)
+    with EventStore(store) as es, pytest.raises(StoreIOError) as e:
+        es.backend.get_snapshot("s", 20)
+    assert str(e.value) == f"cannot read snapshot {snap}: Is a directory"

@@ -95,3 +95,34 @@ def test_a_cli_append_does_not_import_pydantic(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith('{"stream": "acct-1", "version": 1')
     assert r.stderr.endswith("[]"), r.stderr
+
+
+OPENS = ("import sys\n"
+         "import evstore.core.store as s\n"
+         "opens = []\n"
+         "init = s.EventStore.__init__\n"
+         "def counted(self, *a, **k):\n    opens.append(1)\n    init(self, *a, **k)\n"
+         "s.EventStore.__init__ = counted\n"
+         "from evstore.cli import main\n"
+         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+         "sys.stderr.write(f'opens={len(opens)}')\n")
+
+
+@pytest.mark.parametrize("argv", [
+    ["append", "acct-1", "--type", "Deposited", "--data", '{"amount": 1}'],
+    ["replay", "acct-1"],
+    ["snapshot", "acct-1"],
+])
+def test_a_command_opens_the_store_once(tmp_path, argv):
+    """The store's settings (automatic snapshots, the default reducer) are
+    read from the store the command opens, not by opening it a second time
+    (which costs a PostgreSQL connection on that backend)."""
+    store = str(tmp_path / "s")
+    for setup in (["append", "acct-1", "--type", "Opened"],
+                  ["config", "snapshot-every", "1000"], ["config", "reducer", "merge"]):
+        subprocess.run([sys.executable, "-m", "evstore", "--store", store, *setup],
+                       capture_output=True, check=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", OPENS, "--store", store, *argv],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.endswith("opens=1"), r.stderr

@@ -12,7 +12,7 @@ import pytest
 from evstore import EventStore
 from evstore.core.forgetting import Forgetting, Retention
 from evstore.core.rules import ANY
-from evstore.disk.records import datetime_to_us
+from evstore.model import datetime_to_us
 
 SECRET = b"ALICE-SECRET-7f3a"
 

@@ -174,3 +174,27 @@ def test_no_feature_knows_a_backend():
             if target.startswith(("evstore.disk", "evstore.backends")):
                 bad.append(f"{module}:{line} imports {target}")
     assert bad == []
+
+
+def test_the_event_model_is_imported_from_the_model():
+    """The event model lives in evstore.model; evstore/disk/records.py only
+    borrows it for the disk layer's own modules.  Everything above the disk
+    layer (and the tests and benchmarks) imports the model from the model, so
+    that the byte format can stop carrying it without breaking anyone."""
+    import evstore.disk.records as records
+    import evstore.model as model
+
+    borrowed = {n for n, v in vars(records).items()
+                if not n.startswith("__") and getattr(model, n, None) is v
+                and not isinstance(v, type(model))}
+    bad = []
+    for top in ("evstore", "tests", "bench"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if path.is_relative_to(PKG / "disk"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("records"):
+                    for a in node.names:
+                        if a.name in borrowed:
+                            bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {a.name}")
+    assert bad == []

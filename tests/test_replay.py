@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from evstore import EventStore, NewEvent
 from evstore.errors import NotFound, StreamNotFound, UsageError
-from evstore.disk.records import us_to_datetime
+from evstore.model import us_to_datetime
 from evstore.features.reducers import BUILTINS, ReducerError, load_reducer
 from evstore.features.replay import (apply_changes, diff, path_text, plan, replay, steps,
                             verify_snapshots, version_at)

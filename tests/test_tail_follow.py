@@ -111,7 +111,8 @@ CRASHER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from evstore import EventStore
     from evstore.disk.format import LOG_MAGIC, encode_frame
-    from evstore.disk.records import log_payload, normalize, pack_fields
+    from evstore.disk.records import log_payload
+    from evstore.model import normalize, pack_fields
     es = EventStore(sys.argv[1], sync=False, segment_bytes=4096)
     with es.writer_lock() as log:
         blobs = [pack_fields(normalize({{"type": "Torn"}}), 1 << 20) for _ in range(3)]

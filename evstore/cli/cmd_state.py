@@ -8,7 +8,7 @@ import typer
 
 from .usercode import guarded, to_stderr
 from .common import (FormatOpt, LockTimeoutOpt, StoreOpt, TypeOpt, complete_stream, count, note,
-                     open_store, pick_format, store_path)
+                     open_store, pick_format)
 
 REDUCER_HELP = ("The reducer: merge, count, last, list, path/to/file.py:function or "
                 "package.module:function. Default: the store's reducer setting "
@@ -111,19 +111,14 @@ PROGRESS_FROM = 20_000
 MAX_NOTES = 5
 
 
-def auto_snapshot_options(ctx: typer.Context, store) -> dict:
-    """EventStore arguments for writers: the store's automatic snapshots."""
-    from ..features.settings import append_options
-
-    return append_options(store_path(ctx, store))
-
-
-def _reducer_spec(ctx, store, reducer: Optional[str]):
+def _reducer_spec(es, reducer: Optional[str]):
+    """``--reducer``, or the store's ``reducer`` setting (read from the
+    store already open, never by opening it again)."""
     if reducer is not None:
         return reducer
     from ..features.settings import default_reducer
 
-    return default_reducer(store_path(ctx, store))
+    return default_reducer(es)
 
 
 def _print_object(obj: dict, fmt: Optional[str] = None) -> None:
@@ -216,7 +211,7 @@ def register(app: typer.Typer) -> None:
                     raise NotFound(f"no snapshot of {stream!r}{below}{made}")
                 _print_object(snap.to_dict())
                 return
-            spec = _reducer_spec(ctx, store, reducer)
+            spec = _reducer_spec(es, reducer)
             if state is not None:
                 from ..features.jsonio import loads
                 from ..features.reducers import load_reducer
@@ -276,9 +271,9 @@ def register(app: typer.Typer) -> None:
         if verify_snapshots and (steps or to_version is not None or at is not None or no_snapshot):
             raise fail("--verify-snapshots checks every snapshot: it takes no --steps, "
                        "--to-version, --at or --no-snapshot", 2)
-        spec = _reducer_spec(ctx, store, reducer)
         out = pick_format(fmt) if fmt is not None else None
         with open_store(ctx, store) as es:
+            spec = _reducer_spec(es, reducer)
             if verify_snapshots:
                 _verify(es, stream, spec, out)
                 return

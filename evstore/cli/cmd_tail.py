@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
@@ -227,80 +228,23 @@ def register(app: typer.Typer) -> None:
         if all_ == (stream is not None):
             raise fail("give a STREAM or --all (one of them)", 2)
         lo, hi = parse_window(since, until)
-        if lo is not None and (lines is not None or from_ is not None or checkpoint is not None):
-            raise fail("give one of -n, --from, --since or --checkpoint: each says where to start", 2)
-        if stream_prefix is not None and not all_:
-            raise fail("--stream-prefix goes with --all", 2)
-        if lines is not None and from_ is not None:
-            raise fail("give -n or --from, not both (-n counts back from the end; "
-                       "--from starts at a given place)", 2)
-        if idle_timeout is not None and not follow:
-            raise fail("--idle-timeout goes with -f", 2)
-        if exec_ is not None and checkpoint is None:
-            raise fail("--exec goes with --checkpoint NAME (the checkpoint is what moves "
-                       "when CMD succeeds)", 2)
-        if exec_ is not None and not exec_.strip():
-            raise fail("--exec: the command is empty", 2)
-        if hi is not None and checkpoint is not None:
-            raise fail("--until does not go with --checkpoint (a consumer does not skip "
-                       "events); stop with --max-count or --idle-timeout", 2)
-        if batch is not None and exec_ is None:
-            raise fail("--batch goes with --exec", 2)
-        if no_commit and checkpoint is None:
-            raise fail("--no-commit goes with --checkpoint NAME", 2)
-        if exec_ is not None and (fmt is not None or wide):
-            raise fail("--format and --wide do not go with --exec (CMD gets NDJSON; "
-                       "its output is the command's output)", 2)
-        if lines is None and from_ is None and checkpoint is None:
-            lines = 10
+        t = _Tail(stream, all_, lines, follow, from_, types, stream_prefix, checkpoint, max_count,
+                  idle_timeout, exec_, batch, no_commit, lo, hi, fmt, wide)
+        _refuse_combinations(t)
+        if t.lines is None and t.from_ is None and t.checkpoint is None:
+            t.lines = 10
         signals = STOP
         with signals, open_store(ctx, store) as es:
             from ..errors import StreamNotFound
 
             if stream is not None and not follow and not es.exists(stream):
                 raise StreamNotFound(stream)
-            from ..features.subscriptions import Subscription
-
             if lo is not None:  # where --since starts: the first event at or after it
-                lines, from_ = None, _first_since(es, stream, lo, stream_prefix)
+                t.lines, t.from_ = None, _first_since(es, stream, lo, stream_prefix)
             fmt_ = pick_format(fmt)
-            if all_ and not follow and checkpoint is None and exec_ is None and not types \
-                    and stream_prefix is None and hi is None and max_count is None \
-                    and fmt_ == "ndjson":
-                from ..features.subscriptions import ndjson_tail
-
-                chunks = ndjson_tail(es, lines, from_)
-                if chunks is not None:
-                    from .cmd_read import emit_chunks
-
-                    with _closed_pipe_is_fine():
-                        emit_chunks(chunks, fmt_)
-                    return
-
-            sub = Subscription(
-                es, stream, last=lines,
-                from_position=from_ if all_ else None,
-                from_version=from_ if stream is not None else None,
-                checkpoint=checkpoint, idle_timeout=idle_timeout, max_count=max_count,
-                types=types, stream_prefix=stream_prefix, follow=follow,
-                wake=os.environ.get("EVSTORE_TAIL_WAKE", "auto"),
-                ack="manual" if exec_ is not None else "auto", commit=not no_commit)
-            with sub:
-                signals.target = sub
-                from .common import note
-
-                for text in sub.notes:
-                    note(f"note: {text}")
-                if follow:
-                    _watch_stdout(sub)
-                if exec_ is not None:
-                    from ..features.handoff import deliver
-
-                    deliver(sub, exec_, batch or 1)
-                    return
-                with _closed_pipe_is_fine():
-                    _print(sub if hi is None else _until(sub, hi, follow), fmt_,
-                           flush_each=follow or checkpoint is not None, wide=wide)
+            if _plain_ndjson_tail(es, t, fmt_):
+                return
+            _consume(es, t, fmt_, signals)
 
     cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)
 
@@ -368,6 +312,111 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(dumps(cp_.to_dict(es.head())) + "\n")
 
     app.add_typer(cp, name="checkpoints")
+
+
+@dataclass
+class _Tail:
+    """``evstore tail``'s options, as the pieces of the command share them."""
+
+    stream: Optional[str]
+    all_: bool
+    lines: Optional[int]
+    follow: bool
+    from_: Optional[int]
+    types: Optional[list]
+    stream_prefix: Optional[str]
+    checkpoint: Optional[str]
+    max_count: Optional[int]
+    idle_timeout: Optional[float]
+    exec_: Optional[str]
+    batch: Optional[int]
+    no_commit: bool
+    lo: object  # --since, parsed
+    hi: object  # --until, parsed
+    fmt: object
+    wide: bool
+
+
+def _refuse_combinations(t: _Tail) -> None:
+    """Options that do not go together: exit 2 naming them, before the
+    store is opened."""
+    if t.lo is not None and (t.lines is not None or t.from_ is not None
+                             or t.checkpoint is not None):
+        raise fail("give one of -n, --from, --since or --checkpoint: each says where to start", 2)
+    if t.stream_prefix is not None and not t.all_:
+        raise fail("--stream-prefix goes with --all", 2)
+    if t.lines is not None and t.from_ is not None:
+        raise fail("give -n or --from, not both (-n counts back from the end; "
+                   "--from starts at a given place)", 2)
+    if t.idle_timeout is not None and not t.follow:
+        raise fail("--idle-timeout goes with -f", 2)
+    if t.exec_ is not None and t.checkpoint is None:
+        raise fail("--exec goes with --checkpoint NAME (the checkpoint is what moves "
+                   "when CMD succeeds)", 2)
+    if t.exec_ is not None and not t.exec_.strip():
+        raise fail("--exec: the command is empty", 2)
+    if t.hi is not None and t.checkpoint is not None:
+        raise fail("--until does not go with --checkpoint (a consumer does not skip "
+                   "events); stop with --max-count or --idle-timeout", 2)
+    if t.batch is not None and t.exec_ is None:
+        raise fail("--batch goes with --exec", 2)
+    if t.no_commit and t.checkpoint is None:
+        raise fail("--no-commit goes with --checkpoint NAME", 2)
+    if t.exec_ is not None and (t.fmt is not None or t.wide):
+        raise fail("--format and --wide do not go with --exec (CMD gets NDJSON; "
+                   "its output is the command's output)", 2)
+
+
+def _plain_ndjson_tail(es, t: _Tail, fmt_: str) -> bool:
+    """The fast path: the last events of ``$all`` as NDJSON, with nothing
+    to follow, filter or hand on, copied as the backend's ready lines.
+    False when it does not apply (the subscription then does the work)."""
+    if not (t.all_ and not t.follow and t.checkpoint is None and t.exec_ is None
+            and not t.types and t.stream_prefix is None and t.hi is None
+            and t.max_count is None and fmt_ == "ndjson"):
+        return False
+    from ..features.subscriptions import ndjson_tail
+
+    chunks = ndjson_tail(es, t.lines, t.from_)
+    if chunks is None:
+        return False
+    from .cmd_read import emit_chunks
+
+    with _closed_pipe_is_fine():
+        emit_chunks(chunks, fmt_)
+    return True
+
+
+def _consume(es, t: _Tail, fmt_: str, signals) -> None:
+    """The subscription's events printed (or handed to --exec) until it
+    ends; ``signals`` stop it cooperatively, so the checkpoint is saved on
+    the way out."""
+    from ..features.subscriptions import Subscription
+
+    sub = Subscription(
+        es, t.stream, last=t.lines,
+        from_position=t.from_ if t.all_ else None,
+        from_version=t.from_ if t.stream is not None else None,
+        checkpoint=t.checkpoint, idle_timeout=t.idle_timeout, max_count=t.max_count,
+        types=t.types, stream_prefix=t.stream_prefix, follow=t.follow,
+        wake=os.environ.get("EVSTORE_TAIL_WAKE", "auto"),
+        ack="manual" if t.exec_ is not None else "auto", commit=not t.no_commit)
+    with sub:
+        signals.target = sub
+        from .common import note
+
+        for text in sub.notes:
+            note(f"note: {text}")
+        if t.follow:
+            _watch_stdout(sub)
+        if t.exec_ is not None:
+            from ..features.handoff import deliver
+
+            deliver(sub, t.exec_, t.batch or 1)
+            return
+        with _closed_pipe_is_fine():
+            _print(sub if t.hi is None else _until(sub, t.hi, t.follow), fmt_,
+                   flush_each=t.follow or t.checkpoint is not None, wide=t.wide)
 
 
 def _position(es, text: str, what: str) -> int:

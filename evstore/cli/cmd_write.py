@@ -77,101 +77,132 @@ def register(app: typer.Typer) -> None:
         lock_timeout: LockTimeoutOpt = 30.0,
         store: StoreOpt = None,
     ) -> None:
-        from itertools import chain, islice
-
-        from ..errors import InvalidEvent
-        from ..features.jsonio import dumps, iter_documents
-        from ..model import check_repeated_id, check_stream_id, normalize
         from ..core.rules import parse_expected
-        from .common import fail, json_option
+        from ..features.jsonio import dumps
+        from ..model import check_stream_id
 
         expected = parse_expected(expected_version)  # UsageError: exit 2, before any store
         check_stream_id(stream)  # before the store is created
-
-        seen: dict = {}  # ids of this batch (or chunk): where each was first seen
-        count = [0]
-
-        def checked(obj, where):
-            # Validate now (errors name the input line), but hand the store the
-            # dict itself: a NewEvent cannot tell an explicit null from absent.
-            ev = normalize(obj, where)
-            if batch_size is not None and count[0] % batch_size == 0:
-                seen.clear()  # each chunk is a batch of its own
-            count[0] += 1
-            if isinstance(obj, dict) and obj.get("id") is not None:
-                check_repeated_id(seen, ev, where)
-            return obj
-
-        if type_ is None:
-            if data is not None or metadata is not None or event_id is not None:
-                raise fail("--data, --metadata and --id go with --type", 2)
-            if sys.stdin is None or sys.stdin.isatty():
-                raise fail("no events: pass --type, or pipe JSON events to stdin "
-                           "(see 'evstore append --help')", 2)
-            events = _reading(checked(obj, label) for label, obj in iter_documents(
-                sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
-        else:
-            ev = {"type": type_}
-            if data == "-" and metadata == "-":
-                raise fail("--data - and --metadata - cannot both read stdin; use @FILE for one", 2)
-            if data is not None:
-                ev["data"] = json_option(data, "--data")
-            if metadata is not None:
-                ev["metadata"] = json_option(metadata, "--metadata")
-            if event_id is not None:
-                ev["id"] = event_id
-            events = iter([checked(ev, "--type event")])
-        # Refused input must not even create the store: read (and check) the
-        # whole batch, or the first chunk, before opening it.  One batch is
-        # packed as it is read (held as its packed bytes, not as dicts).
-        if batch_size is None and not dry_run:
-            from ..model import DEFAULT_MAX_EVENT_BYTES, pack_events
-
-            first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
-        else:
-            first = list(events if batch_size is None else islice(events, batch_size))
-            events = chain(first, events)
-        if not first:
-            raise InvalidEvent("no events to append: stdin was empty")
-
-        from ..features.ingest import append_events
-        from . import interrupts
-
+        events = _input(type_, data, metadata, event_id, batch_size)
+        events = _read_first(events, batch_size, dry_run)
         if dry_run:
             result = _dry_run(ctx, store, stream, list(events), expected)
             sys.stdout.write(dumps({**result.to_dict(), "dry_run": True}) + "\n")
             return
-        from .cmd_state import auto_snapshot_options  # the store's automatic snapshots
-
-        auto = auto_snapshot_options(ctx, store)
-        done = {"count": 0, "last": None}
-
-        def committed(res, total):
-            # the safe point: a signal that arrived during this chunk stops here
-            done["count"], done["last"] = total, res
-            if interrupts.pending():
-                raise interrupts.Interrupted(interrupts.signum(), _stopped(stream, done))
-
-        try:
-            with interrupts.deferred(), open_store(ctx, store, create=True, sync=not no_sync,
-                                                   lock_timeout=lock_timeout) as es:
-                result = append_events(es, stream, events, expected, batch_size, committed)
-        except interrupts.Interrupted as e:
-            e.what = e.what or _stopped(stream, done)
-            raise
+        result, auto = _commit(ctx, store, stream, events, expected, batch_size,
+                               sync=not no_sync, lock_timeout=lock_timeout)
         # The acknowledgement first: an automatic snapshot runs after it, in
         # a child process with a time limit, and can neither delay nor fail it.
         sys.stdout.write(dumps(result.to_dict()) + "\n")
         sys.stdout.flush()
-        if auto and result.count:
-            from ..features.snapshots import crossed
-            from .usercode import auto_snapshot_after
+        _auto_snapshot(ctx, store, stream, result, auto)
 
-            before = result.version - result.count
-            if crossed(auto["snapshot_every"], before, result.version) is not None:
-                with open_store(ctx, store) as es:
-                    auto_snapshot_after(es, stream, before, result.version,
-                                        auto["snapshot_every"], auto["reducer"])
+
+def _input(type_, data, metadata, event_id, batch_size):
+    """The events to append, each checked as it is read (errors name the
+    input line or the option): stdin's documents, or the one ``--type``
+    event.  Lazy: nothing is read from stdin until the caller iterates."""
+    from ..features.jsonio import iter_documents
+    from ..model import check_repeated_id, normalize
+    from .common import fail, json_option
+
+    seen: dict = {}  # ids of this batch (or chunk): where each was first seen
+    count = [0]
+
+    def checked(obj, where):
+        # Validate now (errors name the input line), but hand the store the
+        # dict itself: a NewEvent cannot tell an explicit null from absent.
+        ev = normalize(obj, where)
+        if batch_size is not None and count[0] % batch_size == 0:
+            seen.clear()  # each chunk is a batch of its own
+        count[0] += 1
+        if isinstance(obj, dict) and obj.get("id") is not None:
+            check_repeated_id(seen, ev, where)
+        return obj
+
+    if type_ is None:
+        if data is not None or metadata is not None or event_id is not None:
+            raise fail("--data, --metadata and --id go with --type", 2)
+        if sys.stdin is None or sys.stdin.isatty():
+            raise fail("no events: pass --type, or pipe JSON events to stdin "
+                       "(see 'evstore append --help')", 2)
+        return _reading(checked(obj, label) for label, obj in iter_documents(
+            sys.stdin.buffer, empty_array="stdin: an empty array: no events to append"))
+    ev = {"type": type_}
+    if data == "-" and metadata == "-":
+        raise fail("--data - and --metadata - cannot both read stdin; use @FILE for one", 2)
+    if data is not None:
+        ev["data"] = json_option(data, "--data")
+    if metadata is not None:
+        ev["metadata"] = json_option(metadata, "--metadata")
+    if event_id is not None:
+        ev["id"] = event_id
+    return iter([checked(ev, "--type event")])
+
+
+def _read_first(events, batch_size, dry_run):
+    """``events`` with the whole batch (or the first chunk) already read and
+    checked: refused input must not even create the store.  One batch is
+    packed as it is read (held as its packed bytes, not as dicts)."""
+    from itertools import chain, islice
+
+    from ..errors import InvalidEvent
+
+    if batch_size is None and not dry_run:
+        from ..model import DEFAULT_MAX_EVENT_BYTES, pack_events
+
+        first = events = pack_events(events, DEFAULT_MAX_EVENT_BYTES)
+    else:
+        first = list(events if batch_size is None else islice(events, batch_size))
+        events = chain(first, events)
+    if not first:
+        raise InvalidEvent("no events to append: stdin was empty")
+    return events
+
+
+def _commit(ctx, store, stream, events, expected, batch_size, *, sync, lock_timeout):
+    """Append under deferred signals; returns the result and the store's
+    automatic-snapshot options, read from the same open store (one open per
+    append: the settings are the store's, read where the store is opened).
+    A signal stops at the next committed chunk, saying what was committed."""
+    from ..features.ingest import append_events
+    from ..features.settings import append_options
+    from . import interrupts
+
+    done = {"count": 0, "last": None}
+
+    def committed(res, total):
+        # the safe point: a signal that arrived during this chunk stops here
+        done["count"], done["last"] = total, res
+        if interrupts.pending():
+            raise interrupts.Interrupted(interrupts.signum(), _stopped(stream, done))
+
+    try:
+        with interrupts.deferred(), open_store(ctx, store, create=True, sync=sync,
+                                               lock_timeout=lock_timeout) as es:
+            auto = append_options(es)  # the store's automatic snapshots
+            return append_events(es, stream, events, expected, batch_size, committed), auto
+    except interrupts.Interrupted as e:
+        e.what = e.what or _stopped(stream, done)
+        raise
+
+
+def _auto_snapshot(ctx, store, stream, result, auto) -> None:
+    """The automatic snapshot an acknowledged append crossed, if any.  The
+    store is opened again for it: the writer's was closed before the
+    acknowledgement, because closing can still fail (an fsync), and a
+    failure must never follow an acknowledgement.  Only appends that cross a
+    ``snapshot_every`` boundary pay for this second open."""
+    if not auto or not result.count:
+        return
+    from ..features.snapshots import crossed
+    from .usercode import auto_snapshot_after
+
+    before = result.version - result.count
+    if crossed(auto["snapshot_every"], before, result.version) is not None:
+        with open_store(ctx, store) as es:
+            auto_snapshot_after(es, stream, before, result.version,
+                                auto["snapshot_every"], auto["reducer"])
 
 
 def _reading(events):

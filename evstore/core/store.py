@@ -117,7 +117,7 @@ class EventStore:
             raise UsageError("the store is closed")
         check_stream_id(stream)
         expected = parse_expected(expected_version)
-        # Packed as they come (records.pack_events): a batch of any length
+        # Packed as they come (model.pack_events): a batch of any length
         # is held as its packed bytes, never as a list of its dicts.
         evs = events if isinstance(events, PackedEvents) else \
             pack_events(events, self.max_event_bytes)

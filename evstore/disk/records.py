@@ -3,7 +3,7 @@ framing of the events :mod:`evstore.model` describes.
 
 Batch payloads (one per append in the commit log), stream records, gap
 frames left by compaction, and their decoding with every shape check.  The
-model's names are re-exported here for the disk layer's own modules.
+event model itself is imported from :mod:`evstore.model`, never from here.
 """
 from __future__ import annotations
 
@@ -13,14 +13,7 @@ from typing import NamedTuple
 import msgpack
 
 from ..errors import CorruptStore
-from ..model import (  # noqa: F401  (the model, re-exported for the disk layer and ops)
-    AppendResult, DEFAULT_MAX_EVENT_BYTES, EPOCH, EVENT_FIELDS, INT_MAX, INT_MIN,
-    InvalidStreamId, MAX_STREAM_ID_BYTES, NewEvent, PackedBlobs, PackedEvents, Prepared,
-    RECORDED_FIELDS, RecordedEvent, canonical_id, check_fields, check_id_text, check_json_value,
-    check_repeated_id, check_stream_id, datetime_to_us, format_timestamp, json_kind, new_ids,
-    normalize, pack_events, pack_fields, parse_timestamp, unpack, us_to_datetime, _array_header,
-    _packb,
-)
+from ..model import PackedBlobs, RecordedEvent, _array_header, _packb, unpack, us_to_datetime
 
 
 def log_payload(stream: str, first_version: int, first_position: int,

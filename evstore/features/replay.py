@@ -508,6 +508,32 @@ def verify_snapshots(store, stream: str, reducer=None,
     deleted = cut.deleted if cut is not None else 0
     snaps = SnapshotStore(store)
     rep = VerifyReport(stream, r.name)
+    todo = _snapshots_to_check(snaps, rep, r, stream, base, deleted, current)
+    state, start = None, first - 1
+    if base and todo:
+        # the events before the cut are gone: the oldest snapshot is where
+        # the rebuild starts (it is what a replay would start from)
+        start = min(todo)
+        del todo[start]
+        try:
+            state = snaps.load(stream, start).state
+        except Exception as e:  # noqa: BLE001 - damaged: nothing to start from
+            rep.mismatches.append(Mismatch(stream, start, f"damaged: {e}"))
+            return rep
+        rep.skipped.append(f"version {start}: where the rebuild starts (the events before "
+                           f"version {first} are no longer readable)")
+    if todo:
+        _rebuild_and_compare(store, snaps, rep, Plan(stream, r, max(todo), start, state),
+                             sorted(todo), progress)
+    return rep
+
+
+def _snapshots_to_check(snaps, rep: VerifyReport, r, stream: str, base: int, deleted: int,
+                        current: int) -> dict:
+    """The stored snapshots this reducer can judge (version -> header).
+    The others go into the report now: skipped when made before a delete,
+    below the readable events or by another reducer; a mismatch when
+    damaged or beyond the stream's end."""
     todo: dict[int, Any] = {}
     for h in snaps.list(stream):
         v = h.version
@@ -525,26 +551,17 @@ def verify_snapshots(store, stream: str, reducer=None,
                                + (" (another version of it)" if h.reducer == r.name else ""))
         else:
             todo[v] = h
-    state, start = None, first - 1
-    if base and todo:
-        # the events before the cut are gone: the oldest snapshot is where
-        # the rebuild starts (it is what a replay would start from)
-        start = min(todo)
-        del todo[start]
-        try:
-            state = snaps.load(stream, start).state
-        except Exception as e:  # noqa: BLE001 - damaged: nothing to start from
-            rep.mismatches.append(Mismatch(stream, start, f"damaged: {e}"))
-            return rep
-        rep.skipped.append(f"version {start}: where the rebuild starts (the events before "
-                           f"version {first} are no longer readable)")
-    if not todo:
-        return rep
-    p = Plan(stream, r, max(todo), start, state)
-    marks = sorted(todo)
-    fn = r.fast
+    return todo
+
+
+def _rebuild_and_compare(store, snaps, rep: VerifyReport, p: Plan, marks: list,
+                         progress) -> None:
+    """Fold the stream from ``p.start`` to ``p.version`` and compare the
+    state with the snapshot at each version in ``marks`` (sorted)."""
+    stream, state = p.stream, p.state
+    fn = p.reducer.fast
     i = 0
-    for ev, d in _event_dicts(store.read(stream, from_version=start + 1, to_version=p.version)):
+    for ev, d in _event_dicts(store.read(stream, from_version=p.start + 1, to_version=p.version)):
         try:
             state = fn(state, d)
         except BaseException as e:  # noqa: BLE001 - even SystemExit (see _failed)
@@ -558,7 +575,6 @@ def verify_snapshots(store, stream: str, reducer=None,
     if progress is not None:
         progress(p.version, p.version)
     rep.mismatches.sort(key=lambda m: m.version)
-    return rep
 
 
 def _compare(snaps, stream, ev, p, state) -> list[Mismatch]:

@@ -74,6 +74,39 @@ def ndjson_tail(store, last: int | None = None, from_position: int | None = None
     return store.ndjson_all(start, head, workers=1)
 
 
+def _check_arguments(stream, from_position, from_version, last, checkpoint, idle_timeout,
+                     max_count, stream_prefix, wake, poll_interval, checkpoint_interval,
+                     ack) -> None:
+    """Refuse a subscription's arguments before anything is opened or held
+    (UsageError naming the argument); the library's and the CLI's callers
+    get the same messages."""
+    if stream is not None:
+        check_stream_id(stream)
+        if stream_prefix is not None:
+            raise UsageError("stream_prefix filters $all; it does not go with a stream")
+    elif from_version is not None:
+        raise UsageError("from_version needs a stream (use from_position for $all)")
+    if from_position is not None and from_version is not None:
+        raise UsageError("give from_position or from_version, not both")
+    if last is not None and (from_position is not None or from_version is not None):
+        raise UsageError("give last or a starting point (from_...), not both")
+    for name, v in (("from_position", from_position), ("from_version", from_version),
+                    ("last", last), ("max_count", max_count)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise UsageError(f"invalid {name}: {v!r} (must be a whole number >= 0)")
+    for name, v in (("idle_timeout", idle_timeout), ("poll_interval", poll_interval),
+                    ("checkpoint_interval", checkpoint_interval)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not v >= 0 or math.isinf(v) and name != "idle_timeout"):
+            raise UsageError(f"invalid {name}: {v!r} (must be a number >= 0)")
+    if wake not in ("auto", "notify", "poll"):
+        raise UsageError(f"invalid wake {wake!r}: auto, notify or poll")
+    if ack not in ("auto", "manual"):
+        raise UsageError(f"invalid ack {ack!r}: auto or manual")
+    if checkpoint is not None:
+        check_name(checkpoint)
+
+
 class Subscription:
     """An iterator of :class:`RecordedEvent` in position order, as committed.
 
@@ -111,32 +144,8 @@ class Subscription:
                  follow: bool = True, wake: str = "auto", poll_interval: float = DEFAULT_POLL,
                  checkpoint_interval: float = CHECKPOINT_INTERVAL, ack: str = "auto",
                  commit: bool = True):
-        if stream is not None:
-            check_stream_id(stream)
-            if stream_prefix is not None:
-                raise UsageError("stream_prefix filters $all; it does not go with a stream")
-        elif from_version is not None:
-            raise UsageError("from_version needs a stream (use from_position for $all)")
-        if from_position is not None and from_version is not None:
-            raise UsageError("give from_position or from_version, not both")
-        if last is not None and (from_position is not None or from_version is not None):
-            raise UsageError("give last or a starting point (from_...), not both")
-        for name, v in (("from_position", from_position), ("from_version", from_version),
-                        ("last", last), ("max_count", max_count)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise UsageError(f"invalid {name}: {v!r} (must be a whole number >= 0)")
-        for name, v in (("idle_timeout", idle_timeout), ("poll_interval", poll_interval),
-                        ("checkpoint_interval", checkpoint_interval)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not v >= 0 or math.isinf(v) and name != "idle_timeout"):
-                raise UsageError(f"invalid {name}: {v!r} (must be a number >= 0)")
-        if wake not in ("auto", "notify", "poll"):
-            raise UsageError(f"invalid wake {wake!r}: auto, notify or poll")
-        if ack not in ("auto", "manual"):
-            raise UsageError(f"invalid ack {ack!r}: auto or manual")
-        if checkpoint is not None:
-            check_name(checkpoint)
-
+        _check_arguments(stream, from_position, from_version, last, checkpoint, idle_timeout,
+                         max_count, stream_prefix, wake, poll_interval, checkpoint_interval, ack)
         self.store = store
         self.stream = stream
         self.checkpoint = checkpoint
@@ -154,6 +163,12 @@ class Subscription:
         #: Events handed out so far.
         self.count = 0
 
+        self._init_state()
+        self._open(from_position, from_version, last, wake)
+        self._idle_since = time.monotonic()
+
+    def _init_state(self) -> None:
+        """Where the subscription stands before it has read anything."""
         self._stopped = False
         self._closed = False
         self._buf: deque[RecordedEvent] = deque()
@@ -170,6 +185,12 @@ class Subscription:
         self._sleep = MIN_POLL
         self._cps = self._hold = None
         self._waker = None
+
+    def _open(self, from_position, from_version, last, wake: str) -> None:
+        """Hold the checkpoint's name (one consumer per name), set up the
+        waker, and find the starting point; on any failure, release what
+        was taken before raising."""
+        store, checkpoint, commit, follow = self.store, self.checkpoint, self.commit, self.follow
         try:
             if checkpoint is not None:
                 self._cps = CheckpointStore(store)
@@ -183,7 +204,6 @@ class Subscription:
         except BaseException:
             self._release()
             raise
-        self._idle_since = time.monotonic()
 
     # -- the public surface ----------------------------------------------------------------
     @property
@@ -347,16 +367,23 @@ class Subscription:
 
     def _start_last(self, n: int, head: int) -> None:
         es = self.store
+        # Only the oldest of the last n matters (the start): the others are
+        # not kept, so `tail -n 1000000` holds one event, not a million.
         if self.stream is None:
-            evs = list(es.read_all(to_position=head, backwards=True, limit=n,
-                                   types=self.types, stream_prefix=self.stream_prefix)) if n else []
-            self._scan_pos = evs[-1].position - 1 if evs else head
+            oldest = _last_of(es.read_all(to_position=head, backwards=True, limit=n,
+                                          types=self.types, stream_prefix=self.stream_prefix)) if n else None
+            self._scan_pos = oldest.position - 1 if oldest else head
             return
         v = es.version(self.stream)
-        evs = _events(es.read, self.stream, to_version=v, backwards=True, limit=n,
-                      types=self.types) if v and n else []
-        if evs:
-            self._ver, self._scan_pos = evs[-1].version - 1, evs[-1].position - 1
+        oldest = None
+        if v and n:
+            try:
+                oldest = _last_of(es.read(self.stream, to_version=v, backwards=True, limit=n,
+                                          types=self.types))
+            except StreamNotFound:
+                oldest = None
+        if oldest:
+            self._ver, self._scan_pos = oldest.version - 1, oldest.position - 1
         else:
             self._ver, self._scan_pos = v, head
 
@@ -477,6 +504,14 @@ class Subscription:
         waker, self._waker = self._waker, None
         if waker is not None:
             waker.close()
+
+
+def _last_of(events):
+    """The last of an iterable of events (None: none), holding one at a time."""
+    last = None
+    for last in events:
+        pass
+    return last
 
 
 def _events(read, stream: str, **kw) -> list[RecordedEvent]:

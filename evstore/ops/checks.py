@@ -1,5 +1,7 @@
 """Checks that verify and repair share: the marker, sync-state, index files,
-one stream directory against the commit log's view of it, snapshot files.
+a stream directory's id file, snapshot files, and the pieces of a batch's
+payload.  (One stream directory against the commit log's view of it is
+:mod:`evstore.ops.stream_check`.)
 
 Each returns findings; none prints or changes anything.
 """
@@ -10,7 +12,6 @@ import re
 import sys
 import zlib
 from array import array
-from dataclasses import dataclass, field
 
 import msgpack
 
@@ -19,9 +20,6 @@ from ..model import check_stream_id
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .frames import frame_at, record_head, walk
-from ..backends.files.procs import mp_context  # noqa: F401  (verify and import use it from here)
-from .progress import NO_PROGRESS
-from .report import Problem
 
 _crc32 = zlib.crc32
 _unpackb = msgpack.unpackb
@@ -138,42 +136,6 @@ def be_offsets(a: array) -> bytes:
     return b.tobytes()
 
 
-@dataclass
-class StreamResult:
-    """What checking one stream directory found."""
-
-    key: str
-    path: str
-    stream: str | None = None
-    problems: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    #: records after the committed tail: (version, position, us, segment first, offset, end)
-    beyond: list = field(default_factory=list)
-    #: segments whose records are sound but whose index is not
-    bad_index: list = field(default_factory=list)
-    #: the records (not just an index) need rewriting from the commit log
-    rebuild: bool = False
-    #: the records are sound but say something else than the commit log
-    mismatch: bool = False
-    #: committed records found (versions 1..found)
-    found: int = 0
-    records: int = 0
-    nbytes: int = 0
-    id_bad: bool = False
-    segments: list = field(default_factory=list)
-    suppressed: int = 0
-
-    def problem(self, *args) -> None:
-        if len(self.problems) < PROBLEMS_PER_STREAM:
-            self.problems.append(Problem(*args))
-        else:
-            self.suppressed += 1
-
-
-#: Problems reported per stream (and per commit-log segment); more are counted.
-PROBLEMS_PER_STREAM = 20
-
-
 def read_stream_id(path: str):
     """(stream id, None) from a stream directory's ``id`` file, or (None, why)."""
     try:
@@ -192,194 +154,6 @@ def read_stream_id(path: str):
         return None, (f"the stream's id file names {sid!r}, which lives in "
                       f"{stream_key(sid)}, not here")
     return sid, None
-
-
-def check_stream(directory: str, key: str, path: str, head: int, known: dict,
-                 digests: dict, progress=NO_PROGRESS, bases: dict | None = None) -> StreamResult:
-    """Check one stream directory against the commit log's view of it.
-
-    ``known`` maps stream keys to the stream ids the commit log holds;
-    ``digests`` maps stream ids to (versions, position sum, time sum, CRC of
-    the events' bytes) of their events up to ``head``.  As in the core, the
-    records after the version the commit log gives the stream are not
-    committed (they are collected in ``beyond``, not judged here).
-    """
-    r = StreamResult(key, path)
-    relpath = L.rel(directory, path)
-    names = L.listdir(path)
-    sid, why = read_stream_id(path)
-    stream = sid if sid is not None else known.get(key)
-    orphan = why is not None and known.get(key) is None
-    if orphan:
-        # No committed event belongs here: what a power cut leaves of a
-        # stream whose first batch never committed (its id not yet synced).
-        r.id_bad = True
-        r.warnings.append(Problem(
-            "stream-id", f"{why}, and no committed event belongs to this directory (left by "
-            "a batch that never committed); harmless: repair removes it",
-            f"{relpath}/{L.ID_FILE}"))
-    elif why:
-        r.id_bad = True
-        r.problem("stream-id", why, f"{relpath}/{L.ID_FILE}", None, stream)
-    r.stream = stream
-    firsts = L.numbered(names, L.STREAM_SEG)
-    r.segments = firsts
-    seg_names = {f"{f:016d}{L.STREAM_SEG}" for f in firsts}
-    for name in names:
-        if name == L.ID_FILE or name in seg_names or L.is_temp(name):
-            continue
-        if name.endswith(L.STREAM_IDX):
-            if name[:-len(L.STREAM_IDX)] + L.STREAM_SEG not in seg_names:
-                r.warnings.append(Problem("stream-index", "index without its segment (harmless)",
-                                          f"{relpath}/{name}", stream=stream))
-        else:
-            r.warnings.append(Problem("stream", "unexpected file in a stream directory",
-                                      f"{relpath}/{name}", stream=stream))
-    # ``bases``: stream -> the last version compaction removed from its log,
-    # which then starts at base + 1 (the digests leave those versions out)
-    base = (bases or {}).get(stream, 0) if stream is not None else 0
-    committed = base + (digests.get(stream, (0,))[0] if stream is not None else 0)
-    d0 = d1 = d2 = crc = 0
-    expect_v = base + 1
-    seen_v = base  # the last version of any valid record so far, committed or not
-    last_p = last_us = 0
-    for first in firsts:
-        spath = L.seg_path(path, first, L.STREAM_SEG)
-        srel = L.rel(directory, spath)
-        try:
-            fd = os.open(spath, L.RDONLY)
-        except OSError as e:
-            r.problem("io", f"cannot open: {e.strerror}", srel, None, stream)
-            r.rebuild = True
-            continue
-        try:
-            idx_first = read_index(L.seg_path(path, first, L.STREAM_IDX))
-            size = os.fstat(fd).st_size
-            r.nbytes += size
-            if first != seen_v + 1 and (first <= committed or seen_v < committed):
-                what = ("repeats versions already seen (a duplicated segment?)"
-                        if first <= seen_v else f"versions {seen_v + 1}..{first - 1} are missing")
-                r.problem("stream", f"segment named for version {first}: {what}",
-                          srel, 0, stream, first)
-                r.rebuild = True
-            ipath = L.seg_path(path, first, L.STREAM_IDX)
-            idx_bytes = idx_first
-            if idx_bytes and len(idx_bytes) % 8 and first == firsts[-1]:
-                # A torn write of the last entry: the writer overwrites it.
-                r.warnings.append(Problem(
-                    "stream-index", "index ends in a partial entry (a torn write); harmless: "
-                    "the stream's next writer rewrites it",
-                    L.rel(directory, L.seg_path(path, first, L.STREAM_IDX)), None, stream))
-                idx_bytes = idx_bytes[:len(idx_bytes) - len(idx_bytes) % 8]
-            committed_offs = array("Q")
-            later_offs = array("Q")
-            seg_sound = True
-            seg_v = first
-            n_seen = 0
-            for ok, off, end, x in walk(fd, STREAM_MAGIC, size):
-                if ok:
-                    try:
-                        v, p, us, hl = record_head(x)
-                    except (ValueError, IndexError) as e:
-                        ok, x = False, f"record head unreadable ({e})"
-                if not ok:
-                    seg_sound = False
-                    if expect_v > committed:
-                        r.warnings.append(Problem(
-                            "leftover", f"{end - off} damaged bytes after the last committed "
-                            f"record ({x}): part of an append that never committed; harmless, "
-                            "the next writer of this stream moves them to quarantine/",
-                            srel, off, stream))
-                        r.beyond.append((None, None, None, first, off, end))
-                    else:
-                        r.problem("stream", f"damaged record, {end - off} bytes ({x})",
-                                  srel, off, stream, expect_v)
-                        r.rebuild = True
-                    continue
-                if n_seen == 0 and off == 0 and v != first:
-                    # a segment is named for its first version: this file is a
-                    # copy or a renamed segment (repair rebuilds the stream
-                    # from the commit log and removes it)
-                    r.problem("stream", f"segment named for version {first} starts with "
-                              f"version {v}: a stray copy (duplicated or misnamed segment)",
-                              srel, 0, stream, v, p)
-                    r.rebuild = True
-                n_seen += 1
-                if v == seen_v + 1:
-                    seen_v = v
-                if v > committed or expect_v > committed:
-                    r.beyond.append((v, p, us, first, off, end))
-                    if v == seg_v:
-                        later_offs.append(off)
-                        seg_v += 1
-                    continue
-                if v != expect_v:
-                    seg_sound = False
-                    r.rebuild = True
-                    if v < expect_v:
-                        r.problem("stream", f"record repeats version {v} (expected {expect_v})",
-                                  srel, off, stream, v, p)
-                        continue
-                    r.problem("stream", f"versions {expect_v}..{v - 1} are missing before this "
-                              "record", srel, off, stream, v, p)
-                if p <= last_p or p > head:
-                    r.problem("stream", f"position {p} is out of order (previous record: "
-                              f"{last_p}, commit log ends at {head})", srel, off, stream, v, p)
-                    r.rebuild = True
-                if us < last_us:
-                    r.problem("stream", "recorded_at goes backwards", srel, off, stream, v, p)
-                    r.rebuild = True
-                d0 += 1
-                d1 += p
-                d2 += us
-                crc = _crc32(x[hl:], crc)
-                expect_v = v + 1
-                last_p, last_us = p, us
-                if v == seg_v:
-                    committed_offs.append(off)
-                    seg_v += 1
-                else:
-                    seg_sound = False
-            r.records += n_seen
-            progress.advance(nbytes=size)  # events are counted once, from the log
-            if seg_sound or (committed_offs and not r.rebuild):
-                msg = index_problem(ipath, committed_offs, later_offs, "version", first,
-                                    idx_bytes)
-                if msg and first == firsts[-1] and "past the last" in msg:
-                    # Entries of records that never committed and are gone
-                    # (lost by a power cut with --no-sync): the stream's next
-                    # writer truncates them; readers never follow them.
-                    r.warnings.append(Problem(
-                        "stream-index", f"{msg}; harmless: the stream's next writer drops them",
-                        L.rel(directory, ipath), None, stream))
-                elif msg:
-                    r.problem("stream-index", msg, L.rel(directory, ipath), None, stream)
-                    r.bad_index.append(first)
-        finally:
-            os.close(fd)
-    r.found = base + d0
-    if stream is None:
-        if firsts and not orphan:
-            r.problem("stream-id", "stream directory whose stream is unknown (no readable "
-                      "id, and the commit log has no stream with this key)", relpath)
-        return r
-    want = digests.get(stream)
-    if want is None:
-        return r
-    if want[0] > d0:
-        if not r.rebuild:
-            r.problem("stream", f"the stream log ends at version {base + d0}; the commit log "
-                      f"has versions up to {base + want[0]}", relpath, None, stream,
-                      base + d0 + 1)
-        r.rebuild = True
-    elif tuple(want) != (d0, d1, d2, crc):
-        if not r.rebuild:
-            r.mismatch = True
-        r.rebuild = True
-    if r.suppressed:
-        r.problems.append(Problem("stream", f"... and {r.suppressed} more problems in this "
-                                  "stream", relpath, stream=stream))
-    return r
 
 
 def snapshot_findings(directory: str, versions: dict, live: bool = False):

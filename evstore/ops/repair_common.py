@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from ..disk.format import STREAM_MAGIC
-from ..disk.records import format_timestamp, us_to_datetime
+from ..model import format_timestamp, us_to_datetime
 from . import layout as L
 from .frames import frame_at, record_head
 

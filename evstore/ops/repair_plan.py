@@ -14,8 +14,8 @@ import os
 import msgpack
 
 from ..disk.format import LOG_MAGIC
-from ..disk.records import check_stream_id
 from ..disk.streamlog import stream_key
+from ..model import check_stream_id
 from . import layout as L
 from .frames import batch_head, log_segment_order, walk
 _crc32 = zlib.crc32
@@ -69,8 +69,37 @@ class LogPlanner:
             yield first, path, fd, size, None, size, size, None, None
 
     def plan_log(self) -> LogPlan:
+        """The plan for the commit log: which frames are kept, which
+        positions are filled from stream-log copies, where the log is cut
+        when neither copy of a position is intact, and what is lost."""
         # A1: where are the gaps, and where does the log end?
         pre = LogPlan()
+        wanted, end, ver = self._find_wanted(pre)
+        plan = LogPlan(fds=pre.fds)
+        # A2: the stream logs' copies of events at those positions -- and past
+        # the end, when something says batches there may have committed
+        # (chained batches, sync-state and a whole but damaged last commit
+        # frame are the proofs extend() takes, and verify reports each one)
+        before = self.report.before
+        past_end = self.synced > end or before is None or any(
+            "past the commit log" in p.message or "not torn" in p.message
+            for p in before.problems)
+        if wanted or past_end:
+            self.collect_copies(wanted, end if past_end else 1 << 62,
+                                {stream_key(s): s for s in ver})
+        # A3: the plan
+        expected = self._plan_frames(plan)
+        self.cut_ranges = [(fp, fp + n - 1) for _fd, _o, _e, fp, n in plan.cut_frames]
+        self._plan_end(plan, expected)
+        self._report_log(plan)
+        return plan
+
+    def _find_wanted(self, pre: LogPlan):
+        """A first walk: ``(wanted, end, versions)``, the position ranges
+        whose commit-log frames are missing, damaged or contradict their
+        stream's versions, where the sound log ends, and the streams seen.
+        Frames met after the walk passed their positions are kept in
+        ``self.spare`` (a stray copy may fill a gap before it)."""
         wanted = []
         expected = 1
         ver: dict[str, int] = {}
@@ -93,22 +122,13 @@ class LogPlanner:
                 wanted.append((fp, fp + n - 1))
             ver[stream] = fv + n - 1
             expected = fp + n
-        end = expected - 1
-        plan = LogPlan(fds=pre.fds)
-        # A2: the stream logs' copies of events at those positions -- and past
-        # the end, when something says batches there may have committed
-        # (chained batches, sync-state and a whole but damaged last commit
-        # frame are the proofs extend() takes, and verify reports each one)
-        before = self.report.before
-        past_end = self.synced > end or before is None or any(
-            "past the commit log" in p.message or "not torn" in p.message
-            for p in before.problems)
-        if wanted or past_end:
-            self.collect_copies(wanted, end if past_end else 1 << 62,
-                                {stream_key(s): s for s in ver})
-        # A3: the plan
+        return wanted, expected - 1, ver
+
+    def _plan_frames(self, plan: LogPlan) -> int:
+        """The second walk, building the new segments frame by frame
+        (:meth:`_plan_frame`); damaged frames are removed.  Returns the
+        position after the last one planned."""
         expected = 1
-        ver = plan.versions
         seg = None
         for first, path, fd, size, ok, off, end_, head, x in self._frames(plan):
             if ok is None:  # end of a segment
@@ -121,55 +141,60 @@ class LogPlanner:
             if not ok:
                 plan.removed.append((fd, path, off, end_, f"damaged ({head})"))
                 continue
-            stream, fv, fp, us, n, hl = head
-            if plan.cut is not None:
-                if fp + n <= expected:  # a repeat: already kept, or already taken out
-                    plan.removed.append((fd, path, off, end_, f"repeats positions {fp}.."
-                                         f"{fp + n - 1} already present"))
-                    continue
-                self._after_cut(plan, fd, path, off, end_, fp, n, expected)
-                expected = max(expected, fp + n)
-                continue
-            if fp < expected:
-                plan.removed.append((fd, path, off, end_,
-                                     f"repeats positions {fp}..{fp + n - 1} already present"))
-                continue
-            if fp > expected:
-                upto = self.fill(plan, seg, expected, fp - 1)
-                if upto < fp - 1:
-                    self.start_cut(plan, upto + 1, fp - 1)
-                    self._after_cut(plan, fd, path, off, end_, fp, n, fp)
-                    expected = fp + n
-                    continue
-                expected = fp
-            if stream == "":  # a gap frame: kept as it is
-                new_off = seg.add_copy(fd, off, end_)
-                if seg.first == 0:
-                    seg.first = fp
-                seg.last = fp + n - 1
-                seg.entries.extend([new_off] * n)
-                expected = fp + n
-                continue
-            if fv != ver.get(stream, 0) + 1 and not self._jump_ok(stream, fv, ver.get(stream, 0)):
-                # A valid frame that contradicts its stream's versions: trust
-                # the copies of its positions instead, if they agree.
-                plan.removed.append((fd, path, off, end_,
-                                     f"stream {stream!r} version {fv} does not continue "
-                                     f"version {ver.get(stream, 0)}"))
-                upto = self.fill(plan, seg, fp, fp + n - 1)
-                if upto < fp + n - 1:
-                    self.start_cut(plan, upto + 1, fp + n - 1)
-                    plan.cut_frames.append((fd, off, end_, fp, n))
-                    plan.cut_events += n
-                expected = fp + n
-                continue
-            new_off = seg.add_copy(fd, off, end_)
-            if seg.first == 0:
-                seg.first = fp
-            seg.last = fp + n - 1
-            self._accept(plan, seg, stream, fv, fp, us, n, x[hl:], new_off)
-            expected = fp + n
-        self.cut_ranges = [(fp, fp + n - 1) for _fd, _o, _e, fp, n in plan.cut_frames]
+            expected = self._plan_frame(plan, seg, fd, path, off, end_, head, x, expected)
+        return expected
+
+    def _plan_frame(self, plan, seg, fd, path, off, end_, head, x, expected: int) -> int:
+        """One sound frame: past a cut it only moves aside; a repeat is
+        removed; a gap before it is filled from copies (or starts the cut);
+        a gap frame is kept as it is; a batch that contradicts its stream's
+        versions gives way to its copies; any other batch is kept.  Returns
+        the next expected position."""
+        stream, fv, fp, us, n, hl = head
+        if plan.cut is not None:
+            if fp + n <= expected:  # a repeat: already kept, or already taken out
+                plan.removed.append((fd, path, off, end_, f"repeats positions {fp}.."
+                                     f"{fp + n - 1} already present"))
+                return expected
+            self._after_cut(plan, fd, path, off, end_, fp, n, expected)
+            return max(expected, fp + n)
+        if fp < expected:
+            plan.removed.append((fd, path, off, end_,
+                                 f"repeats positions {fp}..{fp + n - 1} already present"))
+            return expected
+        if fp > expected:
+            upto = self.fill(plan, seg, expected, fp - 1)
+            if upto < fp - 1:
+                self.start_cut(plan, upto + 1, fp - 1)
+                self._after_cut(plan, fd, path, off, end_, fp, n, fp)
+                return fp + n
+        if stream == "":  # a gap frame: kept as it is
+            new_off = _keep(seg, fd, off, end_, fp, n)
+            seg.entries.extend([new_off] * n)
+            return fp + n
+        if fv != plan.versions.get(stream, 0) + 1 and not self._jump_ok(
+                stream, fv, plan.versions.get(stream, 0)):
+            # A valid frame that contradicts its stream's versions: trust
+            # the copies of its positions instead, if they agree.
+            plan.removed.append((fd, path, off, end_,
+                                 f"stream {stream!r} version {fv} does not continue "
+                                 f"version {plan.versions.get(stream, 0)}"))
+            upto = self.fill(plan, seg, fp, fp + n - 1)
+            if upto < fp + n - 1:
+                self.start_cut(plan, upto + 1, fp + n - 1)
+                plan.cut_frames.append((fd, off, end_, fp, n))
+                plan.cut_events += n
+            return fp + n
+        new_off = _keep(seg, fd, off, end_, fp, n)
+        self._accept(plan, seg, stream, fv, fp, us, n, x[hl:], new_off)
+        return fp + n
+
+    def _plan_end(self, plan: LogPlan, expected: int) -> None:
+        """Where the new log ends: after the last planned position (then
+        extended by committed batches only the stream logs still hold), or
+        before the cut, with the positions lost for lack of any intact copy;
+        positions sync-state says were committed and that are gone are lost
+        too."""
         if plan.cut is None:
             plan.head = expected - 1
             self.extend(plan)
@@ -188,8 +213,6 @@ class LogPlanner:
                 "positions": [a, b],
                 "message": f"sync-state says positions up to {b} were committed, but no intact "
                            f"copy of positions {a}..{b} is left"})
-        self._report_log(plan)
-        return plan
 
     def _accept(self, plan, seg, stream, fv, fp, us, n, blobs, new_off) -> None:
         plan.versions[stream] = fv + n - 1
@@ -232,3 +255,13 @@ class LogPlanner:
         plan.removed.append((fd, path, off, end,
                              f"after position {plan.cut - 1}, where no intact copy is left"))
         self._lost_in_gap(plan, expected, fp - 1)
+
+
+def _keep(seg: OutSeg, fd: int, off: int, end: int, fp: int, n: int) -> int:
+    """Copy a frame as it is into the new segment, which then holds its
+    positions; returns the frame's offset there."""
+    new_off = seg.add_copy(fd, off, end)
+    if seg.first == 0:
+        seg.first = fp
+    seg.last = fp + n - 1
+    return new_off

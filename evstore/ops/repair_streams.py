@@ -17,7 +17,7 @@ from ..disk.segment import fsync_dir
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .frames import batch_head, frame_at, record_head, walk
-from .checks import check_stream
+from .stream_check import check_stream
 from .repair_common import LogPlan, _merge, _starts_at, _line
 
 

@@ -19,18 +19,10 @@ class Tidier:
 
     # -- C. the rest --------------------------------------------------------------------------
     def tidy(self, plan: LogPlan) -> None:
-        if os.path.isdir(os.path.join(self.dir, L.SNAPSHOTS_DIR)):
-            try:
-                from .checks import snapshot_findings
-
-                found = list(snapshot_findings(self.dir, plan.versions))
-            except ImportError:  # no snapshot module: nothing reads them either
-                found = []
-            for path, why, stream, _version in found:
-                # a snapshot is a cache: recomputed from the events when wanted
-                self.q.move_in(path)
-                self.act("move", f"{why}; moved to quarantine (snapshots are caches: "
-                         "'evstore snapshot' makes a new one)", path, stream=stream)
+        """Everything but the logs, in an order that ends with the store
+        synced: caches and leftovers out, the marker whole, then sync-state
+        and the fsync-failed flag."""
+        self.tidy_snapshots(plan)
         self.tidy_checkpoints(plan)
         self.tidy_settings()
         for path in list(L.temp_leftovers(self.dir)):
@@ -45,31 +37,57 @@ class Tidier:
                 if not self.dry:
                     os.unlink(p)
                 self.act("delete", "index without its segment", p)
-        marker = os.path.join(self.dir, L.MARKER)
-        if marker_problem(self.dir):
-            if not self.dry:
-                if os.path.exists(marker):
-                    with open(marker, "rb", opener=L.opener) as f:
-                        self.q.keep(marker, 0, f.read(), "damaged store marker")
-                import json
+        self.tidy_marker()
+        self.tidy_sync(plan)
 
-                self._write_atomic(marker, json.dumps({"format": "evstore", "format_version":
-                                                 FORMAT_VERSION}, indent=1).encode() + b"\n")
-            self.act("rewrite", "store marker rewritten", marker)
+    def tidy_snapshots(self, plan: LogPlan) -> None:
+        """A snapshot verify finds wrong moves to quarantine: snapshots are
+        caches, recomputed from the events when wanted."""
+        if not os.path.isdir(os.path.join(self.dir, L.SNAPSHOTS_DIR)):
+            return
+        try:
+            from .checks import snapshot_findings
+
+            found = list(snapshot_findings(self.dir, plan.versions))
+        except ImportError:  # no snapshot module: nothing reads them either
+            found = []
+        for path, why, stream, _version in found:
+            self.q.move_in(path)
+            self.act("move", f"{why}; moved to quarantine (snapshots are caches: "
+                     "'evstore snapshot' makes a new one)", path, stream=stream)
+
+    def tidy_marker(self) -> None:
+        """A damaged store marker is kept in quarantine and written again."""
+        marker = os.path.join(self.dir, L.MARKER)
+        if not marker_problem(self.dir):
+            return
+        if not self.dry:
+            if os.path.exists(marker):
+                with open(marker, "rb", opener=L.opener) as f:
+                    self.q.keep(marker, 0, f.read(), "damaged store marker")
+            import json
+
+            self._write_atomic(marker, json.dumps({"format": "evstore", "format_version":
+                                             FORMAT_VERSION}, indent=1).encode() + b"\n")
+        self.act("rewrite", "store marker rewritten", marker)
+
+    def tidy_sync(self, plan: LogPlan) -> None:
+        """After a failed fsync (or an unreadable sync-state), fsync
+        everything and set sync-state to the new head; a sync-state past the
+        head is lowered to it; then the fsync-failed flag is cleared, last,
+        because writes are refused until it is gone."""
+        from ..disk.recovery import save_state
+
         flag = os.path.join(self.dir, L.FSYNC_FAILED)
         failed = os.path.exists(flag)
         if failed or self.state_msg:
             if not self.dry:
                 self.sync_everything()
-                from ..disk.recovery import save_state
-
                 save_state(self.dir, current_boot_id(), plan.head)
             self.act("sync", "every segment and directory fsynced; sync-state set to position "
                      f"{plan.head}", os.path.join(self.dir, L.STATE_FILE))
         elif self.synced > plan.head:
             if not self.dry:
-                from ..disk.recovery import save_state
-
                 save_state(self.dir, self.boot, plan.head)
             self.act("rewrite", f"sync-state lowered to the commit log's end ({plan.head})",
                      os.path.join(self.dir, L.STATE_FILE))

@@ -30,8 +30,9 @@ import time
 from ..disk import recovery
 from ..disk.streamlog import stream_key
 from . import layout as L
-from .checks import (PROBLEMS_PER_STREAM, StreamResult, check_stream, marker_problem, mp_context,
-                     read_state, snapshot_findings, split_blobs, store_directory)
+from ..backends.files.procs import mp_context
+from .checks import marker_problem, read_state, snapshot_findings, split_blobs, store_directory
+from .stream_check import PROBLEMS_PER_STREAM, StreamResult, check_stream
 from .progress import NO_PROGRESS
 from .report import Problem, VerifyReport
 from .verify_log import LogChecker

@@ -26,203 +26,289 @@ _crc32 = zlib.crc32
 _unpackb = msgpack.unpackb
 
 
+class _LogRun:
+    """What the commit-log pass carries from one segment to the next."""
+
+    __slots__ = ("expected", "last_us", "holes", "spans")
+
+    def __init__(self):
+        self.expected = 1      # the next position
+        self.last_us = 0       # the latest recorded_at so far
+        self.holes = False     # positions were missing somewhere before
+        self.spans = []        # (first, last position, path) of each segment's accepted frames
+
+
+class _Segment:
+    """One commit-log segment as the pass walks it."""
+
+    __slots__ = ("ldir", "first", "path", "size", "last_seg", "misnamed", "idx_bytes",
+                 "entries", "sound", "first_frame", "repeats", "held", "pend_events",
+                 "pend_from", "last_bad")
+
+    def __init__(self, ldir, first, path, size, last_seg, misnamed):
+        self.ldir, self.first, self.path, self.size = ldir, first, path, size
+        self.last_seg, self.misnamed = last_seg, misnamed
+        self.idx_bytes = None
+        self.entries = array("Q")  # each accepted position's frame offset (the index)
+        self.sound = True          # no damage, nothing out of order: the index is checked
+        self.first_frame = True
+        self.repeats = []  # [offset, first, last position, stream, version] of a run of repeats
+        self.held = []     # positions accepted from this segment: [first, last]
+        self.pend_events, self.pend_from = 0, 0  # progress not yet reported
+        self.last_bad = None  # the problem of the damaged frame just before, if any
+
+
 class LogChecker:
     """The commit-log pass; mixed into ``verifier._Verifier``."""
 
     # -- the commit log -----------------------------------------------------------------
     def log_pass(self) -> None:
+        """Walk every commit-log segment in position order, then judge the
+        torn or damaged end (if any) once the whole log is known."""
         ldir = os.path.join(self.dir, L.LOG_DIR)
         if not os.path.isdir(ldir):
             self.error("log", "the log/ directory is missing", ldir)
             return
         names = L.listdir(ldir)
         firsts = L.numbered(names, L.LOG_SEG)
-        segs = {f"{f:016d}{L.LOG_SEG}" for f in firsts}
-        for name in names:
-            if name in segs:
-                continue
-            p = os.path.join(ldir, name)
-            if L.is_temp(name):
-                continue  # reported by temp_check
-            if name.endswith(L.LOG_IDX) and name[:-len(L.LOG_IDX)] + L.LOG_SEG in segs:
-                continue
-            self.warn("log", "unexpected file in log/ (an index without its segment?)", p)
+        self._log_strays(ldir, names, firsts)
         sizes = {f: L.file_size(L.seg_path(ldir, f, L.LOG_SEG)) for f in firsts}
-        expected = 1
-        last_us = 0
-        versions = self.versions
-        digests = self.digests
-        holes = False
-        last_bad = None
-        spans = []  # (first, last position, path) of each segment's accepted frames
+        run = _LogRun()
         # in the order of the positions held: a stray copy under a wrong name
         # comes after the real segment (see log_segment_order), and is
         # reported as one problem, not as real segments that repeat it
         order = log_segment_order(ldir, firsts, L.LOG_SEG)
-        for k, (first, _fp0, misnamed) in enumerate(order):
+        for k, (first, fp0, misnamed) in enumerate(order):
             last_seg = k == len(order) - 1
             path = L.seg_path(ldir, first, L.LOG_SEG)
-            idx_bytes = read_index(L.seg_path(ldir, first, L.LOG_IDX))
-            last_bad = None
-            size = sizes[first]
-            if last_seg:  # the view of the live segment: what is there now
-                size = L.file_size(path)
-            entries = array("Q")
-            sound = True
-            first_frame = True
-            repeats = []  # [offset, first, last position, stream, version] of a run of repeats
-            held = []  # positions accepted from this segment: [first, last]
-            pend_events, pend_from = 0, 0
-            fd = os.open(path, L.RDONLY)
-            try:
-                for ok, off, end, x in walk(fd, LOG_MAGIC, size, big=True):
-                    if not ok:
-                        if last_seg and end == size:
-                            self.tail = (first, off, size, x)
-                        else:
-                            self.error("log", f"damaged frame, {end - off} bytes ({x}); the "
-                                       "events in it are read from their stream-log copies by "
-                                       "'evstore repair'", path, off, position=expected)
-                            last_bad = len(self.problems) - 1
-                            sound = False
-                        continue
-                    try:
-                        stream, fv, fp, us, n, hl = batch_head(x)
-                        if stream == "":
-                            if hl != len(x):
-                                raise ValueError("a gap frame holds more than its head")
-                        else:
-                            _check_payload(x)
-                            check_stream_id(stream, new=False)
-                    except Exception as e:  # noqa: BLE001 - any decoding failure is damage here
-                        self.error("log", f"frame passes its checksum but does not decode ({e})",
-                                   path, off, position=expected)
-                        sound = False
-                        continue
-                    if first_frame:
-                        first_frame = False
-                        if misnamed:
-                            sound = False
-                    if fp != expected:
-                        sound = False
-                        if fp < expected:
-                            if repeats and repeats[2] + 1 == fp:
-                                repeats[2] = fp + n - 1
-                            else:
-                                self._repeats(path, repeats, spans)
-                                repeats = [off, fp, fp + n - 1, stream, fv]
-                            continue
-                        gap = (f"{expected}" if fp - 1 == expected else f"{expected}..{fp - 1}")
-                        if last_bad is not None and last_bad < len(self.problems):
-                            p = self.problems[last_bad]  # the damage explains the gap
-                            self.problems[last_bad] = Problem(
-                                p.kind, p.message.replace("damaged frame,", f"damaged frame "
-                                                          f"(positions {gap}),", 1),
-                                p.file, p.offset, p.stream, p.version, p.position)
-                        else:
-                            self.error("log", f"positions {gap} are missing before this frame",
-                                       path, off, position=expected)
-                        holes = True
-                    last_bad = None
-                    if stream == "":
-                        # a gap frame: positions compaction removed, accounted for
-                        if us < last_us:
-                            self.warn("log", "recorded_at goes backwards", path, off,
-                                      position=fp)
-                        else:
-                            last_us = us
-                        entries.extend([off] * n)
-                        expected = fp + n
-                        held = [held[0] if held else fp, expected - 1]
-                        self.head = expected - 1
-                        self.log_end = (first, end)
-                        continue
-                    prev = versions.get(stream, 0)
-                    # a jump is sound only below the stream's floor: the
-                    # versions before fv are removed (those still here, not
-                    # yet compacted, are not readable either)
-                    if fv != prev + 1 and not (fv > prev and self._removed_ok(stream, fv)):
-                        why = (" (the versions between are in the damaged or missing frames "
-                               "above)" if holes and fv > prev + 1 else "")
-                        self.error("log", f"stream {stream!r} jumps from version {prev} to "
-                                   f"{fv}{why}", path, off, stream, fv, fp)
-                        self.broken_streams.add(stream)
-                    if us < last_us:
-                        self.warn("log", "recorded_at goes backwards", path, off, stream, fv, fp)
-                    else:
-                        last_us = us
-                    versions[stream] = fv + n - 1
-                    dg = digests.get(stream)
-                    if dg is None:
-                        dg = digests[stream] = [0, 0, 0, 0]
-                    skip = min(max(self.bases.get(stream, 0) + 1 - fv, 0), n)
-                    if skip == 0:
-                        dg[0] += n
-                        dg[1] += n * fp + n * (n - 1) // 2
-                        dg[2] += n * us
-                        dg[3] = x.crc_from(hl, dg[3]) if isinstance(x, bigframe.BigPayload) \
-                            else _crc32(x[hl:], dg[3])
-                    elif skip < n:  # the stream log no longer holds the first ``skip``
-                        k, q = n - skip, fp + skip
-                        dg[0] += k
-                        dg[1] += k * q + k * (k - 1) // 2
-                        dg[2] += k * us
-                        for i, blob in enumerate(iter_blobs(x, hl, n)):
-                            if i >= skip:
-                                dg[3] = _crc32(blob, dg[3])
-                    if n == 1:
-                        entries.append(off)
-                    else:
-                        entries.extend([off] * n)
-                    expected = fp + n
-                    if held:
-                        held[1] = expected - 1
-                    else:
-                        held = [fp, expected - 1]
-                    self.head = expected - 1
-                    self.log_end = (first, end)
-                    pend_events += n
-                    if pend_events >= 4096:
-                        self.progress.advance(events=pend_events, nbytes=end - pend_from)
-                        pend_events, pend_from = 0, end
-                if misnamed:
-                    what = ("and holds only positions that other segments hold: a stray copy "
-                            "(duplicated or misnamed segment); 'evstore repair' removes it"
-                            if not held else "which is not its name: a misnamed segment; 'evstore repair' moves "
-                            "its frames under the right name")
-                    self.error("log", f"segment named for position {first} starts with position "
-                               f"{_fp0} {what}", path, 0, position=_fp0)
-                self._repeats(path, repeats, spans)
-                if held:
-                    spans.append((held[0], held[1], path))
-                self.nbytes += size
-                self.progress.advance(events=pend_events, nbytes=size - pend_from)
-                if sound and entries:
-                    self._check_log_index(ldir, first, path, entries, last_seg, size, idx_bytes)
-                elif sound and not entries and not last_seg:
-                    self.error("log", "empty segment", path, 0)
-            finally:
-                os.close(fd)
+            # the view of the live segment: what is there now
+            size = L.file_size(path) if last_seg else sizes[first]
+            seg = _Segment(ldir, first, path, size, last_seg, misnamed)
+            seg.idx_bytes = read_index(L.seg_path(ldir, first, L.LOG_IDX))
+            self._log_segment(run, seg)
+            self._log_segment_end(run, seg, fp0)
         self.last_first = firsts[-1] if firsts else 0
-        if self.tail is not None:
-            first, off, size, reason = self.tail
-            path = L.seg_path(ldir, first, L.LOG_SEG)
-            if self._tail_now_valid():
-                self.tail = None
-            elif self.synced > self.head:
-                self.error("log", f"the last {size - off} bytes of the commit log are damaged "
-                           f"({reason}), and sync-state shows they held committed events "
-                           f"(up to position {self.synced})", path, off, position=self.head + 1)
-            elif self._tail_is_torn(path, off):
-                self.warn("log", f"{size - off} bytes of an append that never committed at the "
-                          f"end of the commit log ({reason}); harmless: the next writer moves "
-                          "them to quarantine/", path, off, position=self.head + 1)
-            else:
-                self.error("log", f"the last frame of the commit log is damaged ({reason}), "
-                           "not torn: it may be an acknowledged batch, so writers refuse to "
-                           "cut it; 'evstore repair' restores it from its stream-log copy or "
-                           "moves it to quarantine/", path, off, position=self.head + 1)
+        self._log_judge_tail(ldir)
         self.events = self.head
+
+    def _log_strays(self, ldir: str, names: list, firsts: list) -> None:
+        """Warn of files in log/ that are neither a segment nor its index
+        (temporary files are temp_check's)."""
+        segs = {f"{f:016d}{L.LOG_SEG}" for f in firsts}
+        for name in names:
+            if name in segs or L.is_temp(name):
+                continue
+            if name.endswith(L.LOG_IDX) and name[:-len(L.LOG_IDX)] + L.LOG_SEG in segs:
+                continue
+            self.warn("log", "unexpected file in log/ (an index without its segment?)",
+                      os.path.join(ldir, name))
+
+    def _log_segment(self, run: "_LogRun", seg: "_Segment") -> None:
+        """Every frame of one segment: damaged ones reported (or kept as the
+        candidate torn tail), sound ones checked for order and accounted."""
+        fd = os.open(seg.path, L.RDONLY)
+        try:
+            for ok, off, end, x in walk(fd, LOG_MAGIC, seg.size, big=True):
+                if not ok:
+                    self._log_bad_frame(run, seg, off, end, x)
+                    continue
+                head = self._log_decode(run, seg, off, x)
+                if head is None:
+                    continue
+                if seg.first_frame:
+                    seg.first_frame = False
+                    if seg.misnamed:
+                        seg.sound = False
+                if head[2] != run.expected and self._log_out_of_order(run, seg, off, head):
+                    continue  # a repeat of positions already held
+                seg.last_bad = None
+                if head[0] == "":
+                    self._log_gap_frame(run, seg, off, head)
+                else:
+                    self._log_batch(run, seg, off, x, head)
+                self._log_accepted(run, seg, end, head[2], head[4])
+        finally:
+            os.close(fd)
+
+    def _log_bad_frame(self, run, seg, off: int, end: int, reason) -> None:
+        """A frame that fails its checks: at the very end of the live
+        segment it may be a torn (or in-progress) append, judged later;
+        anywhere else it is damage repair can mend from the stream logs."""
+        if seg.last_seg and end == seg.size:
+            self.tail = (seg.first, off, seg.size, reason)
+            return
+        self.error("log", f"damaged frame, {end - off} bytes ({reason}); the "
+                   "events in it are read from their stream-log copies by "
+                   "'evstore repair'", seg.path, off, position=run.expected)
+        seg.last_bad = len(self.problems) - 1
+        seg.sound = False
+
+    def _log_decode(self, run, seg, off: int, x):
+        """The frame's batch head, with the payload checked to decode whole;
+        None (and an error) when a frame that passes its checksum does not."""
+        try:
+            head = stream, _fv, _fp, _us, _n, hl = batch_head(x)
+            if stream == "":
+                if hl != len(x):
+                    raise ValueError("a gap frame holds more than its head")
+            else:
+                _check_payload(x)
+                check_stream_id(stream, new=False)
+        except Exception as e:  # noqa: BLE001 - any decoding failure is damage here
+            self.error("log", f"frame passes its checksum but does not decode ({e})",
+                       seg.path, off, position=run.expected)
+            seg.sound = False
+            return None
+        return head
+
+    def _log_out_of_order(self, run, seg, off: int, head) -> bool:
+        """A frame whose first position is not the next one.  Below it: a
+        repeat, gathered into runs (True: the frame is skipped).  Above it:
+        missing positions, named on the damaged frame that explains them
+        when there is one (False: the frame is then accounted)."""
+        stream, fv, fp, _us, n, _hl = head
+        seg.sound = False
+        if fp < run.expected:
+            rep = seg.repeats
+            if rep and rep[2] + 1 == fp:
+                rep[2] = fp + n - 1
+            else:
+                self._repeats(seg.path, rep, run.spans)
+                seg.repeats = [off, fp, fp + n - 1, stream, fv]
+            return True
+        expected = run.expected
+        gap = f"{expected}" if fp - 1 == expected else f"{expected}..{fp - 1}"
+        if seg.last_bad is not None and seg.last_bad < len(self.problems):
+            p = self.problems[seg.last_bad]  # the damage explains the gap
+            self.problems[seg.last_bad] = Problem(
+                p.kind, p.message.replace("damaged frame,", f"damaged frame "
+                                          f"(positions {gap}),", 1),
+                p.file, p.offset, p.stream, p.version, p.position)
+        else:
+            self.error("log", f"positions {gap} are missing before this frame",
+                       seg.path, off, position=expected)
+        run.holes = True
+        return False
+
+    def _log_gap_frame(self, run, seg, off: int, head) -> None:
+        """A gap frame: positions compaction removed, accounted for (one
+        index entry each, no stream versions)."""
+        _stream, _fv, fp, us, n, _hl = head
+        if us < run.last_us:
+            self.warn("log", "recorded_at goes backwards", seg.path, off, position=fp)
+        else:
+            run.last_us = us
+        seg.entries.extend([off] * n)
+
+    def _log_batch(self, run, seg, off: int, x, head) -> None:
+        """A batch: its stream's versions continue (or jump only below the
+        stream's floor), its time does not go back, and its events go into
+        the stream's digest the stream pass compares the stream log with."""
+        stream, fv, fp, us, n, hl = head
+        prev = self.versions.get(stream, 0)
+        # a jump is sound only below the stream's floor: the
+        # versions before fv are removed (those still here, not
+        # yet compacted, are not readable either)
+        if fv != prev + 1 and not (fv > prev and self._removed_ok(stream, fv)):
+            why = (" (the versions between are in the damaged or missing frames "
+                   "above)" if run.holes and fv > prev + 1 else "")
+            self.error("log", f"stream {stream!r} jumps from version {prev} to "
+                       f"{fv}{why}", seg.path, off, stream, fv, fp)
+            self.broken_streams.add(stream)
+        if us < run.last_us:
+            self.warn("log", "recorded_at goes backwards", seg.path, off, stream, fv, fp)
+        else:
+            run.last_us = us
+        self.versions[stream] = fv + n - 1
+        self._log_digest(stream, x, fv, fp, us, n, hl)
+        if n == 1:
+            seg.entries.append(off)
+        else:
+            seg.entries.extend([off] * n)
+        seg.pend_events += n
+
+    def _log_digest(self, stream: str, x, fv: int, fp: int, us: int, n: int, hl: int) -> None:
+        """Add a batch's events to its stream's digest (count, sum of
+        positions, sum of times, CRC of the event bodies), leaving out the
+        events below the stream's floor: the stream log no longer holds them."""
+        dg = self.digests.get(stream)
+        if dg is None:
+            dg = self.digests[stream] = [0, 0, 0, 0]
+        skip = min(max(self.bases.get(stream, 0) + 1 - fv, 0), n)
+        if skip == 0:
+            dg[0] += n
+            dg[1] += n * fp + n * (n - 1) // 2
+            dg[2] += n * us
+            dg[3] = x.crc_from(hl, dg[3]) if isinstance(x, bigframe.BigPayload) \
+                else _crc32(x[hl:], dg[3])
+        elif skip < n:  # the stream log no longer holds the first ``skip``
+            k, q = n - skip, fp + skip
+            dg[0] += k
+            dg[1] += k * q + k * (k - 1) // 2
+            dg[2] += k * us
+            for i, blob in enumerate(iter_blobs(x, hl, n)):
+                if i >= skip:
+                    dg[3] = _crc32(blob, dg[3])
+
+    def _log_accepted(self, run, seg, end: int, fp: int, n: int) -> None:
+        """A frame taken into the view: the head moves to its last position,
+        the segment's held range grows, progress is reported now and then."""
+        run.expected = expected = fp + n
+        if seg.held:
+            seg.held[1] = expected - 1
+        else:
+            seg.held = [fp, expected - 1]
+        self.head = expected - 1
+        self.log_end = (seg.first, end)
+        if seg.pend_events >= 4096:
+            self.progress.advance(events=seg.pend_events, nbytes=end - seg.pend_from)
+            seg.pend_events, seg.pend_from = 0, end
+
+    def _log_segment_end(self, run, seg, fp0: int) -> None:
+        """After a segment's frames: its name, its runs of repeats, its
+        index (only when every frame was sound), an empty segment."""
+        if seg.misnamed:
+            what = ("and holds only positions that other segments hold: a stray copy "
+                    "(duplicated or misnamed segment); 'evstore repair' removes it"
+                    if not seg.held else "which is not its name: a misnamed segment; "
+                    "'evstore repair' moves its frames under the right name")
+            self.error("log", f"segment named for position {seg.first} starts with position "
+                       f"{fp0} {what}", seg.path, 0, position=fp0)
+        self._repeats(seg.path, seg.repeats, run.spans)
+        if seg.held:
+            run.spans.append((seg.held[0], seg.held[1], seg.path))
+        self.nbytes += seg.size
+        self.progress.advance(events=seg.pend_events, nbytes=seg.size - seg.pend_from)
+        if seg.sound and seg.entries:
+            self._check_log_index(seg.ldir, seg.first, seg.path, seg.entries, seg.last_seg,
+                                  seg.size, seg.idx_bytes)
+        elif seg.sound and not seg.entries and not seg.last_seg:
+            self.error("log", "empty segment", seg.path, 0)
+
+    def _log_judge_tail(self, ldir: str) -> None:
+        """The damaged end of the live segment: a commit that finished
+        meanwhile (nothing), committed events lost (sync-state says so), an
+        append that never committed (a warning: writers cut it), or damage
+        writers refuse to cut."""
+        if self.tail is None:
+            return
+        first, off, size, reason = self.tail
+        path = L.seg_path(ldir, first, L.LOG_SEG)
+        if self._tail_now_valid():
+            self.tail = None
+        elif self.synced > self.head:
+            self.error("log", f"the last {size - off} bytes of the commit log are damaged "
+                       f"({reason}), and sync-state shows they held committed events "
+                       f"(up to position {self.synced})", path, off, position=self.head + 1)
+        elif self._tail_is_torn(path, off):
+            self.warn("log", f"{size - off} bytes of an append that never committed at the "
+                      f"end of the commit log ({reason}); harmless: the next writer moves "
+                      "them to quarantine/", path, off, position=self.head + 1)
+        else:
+            self.error("log", f"the last frame of the commit log is damaged ({reason}), "
+                       "not torn: it may be an acknowledged batch, so writers refuse to "
+                       "cut it; 'evstore repair' restores it from its stream-log copy or "
+                       "moves it to quarantine/", path, off, position=self.head + 1)
 
     def _repeats(self, path, run, spans) -> None:
         """One problem for a run of frames that repeat positions already

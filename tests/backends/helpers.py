@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from evstore.core.backend import Prepared
-from evstore.disk.records import normalize, pack_fields
+from evstore.model import normalize, pack_fields
 
 
 def prep(*events) -> list[Prepared]:

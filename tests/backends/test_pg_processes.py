@@ -25,7 +25,7 @@ WRITER = r"""
 import json, sys
 from evstore.backends import open_backend
 from evstore.core.backend import Prepared
-from evstore.disk.records import normalize, pack_fields
+from evstore.model import normalize, pack_fields
 from evstore.errors import EvstoreError, WrongExpectedVersion
 url, name, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 b = open_backend(url, lock_timeout=20)

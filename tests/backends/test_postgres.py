@@ -12,7 +12,7 @@ import pytest
 
 from evstore.backends import open_backend
 from evstore.core.rules import ANY
-from evstore.disk.records import pack_fields, normalize
+from evstore.model import pack_fields, normalize
 from evstore.errors import StoreIOError, StoreLocked, StoreNotFound, UsageError
 
 from conftest import cli_env

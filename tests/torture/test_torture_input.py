@@ -27,8 +27,8 @@ from evstore import EventStore
 from evstore.errors import CorruptStore, InvalidEvent, UsageError
 from evstore.disk.format import LOG_MAGIC, STREAM_MAGIC, FrameError, check_frame, encode_frame
 from evstore.features.jsonio import iter_documents
-from evstore.disk.records import (DEFAULT_MAX_EVENT_BYTES, decode_batch, decode_batch_head,
-                             normalize)
+from evstore.disk.records import decode_batch, decode_batch_head
+from evstore.model import DEFAULT_MAX_EVENT_BYTES, normalize
 
 
 SEEDS = [

@@ -17,8 +17,8 @@ from ...core.forgetting import Cut, check_append
 from ...disk.format import LOG_MAGIC, encode_frame
 from ...disk.records import gap_payload
 from ...errors import InvalidEvent
+from ...model import AppendResult, check_stream_id
 from .names import STREAM_IDX
-from ...disk.records import AppendResult, check_stream_id
 from ...disk.segment import fsync_dir, fsync_file
 
 
@@ -42,7 +42,7 @@ class BulkWriter:
 
     def write(self, stream: str, first_version: int, first_position: int,
               recorded_us: int, blobs: list[bytes], any_time: bool = False) -> AppendResult:
-        """Write one batch of packed events (``records.pack_fields``).
+        """Write one batch of packed events (``model.pack_fields``).
 
         Refused with InvalidEvent, nothing written, unless it continues
         what the store holds (:func:`evstore.core.rules.continues`) and is

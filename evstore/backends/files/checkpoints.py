@@ -33,9 +33,10 @@ from typing import Iterator
 from ...core.backend import CheckpointRow, ConsumerBusy, checkpoint_problems
 from ...core.documents import decode_checkpoint, encode_checkpoint
 from ...disk.recovery import write_atomic
-from ...disk.segment import check_not_link, fsync_dir, listdir, nofollow, open_file
+from ...disk.segment import check_not_link, fsync_dir, listdir, open_file
 from ...disk.streamlog import stream_key
 from ...errors import CorruptStore, StoreIOError
+from .docfile import read_document
 from .names import CHECKPOINT_LOCK_SUFFIX, CHECKPOINT_SUFFIX, CHECKPOINTS_DIR
 
 try:
@@ -61,7 +62,7 @@ class FileCheckpoints:
     # -- the Backend methods -----------------------------------------------------------
     def get_checkpoint(self, name: str) -> CheckpointRow | None:
         path = self.checkpoint_path(name)
-        data = _read(path)
+        data = read_document(path)
         if data is None:
             return None
         cp = decode_checkpoint(data, path)
@@ -134,16 +135,6 @@ class FileCheckpoints:
             fsync_dir(os.path.dirname(root))
 
 
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb", opener=nofollow) as f:  # never a link's target
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise StoreIOError(f"cannot read {path}: {e.strerror or e}") from e
-
-
 def _files(root: str):
     try:
         names = sorted(listdir(root))  # never through a link (CorruptStore)
@@ -165,7 +156,7 @@ def _scan(store_dir: str, strict: bool = False, relative: bool = False):
     for key, path in _files(os.path.join(store_dir, CHECKPOINTS_DIR)):
         rel = os.path.relpath(path, store_dir)
         try:
-            data = _read(path)
+            data = read_document(path)
             if data is None:  # deleted while we listed
                 continue
             cp = decode_checkpoint(data, rel if relative else path)

@@ -13,10 +13,10 @@ import os
 
 from ...disk.format import STREAM_MAGIC, FrameError
 from ...disk.index import OffsetIndex
-from ...disk.records import unpack
 from ...disk.segment import fsync_dir, fsync_file, iter_frames, listdir, open_file
 from ...disk.streamlog import StreamLog
 from ...errors import CorruptStore
+from ...model import unpack
 from . import journal
 from .compact_io import _copy_range, _size, _unlink_tmp
 from .names import COMPACT_TMP, STREAM_IDX, STREAM_SEG

@@ -49,10 +49,11 @@ from ...core.forgetting import Cut
 from ...disk.commitlog import CommitLog, SealSyncError
 from ...disk.format import LOG_MAGIC, FrameError
 from ...disk.heads import batch_head
-from ...disk.records import GAP, _packb
+from ...disk.records import GAP
 from ...disk.segment import fsync_dir, iter_frames, listdir, stable_listdir
 from ...disk.streamlog import StreamLog, stream_key
 from ...errors import CorruptStore
+from ...model import _packb
 from .compact_io import _size
 from .compact_log import LogCompaction
 from .compact_streams import StreamCompaction

@@ -23,6 +23,7 @@ from ...disk.recovery import write_atomic
 from ...disk.segment import check_not_link, fsync_dir, nofollow, walk
 from ...disk.streamlog import stream_key
 from ...errors import CorruptStore, StoreIOError
+from .docfile import read_document
 from .names import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR
 
 _NAME = re.compile(r"^(\d{16})" + re.escape(SNAPSHOT_SUFFIX) + "$")
@@ -89,13 +90,8 @@ class FileSnapshots:
     def get_snapshot(self, stream: str, version: int) -> bytes | None:
         path = self.snapshot_path(stream, version)
         self._check_dirs(os.path.dirname(path))
-        try:
-            with open(path, "rb", opener=nofollow) as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StoreIOError(f"cannot read snapshot {path}: {e.strerror or e}") from e
+        return read_document(path, lambda reason: StoreIOError(
+            f"cannot read snapshot {path}: {reason}"))
 
     def get_snapshot_head(self, stream: str, version: int, limit: int) -> bytes | None:
         """The first line of the snapshot (at most ``limit`` bytes): a

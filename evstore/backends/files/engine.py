@@ -47,12 +47,8 @@ from . import journal
 from .forget import ForgetDocuments
 from .settings import FileSettings
 from .locking import WriterLock
-from ...disk.records import (
-    AppendResult,
-    check_stream_id,
-    log_payload_parts,
-    stream_payload,
-)
+from ...disk.records import log_payload_parts, stream_payload
+from ...model import AppendResult, check_stream_id
 from ...disk import recovery
 from ...disk.segment import fsync_dir, read_small
 from ...disk.streamlog import StaleTail, StreamLog, StreamTail
@@ -62,9 +58,7 @@ from .session import FileWriterSession
 from ...core import rules
 from ...core.backend import Appended, Backend, BulkSession
 from ...core.forgetting import Cut, Retention, check_append, plan_cut
-from .names import (  # noqa: F401  (FSYNC_FAILED: a name tests use)
-    FSYNC_FAILED, LOCK_FILE, LOG_DIR, MARKER, STREAMS_DIR,
-)
+from .names import LOCK_FILE, LOG_DIR, MARKER, STREAMS_DIR
 
 #: Stream logs are fsynced (and ``sync-state`` advanced) at least this often,
 #: bounding how much of the commit log a reboot makes us replay.
@@ -263,7 +257,7 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
 
     def append(self, stream: str, events, expected) -> Appended:
         """:meth:`Backend.append`.  ``events`` is a sequence of Prepared (the
-        front end passes its packed batch, :class:`~evstore.disk.records.PackedEvents`:
+        front end passes its packed batch, :class:`~evstore.model.PackedEvents`:
         ``blobs`` then streams the packed bytes and ``own_ids`` False says
         every id was made here, so no stored event can carry one)."""
         blobs = getattr(events, "blobs", None)

@@ -25,8 +25,8 @@ import threading
 from ...core.forgetting import Cut, Retention
 from ...core.checkline import seal, unseal
 from ...disk.recovery import write_atomic
-from ...disk.segment import nofollow
 from ...errors import CorruptStore, StoreIOError
+from .docfile import read_document
 from .names import CUTS_FILE, RETENTION_FILE
 
 
@@ -69,14 +69,8 @@ class _Document:
 
     def load(self) -> list:
         """The document's items, read and checked now; [] when absent."""
-        try:
-            with open(self.path, "rb", opener=nofollow) as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise StoreIOError(f"cannot read {self.path}: {e.strerror or e}") from e
-        return decode(raw, self.path, self.key)
+        raw = read_document(self.path)
+        return [] if raw is None else decode(raw, self.path, self.key)
 
     def put(self, items: list, sync: bool) -> None:
         body = "{\"%s\": [\n%s\n]}\n" % (self.key, ",\n".join(

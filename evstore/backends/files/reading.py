@@ -12,9 +12,9 @@ import warnings
 from typing import Iterable, Iterator
 
 from ...disk.commitlog import CommitLog
-from ...disk.records import RecordedEvent, check_stream_id
 from ...disk.streamlog import StreamLog, StreamTail
 from ...errors import CorruptStore, DamagedCopyWarning, StoreIOError, StreamNotFound
+from ...model import RecordedEvent, check_stream_id
 from .names import STREAMS_DIR
 
 # How many positions EventStore.version catches up on through the commit

@@ -26,8 +26,8 @@ import os
 from ...core.backend import merge_settings
 from ...core.documents import decode_settings, encode_settings
 from ...disk.recovery import write_atomic
-from ...disk.segment import nofollow
 from ...errors import CorruptStore, StoreIOError
+from .docfile import read_document
 from .names import SETTINGS_FILE
 
 
@@ -60,13 +60,8 @@ class FileSettings:
 
 def _raw(store_dir) -> bytes | None:
     p = os.path.join(str(store_dir), SETTINGS_FILE)
-    try:
-        with open(p, "rb", opener=nofollow) as f:  # never a link's target
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise CorruptStore(f"{p}: cannot read the store's settings: {e.strerror or e}") from None
+    return read_document(p, lambda reason: CorruptStore(
+        f"{p}: cannot read the store's settings: {reason}"))
 
 
 def read_settings(store_dir) -> dict:

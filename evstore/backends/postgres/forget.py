@@ -279,33 +279,12 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
         total = size
     done = removed = snaps = freed = 0
     queue = list(streams)
-    t = b.lock_timeout
     while queue:
         per_stream = _per_stream(len(queue))
         batch, queue = queue[:STREAMS], queue[STREAMS:]
-        with b.session("compact", t) as conn:
-            with batched(conn):
-                _begin(conn, b, t, head=False)
-            view = view_fn()  # under the lock: no cut or rule changes until COMMIT
-            found = _unreadable(conn, b, view, batch, {}, per_stream)
-            positions = sorted(g[1] for gone, _more in found.values() for g in gone)
-            deleted = {s: view.cuts[s].deleted for s in batch
-                       if s in view.cuts and view.cuts[s].deleted}
-            through = {s: gone[-1][0] for s, (gone, _more) in found.items() if gone}
-            with batched(conn):
-                if positions:
-                    conn.execute(b.fq["delete"], (positions,))
-                    add_removed(conn, b.q, runs(positions))
-                    conn.execute(b.q["add_removed_versions"],
-                                 (list(through), list(through.values())))
-                if deleted:
-                    gone_snaps = conn.execute(b.fq["drop_snapshots"],
-                                              (list(deleted), list(deleted.values())))
-                conn.execute("COMMIT")
-            if deleted:
-                n, size = gone_snaps.fetchone()
-                snaps += n
-                freed += int(size)
+        found, positions, n, size = _compact_batch(b, view_fn, batch, per_stream)
+        snaps += n
+        freed += size
         removed += len(positions)
         queue += [s for s, (_gone, more) in found.items() if more]
         done += sum(g[2] for gone, _more in found.values() for g in gone)
@@ -313,12 +292,50 @@ def compact(b, view_fn, dry_run: bool = False, progress=None) -> dict:
             progress(min(done, total), total)
     if progress is not None and total:
         progress(total, total)
-    if removed or snaps:
+    result.update(events_removed=removed,
+                  bytes_after=_bytes_after(b, bytes_before, freed + done, removed or snaps))
+    return result
+
+
+def _compact_batch(b, view_fn, batch: list, per_stream: int):
+    """One transaction of :func:`compact` under the writer lock: the
+    unreadable events of up to STREAMS streams (at most ``per_stream``
+    each) deleted and recorded as removed, and the snapshots of deleted
+    streams dropped.  Returns ``(found, positions, snapshots dropped,
+    their bytes)``; ``found`` says which streams have more to remove."""
+    t = b.lock_timeout
+    with b.session("compact", t) as conn:
+        with batched(conn):
+            _begin(conn, b, t, head=False)
+        view = view_fn()  # under the lock: no cut or rule changes until COMMIT
+        found = _unreadable(conn, b, view, batch, {}, per_stream)
+        positions = sorted(g[1] for gone, _more in found.values() for g in gone)
+        deleted = {s: view.cuts[s].deleted for s in batch
+                   if s in view.cuts and view.cuts[s].deleted}
+        through = {s: gone[-1][0] for s, (gone, _more) in found.items() if gone}
+        with batched(conn):
+            if positions:
+                conn.execute(b.fq["delete"], (positions,))
+                add_removed(conn, b.q, runs(positions))
+                conn.execute(b.q["add_removed_versions"],
+                             (list(through), list(through.values())))
+            if deleted:
+                gone_snaps = conn.execute(b.fq["drop_snapshots"],
+                                          (list(deleted), list(deleted.values())))
+            conn.execute("COMMIT")
+        n = size = 0
+        if deleted:
+            n, size = gone_snaps.fetchone()
+    return found, positions, n, int(size)
+
+
+def _bytes_after(b, bytes_before: int, freed: int, vacuum: bool) -> int:
+    """The store's size after a compaction that freed ``freed`` bytes of
+    rows, VACUUMed when anything was removed.  The freed rows' space is free
+    inside the files (module docstring), unless the VACUUM gave back more
+    (empty pages at the end of a table)."""
+    if vacuum:
         with b.session("compact") as conn:
             conn.execute(f"VACUUM {b.ident}.events, {b.ident}.snapshots, {b.ident}.removed")
-    freed += done
-    # the freed rows' space is free inside the files (module docstring), unless
-    # the VACUUM gave back more (empty pages at the end of a table)
     after = min(b.stats()["bytes"], bytes_before - freed) if freed else b.stats()["bytes"]
-    result.update(events_removed=removed, bytes_after=max(0, after))
-    return result
+    return max(0, after)
