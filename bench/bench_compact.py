@@ -164,6 +164,8 @@ def main() -> None:
             "append_median_compacting_ms": (round(statistics.median(busy_lat) * 1000, 3)
                                             if busy_lat else None),
             "appends_during": len(busy_lat),
+            # the machine may be shared: its load when the run ended (1, 5, 15 min)
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
         result["ratio_vs_raw_copy"] = round(result["compact_mib_s_read"]
                                             / result["raw_copy_mib_s"], 2)

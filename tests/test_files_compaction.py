@@ -408,3 +408,53 @@ def test_an_interrupted_step_is_finished_by_the_next_writer_or_verify(es, monkey
     b.compact(view_of(b))
     assert [e.version for e in b.read_stream("orders")][0] == 21
     assert es.verify().ok
+
+
+def test_the_commit_log_keeps_what_a_stream_log_still_holds(es, monkeypatch):
+    """The commit log's segments are rewritten while the stream step runs
+    beside them, with the floors as the stream step will leave them; a
+    stream log the step did not cut (here: skipped) makes the segments be
+    written again keeping its events, or its records would lose their batch."""
+    from evstore.backends.files.compact_streams import StreamCompaction
+    populate(es)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    b.cut("orders", ANY, 21, False)
+    real = StreamCompaction._stream_prepare
+    monkeypatch.setattr(StreamCompaction, "_stream_prepare",
+                        lambda self, s, floor: None if s == "orders" else real(self, s, floor))
+    assert b.compact(view_of(b))["events_removed"] == 30
+    report = es.verify()
+    assert report.ok, report.problems
+    assert store_holds(es.directory, SECRET) == []
+    assert [e.version for e in b.read_stream("orders")][:2] == [1, 2]  # raw: still there
+    monkeypatch.setattr(StreamCompaction, "_stream_prepare", real)
+    assert b.compact(view_of(b))["events_removed"] == 20
+    assert [e.version for e in b.read_stream("orders")][:2] == [21, 22]
+    assert es.verify().ok
+
+
+def test_a_failed_stream_step_moves_no_commit_log_segment(es, monkeypatch):
+    """The stream step's error reaches the caller, and the commit log's
+    rewritten segments, made beside it, are never moved into place."""
+    from evstore.backends.files.compact_streams import StreamCompaction
+    populate(es)
+    b = es.backend
+    b.cut("cust-alice", ANY, None, False)
+    log = os.path.join(es.directory, "log")
+
+    def failing(self, group):
+        raise OSError("the stream step failed")
+
+    monkeypatch.setattr(StreamCompaction, "_streams_apply", failing)
+    before = {n: os.stat(os.path.join(log, n)).st_ino for n in os.listdir(log)}
+    with pytest.raises(OSError, match="stream step failed"):
+        b.compact(view_of(b))
+    after = {n: os.stat(os.path.join(log, n)).st_ino for n in os.listdir(log)
+             if not n.startswith(".tmp-compact-")}
+    assert {n: i for n, i in after.items() if n in before} == before
+    assert store_holds(os.path.join(es.directory, "log"), SECRET)
+    monkeypatch.undo()
+    b.compact(view_of(b))
+    assert store_holds(es.directory, SECRET) == []
+    assert es.verify().ok

@@ -354,11 +354,14 @@ class Backend(ABC):
         Constant memory."""
         return None
 
-    def find(self, event_id: str) -> RecordedEvent | None:
-        """The event with this id, or None.  (Backends with an index on ids
-        override this scan.)"""
+    def find(self, event_id: str, accept=None) -> RecordedEvent | None:
+        """The first event (by position) with this id that ``accept`` (a
+        predicate, None: any) accepts, or None.  Ids are unique within a
+        batch, not within a store: the front end passes its readability
+        check, so that a removed event never hides a readable one with the
+        same id.  (Backends with an index on ids override this scan.)"""
         for ev in self.read_all():
-            if ev.id == event_id:
+            if ev.id == event_id and (accept is None or accept(ev)):
                 return ev
         return None
 

@@ -279,14 +279,16 @@ class EventStore:
         return self.backend.ndjson_stream(stream, max(from_version or 1, 1), to_version)
 
     def find(self, event_id: str) -> RecordedEvent:
-        """The event whose id is ``event_id``; raises EventNotFound.  On
-        files there is no index by id: this reads the store from the start
-        (about a second per million events, see the README's figures)."""
-        ev = self.backend.find(event_id)
-        if ev is None:
-            raise EventNotFound(event_id)
+        """The first readable event (by position) whose id is ``event_id``
+        (ids are unique within a batch, not within a store); raises
+        EventNotFound.  On files there is no index by id: this reads the
+        store from the start (about a second per million events, see the
+        README's figures)."""
         view = self.forgetting()
-        if not view.empty and not self.readable_check(view)(ev):
+        # the first READABLE event with the id: ids are unique within a
+        # batch only, and a removed event must not hide a readable one
+        ev = self.backend.find(event_id, None if view.empty else self.readable_check(view))
+        if ev is None:
             raise EventNotFound(event_id)
         return ev
 

@@ -136,6 +136,26 @@ def test_find_does_not_find_a_removed_event(store):
     assert store.find(uid(2)).version == 2
 
 
+def test_find_skips_a_removed_event_for_a_readable_one_with_the_same_id(store):
+    # ids are unique within a batch, not within a store: two streams may
+    # carry the same id, and removing the first must not hide the second
+    store.append("old", [NewEvent("T", {"k": 0}, None, uid(7))])
+    store.append("new", [NewEvent("T", {"k": 1}, None, uid(8)),
+                         NewEvent("T", {"k": 2}, None, uid(7))])
+    store.append("later", [NewEvent("T", {"k": 3}, None, uid(7))])
+    assert (store.find(uid(7)).stream, store.find(uid(7)).position) == ("old", 1)
+    store.delete("old")
+    for _ in range(2):
+        ev = store.find(uid(7))
+        assert (ev.stream, ev.version, ev.position, ev.data) == ("new", 2, 3, {"k": 2})
+        store.compact()
+    store.truncate("new", 3)
+    assert store.find(uid(7)).stream == "later"
+    store.delete("later")
+    with pytest.raises(EventNotFound):
+        store.find(uid(7))
+
+
 def test_replay_of_a_truncated_stream_needs_a_snapshot_at_or_above_the_cut(store):
     for i in range(1, 7):
         store.append("s", [NewEvent("Set", {f"k{i}": i})])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ...disk.segment import fsync_file, open_file
+from ...disk.segment import open_file
 from ...errors import CorruptStore
 
 #: Bytes buffered before a write, and copied per read.
@@ -32,10 +32,12 @@ class _Out:
             self._flush()
         return off
 
-    def copy(self, fd: int, start: int, end: int) -> None:
-        """Bytes ``start..end`` of ``fd``, as they are."""
+    def copy(self, fd: int, start: int, end: int, window: "_Window | None" = None) -> None:
+        """Bytes ``start..end`` of ``fd``, as they are (short runs through
+        ``window``, a reader of ``fd``, when given)."""
         if end - start < _BUF:
-            self.write(os.pread(fd, end - start, start))
+            self.write(window.get(start, end) if window is not None
+                       else os.pread(fd, end - start, start))
             return
         self._flush()
         _copy_range(fd, self.fd, start, end)
@@ -47,14 +49,36 @@ class _Out:
             view = view[os.write(self.fd, view):]
         self.buf = bytearray()
 
-    def sync(self) -> None:
+    def flush(self) -> None:
+        """Write what is buffered (not fsynced: compact_log fsyncs the file
+        when it is about to be moved into place)."""
         self._flush()
-        fsync_file(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class _Window:
+    """Reads of a file at rising offsets, served from one large read:
+    a run of kept frames (a few KiB between two removed ones) costs a slice,
+    not a system call."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.start = 0
+        self.data = b""
+
+    def get(self, start: int, end: int):
+        rel = start - self.start
+        if rel < 0 or end - self.start > len(self.data):
+            self.start, rel = start, 0
+            self.data = os.pread(self.fd, max(end - start, _BUF), start)
+            if len(self.data) < end - start:
+                raise CorruptStore(f"a file being compacted ended at offset "
+                                   f"{start + len(self.data)}, before {end}")
+        return memoryview(self.data)[rel:end - self.start]
 
 
 class _Counter:
@@ -66,7 +90,7 @@ class _Counter:
         self.size += len(data)
         return off
 
-    def copy(self, fd, start: int, end: int) -> None:
+    def copy(self, fd, start: int, end: int, window=None) -> None:
         self.size += end - start
 
 

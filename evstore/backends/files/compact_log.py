@@ -11,13 +11,13 @@ import msgpack
 
 from ...disk.bigframe import BigPayload
 from ...disk.format import LOG_MAGIC, OVERHEAD, encode_frame
-from ...disk.heads import batch_head
+from ...disk.heads import batch_head, batch_stream
 from ...disk.index import OffsetIndex
 from ...disk.records import GAP, gap_payload
-from ...disk.segment import fsync_dir, iter_frames, open_file
+from ...disk.segment import fsync_dir, fsync_file, iter_frames, open_file
 from ...model import _array_header, _packb
 from . import journal
-from .compact_io import _Counter, _Out
+from .compact_io import _Counter, _Out, _Window
 from .names import LOG_DIR, LOG_IDX, LOG_SEG
 
 
@@ -25,59 +25,110 @@ class LogCompaction:
     """Step 4 of :class:`compaction._Compaction`, mixed into it."""
 
     # -- the commit log --------------------------------------------------------------------
-    def _log_segment(self, first: int, floors: dict[str, int]) -> None:
+    #: Rewritten segments are moved into place by one journal step per this
+    #: many bytes of them (their temp files exist beside the old ones until then).
+    LOG_GROUP_BYTES = 256 << 20
+
+    def _log_segment(self, first: int, floors: dict[str, int]) -> list | None:
+        """Write segment ``first`` without its removed events into temp
+        files (not yet fsynced); returns the moves that put them in place
+        (for :meth:`_log_commit`), or None when nothing of it goes."""
         path = self.log.path(first)
         fd = open_file(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
             if first == self.log.refresh().seg_first:  # the active one (a dry run):
                 size = min(size, self.log.tail.end)    # its committed frames only
-            if not self._removes_any(fd, size, floors):
-                return
             if self.dry_run:
                 sink = _Counter()
-                self._rewrite(fd, size, floors, sink, [])
-                self.saved += size - sink.size
-                return
+                if self._rewrite(fd, size, floors, lambda: sink, []):
+                    self.saved += size - sink.size
+                return None
             tseg = self._tmp(self.log.dir, f"{first:016d}{LOG_SEG}")
             tidx = self._tmp(self.log.dir, f"{first:016d}{LOG_IDX}")
-            out = _Out(tseg)
+            outs: list[_Out] = []
+
+            def open_out() -> _Out:
+                outs.append(_Out(tseg))
+                return outs[0]
+
             entries: list[int] = []
             try:
-                self._rewrite(fd, size, floors, out, entries)
-                out.sync()
+                if not self._rewrite(fd, size, floors, open_out, entries):
+                    return None  # nothing of this segment goes
+                outs[0].flush()  # fsynced by _log_commit, once it is to be moved
             finally:
-                out.close()
+                for out in outs:
+                    out.close()
             idx = OffsetIndex(tidx, writable=True)
             try:
                 idx.truncate(0)
                 idx.extend(0, entries)
-                idx.sync()
             finally:
                 idx.close()
-            fsync_dir(self.log.dir)  # the temp files' names, before a journal names them
         finally:
             os.close(fd)
         rel = LOG_DIR
+        return [[f"{rel}/{os.path.basename(tseg)}", f"{rel}/{first:016d}{LOG_SEG}"],
+                [f"{rel}/{os.path.basename(tidx)}", f"{rel}/{first:016d}{LOG_IDX}"]]
+
+    def _log_commit(self, moves: list) -> None:
+        """One journal step for the segments rewritten: their temp files
+        fsynced, then one fsync of the directory for all their names, then
+        one lock hold for all their renames.  (The files are fsynced here,
+        not as they are written: while the stream step runs beside the
+        writing, a flush of their data would lengthen that step's fsyncs,
+        made under the writer lock, and so the appends waiting for it.)"""
+        if not moves:
+            return
+        for src, _dst in moves:
+            fd = open_file(os.path.join(self.d, src), os.O_RDONLY)
+            try:
+                fsync_file(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(self.log.dir)  # the temp files' names, before a journal names them
         with self.b._writing():
-            journal.run(self.d, [[f"{rel}/{os.path.basename(tseg)}", f"{rel}/{first:016d}{LOG_SEG}"],
-                                 [f"{rel}/{os.path.basename(tidx)}", f"{rel}/{first:016d}{LOG_IDX}"]],
-                        [])
+            journal.run(self.d, moves, [])
 
-    @staticmethod
-    def _removes_any(fd: int, size: int, floors) -> bool:
-        for _off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
-            s, fv = batch_head(payload)[:2]
-            if s != GAP and fv < floors.get(s, 1):
-                return True
-        return False
-
-    def _rewrite(self, fd: int, size: int, floors, out, entries: list) -> None:
+    def _rewrite(self, fd: int, size: int, floors, open_out, entries: list) -> bool:
         """Write the segment without the removed events: runs of kept frames
         copied as they are, suffixes of batches, runs of removed positions as
-        single gap frames (merged with the gap frames already there)."""
+        single gap frames (merged with the gap frames already there).
+        Returns False, having written nothing, when no event of it goes.
+
+        One pass: up to the first frame that loses an event nothing is
+        written (only the index entries are noted); that prefix is then
+        copied as one run, less the gap frames just before that frame, which
+        merge with the new gap.  A frame of a stream without a floor is kept
+        whole, its stream read by ``batch_stream`` (no integer decoded)."""
+        by_key = {s.encode("utf-8"): f for s, f in floors.items()}
+        # the unchanged prefix
+        start = None
+        gaps_at = None  # (offset, positions before) of the gap frames just seen
+        for off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
+            h = batch_stream(payload)
+            if h is not None and h[0] not in by_key:
+                entries += [off] * h[1]
+                gaps_at = None
+                continue
+            s, fv, fp, us, n, _hl = batch_head(payload)
+            if s == GAP:
+                if gaps_at is None:
+                    gaps_at = (off, len(entries))
+            elif fv < floors.get(s, 1):
+                start, kept = gaps_at if gaps_at is not None else (off, len(entries))
+                break
+            else:
+                gaps_at = None
+            entries += [off] * n
+        if start is None:
+            return False
+        del entries[kept:]
+        out = open_out()
+        window = _Window(fd)
         gap = None  # [first_position, count, recorded_us]: removed, not yet written
-        run = None  # [start, end, offset in out]: kept frames, not yet copied
+        run = [0, start, 0] if start else None  # [start, end, offset in out]: kept, not yet copied
 
         def flush_gap():
             nonlocal gap
@@ -89,7 +140,7 @@ class LogCompaction:
         def flush_run():
             nonlocal run
             if run is not None:
-                out.copy(fd, run[0], run[1])
+                out.copy(fd, run[0], run[1], window)
                 run = None
 
         def remove(fp, n, us):
@@ -101,7 +152,16 @@ class LogCompaction:
                 gap[1] += n
                 gap[2] = us
 
-        for off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
+        for off, payload in iter_frames(fd, start, size, LOG_MAGIC, {}):
+            h = batch_stream(payload)
+            if h is not None and h[0] not in by_key:  # kept whole
+                if gap is not None:
+                    flush_gap()
+                if run is None:
+                    run = [off, off, out.size]
+                entries += [run[2] + off - run[0]] * h[1]
+                run[1] = off + len(payload) + OVERHEAD
+                continue
             s, fv, fp, us, n, _hl = batch_head(payload)
             if s == GAP:
                 remove(fp, n, us)
@@ -124,6 +184,7 @@ class LogCompaction:
                 entries.extend([start] * (n - j))
         flush_run()
         flush_gap()
+        return True
 
 
 def _suffix(raw: bytes, stream: str, fv: int, fp: int, us: int, n: int, j: int) -> bytes:

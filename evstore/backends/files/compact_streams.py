@@ -107,10 +107,26 @@ class StreamCompaction:
                     unlink += [f"{rel}/{f:016d}{suf}" for f in firsts if f < floor
                                for suf in (STREAM_SEG, STREAM_IDX)]
                 if moves or unlink or rmdir:
+                    self._release(group)
                     journal.run(self.d, moves, unlink, rmdir)
         finally:
             for _s, sl, *_ in group:
                 sl.close()
+
+    def _release(self, group) -> None:
+        """Close this process's descriptors of the group's stream logs
+        before the journal unlinks their files: a file's blocks are freed
+        by its last close, so they are freed by the journal's concurrent
+        unlinks (journal.py) rather than one by one afterwards.  (The
+        writer's cached logs would be dropped anyway by the step's new
+        generation.)"""
+        b = self.b
+        for stream, sl, *_ in group:
+            sl.close()
+            w = b._wstreams.pop(stream, None)
+            if w is not None:
+                w.close()
+            b._wtails.pop(stream, None)
 
     def _stream_bytes_before(self, sl, firsts, floor) -> int:
         """Bytes of a stream log's records below ``floor`` (a dry run)."""

@@ -24,7 +24,10 @@ Why this shape (docs/FORMAT.md, "Forgetting", has the whole reasoning):
    (``["", 0, first_position, recorded_us, count]``), so that the log still
    accounts for every position: a missing position is provably removed.
    A stream's events are removed here only once its log no longer holds
-   them (a stream log record must always find its batch).
+   them (a stream log record must always find its batch).  Steps 3 and 4
+   overlap: the stream step runs in a thread while the segments are
+   written to temp files, and no segment is moved into place before that
+   step is done and the stream logs are checked (``_commit_group``).
 5. Snapshots of deleted streams at or below their delete, and quarantined
    bytes that may hold a removed event, are removed.
 
@@ -120,22 +123,63 @@ class _Compaction(StreamCompaction, LogCompaction):
         cuts = floors
         total = sum(_size(self.log.path(f)) for f in self.log.list_segments())
         done = 0
-        # stream logs, then the commit log
-        self._streams(cuts)
+        floors = {s: c.floor for s, c in cuts.items() if c.floor > 1}
+        # Stream logs, then the commit log.  The stream step runs in a thread
+        # (it mostly waits for the file system: unlinks, fsyncs) while the
+        # commit log's sealed segments are written to temp files without
+        # what the floors remove; none is moved into place before the stream
+        # step is done and every stream log is seen not to hold those events
+        # any more (_commit_group): the order on disk is the order above.
+        streams = None
+        if self.dry_run or not floors:
+            self._streams(cuts)
+        else:
+            streams = _Background(self._streams, cuts)
         firsts = self.log.list_segments()
         sealed = firsts if self.dry_run else firsts[:-1]
-        eff = {s: c.floor if self.dry_run else self._effective_floor(s, c)
-               for s, c in cuts.items() if c.floor > 1}
-        for first in sealed:
-            if eff:
-                self._log_segment(first, eff)
-            done += _size(self.log.path(first))
-            self.progress(done, total)
+        group, grouped = [], 0
+        try:
+            for first in sealed:
+                size = _size(self.log.path(first))
+                if floors:
+                    removed = self.removed
+                    mv = self._log_segment(first, floors)
+                    if mv:
+                        group.append((first, mv, self.removed - removed))
+                        grouped += size
+                        if grouped >= self.LOG_GROUP_BYTES:
+                            self._commit_group(group, floors, cuts, streams)
+                            group, grouped = [], 0
+                done += size
+                self.progress(done, total)
+            self._commit_group(group, floors, cuts, streams)
+        finally:
+            if streams is not None:
+                streams.join()  # never left running, whatever happened here
         self._snapshots(cuts)
         self._quarantine(cuts)
         after = self.before - self.saved if self.dry_run else store_bytes(self.d)
         return {"events_removed": self.removed, "bytes_before": self.before,
                 "bytes_after": after}
+
+    def _commit_group(self, group: list, floors: dict, cuts, streams) -> None:
+        """Move a group of rewritten commit-log segments into place, once
+        the stream step is done (its error raised here) and the stream logs
+        hold nothing below the floors the segments were written with; when
+        one still does (its step did not cut it), the group is written
+        again with what the commit log may lose (:meth:`_effective_floor`)."""
+        if streams is not None:
+            streams.result()
+        if not group or self.dry_run:
+            return
+        eff = {s: self._effective_floor(s, cuts[s]) for s in floors}
+        if eff != floors:
+            for first, mv, removed in group:
+                for tmp, _dst in mv:
+                    _unlink_quiet(os.path.join(self.d, tmp))
+                self.removed -= removed
+            group = [(first, self._log_segment(first, eff), 0) for first, _mv, _r in group]
+        self._log_commit([m for _f, mv, _r in group if mv for m in mv])
 
     def _remove_leftovers(self) -> None:
         """Temp files of a step that never reached its journal: those of
@@ -192,6 +236,8 @@ class _Compaction(StreamCompaction, LogCompaction):
                         cand = True
             if cand and fp + n - 1 >= active:
                 sc.active_candidates = True
+                if not rules:
+                    break  # all a scan without rules is for: the roll is decided
         return sc
 
     def _heads(self, start: int, head: int):
@@ -318,6 +364,35 @@ class _Compaction(StreamCompaction, LogCompaction):
                             pass
         if not self.dry_run:
             fsync_dir(qdir)
+
+
+class _Background(threading.Thread):
+    """A step run beside the caller; :meth:`result` waits for it and raises
+    its error."""
+
+    def __init__(self, fn, *args):
+        super().__init__(name="evstore-compact", daemon=True)
+        self.fn, self.args, self.error = fn, args, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.fn(*self.args)
+        except BaseException as e:  # raised again by result(), in the caller
+            self.error = e
+
+    def result(self) -> None:
+        self.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class _Scan:

@@ -165,8 +165,8 @@ class PostgresBackend(Backend):
     def read_all(self, lo=1, hi=None, backwards=False, limit=None, types=None, prefix=None):
         return reads.read_all(self, lo, hi, backwards, limit, types, prefix)
 
-    def find(self, event_id: str):
-        return reads.find(self, event_id)
+    def find(self, event_id: str, accept=None):
+        return reads.find(self, event_id, accept)
 
     def streams(self, prefix=None):
         return reads.streams(self, prefix)

@@ -25,7 +25,7 @@ def queries(s: str) -> dict:
         "stream_version": f"SELECT version FROM {s}.streams WHERE stream = %s",
         "by_version": f"SELECT {_COLS} FROM {s}.events WHERE stream = %s AND version BETWEEN %s AND %s",
         "by_position": f"SELECT {_COLS} FROM {s}.events WHERE position BETWEEN %s AND %s",
-        "by_id": f"SELECT {_COLS} FROM {s}.events WHERE id = %s::uuid",
+        "by_id": f"SELECT {_COLS} FROM {s}.events WHERE id = %s::uuid ORDER BY position",
         "streams": (f"SELECT stream, version, first_recorded_us, last_recorded_us"
                     f" FROM {s}.streams WHERE stream > %s"),
     }
@@ -77,12 +77,18 @@ def _pages(backend, base, params, key, col, lo, hi, backwards, limit, types, pre
             lo = rows[-1][col] + 1
 
 
-def find(backend, event_id: str):
+def find(backend, event_id: str, accept=None):
+    """The first event by position with this id that ``accept`` accepts
+    (ids are unique within a batch only: a few rows at most, by the index)."""
     with backend.session("read") as conn:
         if not backend.tables(conn):
             return None
-        row = conn.execute(backend.rq["by_id"], (event_id,), binary=True).fetchone()
-    return decode_event(*row) if row else None
+        rows = conn.execute(backend.rq["by_id"], (event_id,), binary=True).fetchall()
+    for row in rows:
+        ev = decode_event(*row)
+        if accept is None or accept(ev):
+            return ev
+    return None
 
 
 def streams(backend, prefix):
