@@ -270,7 +270,7 @@ class LogChecker:
         "Crashes"): a short last frame, or, after a reboot, one torn the
         way a power cut tears."""
         from ..disk.recovery import current_boot_id
-        from ..disk.segment import scan, torn_by_power_cut
+        from ..disk.frames import scan, tail_is_torn
 
         fd = os.open(path, L.RDONLY)
         try:
@@ -279,7 +279,7 @@ class LogChecker:
                 return True
             # as the writer decides: only a known, new boot id is a reboot
             rebooted = current_boot_id() is not None and self._rebooted()
-            return status == "damaged" and rebooted and torn_by_power_cut(fd, off, LOG_MAGIC)
+            return tail_is_torn(status, rebooted, fd, off, LOG_MAGIC)
         finally:
             os.close(fd)
 

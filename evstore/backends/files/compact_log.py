@@ -14,7 +14,8 @@ from ...disk.format import LOG_MAGIC, OVERHEAD, encode_frame
 from ...disk.heads import batch_head
 from ...disk.index import OffsetIndex
 from ...disk.records import GAP, _array_header, _packb, gap_payload
-from ...disk.segment import fsync_dir, iter_frames, open_file
+from ...disk.frames import iter_frames
+from ...disk.segment import fsync_dir, open_file
 from . import journal
 from .compact_io import _Counter, _Out
 from .names import LOG_DIR, LOG_IDX, LOG_SEG

@@ -47,7 +47,8 @@ from ...disk.commitlog import CommitLog, SealSyncError
 from ...disk.format import LOG_MAGIC, FrameError
 from ...disk.heads import batch_head
 from ...disk.records import GAP, _packb
-from ...disk.segment import fsync_dir, iter_frames, listdir, stable_listdir
+from ...disk.frames import iter_frames
+from ...disk.segment import fsync_dir, listdir, stable_listdir
 from ...disk.streamlog import StreamLog, stream_key
 from ...errors import CorruptStore
 from .compact_io import _size
