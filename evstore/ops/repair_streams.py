@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 from array import array
 
-import msgpack
 
 from ..disk.format import LOG_MAGIC, STREAM_MAGIC, encode_frame
-from ..disk.records import stream_payload
+from ..disk.records import stream_payload, unpack
 from ..disk.segment import fsync_dir
 from ..disk.streamlog import stream_key
 from . import layout as L
@@ -241,7 +240,7 @@ class StreamRebuilder:
         if any(a <= p <= b for a, b in self.cut_ranges):
             return  # already in the events file, from its commit-log frame
         try:
-            rec = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            rec = unpack(payload)
         except Exception:  # noqa: BLE001 - a record that passed its CRC but does not decode
             return
         line = _line(stream, *rec)
@@ -255,7 +254,7 @@ class StreamRebuilder:
             return
         for v, _p, _us, frame in self._truth_records(refs):
             if v in pending:
-                eid = msgpack.unpackb(frame[12:-4], raw=False, strict_map_key=False)[3]
+                eid = unpack(frame[12:-4])[3]
                 pending[v] = [x for x in pending[v] if x[0] != eid]
         for v in sorted(pending):
             for _id, line in pending[v]:
