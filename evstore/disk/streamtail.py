@@ -4,16 +4,14 @@ A stream log is a copy of what the commit log holds, laid out for reading one
 aggregate fast.  It is trusted only as far as its last record agrees with the
 commit log: records past that are leftovers of a batch that never committed
 and are invisible to readers (and cut by the next writer).  Two walks decide
-it, both over :func:`evstore.disk.frames.walk`'s frames:
+it, both over :mod:`evstore.disk.frames`:
 
 * :func:`find_tail` walks back from the end of the newest segment to the
   last record the commit log commits (what every reader and writer asks);
 * :func:`recheck` walks forward over every record from a version on, after
-  a power cut, when the middle of a file cannot be trusted either.
-
-:func:`label_records` is the forward walk: it gives each record of a segment
-one label (:data:`SOUND`, :data:`UNCOMMITTED` past the commit log,
-:data:`DAMAGED`, or :data:`TORN` for a frame the file ends inside).
+  a power cut, when the middle of a file cannot be trusted either: the
+  labelled walk of :mod:`evstore.disk.streamwalk`, which verify and repair
+  use too.
 """
 from __future__ import annotations
 
@@ -23,15 +21,10 @@ from dataclasses import dataclass
 from ..backends.files.names import STREAM_IDX
 from ..errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError
-from .frames import CHUNK, end_status, file_size, frame_before, read_frame, scan, walk
+from .frames import frame_before, read_frame, scan
 from .index import OffsetIndex
 from .records import unpack
-
-# What a commit check says of one stream record (see StreamLog.tail).
-NOT_COMMITTED, COMMITTED, INSIDE_BATCH = 0, 1, 2
-
-#: The labels :func:`label_records` gives.
-SOUND, UNCOMMITTED, DAMAGED, TORN = "sound", "uncommitted", "damaged", "torn"
+from .streamwalk import COMMITTED, INSIDE_BATCH, NOT_COMMITTED, SOUND, label_records  # noqa: F401
 
 
 @dataclass
@@ -47,36 +40,6 @@ class StreamTail:
     #: committed records, or None when the log ends cleanly
     cut_from: tuple[int, int] | None = None
     cut_reason: str = ""
-
-
-def label_records(fd: int, expected: int, is_committed=None, low: int = 0):
-    """Yield ``(label, offset, version, position, reason)`` for the records
-    of one stream segment, in file order, from the one that should hold
-    version ``expected``; the walk ends after the first that is not
-    :data:`SOUND`.  ``is_committed(version, position)``, when given, labels
-    a record from version ``low`` on that the commit log does not hold
-    :data:`UNCOMMITTED`."""
-    size = file_size(fd)
-    for ok, off, _end, x in walk(fd, STREAM_MAGIC, size, 0, CHUNK, resync=False):
-        if not ok:
-            status, why = end_status(fd, off, size, STREAM_MAGIC, x)
-            yield (TORN if status == "short" else DAMAGED), off, None, None, f"{status}: {why}"
-            return
-        try:
-            v, p = unpack(x)[:2]
-            if type(v) is not int or type(p) is not int:
-                raise ValueError("version and position must be integers")
-        except Exception:  # msgpack raises several kinds; all mean damage
-            yield DAMAGED, off, None, None, "an undecodable record"
-            return
-        if v != expected:
-            yield DAMAGED, off, v, p, f"version {v} where version {expected} belongs"
-            return
-        if is_committed is not None and v >= low and is_committed(v, p) == NOT_COMMITTED:
-            yield UNCOMMITTED, off, v, p, f"version {v} at position {p} is not in the commit log"
-            return
-        yield SOUND, off, v, p, ""
-        expected += 1
 
 
 # --- the committed tail, walking back ---------------------------------------------

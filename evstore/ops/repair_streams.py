@@ -15,7 +15,8 @@ from ..disk.records import stream_payload, unpack
 from ..disk.segment import fsync_dir
 from ..disk.streamlog import stream_key
 from . import layout as L
-from .frames import batch_head, frame_at, record_head, walk
+from ..disk.streamwalk import SOUND, UNREADABLE, stream_records
+from .frames import batch_head, frame_at, walk
 from .checks import check_stream
 from .repair_common import LogPlan, _merge, _starts_at, _line
 
@@ -210,17 +211,13 @@ class StreamRebuilder:
         removed events."""
         fd = os.open(spath, L.RDONLY)
         try:
-            size = os.fstat(fd).st_size
             removed = []
-            for ok, off, end, x in walk(fd, STREAM_MAGIC, size):
-                if not ok:
-                    removed.append((fd, spath, off, end, f"damaged ({x})"))
+            for label, off, end, what, x in stream_records(fd):
+                if label != SOUND:
+                    removed.append((fd, spath, off, end,
+                                    what if label == UNREADABLE else f"damaged ({what})"))
                     continue
-                try:
-                    v, p, us, hl = record_head(x)
-                except (ValueError, IndexError):
-                    removed.append((fd, spath, off, end, "unreadable record"))
-                    continue
+                v, p, us, hl = what
                 if by_version is not None and by_version.get(v) == os.pread(fd, end - off, off):
                     continue
                 removed.append((fd, spath, off, end, reason))
@@ -309,10 +306,8 @@ class StreamRebuilder:
         v = first
         fd = os.open(spath, L.RDONLY)
         try:
-            for ok, off, _end, x in walk(fd, STREAM_MAGIC, os.fstat(fd).st_size):
-                if not ok:
-                    break
-                if record_head(x)[0] != v:
+            for label, off, _end, what, _x in stream_records(fd):
+                if label != SOUND or what[0] != v:
                     break
                 entries.append(off)
                 v += 1
