@@ -150,3 +150,27 @@ def test_huge_batch_memory_stays_flat(tmp_path):
     for args in (["read", "--all", "--to", "10"], ["tail", "--all"], ["read", "t", "--to", "10"]):
         extra = peak_rss_mib(tmp_path / "s", *args) - base_read
         assert extra < 6, f"{' '.join(args)}: {extra:.1f} MiB more than on a tiny store"
+
+
+def test_repair_rebuilds_a_stream_log_from_a_big_batch(tmp_path, small_big):
+    """Repair rewrites a lost stream log from its commit-log frames, read
+    whole: a big frame's payload, not just the first bytes that hold its
+    head (which once cut the events of a batch over 4 KiB short)."""
+    import glob
+    import os
+
+    from evstore.ops import repair
+
+    path = tmp_path / "s"
+    with EventStore(path) as es:
+        es.append("a", [NewEvent("T", {"i": 0})])
+        es.append("b", [NewEvent("T", {"i": i, "s": "x" * 300}) for i in range(40)])
+        want = list(es.read("b"))
+    (seg,) = [p for p in glob.glob(str(path / "streams" / "*" / "*" / "*.seg"))
+              if os.path.getsize(p) > 10_000]  # stream b's: its one big batch
+    os.unlink(seg)
+    assert not verify(path).ok
+    report = repair(path)
+    assert report.ok, [str(p) for p in report.after.problems]
+    with EventStore(path) as es:
+        assert list(es.read("b")) == want
