@@ -70,20 +70,17 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = SCAN_CHU
     Without ``resync`` the walk ends at the first bad frame (its ``end`` is
     ``size``).  ``size`` may be less than the file's size (a committed end).
 
-    ``big``: a frame whose payload is over ``bigframe.BIG`` bytes is checked
-    a chunk at a time and given as a ``bigframe.BigPayload`` (left in the
-    file), so that a batch of a million events is never read whole.  A dict
-    (kept by the caller for one file) also remembers the big frames already
-    checked (offset -> the payload's shared marks), which are then not
-    checked again.
+    ``big`` (True, or a dict the caller keeps for one file to remember the
+    big frames already checked, offset -> the payload's shared marks): a
+    frame whose payload is over ``bigframe.BIG`` bytes is checked a chunk at
+    a time and given as a ``bigframe.BigPayload`` (left in the file), so
+    that a batch of a million events is never read whole.
     """
     pos = start
     buf = b""
     mv = memoryview(buf)
     base = start
     unpack_from = HEADER.unpack_from
-    if big is None:
-        big = False  # (an empty dict, a cache, still asks for the chunked check)
     while pos < size:
         rel = pos - base
         if len(buf) - rel < HEADER_SIZE:
@@ -98,12 +95,11 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = SCAN_CHU
             reason = f"bad magic {bytes(m)!r}"
         elif end > size:
             reason = f"short frame: needs {n + OVERHEAD} bytes, {size - pos} present"
-        elif big is not False and n > bigframe.BIG:
+        elif big is not False and n > bigframe.BIG:  # (an empty dict, a cache, counts)
             item = _big_frame(fd, pos, n, crc, big)
             if item is not None:
                 yield True, pos, end, item
-                pos = end
-                buf, base = b"", pos
+                pos, buf, base = end, b"", end
                 continue
             reason = _big_reason(fd, pos, n, crc)
         else:
@@ -121,8 +117,7 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = SCAN_CHU
         yield False, pos, size if nxt is None else nxt, reason
         if nxt is None:
             return
-        pos = nxt
-        buf, base = b"", pos
+        pos, buf, base = nxt, b"", nxt
 
 
 def _reason(buf, rel: int, magic: bytes, need: int) -> str:
