@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import time
 
-from ..disk.format import LOG_MAGIC, STREAM_MAGIC
+from ..disk.format import LOG_MAGIC
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .checks import StreamResult, check_stream, or_none, iter_blobs
-from .frames import batch_head, record_head, walk
+from ..disk.streamwalk import SOUND, stream_records
+from .frames import batch_head, walk
 from .report import Problem
 
 #: Streams whose first differing record verify locates (the others are
@@ -268,13 +269,10 @@ def _stream_records(path: str, head: int):
         spath = L.seg_path(path, first, L.STREAM_SEG)
         fd = os.open(spath, L.RDONLY)
         try:
-            for ok, off, _end, x in walk(fd, STREAM_MAGIC, os.fstat(fd).st_size):
-                if not ok:
+            for label, off, _end, what, x in stream_records(fd):
+                if label != SOUND:
                     continue
-                try:
-                    v, p, us, hl = record_head(x)
-                except (ValueError, IndexError):
-                    continue
+                v, p, us, hl = what
                 if p > head:
                     return
                 yield spath, off, v, p, us, bytes(x[hl:])
