@@ -64,11 +64,10 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = SCAN_CHU
     """Yield the frames and the damaged ranges of ``[start, size)`` in order.
 
     Items are ``(True, offset, end, payload)`` for a valid frame (``payload``
-    a memoryview, valid until the next item) and ``(False, offset, end,
-    reason)`` for bytes that are not a valid frame; ``end`` is then where the
-    next valid frame starts, or ``size`` when none follows (a *tail*).
-    Without ``resync`` the walk ends at the first bad frame (its ``end`` is
-    ``size``).  ``size`` may be less than the file's size (a committed end).
+    a memoryview) and ``(False, offset, end, reason)`` for bytes that are
+    not one; ``end`` is then where the next valid frame starts, or ``size``
+    when none follows (a *tail*), or without ``resync`` always ``size``: the
+    walk ends there.  ``size`` may be less than the file's (a committed end).
 
     ``big`` (True, or a dict the caller keeps for one file to remember the
     big frames already checked, offset -> the payload's shared marks): a
@@ -102,16 +101,18 @@ def walk(fd: int, magic: bytes, size: int, start: int = 0, chunk: int = SCAN_CHU
                 pos, buf, base = end, b"", end
                 continue
             reason = _big_reason(fd, pos, n, crc)
-        else:
-            if end - base > len(buf):
-                buf = os.pread(fd, max(chunk, end - pos), pos)
-                mv, base, rel = memoryview(buf), pos, 0
+        else:  # the hot path: one slice of each kind per frame
             e = end - base
-            if buf[e - 4:e] == buf[rel + 4:rel + 8] and _crc32(
-                    mv[rel + HEADER_SIZE:e - 4], _crc32(mv[rel + 4:rel + 8])) == crc:
-                yield True, pos, end, mv[rel + HEADER_SIZE:e - 4]
-                pos = end
-                continue
+            if e > len(buf):
+                buf = os.pread(fd, max(chunk, end - pos), pos)
+                mv, base, rel, e = memoryview(buf), pos, 0, end - pos
+            lenb = buf[rel + 4:rel + 8]
+            if buf[e - 4:e] == lenb:
+                payload = mv[rel + HEADER_SIZE:e - 4]
+                if _crc32(payload, _crc32(lenb)) == crc:
+                    yield True, pos, end, payload
+                    pos = end
+                    continue
             reason = _reason(buf, rel, magic, end - pos)
         nxt = next_frame(fd, magic, pos + 1, size) if resync else None
         yield False, pos, size if nxt is None else nxt, reason
