@@ -19,7 +19,7 @@ import zlib
 
 import msgpack
 
-from .format import HEADER, HEADER_SIZE, OVERHEAD, TRAILER_SIZE, FrameError
+from .format import HEADER_SIZE, OVERHEAD, TRAILER_SIZE, FrameError
 
 #: Payloads larger than this are checked in chunks and decoded lazily.
 BIG = 1 << 20
@@ -139,24 +139,6 @@ class _Reader:
         return data
 
 
-def read_head(fd: int, offset: int, magic: bytes) -> tuple[bytes, int]:
-    """(payload, end) of the valid frame at ``offset``, like
-    ``segment.read_frame``, except that for a big frame only the first
-    :data:`PREFIX` bytes of its payload are returned (after the whole frame
-    has been checked).  For decoding a batch's head."""
-    from .segment import MAX_OFFSET, read_frame
-
-    if not 0 <= offset <= MAX_OFFSET:
-        raise FrameError(f"offset {offset} is not inside the file")
-    head = os.pread(fd, HEADER_SIZE, offset)
-    if len(head) == HEADER_SIZE:
-        m, n, crc = HEADER.unpack(head)
-        if m == magic and n > BIG:
-            end = check_big(fd, offset, n, crc)
-            return os.pread(fd, min(PREFIX, n), offset + HEADER_SIZE), end
-    return read_frame(fd, offset, magic)
-
-
 _ERRORS = (ValueError, TypeError, msgpack.UnpackException, msgpack.OutOfData, RecursionError)
 
 
@@ -180,7 +162,8 @@ class LazyBatch:
         return self.first_version + self.count - 1
 
     def events(self, skip: int = 0):
-        from .records import MalformedBatch, RecordedEvent, us_to_datetime
+        from .records import MalformedBatch
+        from ..model import RecordedEvent, us_to_datetime
 
         p = self._p
         marks = p.marks  # marks[k]: payload offset of event k * STEP

@@ -19,21 +19,22 @@ from dataclasses import dataclass
 from ..errors import CorruptStore
 from .format import LOG_MAGIC, FrameError
 from .index import OffsetIndex
-from .bigframe import decode, decode_head, read_head
-from .records import LogBatch, decode_batch, decode_batch_head
-from .segment import (
-    SegmentWriter,
-    check_not_link,
+from .bigframe import decode, decode_head
+from .frames import (
+    CHUNK,
+    damage_at,
     file_size,
-    find_next_frame,
     frame_before,
     iter_frames,
-    open_file,
+    next_frame,
     read_frame,
+    read_head,
     scan,
-    stable_listdir,
-    torn_by_power_cut,
+    tail_is_torn,
+    walk,
 )
+from .records import LogBatch, decode_batch, decode_batch_head
+from .segment import SegmentWriter, check_not_link, open_file, stable_listdir
 
 from ..backends.files.names import LOG_IDX as IDX_SUFFIX, LOG_SEG as SEG_SUFFIX  # noqa: E402
 
@@ -72,7 +73,7 @@ class CommitLog:
         self._writer: SegmentWriter | None = None
         self._widx: OffsetIndex | None = None
         self._heads: dict[tuple[int, int], tuple] = {}
-        #: big frames already checked, per segment (segment.iter_frames)
+        #: big frames already checked, per segment (frames.walk)
         self._big: dict[int, dict] = {}
         self._dir_ok = False
 
@@ -200,20 +201,20 @@ class CommitLog:
         t.trailing, t.trailing_reason = ("" if r.status == "eof" else r.status), r.reason
         if r.status == "damaged":
             # Damage with intact frames after it is not a torn tail.
-            if find_next_frame(fd, r.end + 1, LOG_MAGIC) is not None:
+            if next_frame(fd, LOG_MAGIC, r.end + 1) is not None:
                 raise CorruptStore(
                     f"commit log {self.path(t.seg_first)}: damaged frame at offset "
                     f"{r.end} ({r.reason}) with intact data after it; "
                     "run 'evstore verify' for a report and 'evstore repair' to fix it"
                 )
 
-    def tail_torn_by_power_cut(self) -> bool:
-        """Do the damaged bytes after the committed end have the shape a power
-        cut leaves (segment.torn_by_power_cut)?  Asked only by a writer after
-        a reboot, so readers refreshing the tail never pay for it."""
+    def tail_is_torn(self, rebooted: bool) -> bool:
+        """Are the bytes after the committed end an append that never
+        completed (frames.tail_is_torn: the rule verify applies too)?  Asked
+        only by a writer, so readers refreshing the tail never pay for it."""
         t = self.tail
-        return t.trailing == "damaged" and torn_by_power_cut(
-            self.fd(t.seg_first), t.end, LOG_MAGIC)
+        return bool(t.trailing) and tail_is_torn(
+            t.trailing, rebooted, self.fd(t.seg_first), t.end, LOG_MAGIC)
 
     # -- lookups --------------------------------------------------------------------
     def segment_for(self, position: int) -> int:
@@ -262,13 +263,15 @@ class CommitLog:
         """iter_frames over committed bytes, where any invalid frame is damage.
         Big frames come as bigframe.BigPayload: decode them with
         bigframe.decode or decode_head."""
-        try:
-            yield from iter_frames(fd, start, end, LOG_MAGIC, self._big.setdefault(first, {}))
-        except FrameError as e:
-            raise CorruptStore(
-                f"commit log {self.path(first)}: damaged frame at offset "
-                f"{getattr(e, 'offset', '?')}: {e}; run 'evstore verify' for a report and "
-                "'evstore repair' to fix it") from None
+        for ok, off, _end, x in walk(fd, LOG_MAGIC, end, start, CHUNK,
+                                     self._big.setdefault(first, {}), resync=False):
+            if not ok:
+                e = damage_at(off, x, end)
+                raise CorruptStore(
+                    f"commit log {self.path(first)}: damaged frame at offset "
+                    f"{off}: {e}; run 'evstore verify' for a report and "
+                    "'evstore repair' to fix it") from None
+            yield off, x
 
     def _decode(self, decode, payload, first: int, off: int):
         """Decode a committed frame's payload; one that is not a batch (its

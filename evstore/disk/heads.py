@@ -1,4 +1,5 @@
-"""A commit-log frame's head read by slicing its payload, not by msgpack.
+"""A frame's head read by slicing its payload, not by msgpack: a commit-log
+batch's (:func:`batch_head`) and a stream record's (:func:`record_head`).
 
 Why: verify walks every frame of a store and compaction rewrites every
 segment; both need only each batch's stream, first version, first position,
@@ -9,6 +10,7 @@ checked), and say where the events' packed fields begin.
 from __future__ import annotations
 
 from . import bigframe
+from .records import RECORD_HEAD
 
 
 def _uint(p, i: int):
@@ -97,3 +99,18 @@ def batch_stream(p):
     if items < 8 or items & 3 or not 0xA1 <= c <= 0xBF:
         return None
     return p[i + 1:i + 1 + (c & 0x1F)].tobytes(), (items - 4) >> 2
+
+
+def record_head(p) -> tuple[int, int, int, int]:
+    """(version, position, recorded_us, length of this head) of a stream
+    record payload; what follows the head is the event's packed fields, byte
+    for byte the same as in its commit-log frame.  Raises ValueError."""
+    if len(p) >= 28 and p[0] == 0x97 and p[1] == 0xCF and p[10] == 0xCF and p[19] == 0xCF:
+        _, _, v, _, pos, _, us = RECORD_HEAD.unpack_from(p)
+        return v, pos, us, 28
+    if len(p) < 4 or p[0] != 0x97:
+        raise ValueError("stream record is not a 7-item array")
+    v, i = _uint(p, 1)
+    pos, i = _uint(p, i)
+    us, i = _uint(p, i)
+    return v, pos, us, i

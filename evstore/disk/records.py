@@ -29,13 +29,14 @@ def log_payload_parts(stream: str, first_version: int, first_position: int,
     return [head, blobs.body] if isinstance(blobs, PackedBlobs) else [head, *blobs]
 
 
-_THREE_U64 = struct.Struct(">BBQBQBQ")  # fixarray(7), then uint64 x3 (0xcf)
+#: A stream record's head as writers pack it: fixarray(7), then uint64 x3 (0xcf).
+RECORD_HEAD = struct.Struct(">BBQBQBQ")
 
 
 def stream_payload(version: int, position: int, recorded_us: int, blob: bytes) -> bytes:
     """``[version, position, recorded_us, id, type, data, metadata]``; the
     three numbers as fixed-width msgpack uint64 (valid msgpack, one pack)."""
-    return _THREE_U64.pack(0x97, 0xCF, version, 0xCF, position, 0xCF, recorded_us) + blob
+    return RECORD_HEAD.pack(0x97, 0xCF, version, 0xCF, position, 0xCF, recorded_us) + blob
 
 
 class LogBatch(NamedTuple):

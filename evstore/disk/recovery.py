@@ -25,8 +25,9 @@ import os
 import time
 
 from ..errors import CorruptStore
-from .format import STREAM_MAGIC, encode_frame
+from .format import MAX_PAYLOAD, STREAM_MAGIC, encode_frame
 from .records import stream_payload
+from ..model import pack_fields
 from .segment import check_not_link, fsync_dir, fsync_file, nofollow, open_file, read_small
 
 from ..backends.files.names import FSYNC_FAILED, QUARANTINE, STATE_FILE  # noqa: E402,F401
@@ -227,16 +228,11 @@ def materialize(stream_log, batch, is_committed, segment_bytes: int) -> bool:
     skip = tail.version - (batch.first_version - 1)
     frames = []
     for ev in batch.events(skip):
-        blob = _fields_blob(ev)
+        blob = pack_fields(ev, MAX_PAYLOAD)  # the bytes its commit-log frame holds
         frames.append(encode_frame(STREAM_MAGIC, stream_payload(
             ev.version, ev.position, batch.recorded_us, blob)))
     stream_log.append(tail, frames, segment_bytes)
     return True
-
-
-def _fields_blob(ev) -> bytes:
-    import msgpack
-    return msgpack.packb([ev.id, ev.type, ev.data, ev.metadata])[1:]
 
 
 def sync_streams(touched) -> None:

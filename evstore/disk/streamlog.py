@@ -1,15 +1,9 @@
 """Per-stream logs: each aggregate's events, in version order, on their own.
 
-A stream lives in ``streams/<kk>/<key>/`` where ``key`` is the first 32 hex
-digits of SHA-256 of the stream id's UTF-8 bytes and ``kk`` its first two: the
-id itself never becomes a path, so ``../x``, ``CON`` or ``A``/``a`` are just
-different keys, on any file system.  The directory holds:
-
-* ``id`` -- the stream id, UTF-8, written before the directory appears
-  (created as ``.tmp-*`` then renamed);
-* ``NNNNNNNNNNNNNNNN.seg`` -- segments named by the first version they hold,
-  one ``EvS1`` frame per event (:mod:`evstore.disk.format`);
-* ``NNNNNNNNNNNNNNNN.idx`` -- their offset indexes, one entry per version.
+A stream's directory and its files are :mod:`evstore.disk.streamdir`'s; the
+walks that find where its committed records end are
+:mod:`evstore.disk.streamtail`'s.  Here: reading a stream's records by
+version, and the writer's appends and cuts.
 
 A stream log is a copy of what the commit log holds, laid out for reading one
 aggregate fast.  It is trusted only as far as its last record agrees with the
@@ -19,58 +13,22 @@ and are invisible to readers (and cut by the next writer).
 from __future__ import annotations
 
 import bisect
-import hashlib
 import os
-from dataclasses import dataclass
 
+from ..backends.files.names import ID_FILE, STREAM_IDX as IDX_SUFFIX  # noqa: F401  (recovery's)
 from ..errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError
+from .frames import CHUNK, damage_at, file_size, iter_frames, read_frame, walk
 from .index import OffsetIndex
-from .records import RecordedEvent, unpack, us_to_datetime
-from .segment import (
-    SegmentWriter,
-    check_not_link,
-    file_size,
-    frame_before,
-    iter_frames,
-    listdir,
-    nofollow,
-    open_file,
-    read_frame,
-    scan,
-    stable_listdir,
+from ..model import RecordedEvent, unpack, us_to_datetime
+from .segment import SegmentWriter, nofollow
+from .streamdir import StreamDir, stream_dir, stream_key  # noqa: F401  (their names here too)
+from .streamtail import (  # noqa: F401
+    COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StreamTail, find_tail, recheck,
 )
 
-# What a commit check says of one stream record (see StreamLog.tail).
-NOT_COMMITTED, COMMITTED, INSIDE_BATCH = 0, 1, 2
-
-from ..backends.files.names import ID_FILE, STREAM_IDX as IDX_SUFFIX, STREAM_SEG as SEG_SUFFIX  # noqa: E402
 #: A batch's stream records are written this many bytes at a time (at least one record).
 WRITE_CHUNK = 1 << 20
-
-
-def stream_key(stream: str) -> str:
-    return hashlib.sha256(stream.encode("utf-8")).hexdigest()[:32]
-
-
-def stream_dir(root: str, stream: str) -> str:
-    key = stream_key(stream)
-    return os.path.join(root, key[:2], key)
-
-
-@dataclass
-class StreamTail:
-    """The committed end of one stream log."""
-
-    version: int = 0
-    seg_first: int = 0  #: first version of the segment holding ``version`` (0: none)
-    end: int = 0  #: offset just past that record
-    position: int = 0
-    recorded_us: int = 0
-    #: (segment first, offset) from which the file holds bytes that are not
-    #: committed records, or None when the log ends cleanly
-    cut_from: tuple[int, int] | None = None
-    cut_reason: str = ""
 
 
 class StaleTail(Exception):
@@ -81,78 +39,8 @@ class StaleTail(Exception):
         super().__init__(f"{path}: {size - end} bytes after offset {end}")
 
 
-class StreamLog:
-    def __init__(self, root: str, stream: str):
-        self.stream = stream
-        self.dir = stream_dir(root, stream)
-        self._firsts: list[int] = []
-        self._fds: dict[int, int] = {}
-        self._writer: SegmentWriter | None = None
-        self._widx: OffsetIndex | None = None
-        self._writer_first = 0
-        self._known = False  #: the id file was seen (it is never removed but by repair)
-        self._dir_ok = False  #: the directory was checked not to be a symbolic link
-
-    # -- files ---------------------------------------------------------------
-    def exists(self) -> bool:
-        return os.path.isfile(os.path.join(self.dir, ID_FILE))
-
-    def path(self, first: int, suffix: str = SEG_SUFFIX) -> str:
-        return os.path.join(self.dir, f"{first:016d}{suffix}")
-
-    def _check_dir(self) -> None:
-        """Refuse a stream directory (or ``streams/XX`` or ``streams``) that
-        is a symbolic link: files opened through it would land outside the
-        store.  Checked once per handle, when it first touches the directory."""
-        if not self._dir_ok:
-            shard = os.path.dirname(self.dir)
-            check_not_link(os.path.dirname(shard))
-            check_not_link(shard)
-            self._dir_ok = check_not_link(self.dir)
-
-    def list_segments(self) -> list[int]:
-        self._check_dir()
-        try:
-            names = stable_listdir(self.dir)
-        except FileNotFoundError:
-            names = []
-        firsts = sorted(int(n[:16]) for n in names
-                        if n.endswith(SEG_SUFFIX) and len(n) == 20 and n[:16].isdigit())
-        self._firsts = firsts
-        return firsts
-
-    def fd(self, first: int) -> int:
-        fd = self._fds.get(first)
-        if fd is None:
-            self._check_dir()
-            fd = open_file(self.path(first), os.O_RDONLY)
-            self._fds[first] = fd
-        return fd
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-        self._close_writer()
-
-    def _index_get(self, first: int, i: int) -> int | None:
-        path = self.path(first, IDX_SUFFIX)
-        self._check_dir()
-        try:
-            fd = open_file(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        try:
-            data = os.pread(fd, 8, 8 * i)
-        finally:
-            os.close(fd)
-        return int.from_bytes(data, "big") if len(data) == 8 else None
-
-    def _index_len(self, first: int) -> int:
-        try:
-            return os.stat(self.path(first, IDX_SUFFIX)).st_size // 8
-        except FileNotFoundError:
-            return 0
+class StreamLog(StreamDir):
+    """One stream's records: read by version; appended and cut by the writer."""
 
     # -- the committed tail ----------------------------------------------------------
     def tail(self, is_committed, whole_batches: bool = True) -> StreamTail:
@@ -169,83 +57,13 @@ class StreamLog:
         """
         for attempt in range(4):
             try:
-                return self._tail(is_committed, whole_batches)
+                return find_tail(self, is_committed, whole_batches)
             except FileNotFoundError:
                 # a compaction replaced a segment between the listing and
                 # its open: list again (it changes a few files, once)
                 self._drop_all_fds()
                 if attempt == 3:
                     raise
-
-    def _drop_all_fds(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-    def _tail(self, is_committed, whole_batches: bool) -> StreamTail:
-        t = StreamTail()
-        head = getattr(is_committed, "head", None)  # the commit log's, when known
-        #: True while every record met walking back lies past that head
-        in_flight = None
-        firsts = self.list_segments()
-        for k in range(len(firsts) - 1, -1, -1):
-            first = firsts[k]
-            fd = self.fd(first)
-            # Start from the last index entry that checks out, else the segment start.
-            start = 0
-            n = self._index_len(first)
-            if n:
-                off = self._index_get(first, n - 1)
-                try:
-                    payload, _ = read_frame(fd, off, STREAM_MAGIC)
-                    if unpack(payload)[0] == first + n - 1:
-                        start = off
-                except (FrameError, ValueError, Exception):
-                    start = 0
-            r = scan(fd, start, STREAM_MAGIC)
-            if r.status != "eof" and t.cut_from is None:
-                t.cut_from, t.cut_reason = (first, r.end), f"{r.status}: {r.reason}"
-            elif r.end == 0 and t.cut_from is None:
-                # A writer killed between creating this segment and its first
-                # write.  Left in place it would shadow the versions the next
-                # writer puts in the previous segment.
-                t.cut_from, t.cut_reason = (first, 0), "an empty segment left by an interrupted roll"
-            end = r.end
-            while end > 0:
-                try:
-                    off, payload = frame_before(fd, end, STREAM_MAGIC)
-                    rec = unpack(payload)
-                except (FrameError, ValueError) as e:
-                    if in_flight and t.cut_from is not None:
-                        # The rest of the batch that was being written when
-                        # the power failed, torn sector by sector: nothing
-                        # committed lies after it.  Go on from the valid
-                        # records before it (a forward scan finds them).
-                        valid_end = scan(fd, 0, STREAM_MAGIC).end
-                        if valid_end < end:
-                            t.cut_from = (first, valid_end)
-                            t.cut_reason = "a torn batch that never committed"
-                            end = valid_end
-                            continue
-                    raise CorruptStore(
-                        f"stream {self.stream!r}: damaged record before offset {end} "
-                        f"in {self.path(first)}: {e}"
-                    ) from None
-                v, p, us = rec[0], rec[1], rec[2]
-                in_flight = in_flight is not False and head is not None and p > head
-                state = is_committed(v, p)
-                if state == INSIDE_BATCH and whole_batches:
-                    raise CorruptStore(
-                        f"stream {self.stream!r}: its log in {self.path(first)} ends at version {v} "
-                        f"(position {p}), inside a committed batch whose later records are "
-                        "missing; run 'evstore repair' to restore them from the commit log"
-                    )
-                if state:
-                    t.version, t.seg_first, t.end, t.position, t.recorded_us = v, first, end, p, us
-                    return t
-                t.cut_from, t.cut_reason = (first, off), "records of a batch that never committed"
-                end = off
-        return t
 
     # -- reading ---------------------------------------------------------------------
     def _offset_of(self, first: int, version: int, end: int) -> int:
@@ -298,24 +116,22 @@ class StreamLog:
                 continue
             end = tail.end if first == tail.seg_first else file_size(fd)
             off = self._offset_of(first, v, end)
-            try:
-                for _, payload in iter_frames(fd, off, end, STREAM_MAGIC):
-                    rv, p, us, eid, etype, data, meta = unpack(payload)
-                    if rv != v:
-                        raise CorruptStore(
-                            f"stream {stream!r}: expected version {v}, found {rv} in {self.path(first)}"
-                        )
-                    if us != last_us:
-                        last_us, last_dt = us, us_to_datetime(us)
-                    yield RecordedEvent(stream, rv, p, eid, etype, data, meta, last_dt)
-                    v += 1
-                    if v > to_version:
-                        return
-            except FrameError as e:
-                raise CorruptStore(
-                    f"stream {stream!r}: damaged record at offset {getattr(e, 'offset', '?')} "
-                    f"in {self.path(first)}: {e}"
-                ) from None
+            for ok, o, _e, payload in walk(fd, STREAM_MAGIC, end, off, CHUNK, resync=False):
+                if not ok:
+                    raise CorruptStore(
+                        f"stream {stream!r}: damaged record at offset {o} "
+                        f"in {self.path(first)}: {damage_at(o, payload, end)}") from None
+                rv, p, us, eid, etype, data, meta = unpack(payload)
+                if rv != v:
+                    raise CorruptStore(
+                        f"stream {stream!r}: expected version {v}, found {rv} in {self.path(first)}"
+                    )
+                if us != last_us:
+                    last_us, last_dt = us, us_to_datetime(us)
+                yield RecordedEvent(stream, rv, p, eid, etype, data, meta, last_dt)
+                v += 1
+                if v > to_version:
+                    return
             # the segment holding v: the last one starting at or before it
             # (not merely the next name: while a compaction step moves files
             # a listing may hold an old segment and its copy from the floor)
@@ -344,67 +160,6 @@ class StreamLog:
         return rec[0], rec[2]
 
     # -- writing (lock holder only) ---------------------------------------------------
-    def create(self) -> bool:
-        """Make the directory with its ``id`` file, atomically.  True if it
-        wrote anything."""
-        if self._known:
-            return False
-        if self._id_state() == "ok":
-            self._known = True
-            return False
-        if os.path.isdir(self.dir):
-            # The directory is only ever renamed into place with its id, so
-            # here a power cut lost (part of) the id file, or someone deleted
-            # it.  The directory's name is the hash of this stream's id, so
-            # the id is known for certain: write it back, and never wipe the
-            # segments (they may hold committed events).
-            self._write_id()
-            self._known = True
-            return True
-        parent = os.path.dirname(self.dir)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".tmp-{os.path.basename(self.dir)}-{os.getpid()}")
-        if os.path.islink(tmp) or os.path.isfile(tmp):
-            os.unlink(tmp)  # a leftover (or a planted link) is removed, never followed
-        if os.path.isdir(tmp):
-            for name in listdir(tmp):
-                os.unlink(os.path.join(tmp, name))
-        else:
-            os.mkdir(tmp)
-        with open(os.path.join(tmp, ID_FILE), "wb", opener=nofollow) as f:
-            f.write(self.stream.encode("utf-8"))
-        os.rename(tmp, self.dir)
-        self._known = True
-        return True
-
-    def _id_state(self) -> str:
-        """"ok", or "missing" when the id file is absent, empty or a cut-short
-        prefix of the id -- what a power cut leaves of an unsynced id.  Any
-        other content is not this stream's directory: CorruptStore."""
-        self._check_dir()
-        try:
-            with open(os.path.join(self.dir, ID_FILE), "rb", opener=nofollow) as f:
-                stored = f.read()
-        except FileNotFoundError:
-            return "missing"
-        want = self.stream.encode("utf-8")
-        if stored == want:
-            return "ok"
-        if want.startswith(stored):
-            return "missing"
-        raise CorruptStore(
-            f"stream directory {self.dir} belongs to "
-            f"{stored.decode('utf-8', 'replace')!r}, not {self.stream!r}")
-
-    def _write_id(self) -> None:
-        path = os.path.join(self.dir, ID_FILE)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        self._check_dir()
-        with open(tmp, "wb", opener=nofollow) as f:
-            f.write(self.stream.encode("utf-8"))
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
     def recheck_from(self, low: int, is_committed, keep) -> bool:
         """After a power cut, make the log a sound prefix from version ``low`` on.
 
@@ -422,62 +177,7 @@ class StreamLog:
         batches from the commit log.
         """
         self._close_writer()
-        firsts = self.list_segments()
-        if not firsts:
-            return False
-        k = max(bisect.bisect_right(firsts, low) - 1, 0)
-        expected = firsts[k]
-        bad = None
-        for first in firsts[k:]:
-            path = self.path(first)
-            if first != expected:
-                bad = (first, 0, f"{path} starts at version {first}, expected {expected}")
-                break
-            fd = self.fd(first)
-            r = scan(fd, 0, STREAM_MAGIC)
-            offsets = []
-            for off, payload in iter_frames(fd, 0, r.end, STREAM_MAGIC):
-                try:
-                    v, p = unpack(payload)[:2]
-                    if type(v) is not int or type(p) is not int:
-                        raise ValueError("version and position must be integers")
-                except Exception:  # msgpack raises several kinds; all mean damage
-                    bad = (first, off, "an undecodable record")
-                    break
-                if v != expected:
-                    bad = (first, off, f"version {v} where version {expected} belongs")
-                    break
-                if v >= low and is_committed(v, p) == NOT_COMMITTED:
-                    bad = (first, off, f"version {v} at position {p} is not in the commit log")
-                    break
-                offsets.append(off)
-                expected += 1
-            if bad is None and r.status != "eof":
-                bad = (first, r.end, f"{r.status}: {r.reason}")
-            idx = OffsetIndex(self.path(first, IDX_SUFFIX), writable=True)
-            try:
-                idx.truncate(0)
-                idx.extend(0, offsets)
-            finally:
-                idx.close()
-            if bad is not None:
-                break
-        if bad is None:
-            return False
-        first, off, reason = bad
-        if expected < low:
-            raise CorruptStore(
-                f"stream {self.stream!r}: {self.path(first)} offset {off}: {reason}, before "
-                f"version {low} which was synced; run 'evstore verify' for a report and "
-                "'evstore repair' to restore it from the commit log")
-        self.cut(StreamTail(expected - 1, first, off), keep)
-        return True
-
-    def check_id(self) -> None:
-        """Refuse a directory that holds another stream's id.  An absent or
-        cut-short id is accepted: it is what a power cut leaves of a stream
-        being created, and the next writer (or reconciliation) rewrites it."""
-        self._id_state()
+        return recheck(self, low, is_committed, keep)
 
     def cut(self, tail: StreamTail, keep) -> None:
         """Remove everything after the committed tail; ``keep(path, offset,
@@ -511,11 +211,6 @@ class StreamLog:
             self._writer.close()
             self._widx.close()
             self._writer = self._widx = None
-
-    def _drop_fd(self, first: int) -> None:
-        fd = self._fds.pop(first, None)
-        if fd is not None:
-            os.close(fd)
 
     def append(self, tail: StreamTail, frames: list[bytes], segment_bytes: int) -> StreamTail:
         """Write the frames of versions ``tail.version+1 ...`` after the tail.

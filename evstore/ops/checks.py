@@ -16,13 +16,12 @@ from array import array
 import msgpack
 
 from ..disk.format import FORMAT_VERSION, STREAM_MAGIC
-from ..model import check_stream_id
+from ..model import check_stream_id, unpack
 from ..disk.streamlog import stream_key
 from . import layout as L
 from .frames import frame_at, record_head, walk
 
 _crc32 = zlib.crc32
-_unpackb = msgpack.unpackb
 
 
 def store_directory(store) -> str:
@@ -244,10 +243,10 @@ def _event_id(path: str, version: int):
         for off in offs:
             payload = frame_at(fd, STREAM_MAGIC, off, size)
             if payload is not None and record_head(payload)[0] == version:
-                return _unpackb(payload, raw=False, strict_map_key=False)[3]
+                return unpack(payload)[3]
         for ok, _off, _end, x in walk(fd, STREAM_MAGIC, size):
             if ok and record_head(x)[0] == version:
-                return _unpackb(x, raw=False, strict_map_key=False)[3]
+                return unpack(x)[3]
     except (ValueError, IndexError):
         return None
     finally:

@@ -2,7 +2,8 @@
 
 A sound stream directory needs few decisions: every frame valid, versions
 contiguous from 1, positions increasing, times not decreasing, each index
-matching its records.  :func:`summarize` checks exactly that in a tight loop,
+matching its records.  :func:`summarize` checks exactly that in a tight loop
+over the disk layer's frame walker (:func:`evstore.disk.frames.walk`),
 without knowing the commit log, and returns a small summary: the digests of
 the stream's events after each of its last records (so the caller can pick
 the one at the version the commit log commits) and, per segment, how much of
@@ -17,12 +18,13 @@ as the slower of the two walks, not their sum.
 from __future__ import annotations
 
 import os
-import struct
 import zlib
 from array import array
 from collections import deque
 
 from ..disk.format import STREAM_MAGIC
+from ..disk.frames import walk
+from ..disk.records import RECORD_HEAD
 from . import layout as L
 from .checks import be_offsets, read_stream_id
 
@@ -30,8 +32,6 @@ from .checks import be_offsets, read_stream_id
 #: unfinished append and for appends made while verify runs.
 RING = 256
 
-_HDR = struct.Struct(">4sII")
-_REC = struct.Struct(">BBQBQBQ")
 _crc32 = zlib.crc32
 #: Bytes of a segment read at a time.
 WINDOW = 4 << 20
@@ -47,7 +47,6 @@ def summarize(path: str):
     record), oldest first; when the stream has at most RING records the ring
     starts with a (0, ...) entry holding the empty digest.
     """
-
     sid, why = read_stream_id(path)
     if why:
         return None
@@ -58,85 +57,92 @@ def summarize(path: str):
             return None
     # a log may start after version 1 (compaction removed the versions
     # before it); the caller's judge() says whether that start is right
-    v_exp = firsts[0] if firsts else 1
-    ring = deque([(v_exp - 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)], maxlen=RING + 1)
-    d0 = d1 = d2 = c = 0
-    last_p = last_us = 0
+    st = _Digest(firsts[0] if firsts else 1)
     segments = []
     total = 0
-    unpack_from = _HDR.unpack_from
-    rec = _REC.unpack_from
-    magic = STREAM_MAGIC
     for first in firsts:
-        if first != v_exp:
+        if first != st.v_exp:
             return None
-        spath = L.seg_path(path, first, L.STREAM_SEG)
-        ipath = L.seg_path(path, first, L.STREAM_IDX)
-        try:  # the index first: writers append records, then their entries
-            ifd = os.open(ipath, L.RDONLY)
-        except FileNotFoundError:
-            ifd = None
-        fd = os.open(spath, L.RDONLY)
-        try:
-            isize = os.fstat(ifd).st_size if ifd is not None else 0
-            size = os.fstat(fd).st_size
-            if isize % 8:
-                return None
-            k = isize // 8
-            total += size
-            # Read a window at a time (a segment holding one huge batch can
-            # be far larger than the default 64 MiB), and compare the index
-            # with the records' offsets a run at a time: memory stays flat.
-            buf, base, pos = b"", 0, 0
-            mv = memoryview(buf)
-            nrec = match = 0
-            matching = True
-            offs = array("Q")
-            add = offs.append
-            keep = ring.append
-            while pos < size:
-                if size - pos < 44:
-                    return None
-                rel = pos - base
-                if len(buf) - rel < 12:
-                    buf = os.pread(fd, min(WINDOW, size - pos), pos)
-                    mv, base, rel = memoryview(buf), pos, 0
-                m, n, crc = unpack_from(buf, rel)
-                end = pos + 16 + n
-                if m != magic or end > size:
-                    return None
-                if end - base > len(buf):
-                    buf = os.pread(fd, max(WINDOW, end - pos), pos)
-                    mv, base, rel = memoryview(buf), pos, 0
-                e = end - base
-                if buf[e - 4:e] != buf[rel + 4:rel + 8]:
-                    return None
-                if _crc32(mv[rel + 12:e - 4], _crc32(mv[rel + 4:rel + 8])) != crc:
-                    return None
-                t, a, v, b, p, cc, us = rec(buf, rel + 12)
-                if (t != 0x97 or a != 0xCF or b != 0xCF or cc != 0xCF or v != v_exp
-                        or p <= last_p or us < last_us):
-                    return None
-                d0 += 1
-                d1 += p
-                d2 += us
-                c = _crc32(mv[rel + 40:e - 4], c)
-                add(pos)
-                keep((v, p, us, first, pos, end, d0, d1, d2, c))
-                last_p, last_us, v_exp = p, us, v + 1
-                pos = end
-                if len(offs) >= 65536:
-                    match, matching = _match_index(ifd, k, nrec, offs, match, matching)
-                    nrec += len(offs)
-                    del offs[:]
+        seg = _summarize_segment(path, first, st)
+        if seg is None:
+            return None
+        total += seg[0]
+        segments.append(seg[1])
+    return os.path.basename(path), sid, total, st.d0, segments, list(st.ring)
+
+
+class _Digest:
+    """What summarize carries from one segment to the next: the expected
+    version, the last position and time, the digest so far, the ring."""
+
+    __slots__ = ("v_exp", "last_p", "last_us", "d0", "d1", "d2", "c", "ring")
+
+    def __init__(self, v_exp: int):
+        self.v_exp = v_exp
+        self.last_p = self.last_us = self.d0 = self.d1 = self.d2 = self.c = 0
+        self.ring = deque([(v_exp - 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)], maxlen=RING + 1)
+
+
+def _summarize_segment(path: str, first: int, st: _Digest):
+    """(bytes, (first, records, index entries, entries matching)) of one
+    segment, its records added to ``st``; None when anything is unusual."""
+    try:  # the index first: writers append records, then their entries
+        ifd = os.open(L.seg_path(path, first, L.STREAM_IDX), L.RDONLY)
+    except FileNotFoundError:
+        ifd = None
+    fd = os.open(L.seg_path(path, first, L.STREAM_SEG), L.RDONLY)
+    try:
+        isize = os.fstat(ifd).st_size if ifd is not None else 0
+        size = os.fstat(fd).st_size
+        if isize % 8:
+            return None
+        k = isize // 8
+        nrec = _records(fd, ifd, k, size, first, st)
+        if nrec is None:
+            return None
+        return size, (first, nrec[0], k, nrec[1])
+    finally:
+        os.close(fd)
+        if ifd is not None:
+            os.close(ifd)
+
+
+def _records(fd: int, ifd, k: int, size: int, first: int, st: _Digest):
+    """Walk a segment's records (the disk layer's walker, a window at a
+    time: a segment holding one huge batch can be far larger than the
+    default 64 MiB) into ``st``, comparing the index with the records'
+    offsets a run at a time: memory stays flat.  (records, index entries
+    matching), or None at the first record that is not as it should be."""
+    v_exp, last_p, last_us = st.v_exp, st.last_p, st.last_us
+    d0, d1, d2, c = st.d0, st.d1, st.d2, st.c
+    rec = RECORD_HEAD.unpack_from
+    nrec = match = 0
+    matching = True
+    offs = array("Q")
+    add = offs.append
+    keep = st.ring.append
+    for ok, pos, end, x in walk(fd, STREAM_MAGIC, size, 0, WINDOW, resync=False):
+        if not ok or len(x) < 28:
+            return None
+        t, a, v, b, p, cc, us = rec(x)
+        if (t != 0x97 or a != 0xCF or b != 0xCF or cc != 0xCF or v != v_exp
+                or p <= last_p or us < last_us):
+            return None
+        d0 += 1
+        d1 += p
+        d2 += us
+        c = _crc32(x[28:], c)
+        add(pos)
+        keep((v, p, us, first, pos, end, d0, d1, d2, c))
+        last_p, last_us, v_exp = p, us, v + 1
+        if len(offs) >= 65536:
             match, matching = _match_index(ifd, k, nrec, offs, match, matching)
             nrec += len(offs)
-        finally:
-            os.close(fd)
-            if ifd is not None:
-                os.close(ifd)
-        segments.append((first, nrec, k, match))
-    return os.path.basename(path), sid, total, d0, segments, list(ring)
+            del offs[:]
+    match, matching = _match_index(ifd, k, nrec, offs, match, matching)
+    st.v_exp, st.last_p, st.last_us = v_exp, last_p, last_us
+    st.d0, st.d1, st.d2, st.c = d0, d1, d2, c
+    return nrec + len(offs), match
 
 
 def _match_index(ifd, k: int, done: int, offs, match: int, matching: bool):

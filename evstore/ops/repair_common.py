@@ -11,10 +11,9 @@ import os
 from array import array
 from dataclasses import dataclass, field
 
-import msgpack
 
 from ..disk.format import STREAM_MAGIC
-from ..model import format_timestamp, us_to_datetime
+from ..model import format_timestamp, unpack, us_to_datetime
 from . import layout as L
 from .frames import frame_at, record_head
 
@@ -157,7 +156,7 @@ def _line(stream, v, p, us, eid, etype, data, metadata) -> str:
 
 
 def _batch_lines(payload):
-    items = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    items = unpack(payload)
     stream, fv, fp, us = items[:4]
     f = items[4:]
     for i in range(len(f) // 4):

@@ -15,7 +15,8 @@ from ..disk.format import LOG_MAGIC, STREAM_MAGIC, encode_frame
 from ..disk.records import log_payload
 from ..disk.segment import fsync_dir, fsync_file
 from . import layout as L
-from .frames import frame_at, record_head, walk
+from ..disk.streamwalk import SOUND, stream_records
+from .frames import frame_at, record_head
 from .checks import be_offsets, read_stream_id
 from .repair_common import Copy, OutSeg, LogPlan, _merge, _copy, _batch_lines
 
@@ -50,13 +51,10 @@ class GapFiller:
                 except OSError:
                     continue
                 try:
-                    for ok, off, _end, x in walk(fd, STREAM_MAGIC, os.fstat(fd).st_size):
-                        if not ok:
+                    for label, off, _end, what, _x in stream_records(fd):
+                        if label != SOUND:
                             continue
-                        try:
-                            v, p, us, _hl = record_head(x)
-                        except (ValueError, IndexError):
-                            continue
+                        v, p, us, _hl = what
                         if want(p):
                             self.copies.setdefault(p, []).append(Copy(stream, v, p, us, spath, off))
                 finally:

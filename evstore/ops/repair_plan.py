@@ -11,11 +11,10 @@ from __future__ import annotations
 import zlib
 import os
 
-import msgpack
 
 from ..disk.format import LOG_MAGIC
 from ..disk.streamlog import stream_key
-from ..model import check_stream_id
+from ..model import check_stream_id, unpack
 from . import layout as L
 from .frames import batch_head, log_segment_order, walk
 _crc32 = zlib.crc32
@@ -57,7 +56,7 @@ class LogPlanner:
                         check_stream_id(head[0], new=False)
                         if head[1] < 1 or head[2] < 1:
                             raise ValueError("version or position below 1")
-                        items = msgpack.unpackb(x, raw=False, strict_map_key=False)
+                        items = unpack(x)
                         if not isinstance(items, list) or len(items) != 4 + 4 * head[4]:
                             raise ValueError("wrong shape")
                     except Exception as e:  # noqa: BLE001 - undecodable means damaged

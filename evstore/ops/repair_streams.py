@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 from array import array
 
-import msgpack
 
 from ..disk.format import LOG_MAGIC, STREAM_MAGIC, encode_frame
 from ..disk.records import stream_payload
+from ..model import unpack
 from ..disk.segment import fsync_dir
 from ..disk.streamlog import stream_key
 from . import layout as L
-from .frames import batch_head, frame_at, record_head, walk
+from ..disk.streamwalk import SOUND, UNREADABLE, stream_records
+from .frames import batch_head, frame_at, walk
 from .stream_check import check_stream
 from .repair_common import LogPlan, _merge, _starts_at, _line
 
@@ -211,17 +212,13 @@ class StreamRebuilder:
         removed events."""
         fd = os.open(spath, L.RDONLY)
         try:
-            size = os.fstat(fd).st_size
             removed = []
-            for ok, off, end, x in walk(fd, STREAM_MAGIC, size):
-                if not ok:
-                    removed.append((fd, spath, off, end, f"damaged ({x})"))
+            for label, off, end, what, x in stream_records(fd):
+                if label != SOUND:
+                    removed.append((fd, spath, off, end,
+                                    what if label == UNREADABLE else f"damaged ({what})"))
                     continue
-                try:
-                    v, p, us, hl = record_head(x)
-                except (ValueError, IndexError):
-                    removed.append((fd, spath, off, end, "unreadable record"))
-                    continue
+                v, p, us, hl = what
                 if by_version is not None and by_version.get(v) == os.pread(fd, end - off, off):
                     continue
                 removed.append((fd, spath, off, end, reason))
@@ -241,7 +238,7 @@ class StreamRebuilder:
         if any(a <= p <= b for a, b in self.cut_ranges):
             return  # already in the events file, from its commit-log frame
         try:
-            rec = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            rec = unpack(payload)
         except Exception:  # noqa: BLE001 - a record that passed its CRC but does not decode
             return
         line = _line(stream, *rec)
@@ -255,7 +252,7 @@ class StreamRebuilder:
             return
         for v, _p, _us, frame in self._truth_records(refs):
             if v in pending:
-                eid = msgpack.unpackb(frame[12:-4], raw=False, strict_map_key=False)[3]
+                eid = unpack(frame[12:-4])[3]
                 pending[v] = [x for x in pending[v] if x[0] != eid]
         for v in sorted(pending):
             for _id, line in pending[v]:
@@ -310,10 +307,8 @@ class StreamRebuilder:
         v = first
         fd = os.open(spath, L.RDONLY)
         try:
-            for ok, off, _end, x in walk(fd, STREAM_MAGIC, os.fstat(fd).st_size):
-                if not ok:
-                    break
-                if record_head(x)[0] != v:
+            for label, off, _end, what, _x in stream_records(fd):
+                if label != SOUND or what[0] != v:
                     break
                 entries.append(off)
                 v += 1

@@ -12,18 +12,16 @@ import time
 import zlib
 from array import array
 
-import msgpack
 
 from ..disk import bigframe
 from ..disk.format import LOG_MAGIC
-from ..model import check_stream_id
+from ..model import check_stream_id, unpack
 from . import layout as L
 from .checks import index_problem, read_index, iter_blobs
 from .frames import batch_head, log_segment_order, walk
 from .report import Problem
 
 _crc32 = zlib.crc32
-_unpackb = msgpack.unpackb
 
 
 class _LogRun:
@@ -356,7 +354,7 @@ class LogChecker:
         "Crashes"): a short last frame, or, after a reboot, one torn the
         way a power cut tears."""
         from ..disk.recovery import current_boot_id
-        from ..disk.segment import scan, torn_by_power_cut
+        from ..disk.frames import scan, tail_is_torn
 
         fd = os.open(path, L.RDONLY)
         try:
@@ -365,7 +363,7 @@ class LogChecker:
                 return True
             # as the writer decides: only a known, new boot id is a reboot
             rebooted = current_boot_id() is not None and self._rebooted()
-            return status == "damaged" and rebooted and torn_by_power_cut(fd, off, LOG_MAGIC)
+            return tail_is_torn(status, rebooted, fd, off, LOG_MAGIC)
         finally:
             os.close(fd)
 
@@ -440,28 +438,17 @@ class LogChecker:
 
 
 def _check_payload(x) -> None:
-    """Raise unless a commit-log payload decodes whole into a batch's shape.
-    A big one (bigframe.BigPayload) is decoded an event at a time."""
+    """Raise unless a commit-log payload decodes whole into a batch's shape,
+    with the readers' decoder.  A big one (bigframe.BigPayload) is decoded
+    an event at a time."""
     if not isinstance(x, bigframe.BigPayload):
-        _check_items(_unpackb(x, raw=False, strict_map_key=False))
+        _check_items(unpack(x))
         return
-    up = msgpack.Unpacker(x.reader(), raw=False, strict_map_key=False,
-                          read_size=1 << 16, max_buffer_size=max(x.size, 1 << 16))
-    n = up.read_array_header()
-    if n < 8 or (n - 4) % 4:
-        raise ValueError("payload has the wrong shape")
-    for _ in range(4):
-        up.unpack()
-    for _ in range((n - 4) // 4):
-        if type(up.unpack()) is not str:
+    for ev in bigframe.decode(x).events():  # the readers' own lazy decoding
+        if type(ev.id) is not str:
             raise ValueError("an event id is not a string")
-        t = up.unpack()
-        if type(t) is not str or not t:
+        if type(ev.type) is not str or not ev.type:
             raise ValueError("an event type is not a non-empty string")
-        up.unpack()
-        up.unpack()
-    if up.tell() != x.size:
-        raise ValueError("extra data after the batch")
 
 
 def _check_items(items) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import time
 
-from ..disk.format import LOG_MAGIC, STREAM_MAGIC
+from ..disk.format import LOG_MAGIC
 from ..disk.streamlog import stream_key
 from . import layout as L
+from ..disk.streamwalk import SOUND, stream_records
 from .checks import or_none, iter_blobs
 from .stream_check import StreamResult, check_stream
-from .frames import batch_head, record_head, walk
+from .frames import batch_head, walk
 from .report import Problem
 
 #: Streams whose first differing record verify locates (the others are
@@ -326,13 +327,10 @@ def _stream_records(path: str, head: int):
         spath = L.seg_path(path, first, L.STREAM_SEG)
         fd = os.open(spath, L.RDONLY)
         try:
-            for ok, off, _end, x in walk(fd, STREAM_MAGIC, os.fstat(fd).st_size):
-                if not ok:
+            for label, off, _end, what, x in stream_records(fd):
+                if label != SOUND:
                     continue
-                try:
-                    v, p, us, hl = record_head(x)
-                except (ValueError, IndexError):
-                    continue
+                v, p, us, hl = what
                 if p > head:
                     return
                 yield spath, off, v, p, us, bytes(x[hl:])

@@ -13,8 +13,9 @@ from ...disk.bigframe import BigPayload
 from ...disk.format import LOG_MAGIC, OVERHEAD, encode_frame
 from ...disk.heads import batch_head, batch_stream
 from ...disk.index import OffsetIndex
+from ...disk.frames import iter_frames
 from ...disk.records import GAP, gap_payload
-from ...disk.segment import fsync_dir, fsync_file, iter_frames, open_file
+from ...disk.segment import fsync_dir, fsync_file, open_file
 from ...model import _array_header, _packb
 from . import journal
 from .compact_io import _Counter, _Out, _Window

@@ -13,7 +13,8 @@ import os
 
 from ...disk.format import STREAM_MAGIC, FrameError
 from ...disk.index import OffsetIndex
-from ...disk.segment import fsync_dir, fsync_file, iter_frames, listdir, open_file
+from ...disk.frames import iter_frames
+from ...disk.segment import fsync_dir, fsync_file, listdir, open_file
 from ...disk.streamlog import StreamLog
 from ...errors import CorruptStore
 from ...model import unpack

@@ -49,8 +49,9 @@ from ...core.forgetting import Cut
 from ...disk.commitlog import CommitLog, SealSyncError
 from ...disk.format import LOG_MAGIC, FrameError
 from ...disk.heads import batch_head
+from ...disk.frames import iter_frames
 from ...disk.records import GAP
-from ...disk.segment import fsync_dir, iter_frames, listdir, stable_listdir
+from ...disk.segment import fsync_dir, listdir, stable_listdir
 from ...disk.streamlog import StreamLog, stream_key
 from ...errors import CorruptStore
 from ...model import _packb

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 
-import msgpack
 
 from ...core.lines import Stamps, chunk_text, event_text
 from ...disk.bigframe import BigPayload, LazyBatch
 from ...disk.commitlog import CommitLog
 from ...disk.records import decode_batch_head
 from ...errors import CorruptStore
+from ...model import unpack
 from .names import LOG_DIR
 
 #: Ranges of at least this many events are formatted by worker processes
@@ -59,7 +59,7 @@ def chunks(directory: str, lo: int, hi: int, workers: int | None = None):
 def _raw(payload):
     if isinstance(payload, BigPayload):
         return payload
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    return unpack(payload)
 
 
 def _log_payloads(directory: str, start: int, head: int, log: CommitLog | None = None):

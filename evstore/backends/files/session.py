@@ -47,7 +47,7 @@ class FileWriterSession:
                 if log.tail.trailing:
                     boot, synced = recovery.load_state(self._dir)
                     rebooted = self._boot is not None and boot != self._boot
-                    torn = log.tail.trailing == "short" or (rebooted and log.tail_torn_by_power_cut())
+                    torn = log.tail_is_torn(rebooted)
                     if not torn or synced > log.tail.head:
                         # Not a torn append: a killed writer leaves a *short*
                         # frame, a power cut pages of zeros.  A damaged frame
