@@ -161,31 +161,46 @@ class LazyBatch:
     def last_version(self) -> int:
         return self.first_version + self.count - 1
 
-    def events(self, skip: int = 0):
-        from .records import MalformedBatch
-        from ..model import RecordedEvent, us_to_datetime
-
+    def _seek(self, skip: int):
+        """An unpacker at event ``skip`` (or the end): (unpacker, index of the
+        event it is at, payload offset it started from).  It starts from the
+        nearest mark at or before ``skip`` and records the marks it passes,
+        so a later read of the same batch starts closer."""
         p = self._p
         marks = p.marks  # marks[k]: payload offset of event k * STEP
         k = min(skip // STEP, len(marks) - 1)
         i, at = (k * STEP, marks[k]) if k >= 0 else (0, 0)
         up = msgpack.Unpacker(p.reader(at), raw=False, strict_map_key=True, use_list=True,
                               read_size=READ_SIZE, max_buffer_size=max(p.size, READ_SIZE))
-        unpack, skip_one = up.unpack, up.skip
+        skip_one = up.skip
+        if k < 0:
+            up.read_array_header()
+            for _ in range(4):
+                skip_one()
+        while i < min(skip, self.count):
+            self._mark(up, i, at)
+            skip_one(); skip_one(); skip_one(); skip_one()  # noqa: E702
+            i += 1
+        return up, i, at
+
+    def _mark(self, up, i: int, at: int) -> None:
+        """Record the offset of event ``i`` when it starts a new STEP."""
+        marks = self._p.marks
+        if not i % STEP and i // STEP == len(marks):
+            marks.append(at + up.tell())
+
+    def events(self, skip: int = 0):
+        from .records import MalformedBatch
+        from ..model import RecordedEvent, us_to_datetime
+
+        p = self._p
         when = us_to_datetime(self.recorded_us)
         stream, fv, fp, count = self.stream, self.first_version, self.first_position, self.count
         try:
-            if k < 0:
-                up.read_array_header()
-                for _ in range(4):
-                    skip_one()
+            up, i, at = self._seek(skip)
+            unpack = up.unpack
             while i < count:
-                if not i % STEP and i // STEP == len(marks):
-                    marks.append(at + up.tell())
-                if i < skip:
-                    skip_one(); skip_one(); skip_one(); skip_one()  # noqa: E702
-                    i += 1
-                    continue
+                self._mark(up, i, at)
                 eid = unpack()
                 etype = unpack()
                 data = unpack()
@@ -209,25 +224,11 @@ class LazyBatch:
 
         from .records import MalformedBatch
 
-        p = self._p
-        marks = p.marks
-        k = min(skip // STEP, len(marks) - 1)
-        i, at = (k * STEP, marks[k]) if k >= 0 else (0, 0)
-        up = msgpack.Unpacker(p.reader(at), raw=False, strict_map_key=True, use_list=True,
-                              read_size=READ_SIZE, max_buffer_size=max(p.size, READ_SIZE))
-        skip_one, count = up.skip, self.count
+        p, count = self._p, self.count
         try:
-            if k < 0:
-                up.read_array_header()
-                for _ in range(4):
-                    skip_one()
+            up, i, at = self._seek(skip)
             while i < count:
-                if not i % STEP and i // STEP == len(marks):
-                    marks.append(at + up.tell())
-                if i < skip:
-                    skip_one(); skip_one(); skip_one(); skip_one()  # noqa: E702
-                    i += 1
-                    continue
+                self._mark(up, i, at)
                 n = min(STEP - i % STEP, count - i)
                 fields = list(islice(up, 4 * n))
                 if len(fields) != 4 * n:
