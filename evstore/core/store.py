@@ -35,7 +35,7 @@ from ..model import (
 )
 from ..errors import EventNotFound, InvalidEvent, StreamNotFound, UsageError
 from .forgetting import Forgetting, Retention, format_duration, parse_duration
-from .rules import ANY, NO_STREAM, STREAM_EXISTS, parse_expected  # noqa: F401  (public names)
+from .rules import ANY, parse_expected
 
 
 def _clock() -> int:
