@@ -65,7 +65,7 @@ def build_app(argv: Optional[list[str]] = None) -> typer.Typer:
             "--no-color", help="No colour in tables and views on a terminal (also: $NO_COLOR, "
                                "EVSTORE_NO_COLOR=1).")] = False,
     ) -> None:
-        from .common import OPTIONS
+        from .base import OPTIONS
 
         OPTIONS["quiet"] = quiet
         OPTIONS["no_color"] = no_color
@@ -112,7 +112,7 @@ def _one_usage_notation() -> None:
 def _set_flag(key: str):
     def callback(value: bool) -> None:
         if value:  # never unsets what the root's callback (run first) set
-            from .common import OPTIONS
+            from .base import OPTIONS
 
             OPTIONS[key] = True
     return callback

@@ -133,7 +133,7 @@ class EventStore:
         if self.snapshot_every and self.reducer is not None and done.written:
             # After the commit, and bounded: nothing here can fail or hold
             # the append (a failure or a timeout is a logged warning).
-            from ..features.snapshots import auto_snapshot_bounded
+            from ..features.autosnap import auto_snapshot_bounded
             auto_snapshot_bounded(self, stream, done.version_before, result.version,
                                   self.snapshot_timeout)
         return result
