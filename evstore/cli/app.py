@@ -14,7 +14,7 @@ from .. import __version__
 
 #: The order commands appear in ``--help``; each ``cmd_*.py`` module in this
 #: package registers its own commands.
-COMMAND_ORDER = ("cmd_write", "cmd_read", "cmd_tail", "cmd_state", "cmd_forget", "cmd_ops")
+COMMAND_ORDER = ("cmd_write", "cmd_read", "cmd_tail", "cmd_checkpoints", "cmd_state", "cmd_forget", "cmd_ops")
 
 HELP = """An event store on local files.
 
