@@ -90,6 +90,10 @@ Examples:
 Prints the checkpoint as one JSON object.
 """
 
+#: The NAME argument of delete, reset and set.
+NameArg = Annotated[str, typer.Argument(
+    metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)]
+
 
 def register(app: typer.Typer) -> None:
     cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)
@@ -109,8 +113,7 @@ def register(app: typer.Typer) -> None:
     @cp.command("delete", help=DELETE_HELP, no_args_is_help=True)
     def delete(
         ctx: typer.Context,
-        name: Annotated[str, typer.Argument(
-            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
+        name: NameArg,
         store: StoreOpt = None,
     ) -> None:
         from ..features.checkpoints import CheckpointStore
@@ -124,8 +127,7 @@ def register(app: typer.Typer) -> None:
     @cp.command("reset", help=RESET_HELP, no_args_is_help=True)
     def reset(
         ctx: typer.Context,
-        name: Annotated[str, typer.Argument(
-            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
+        name: NameArg,
         to: Annotated[str, typer.Option(
             "--to", metavar="P|head", help="The position handled so far: 0 (the beginning), "
                                            "a position, or head.")] = "0",
@@ -141,8 +143,7 @@ def register(app: typer.Typer) -> None:
     @cp.command("set", help=SET_HELP, no_args_is_help=True)
     def set_(
         ctx: typer.Context,
-        name: Annotated[str, typer.Argument(
-            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
+        name: NameArg,
         position: Annotated[str, typer.Argument(
             metavar="P|head", help="The last position handled.")],
         force: Annotated[bool, typer.Option(
