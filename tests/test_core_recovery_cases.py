@@ -14,7 +14,7 @@ from evstore.disk.commitlog import CommitLog
 from evstore.errors import CorruptStore
 from evstore.disk.index import ENTRY
 from evstore.ops import repair, verify
-from evstore.disk.streamlog import stream_dir
+from evstore.disk.streamdir import stream_dir
 
 
 def evs(n, tag="e"):
@@ -32,7 +32,7 @@ def index_entries(path: Path) -> list[int]:
 
 def frame_offsets(seg: Path, magic: bytes) -> list[int]:
     """Offsets of the frames in a segment, found from the data alone."""
-    from evstore.disk.segment import iter_frames
+    from evstore.disk.frames import iter_frames
 
     fd = os.open(seg, os.O_RDONLY)
     try:

@@ -23,7 +23,8 @@ from evstore import EventStore, NewEvent
 from evstore.errors import CorruptStore
 from evstore.disk.format import LOG_MAGIC, STREAM_MAGIC
 from evstore.ops import repair, verify
-from evstore.ops.frames import batch_head, record_head, walk
+from evstore.disk.frames import walk
+from evstore.disk.heads import batch_head, record_head
 
 from core_helpers import LONG
 

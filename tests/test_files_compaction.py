@@ -187,7 +187,7 @@ def test_verify_still_catches_what_no_cut_explains(es):
 def test_verify_catches_a_stream_log_that_lost_its_first_segment(tmp_path):
     with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
         populate(es)
-        from evstore.disk.streamlog import stream_dir
+        from evstore.disk.streamdir import stream_dir
         d = stream_dir(os.path.join(es.directory, "streams"), "orders")
         first = sorted(n for n in os.listdir(d) if n.endswith(".seg"))[0]
         os.unlink(os.path.join(d, first))
@@ -260,7 +260,7 @@ def test_repair_of_a_compacted_store_changes_nothing_and_resurrects_nothing(es):
     rep = repair(es.directory)
     assert rep.ok and tree_digest(es.directory) == before
     # damage a stream log: repair rebuilds it from the commit log, from the floor on
-    from evstore.disk.streamlog import stream_dir
+    from evstore.disk.streamdir import stream_dir
     d = stream_dir(os.path.join(es.directory, "streams"), "orders")
     seg = sorted(n for n in os.listdir(d) if n.endswith(".seg"))[-1]
     with open(os.path.join(d, seg), "r+b") as f:
@@ -287,7 +287,7 @@ def test_repair_before_compaction_keeps_deleted_events_out_of_stream_logs(es):
     report = es.verify()
     assert report.ok, report.problems
     from evstore.ops import repair
-    from evstore.disk.streamlog import stream_dir
+    from evstore.disk.streamdir import stream_dir
     d = stream_dir(os.path.join(es.directory, "streams"), "orders")
     assert min(int(n[:16]) for n in os.listdir(d) if n.endswith(".seg")) == 21
     rep = repair(es.directory)
@@ -297,7 +297,7 @@ def test_repair_before_compaction_keeps_deleted_events_out_of_stream_logs(es):
 
 def test_snapshots_of_deleted_streams_and_quarantined_copies_go(es):
     from evstore.disk import recovery
-    from evstore.disk.streamlog import stream_dir
+    from evstore.disk.streamdir import stream_dir
     populate(es, 6)
     b = es.backend
     b.put_snapshot("cust-alice", 3, b"state with " + SECRET)

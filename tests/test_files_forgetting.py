@@ -115,7 +115,7 @@ def test_version_counts_removed_events_when_the_log_is_gone(es):
     es.append("a", [ev(1), ev(2)])
     es.backend.cut("a", ANY, None, False)
     import shutil
-    from evstore.disk.streamlog import stream_dir
+    from evstore.disk.streamdir import stream_dir
     shutil.rmtree(stream_dir(os.path.join(es.directory, "streams"), "a"))
     with EventStore(es.directory) as other:
         assert other.version("a") == 2

@@ -10,7 +10,8 @@ import pytest
 from evstore.errors import CorruptStore
 from evstore.disk.format import STREAM_MAGIC, FrameError, encode_frame
 from evstore.disk.records import MalformedBatch, decode_batch, decode_batch_head
-from evstore.disk.segment import SegmentWriter, open_file, read_frame
+from evstore.disk.frames import read_frame
+from evstore.disk.segment import SegmentWriter, open_file
 
 
 @pytest.mark.parametrize("offset", [-1, 2**63 - 1, 2**63, 2**64 - 1, 10**6])

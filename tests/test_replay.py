@@ -15,7 +15,8 @@ from evstore.errors import NotFound, StreamNotFound, UsageError
 from evstore.model import us_to_datetime
 from evstore.features.reducers import BUILTINS, ReducerError, load_reducer
 from evstore.features.replay import (apply_changes, diff, path_text, plan, replay, steps,
-                            verify_snapshots, version_at)
+                                     version_at)
+from evstore.features.snapcheck import verify_snapshots
 
 settings.register_profile("evstore-replay", deadline=None, max_examples=40,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -13,8 +13,8 @@ import pytest
 from evstore import EventStore, NewEvent
 from evstore.errors import CorruptStore, InvalidEvent, NotFound, StreamNotFound, UsageError
 from evstore.features.reducers import load_reducer
-from evstore.features.snapshots import crossed
-from evstore.disk.streamlog import stream_key
+from evstore.features.autosnap import crossed
+from evstore.disk.streamdir import stream_key
 
 
 def deposits(n, start=0):

@@ -14,7 +14,7 @@ from .. import __version__
 
 #: The order commands appear in ``--help``; each ``cmd_*.py`` module in this
 #: package registers its own commands.
-COMMAND_ORDER = ("cmd_write", "cmd_read", "cmd_tail", "cmd_state", "cmd_forget", "cmd_ops")
+COMMAND_ORDER = ("cmd_write", "cmd_read", "cmd_tail", "cmd_checkpoints", "cmd_state", "cmd_forget", "cmd_ops")
 
 HELP = """An event store on local files.
 
@@ -65,7 +65,7 @@ def build_app(argv: Optional[list[str]] = None) -> typer.Typer:
             "--no-color", help="No colour in tables and views on a terminal (also: $NO_COLOR, "
                                "EVSTORE_NO_COLOR=1).")] = False,
     ) -> None:
-        from .common import OPTIONS
+        from .base import OPTIONS
 
         OPTIONS["quiet"] = quiet
         OPTIONS["no_color"] = no_color
@@ -112,7 +112,7 @@ def _one_usage_notation() -> None:
 def _set_flag(key: str):
     def callback(value: bool) -> None:
         if value:  # never unsets what the root's callback (run first) set
-            from .common import OPTIONS
+            from .base import OPTIONS
 
             OPTIONS[key] = True
     return callback

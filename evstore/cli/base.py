@@ -16,6 +16,10 @@ from enum import Enum
 
 from ..errors import EvstoreError
 
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (evstore/__init__.py)
+if TYPE_CHECKING:
+    from pathlib import Path
+
 DEFAULT_STORE = ".evstore"
 
 

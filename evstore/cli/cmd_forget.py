@@ -181,20 +181,7 @@ def register(app: typer.Typer) -> None:
         lock_timeout: LockTimeoutOpt = 30.0,
         store: StoreOpt = None,
     ) -> None:
-        from ..core.forgetting import parse_duration
-        from ..model import check_stream_id
-
-        if stream is not None and prefix is not None:
-            raise fail("give STREAM or --prefix P, not both", 2)
-        if clear and (max_age is not None or max_count is not None):
-            raise fail("--clear removes the rule: it does not go with --max-age or --max-count", 2)
-        setting = max_age is not None or max_count is not None
-        if stream is None and prefix is None and (setting or clear):
-            raise fail("a rule needs a target: give STREAM or --prefix P", 2)
-        if max_age is not None:
-            parse_duration(max_age)  # a usage error before the store is opened
-        if stream is not None:
-            check_stream_id(stream)
+        setting = _check_retention(stream, prefix, max_age, max_count, clear)
         target = stream if stream is not None else prefix
         with open_store(ctx, store, create=setting, lock_timeout=lock_timeout) as es:
             if target is None:
@@ -202,26 +189,7 @@ def register(app: typer.Typer) -> None:
             else:
                 rules = es.retention(target, max_age=max_age, max_count=max_count,
                                      prefix=prefix is not None, clear=clear)
-        rows = [r.to_dict() for r in rules]
-        if not rows:
-            from .common import note
-
-            what = "in this store" if target is None else \
-                f"for {'prefix' if prefix is not None else 'stream'} {target!r}"
-            note(f"no retention rule {what}: every event is kept")
-        fmt_ = pick_format(fmt)
-        if fmt_ == "table":
-            from .render import dict_table
-
-            if rows:
-                dict_table(rows, title="retention rules")
-            return
-        from ..features.jsonio import Writer
-
-        w = Writer(sys.stdout.buffer, fmt_)
-        for row in rows:
-            w.write(row)
-        w.close()
+        _print_rules([r.to_dict() for r in rules], target, prefix is not None, fmt)
 
     @app.command("compact", help=COMPACT_HELP)
     def compact(
@@ -240,6 +208,50 @@ def register(app: typer.Typer) -> None:
             finally:
                 bar.end()
         _print(result)
+
+
+def _check_retention(stream, prefix, max_age, max_count, clear) -> bool:
+    """Usage errors of ``retention`` (exit 2), found before the store is
+    opened; returns whether the call sets a rule (and may create the store)."""
+    from ..core.forgetting import parse_duration
+    from ..model import check_stream_id
+
+    if stream is not None and prefix is not None:
+        raise fail("give STREAM or --prefix P, not both", 2)
+    if clear and (max_age is not None or max_count is not None):
+        raise fail("--clear removes the rule: it does not go with --max-age or --max-count", 2)
+    setting = max_age is not None or max_count is not None
+    if stream is None and prefix is None and (setting or clear):
+        raise fail("a rule needs a target: give STREAM or --prefix P", 2)
+    if max_age is not None:
+        parse_duration(max_age)
+    if stream is not None:
+        check_stream_id(stream)
+    return setting
+
+
+def _print_rules(rows: list, target, is_prefix: bool, fmt) -> None:
+    """The retention rules ``retention`` shows, in the chosen format (a
+    note on stderr when there is none)."""
+    if not rows:
+        from .common import note
+
+        what = "in this store" if target is None else \
+            f"for {'prefix' if is_prefix else 'stream'} {target!r}"
+        note(f"no retention rule {what}: every event is kept")
+    fmt_ = pick_format(fmt)
+    if fmt_ == "table":
+        from .render import dict_table
+
+        if rows:
+            dict_table(rows, title="retention rules")
+        return
+    from ..features.jsonio import Writer
+
+    w = Writer(sys.stdout.buffer, fmt_)
+    for row in rows:
+        w.write(row)
+    w.close()
 
 
 class _Bytes:

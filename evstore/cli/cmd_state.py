@@ -357,7 +357,7 @@ def _steps(es, p, types, from_version, out) -> None:
 
 
 def _verify(es, stream, spec, out) -> None:
-    from ..features.replay import verify_snapshots
+    from ..features.snapcheck import verify_snapshots
 
     total = es.version(stream)
     with to_stderr(), _Progress(f"verify {stream}", total) as bar:

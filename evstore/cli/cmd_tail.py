@@ -1,4 +1,5 @@
-"""``evstore tail`` and ``evstore checkpoints``: following the store.
+"""``evstore tail``: following the store (managing checkpoints is
+``cmd_checkpoints.py``).
 
 The command is a thin loop over :class:`evstore.features.subscriptions.Subscription`:
 print an event, flush, ask for the next one (which acknowledges the one just
@@ -94,84 +95,6 @@ Exit codes: 4 when the stream (without -f) or the store does not exist;
 checkpoint's file is damaged; with --exec, a failing CMD's exit code.
 """
 
-CHECKPOINTS_HELP = """List, delete or reset durable consumers' checkpoints.
-
-A durable consumer is 'evstore tail --checkpoint NAME'.
-
-Without a subcommand, lists them: one line each with the name, the position
-the consumer has handled, the store's head, how many positions it is
-behind, the stream it follows (null: all), and when it last moved.
-
-Examples:
-
-\b
-    evstore checkpoints
-    evstore checkpoints --format json | jq '.[] | select(.behind > 1000)'
-    evstore checkpoints reset proj               # replay from the beginning
-    evstore checkpoints reset proj --to head     # skip to now
-    evstore checkpoints set job 1200             # job handled everything up to 1200
-    evstore checkpoints delete proj
-"""
-
-LIST_HELP = """List the checkpoints (as 'evstore checkpoints').
-
-Example:
-
-\b
-    evstore checkpoints list --format table
-"""
-
-DELETE_HELP = """Delete the checkpoint NAME. Its consumer, run again, starts afresh.
-
-Refused (exit 1) while a consumer runs under NAME; exit 4 when there is no
-such checkpoint.
-
-Example:
-
-\b
-    evstore checkpoints delete proj
-"""
-
-RESET_HELP = """Move the checkpoint NAME to position P (default 0).
-
-Its consumer resumes at P + 1. Creates the checkpoint when it does not exist.
-
-P is a position in the store ('evstore read --all' shows them), 0 for the
-beginning, or 'head' for the current head (skip everything so far). Refused
-(exit 1) while a consumer runs under NAME.
-
-Examples:
-
-\b
-    evstore checkpoints reset proj                # process everything again
-    evstore checkpoints reset proj --to 1200
-    evstore checkpoints reset mailer --to head    # a new consumer, from now on
-
-Prints the checkpoint as one JSON object.
-"""
-
-SET_HELP = """Move the checkpoint NAME forward to position P.
-
-Says that everything up to P is handled: the commit of a consumer that
-manages its own ('evstore tail --checkpoint
-NAME --no-commit'). Creates the checkpoint when it does not exist. P is a
-position in the store or 'head'.
-
-Refused (exit 2) past the store's head, and backwards (which delivers
-events again) unless --force; exit 1 while a consumer runs under NAME
-(a --no-commit reader does not count); exit 6 when its file is damaged
-(--force overwrites it).
-
-Examples:
-
-\b
-    evstore checkpoints set job 1200
-    evstore checkpoints set job 800 --force       # deliver 801.. again
-
-Prints the checkpoint as one JSON object.
-"""
-
-
 def register(app: typer.Typer) -> None:
     @app.command("tail", help=TAIL_HELP)
     def tail(
@@ -246,72 +169,6 @@ def register(app: typer.Typer) -> None:
                 return
             _consume(es, t, fmt_, signals)
 
-    cp = typer.Typer(help=CHECKPOINTS_HELP, no_args_is_help=False)
-
-    @cp.callback(invoke_without_command=True)
-    def checkpoints(ctx: typer.Context, fmt: FormatOpt = None, wide: WideOpt = False,
-                    store: StoreOpt = None) -> None:
-        if ctx.invoked_subcommand is None:
-            _list(ctx, store, fmt, wide)
-
-    @cp.command("list", help=LIST_HELP)
-    def list_(ctx: typer.Context, fmt: FormatOpt = None, wide: WideOpt = False,
-              store: StoreOpt = None) -> None:
-        _list(ctx, _parent_store(ctx, store), fmt or ctx.parent.params.get("fmt"),
-              wide or bool(ctx.parent.params.get("wide")))
-
-    @cp.command("delete", help=DELETE_HELP, no_args_is_help=True)
-    def delete(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Argument(
-            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
-        store: StoreOpt = None,
-    ) -> None:
-        from ..features.checkpoints import CheckpointStore
-
-        with open_store(ctx, _parent_store(ctx, store)) as es:
-            CheckpointStore(es).delete(name)
-        from .common import note
-
-        note(f"deleted checkpoint {name!r}")
-
-    @cp.command("reset", help=RESET_HELP, no_args_is_help=True)
-    def reset(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Argument(
-            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
-        to: Annotated[str, typer.Option(
-            "--to", metavar="P|head", help="The position handled so far: 0 (the beginning), "
-                                           "a position, or head.")] = "0",
-        store: StoreOpt = None,
-    ) -> None:
-        from ..features.checkpoints import CheckpointStore
-        from ..features.jsonio import dumps
-
-        with open_store(ctx, _parent_store(ctx, store)) as es:
-            cp_ = CheckpointStore(es).reset(name, _position(es, to, "--to"))
-            sys.stdout.write(dumps(cp_.to_dict(es.head())) + "\n")
-
-    @cp.command("set", help=SET_HELP, no_args_is_help=True)
-    def set_(
-        ctx: typer.Context,
-        name: Annotated[str, typer.Argument(
-            metavar="NAME", help="The checkpoint's name.", autocompletion=complete_checkpoint)],
-        position: Annotated[str, typer.Argument(
-            metavar="P|head", help="The last position handled.")],
-        force: Annotated[bool, typer.Option(
-            "--force", help="Also move it backwards (events are delivered again), or over "
-                            "a damaged file.")] = False,
-        store: StoreOpt = None,
-    ) -> None:
-        from ..features.checkpoints import CheckpointStore
-        from ..features.jsonio import dumps
-
-        with open_store(ctx, _parent_store(ctx, store)) as es:
-            cp_ = CheckpointStore(es).set(name, _position(es, position, "P"), force=force)
-            sys.stdout.write(dumps(cp_.to_dict(es.head())) + "\n")
-
-    app.add_typer(cp, name="checkpoints")
 
 
 @dataclass
@@ -419,15 +276,6 @@ def _consume(es, t: _Tail, fmt_: str, signals) -> None:
                    flush_each=t.follow or t.checkpoint is not None, wide=t.wide)
 
 
-def _position(es, text: str, what: str) -> int:
-    """A position argument: a whole number or 'head'."""
-    if text.strip().lower() == "head":
-        return es.head()
-    if text.strip().isdigit():
-        return int(text.strip())
-    raise fail(f"invalid {what} {text!r}: a position (0 or more) or head", 2)
-
-
 def _first_since(es, stream, since, prefix) -> int:
     """The version (position with --all) of the first event recorded at or
     after ``since``; one past the end when there is none yet."""
@@ -493,37 +341,6 @@ def _line_printer(wide: bool = False):
         out.flush()
 
     return write
-
-
-def _parent_store(ctx: typer.Context, store):
-    """``evstore checkpoints --store X delete NAME`` works as well as
-    ``evstore checkpoints delete NAME --store X``."""
-    if store is None and ctx.parent is not None:
-        store = ctx.parent.params.get("store")
-    return store
-
-
-def _list(ctx: typer.Context, store, fmt, wide: bool = False) -> None:
-    from ..features.checkpoints import CheckpointStore
-
-    with open_store(ctx, store) as es:
-        head = es.head()
-        rows = [c.to_dict(head) for c in CheckpointStore(es).list()]
-    fmt_ = pick_format(fmt)
-    if fmt_ == "table":
-        from .render import dict_table
-
-        for r in rows:
-            r["stream"] = "(all)" if r["stream"] is None else r["stream"]
-        dict_table(rows, title="checkpoints", wide=wide)
-        return
-    from ..features.jsonio import Writer
-
-    with _closed_pipe_is_fine():
-        w = Writer(sys.stdout.buffer, fmt_)
-        for r in rows:
-            w.write(r)
-        w.close()
 
 
 @contextmanager

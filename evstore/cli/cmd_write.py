@@ -203,7 +203,7 @@ def _auto_snapshot(ctx, store, stream, result, auto) -> None:
     ``snapshot_every`` boundary pay for this second open."""
     if not auto or not result.count:
         return
-    from ..features.snapshots import crossed
+    from ..features.autosnap import crossed
     from .usercode import auto_snapshot_after
 
     before = result.version - result.count

@@ -134,59 +134,74 @@ def layout(cols: list[Col], rows: list[list[str]], total: int | None, *, wide: b
     ``rows`` of cell texts in ``total`` columns (None: no limit).
 
     Not wide: cells are cut with an ellipsis at their width, and the columns
-    give way in the order the module docstring gives.  Wide: nothing is cut
-    (cells fold over several lines); numbers and times keep their width, and
-    the other columns share what is left, each at least its header's width,
-    so that no header is folded."""
+    give way in the order the module docstring gives (:func:`_narrow`).
+    Wide: nothing is cut (cells fold over several lines); numbers and times
+    keep their width, and the other columns share what is left, each at
+    least its header's width, so that no header is folded."""
     from rich.cells import cell_len
 
     nat = [max([cell_len(c.header)] + [cell_len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    form = "full"
     for i, c in enumerate(cols):
         if c.kind == "time":
             nat[i] = max(cell_len(c.header), min(nat[i], _TIME_WIDTH["full"]))
     widths: list[int | None] = list(nat)
-    if total is None:
-        return widths, form
-
-    def used() -> int:
-        shown = [w for w in widths if w is not None]
-        return sum(shown) + GAP * (len(shown) - 1)
-
-    if used() <= total:
-        return widths, form
+    if total is None or _used(widths) <= total:
+        return widths, "full"
     if wide:
         _wide(cols, widths, nat, total)
         return widths, ("stacked" if any(widths[i] == _TIME_WIDTH["stacked"]
-                                         for i, c in enumerate(cols) if c.kind == "time") else form)
+                                         for i, c in enumerate(cols) if c.kind == "time") else "full")
+    return widths, _narrow(cols, widths, nat, total)
+
+
+def _used(widths) -> int:
+    """The cells a row of these widths takes, the gaps between columns included."""
+    shown = [w for w in widths if w is not None]
+    return sum(shown) + GAP * (len(shown) - 1)
+
+
+def _narrow(cols, widths, nat, total: int) -> str:
+    """Make ``widths`` fit ``total`` by cutting cells, in the order the
+    module docstring gives; returns the time form."""
+    from rich.cells import cell_len
+
+    form = "full"
     # 1. optional columns: narrower, then gone
     for i, c in enumerate(cols):
-        if c.kind == "extra" and used() > total:
-            rest = widths[i] - (used() - total)
+        if c.kind == "extra" and _used(widths) > total:
+            rest = widths[i] - (_used(widths) - total)
             widths[i] = rest if rest >= MIN_EXTRA else None
     # 2. free text, down to MIN_TEXT
-    _shrink(widths, [i for i, c in enumerate(cols) if c.kind == "text"], used() - total, MIN_TEXT)
+    _shrink(widths, [i for i, c in enumerate(cols) if c.kind == "text"], _used(widths) - total,
+            MIN_TEXT)
     # 3. timestamps: to the second, then the time of day
     for f in TIME_FORMS[1:]:
-        if used() <= total:
+        if _used(widths) <= total:
             break
         form = f
         for i, c in enumerate(cols):
             if c.kind == "time":
                 widths[i] = max(cell_len(time_header(c.header, f)), _TIME_WIDTH[f])
     # 4. the times go, if there is anything else to show
-    if used() > total and any(c.kind != "time" for c in cols):
+    if _used(widths) > total and any(c.kind != "time" for c in cols):
         for i, c in enumerate(cols):
             if c.kind == "time":
                 widths[i] = None
     # 5. names, the later ones first, down to MIN_ID; then all text, to a few cells
     for i in reversed([i for i, c in enumerate(cols) if c.kind == "id"]):
-        _shrink(widths, [i], used() - total, MIN_ID)
-    _shrink(widths, [i for i, c in enumerate(cols) if c.kind in ("text", "id")], used() - total, 3)
-    # what a narrower time form freed goes back to the free text, then to the optional columns
+        _shrink(widths, [i], _used(widths) - total, MIN_ID)
+    _shrink(widths, [i for i, c in enumerate(cols) if c.kind in ("text", "id")],
+            _used(widths) - total, 3)
+    _give_back(cols, widths, nat, total)
+    return form
+
+
+def _give_back(cols, widths, nat, total: int) -> None:
+    """What a narrower time form freed goes back to the free text, then to
+    the optional columns."""
     for kind in ("text", "extra"):
         for i, c in enumerate(cols):
-            room = total - used()
+            room = total - _used(widths)
             if c.kind != kind or room <= 0:
                 continue
             if widths[i] is None:
@@ -194,7 +209,6 @@ def layout(cols: list[Col], rows: list[list[str]], total: int | None, *, wide: b
                     widths[i] = min(nat[i], room - GAP)
             elif widths[i] < nat[i]:
                 widths[i] = min(nat[i], widths[i] + room)
-    return widths, form
 
 
 def time_header(header: str, form: str) -> str:

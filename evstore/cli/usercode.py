@@ -101,7 +101,7 @@ def _die_with_parent(parent: int) -> None:
 
 def snapshot_timeout() -> float:
     """The time budget of an automatic snapshot ($EVSTORE_SNAPSHOT_TIMEOUT)."""
-    from ..features.snapshots import SNAPSHOT_TIMEOUT
+    from ..features.autosnap import SNAPSHOT_TIMEOUT
 
     raw = os.environ.get(ENV_TIMEOUT)
     if raw:
@@ -118,7 +118,7 @@ def auto_snapshot_after(es, stream: str, before: int, after: int, every, reducer
     """The automatic snapshot of an append that has been acknowledged (its
     result printed and flushed).  Never raises and never changes the exit
     code: the append is committed whatever happens here."""
-    from ..features.snapshots import auto_snapshot, crossed
+    from ..features.autosnap import auto_snapshot, crossed
     from .base import note
 
     if crossed(every, before, after) is None:

@@ -35,7 +35,7 @@ from ..model import (
 )
 from ..errors import EventNotFound, InvalidEvent, StreamNotFound, UsageError
 from .forgetting import Forgetting, Retention, format_duration, parse_duration
-from .rules import ANY, NO_STREAM, STREAM_EXISTS, parse_expected  # noqa: F401  (public names)
+from .rules import ANY, parse_expected
 
 
 def _clock() -> int:
@@ -133,7 +133,7 @@ class EventStore:
         if self.snapshot_every and self.reducer is not None and done.written:
             # After the commit, and bounded: nothing here can fail or hold
             # the append (a failure or a timeout is a logged warning).
-            from ..features.snapshots import auto_snapshot_bounded
+            from ..features.autosnap import auto_snapshot_bounded
             auto_snapshot_bounded(self, stream, done.version_before, result.version,
                                   self.snapshot_timeout)
         return result

@@ -243,7 +243,7 @@ def sync_streams(touched) -> None:
     Only after this may ``sync-state`` say these streams are durable."""
     import bisect
 
-    from .streamlog import ID_FILE, IDX_SUFFIX
+    from ..backends.files.names import ID_FILE, STREAM_IDX as IDX_SUFFIX
 
     dirs: dict[str, None] = {}
     for sl, low in touched:

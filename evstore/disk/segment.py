@@ -15,12 +15,6 @@ import os
 import stat
 
 from ..errors import CorruptStore
-# Reading frames is evstore.disk.frames' (the one walker); these names stay
-# importable from here for the code and tests that know them by this module.
-from .frames import (  # noqa: F401
-    MAX_OFFSET, ScanResult, file_size, frame_before, iter_frames, read_frame, scan,
-    torn_by_power_cut,
-)
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 

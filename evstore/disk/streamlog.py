@@ -15,17 +15,15 @@ from __future__ import annotations
 import bisect
 import os
 
-from ..backends.files.names import ID_FILE, STREAM_IDX as IDX_SUFFIX  # noqa: F401  (recovery's)
+from ..backends.files.names import STREAM_IDX as IDX_SUFFIX
 from ..errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError
 from .frames import CHUNK, damage_at, file_size, iter_frames, read_frame, walk
 from .index import OffsetIndex
 from ..model import RecordedEvent, unpack, us_to_datetime
 from .segment import SegmentWriter, nofollow
-from .streamdir import StreamDir, stream_dir, stream_key  # noqa: F401  (their names here too)
-from .streamtail import (  # noqa: F401
-    COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StreamTail, find_tail, recheck,
-)
+from .streamdir import StreamDir
+from .streamtail import StreamTail, find_tail, recheck
 
 #: A batch's stream records are written this many bytes at a time (at least one record).
 WRITE_CHUNK = 1 << 20

@@ -24,7 +24,7 @@ from .format import STREAM_MAGIC, FrameError
 from .frames import frame_before, read_frame, scan
 from .index import OffsetIndex
 from ..model import unpack
-from .streamwalk import COMMITTED, INSIDE_BATCH, NOT_COMMITTED, SOUND, label_records  # noqa: F401
+from .streamwalk import INSIDE_BATCH, SOUND, label_records
 
 
 @dataclass

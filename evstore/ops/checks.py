@@ -17,9 +17,11 @@ import msgpack
 
 from ..disk.format import FORMAT_VERSION, STREAM_MAGIC
 from ..model import check_stream_id, unpack
-from ..disk.streamlog import stream_key
+from ..disk.streamdir import stream_key
+from ..disk.frames import frame_at
+from ..disk.heads import record_head
+from ..disk.streamwalk import SOUND, stream_records
 from . import layout as L
-from .frames import frame_at, record_head, walk
 
 _crc32 = zlib.crc32
 
@@ -244,8 +246,8 @@ def _event_id(path: str, version: int):
             payload = frame_at(fd, STREAM_MAGIC, off, size)
             if payload is not None and record_head(payload)[0] == version:
                 return unpack(payload)[3]
-        for ok, _off, _end, x in walk(fd, STREAM_MAGIC, size):
-            if ok and record_head(x)[0] == version:
+        for label, _off, _end, what, x in stream_records(fd):
+            if label == SOUND and what[0] == version:
                 return unpack(x)[3]
     except (ValueError, IndexError):
         return None

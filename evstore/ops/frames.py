@@ -5,17 +5,17 @@ only ``evstore repair`` may touch).  Verify and repair must see past it:
 they walk with :func:`evstore.disk.frames.walk`'s resync (every intact frame
 of a file, and the exact byte ranges that are not frames), and decode heads
 with the disk layer's parsers (:mod:`evstore.disk.heads`), which read only
-the few msgpack fields that locate an event without decoding its data.  The
-names verify and repair know them by are kept here; what is ops' own is the
-order of commit-log segments when one sits under a wrong name.
+the few msgpack fields that locate an event without decoding its data; they
+import those from there.  What is ops' own, and lives here, is the order of
+commit-log segments when one sits under a wrong name.
 """
 from __future__ import annotations
 
 import os
 
 from ..disk.format import LOG_MAGIC
-from ..disk.frames import SCAN_CHUNK as CHUNK, frame_at, next_frame, walk  # noqa: F401
-from ..disk.heads import batch_head, record_head  # noqa: F401
+from ..disk.frames import frame_at, walk
+from ..disk.heads import batch_head
 from ..disk.segment import O_NOFOLLOW
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from ..disk.format import STREAM_MAGIC
 from ..model import format_timestamp, unpack, us_to_datetime
 from . import layout as L
-from .frames import frame_at, record_head
+from ..disk.frames import frame_at
+from ..disk.heads import record_head
 
 
 # --- plan data -------------------------------------------------------------------

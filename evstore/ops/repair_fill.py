@@ -16,7 +16,8 @@ from ..disk.records import log_payload
 from ..disk.segment import fsync_dir, fsync_file
 from . import layout as L
 from ..disk.streamwalk import SOUND, stream_records
-from .frames import frame_at, record_head
+from ..disk.frames import frame_at
+from ..disk.heads import record_head
 from .checks import be_offsets, read_stream_id
 from .repair_common import Copy, OutSeg, LogPlan, _merge, _copy, _batch_lines
 

@@ -13,10 +13,12 @@ import os
 
 
 from ..disk.format import LOG_MAGIC
-from ..disk.streamlog import stream_key
+from ..disk.streamdir import stream_key
 from ..model import check_stream_id, unpack
 from . import layout as L
-from .frames import batch_head, log_segment_order, walk
+from ..disk.frames import walk
+from ..disk.heads import batch_head
+from .frames import log_segment_order
 _crc32 = zlib.crc32
 from .repair_common import OutSeg, LogPlan, _blobs_from
 

@@ -14,10 +14,11 @@ from ..disk.format import LOG_MAGIC, STREAM_MAGIC, encode_frame
 from ..disk.records import stream_payload
 from ..model import unpack
 from ..disk.segment import fsync_dir
-from ..disk.streamlog import stream_key
+from ..disk.streamdir import stream_key
 from . import layout as L
 from ..disk.streamwalk import SOUND, UNREADABLE, stream_records
-from .frames import batch_head, frame_at, walk
+from ..disk.frames import frame_at, walk
+from ..disk.heads import batch_head
 from .stream_check import check_stream
 from .repair_common import LogPlan, _merge, _starts_at, _line
 

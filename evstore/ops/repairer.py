@@ -42,7 +42,7 @@ import os
 
 from ..disk.format import FORMAT_VERSION
 from ..disk.recovery import write_atomic
-from ..disk.streamlog import stream_key
+from ..disk.streamdir import stream_key
 from . import layout as L
 from .progress import NO_PROGRESS
 from .quarantine import Quarantine

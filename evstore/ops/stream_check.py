@@ -18,10 +18,9 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 
-from ..disk.format import STREAM_MAGIC
+from ..disk.streamwalk import SOUND, stream_records
 from . import layout as L
 from .checks import index_problem, read_index, read_stream_id
-from .frames import record_head, walk
 from .progress import NO_PROGRESS
 from .report import Problem
 
@@ -196,8 +195,11 @@ def _check_segment(r: StreamResult, w: _Walk, first: int, last: bool, progress) 
                 "the stream's next writer rewrites it",
                 L.rel(w.directory, L.seg_path(w.path, first, L.STREAM_IDX)), None, w.stream))
             idx_bytes = idx_bytes[:len(idx_bytes) - len(idx_bytes) % 8]
-        for ok, off, end, x in walk(fd, STREAM_MAGIC, size):
-            _check_record(r, w, seg, ok, off, end, x)
+        for label, off, end, what, x in stream_records(fd):
+            if label == SOUND:
+                _check_record(r, w, seg, off, end, what, x)
+            else:
+                _damaged_record(r, w, seg, off, end, what)
         r.records += seg.seen
         progress.advance(nbytes=size)  # events are counted once, from the log
         if seg.sound or (seg.committed_offs and not r.rebuild):
@@ -206,19 +208,14 @@ def _check_segment(r: StreamResult, w: _Walk, first: int, last: bool, progress) 
         os.close(fd)
 
 
-def _check_record(r: StreamResult, w: _Walk, seg: _Seg, ok: bool, off: int, end: int, x) -> None:
-    """One record (or damaged frame) of a segment.  Past the committed
-    version it is collected in ``beyond`` for the caller to judge; up to
-    it, it must continue the versions, keep positions increasing and
-    within the log, and time from going back; it joins the digest."""
-    if ok:
-        try:
-            v, p, us, hl = record_head(x)
-        except (ValueError, IndexError) as e:
-            ok, x = False, f"record head unreadable ({e})"
-    if not ok:
-        _damaged_record(r, w, seg, off, end, x)
-        return
+def _check_record(r: StreamResult, w: _Walk, seg: _Seg, off: int, end: int, head, x) -> None:
+    """One sound record of a segment (``head``: its version, position, time
+    and head length, as :func:`evstore.disk.streamwalk.stream_records` reads
+    them).  Past the committed version it is collected in ``beyond`` for the
+    caller to judge; up to it, it must continue the versions, keep positions
+    increasing and within the log, and time from going back; it joins the
+    digest."""
+    v, p, us, hl = head
     if seg.seen == 0 and off == 0 and v != seg.first:
         # a segment is named for its first version: this file is a
         # copy or a renamed segment (repair rebuilds the stream

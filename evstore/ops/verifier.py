@@ -28,7 +28,7 @@ import os
 import time
 
 from ..disk import recovery
-from ..disk.streamlog import stream_key
+from ..disk.streamdir import stream_key
 from . import layout as L
 from ..backends.files.procs import mp_context
 from .checks import marker_problem, read_state, snapshot_findings, split_blobs, store_directory

@@ -18,7 +18,9 @@ from ..disk.format import LOG_MAGIC
 from ..model import check_stream_id, unpack
 from . import layout as L
 from .checks import index_problem, read_index, iter_blobs
-from .frames import batch_head, log_segment_order, walk
+from ..disk.frames import walk
+from ..disk.heads import batch_head
+from .frames import log_segment_order
 from .report import Problem
 
 _crc32 = zlib.crc32

@@ -9,12 +9,13 @@ import os
 import time
 
 from ..disk.format import LOG_MAGIC
-from ..disk.streamlog import stream_key
+from ..disk.streamdir import stream_key
 from . import layout as L
 from ..disk.streamwalk import SOUND, stream_records
 from .checks import or_none, iter_blobs
 from .stream_check import StreamResult, check_stream
-from .frames import batch_head, walk
+from ..disk.frames import walk
+from ..disk.heads import batch_head
 from .report import Problem
 
 #: Streams whose first differing record verify locates (the others are

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from cli_helpers import dumps, error, events_of, ndjson_input, ok, run, uid
 from conftest import ndjson
 

@@ -37,7 +37,6 @@ import evstore.disk.recovery  # noqa: E402
 from evstore import EventStore  # noqa: E402
 from evstore.core.forgetting import Forgetting  # noqa: E402
 from evstore.core.rules import ANY  # noqa: E402
-from evstore.model import datetime_to_us  # noqa: E402
 
 LONG = os.environ.get("EVSTORE_TORTURE") == "long"
 MARKER = "ERASE-ME-5b1d"

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import ndjson, run_cli
 from core_helpers import LONG, store_files as tree
 from evstore import EventStore
-from evstore.errors import CorruptStore, InvalidEvent, UsageError
+from evstore.errors import CorruptStore, InvalidEvent
 from evstore.disk.format import LOG_MAGIC, STREAM_MAGIC, FrameError, check_frame, encode_frame
 from evstore.features.jsonio import iter_documents
 from evstore.disk.records import decode_batch, decode_batch_head

@@ -30,7 +30,7 @@ from conftest import cli_env
 from core_helpers import LONG
 from evstore import EventStore
 from evstore.disk import recovery
-from evstore.disk.streamlog import stream_dir
+from evstore.disk.streamdir import stream_dir
 from evstore.features.checkpoints import CheckpointStore
 from evstore.features.snapshots import SnapshotStore
 from test_torture_security import snapshot_tree

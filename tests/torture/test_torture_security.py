@@ -24,7 +24,7 @@ from evstore.features.checkpoints import CheckpointStore
 from evstore.errors import CorruptStore, EvstoreError, UsageError
 from evstore.ops import verify
 from evstore.features.snapshots import SnapshotStore
-from evstore.disk.streamlog import stream_dir
+from evstore.disk.streamdir import stream_dir
 
 HOSTILE = ["../x", "a/b", ".", "..", "../../sentinel/f", "/etc/passwd", "CON", "con", "NUL",
            "%2e%2e", "..\\x", "a\\b", "~", "~$HOME", "*", "x" * 200, "é" * 100,

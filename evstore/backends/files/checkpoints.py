@@ -10,7 +10,7 @@ directory (docs/TAIL.md has the reasoning)::
                                    {"sha256": hex SHA-256 of the line above}
     STORE/checkpoints/<KEY>.lock   flock'ed by the consumer running under NAME
 
-``KEY`` is :func:`evstore.disk.streamlog.stream_key` of the name: a name never
+``KEY`` is :func:`evstore.disk.streamdir.stream_key` of the name: a name never
 becomes a path, and the real name is kept inside the file (a file whose name
 does not hash to its KEY is reported, never used).  Files are replaced with
 :func:`evstore.disk.recovery.write_atomic`, so a reader sees the old
@@ -34,7 +34,7 @@ from ...core.backend import CheckpointRow, ConsumerBusy, checkpoint_problems
 from ...core.documents import decode_checkpoint, encode_checkpoint
 from ...disk.recovery import write_atomic
 from ...disk.segment import check_not_link, fsync_dir, listdir, open_file
-from ...disk.streamlog import stream_key
+from ...disk.streamdir import stream_key
 from ...errors import CorruptStore, StoreIOError
 from .docfile import read_document
 from .names import CHECKPOINT_LOCK_SUFFIX, CHECKPOINT_SUFFIX, CHECKPOINTS_DIR

@@ -52,7 +52,8 @@ from ...disk.heads import batch_head
 from ...disk.frames import iter_frames
 from ...disk.records import GAP
 from ...disk.segment import fsync_dir, listdir, stable_listdir
-from ...disk.streamlog import StreamLog, stream_key
+from ...disk.streamdir import stream_key
+from ...disk.streamlog import StreamLog
 from ...errors import CorruptStore
 from ...model import _packb
 from .compact_io import _size

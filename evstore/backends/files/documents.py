@@ -6,7 +6,7 @@ bytes live is the backend's business.  In a directory::
 
     STORE/snapshots/<kk>/<KEY>/<version:016d>.snap
 
-``KEY`` is :func:`evstore.disk.streamlog.stream_key` of the stream id (never the
+``KEY`` is :func:`evstore.disk.streamdir.stream_key` of the stream id (never the
 id itself) and ``kk`` its first two characters.  Zero-padded names sort as
 their versions, so the versions of a stream are one directory listing (names
 only).  Files are written with :func:`evstore.disk.recovery.write_atomic`:
@@ -21,7 +21,7 @@ import re
 
 from ...disk.recovery import write_atomic
 from ...disk.segment import check_not_link, fsync_dir, nofollow, walk
-from ...disk.streamlog import stream_key
+from ...disk.streamdir import stream_key
 from ...errors import CorruptStore, StoreIOError
 from .docfile import read_document
 from .names import SNAPSHOT_SUFFIX, SNAPSHOTS_DIR

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from ...disk import recovery
 from ...disk.commitlog import CommitLog
 from ...disk.records import GAP, is_gap
-from ...disk.streamlog import COMMITTED, INSIDE_BATCH, NOT_COMMITTED, StreamLog, StreamTail
+from ...disk.streamlog import StreamLog, StreamTail
+from ...disk.streamwalk import COMMITTED, INSIDE_BATCH, NOT_COMMITTED
 from ...errors import CorruptStore, DurabilityError, StoreIOError, UsageError
 from . import journal
 from .names import LOG_DIR, STREAMS_DIR
