@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import os
 import unicodedata
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -213,6 +212,10 @@ _CANONICAL_UUID = re.compile(
 def canonical_id(value: object, where: str = "id") -> str:
     if not isinstance(value, str):
         raise InvalidEvent(f"{where}: must be a UUID string")
+    # Imported here: uuid brings platform (~5 ms at start-up), and only an id
+    # not already in canonical form (normalize's fast check) comes here.
+    import uuid
+
     try:
         return str(uuid.UUID(value))
     except ValueError:

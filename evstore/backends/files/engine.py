@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import threading
 import time
 import weakref
@@ -165,6 +164,8 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
                         "choose an empty or new directory") from None
         finally:
             if os.path.isdir(tmp):
+                import shutil  # here: it brings bz2 and lzma, only a failed create needs it
+
                 shutil.rmtree(tmp, ignore_errors=True)
         fsync_dir(parent)
 
