@@ -16,10 +16,13 @@ import re
 import os
 import unicodedata
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms of start-up
+if TYPE_CHECKING:  # annotations only (they stay strings)
+    from typing import Any
 
 import msgpack
 
+from .plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from .errors import InvalidEvent, UsageError
 
 MAX_STREAM_ID_BYTES = 200
@@ -68,7 +71,8 @@ def check_stream_id(stream: object, *, new: bool = True) -> str:
     return stream
 
 
-class NewEvent(NamedTuple):
+@named_tuple
+class NewEvent:
     """An event to append.  ``id`` is made by the store when it is None."""
 
     type: str
@@ -77,7 +81,8 @@ class NewEvent(NamedTuple):
     id: str | None = None
 
 
-class RecordedEvent(NamedTuple):
+@named_tuple
+class RecordedEvent:
     """An event as stored: immutable, with its place in the stream and store."""
 
     stream: str
@@ -103,7 +108,8 @@ class RecordedEvent(NamedTuple):
         }
 
 
-class AppendResult(NamedTuple):
+@named_tuple
+class AppendResult:
     """What an append reports: the stream's new version, the last event's
     position, and how many events the append wrote."""
 
@@ -383,7 +389,8 @@ class PackedEvents:
         return Prepared(eid, etype, memoryview(self.body)[start:end])
 
 
-class Prepared(NamedTuple):
+@named_tuple
+class Prepared:
     """One event ready to store: its id and type (which backends index)
     and ``blob``, :func:`pack_fields` of the whole event -- the exact bytes
     every backend stores, so JSON comes back exactly as it went in (key

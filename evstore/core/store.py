@@ -17,8 +17,9 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
 
+from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..backends import is_memory, is_url, open_backend
 from ..model import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -560,7 +561,8 @@ class EventStore:
             yield log
 
 
-class Deleted(NamedTuple):
+@named_tuple
+class Deleted:
     """What :meth:`EventStore.delete` did: ``deleted`` is "soft" or "hard"."""
 
     stream: str
@@ -571,7 +573,8 @@ class Deleted(NamedTuple):
         return {"stream": self.stream, "version": self.version, "deleted": self.deleted}
 
 
-class Truncated(NamedTuple):
+@named_tuple
+class Truncated:
     """What :meth:`EventStore.truncate` did: versions below ``before`` are
     gone (``before`` is where the stream now starts, at least the one asked)."""
 
@@ -583,7 +586,8 @@ class Truncated(NamedTuple):
         return {"stream": self.stream, "version": self.version, "before": self.before}
 
 
-class RetentionInfo(NamedTuple):
+@named_tuple
+class RetentionInfo:
     """One retention rule as users see it: ``max_age`` spelled as a
     duration (``"90d"``), ``in_force``: whether it is the rule that applies
     to what was asked about."""

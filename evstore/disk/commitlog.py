@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import os
 
-from .plainrecord import dataclass  # not dataclasses: start-up time (see there)
+from ..plain import dataclass  # not dataclasses: start-up time (see there)
 from ..errors import CorruptStore
 from .format import LOG_MAGIC, FrameError
 from .index import OffsetIndex

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import zlib
 
-from .plainrecord import dataclass  # not dataclasses: start-up time (see there)
+from ..plain import dataclass  # not dataclasses: start-up time (see there)
 from . import bigframe
 from .format import (
     HEADER,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 
-from .plainrecord import dataclass  # not dataclasses: start-up time (see there)
+from ..plain import dataclass  # not dataclasses: start-up time (see there)
 from ..backends.files.names import STREAM_IDX
 from ..errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError
