@@ -1,10 +1,15 @@
-"""Record classes without ``dataclasses`` or ``typing``, for the modules
-every command imports, the shortest included.
+"""Stand-ins for the standard library pieces that cost a short command
+most of its start-up, for the modules every command imports.
 
-Why: ``import dataclasses`` costs ~10 ms of an ``evstore append``'s
-start-up (it imports ``inspect``, which imports ``ast``, ``dis`` and
-``tokenize``) and ``import typing`` ~5 ms, of a process whose target is
-about 60 ms (bench/README.md, "CLI start-up").  Both decorators here take a
+Why: of an ``evstore append`` whose target is about 60 ms for the whole
+process (bench/README.md, "CLI start-up"), ``import dataclasses`` costs
+~10 ms (it imports ``inspect``, which imports ``ast``, ``dis`` and
+``tokenize``), ``import typing`` ~5, ``import pathlib`` ~4 (``fnmatch``,
+``urllib.parse``, ``ipaddress``) and ``import hashlib`` ~3 (it loads
+OpenSSL).  Each stand-in gives exactly what the original gives for the use
+made of it here; ``tests/test_plain.py`` compares them.
+
+Both decorators take a
 class written as for those modules, annotated fields with optional defaults
 (``from __future__ import annotations`` keeps the annotations strings, so
 nothing is evaluated), and build the same class:
@@ -19,7 +24,12 @@ nothing is evaluated), and build the same class:
   ``collections.namedtuple`` class with the class body's methods,
   properties and docstring on it.
 
-Modules off the start-up path may keep using ``dataclasses`` and ``typing``.
+* :func:`path_str`: ``str(pathlib.Path(p))``, the normalised spelling of a
+  store's directory (messages and file names keep it).
+* :func:`sha256`: ``hashlib.sha256``, from the interpreter's own module
+  when it has one (the hashes are small: stream ids, small documents).
+
+Modules off the start-up path may keep using the originals.
 """
 from __future__ import annotations
 
@@ -86,3 +96,30 @@ def named_tuple(cls):
             continue
         setattr(nt, key, value)
     return nt
+
+
+def path_str(p) -> str:
+    """``str(pathlib.Path(p))`` for a single ``p`` (a str or an
+    ``os.PathLike``), on POSIX: empty and ``.`` parts dropped, repeated and
+    trailing slashes folded, a leading ``//`` kept (POSIX gives it a meaning
+    of its own), ``.`` for nothing left."""
+    import os
+
+    s = os.fspath(p)
+    if not isinstance(s, str):
+        raise TypeError("argument should be a str or an os.PathLike object where __fspath__ "
+                        f"returns a str, not {type(s).__name__!r}")
+    root = ""
+    if s.startswith("/"):
+        root = "//" if s.startswith("//") and not s.startswith("///") else "/"
+    rest = "/".join(part for part in s.split("/") if part and part != ".")
+    return (root + rest) or "."
+
+
+try:  # the interpreter's own SHA-256 (3.12 names it _sha2); hashlib's otherwise
+    from _sha2 import sha256
+except ImportError:
+    try:
+        from _sha256 import sha256
+    except ImportError:
+        from hashlib import sha256

@@ -16,9 +16,9 @@ import os
 import time
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from collections.abc import Iterable, Iterator
 
+from ..plain import path_str  # not pathlib: start-up time (see there)
 from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..backends import is_memory, is_url, open_backend
 from ..model import (
@@ -66,8 +66,7 @@ class EventStore:
         if segment_bytes < 1:
             raise UsageError("segment_bytes must be positive")
         self.location = location if is_url(location) or is_memory(location) else str(location)
-        #: the directory of a file store (None on other backends)
-        self.path = None if is_url(location) or is_memory(location) else Path(location)
+        self._dir = None if is_url(location) or is_memory(location) else path_str(location)
         self.sync = sync
         self.segment_bytes = segment_bytes
         self.snapshot_every = snapshot_every
@@ -92,6 +91,17 @@ class EventStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def path(self):
+        """The directory of a file store, a ``pathlib.Path`` (None on other
+        backends).  Made when asked: pathlib costs a short command ~4 ms of
+        start-up, and only a few commands use it."""
+        if self._dir is None:
+            return None
+        from pathlib import Path
+
+        return Path(self._dir)
 
     @property
     def kind(self) -> str:
