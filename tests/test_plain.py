@@ -144,5 +144,11 @@ def test_path_str_refuses_what_path_refuses():
 
 @given(st.binary(max_size=300))
 def test_sha256_is_hashlibs(data):
-    assert plain.sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
-    assert plain.sha256(memoryview(data)).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert plain.sha256_hex(data) == hashlib.sha256(data).hexdigest()
+    assert plain.sha256_hex(memoryview(data)) == hashlib.sha256(data).hexdigest()
+
+
+def test_sha256_of_large_inputs_is_hashlibs():
+    for n in (plain.SMALL_HASH, plain.SMALL_HASH + 1, 3 * plain.SMALL_HASH):
+        data = bytes(range(256)) * (n // 256) + b"x" * (n % 256)
+        assert plain.sha256_hex(data) == hashlib.sha256(data).hexdigest()
