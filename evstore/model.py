@@ -16,14 +16,15 @@ import re
 import os
 import unicodedata
 from datetime import datetime, timedelta, timezone
-TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms of start-up
-if TYPE_CHECKING:  # annotations only (they stay strings)
-    from typing import Any
 
 import msgpack
 
 from .plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from .errors import InvalidEvent, UsageError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms of start-up
+if TYPE_CHECKING:  # annotations only (they stay strings)
+    from typing import Any
 
 MAX_STREAM_ID_BYTES = 200
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024

@@ -25,13 +25,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms of start-up
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..model import AppendResult, Prepared, RecordedEvent, unpack, us_to_datetime  # noqa: F401
 from ..errors import CorruptStore, StoreLocked
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms of start-up
 if TYPE_CHECKING:
     from .forgetting import Cut, Forgetting, Retention
 
