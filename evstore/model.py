@@ -15,13 +15,16 @@ from __future__ import annotations
 import re
 import os
 import unicodedata
-import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
 
 import msgpack
 
+from .plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from .errors import InvalidEvent, UsageError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms of start-up
+if TYPE_CHECKING:  # annotations only (they stay strings)
+    from typing import Any
 
 MAX_STREAM_ID_BYTES = 200
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -69,7 +72,8 @@ def check_stream_id(stream: object, *, new: bool = True) -> str:
     return stream
 
 
-class NewEvent(NamedTuple):
+@named_tuple
+class NewEvent:
     """An event to append.  ``id`` is made by the store when it is None."""
 
     type: str
@@ -78,7 +82,8 @@ class NewEvent(NamedTuple):
     id: str | None = None
 
 
-class RecordedEvent(NamedTuple):
+@named_tuple
+class RecordedEvent:
     """An event as stored: immutable, with its place in the stream and store."""
 
     stream: str
@@ -104,7 +109,8 @@ class RecordedEvent(NamedTuple):
         }
 
 
-class AppendResult(NamedTuple):
+@named_tuple
+class AppendResult:
     """What an append reports: the stream's new version, the last event's
     position, and how many events the append wrote."""
 
@@ -213,6 +219,10 @@ _CANONICAL_UUID = re.compile(
 def canonical_id(value: object, where: str = "id") -> str:
     if not isinstance(value, str):
         raise InvalidEvent(f"{where}: must be a UUID string")
+    # Imported here: uuid brings platform (~5 ms at start-up), and only an id
+    # not already in canonical form (normalize's fast check) comes here.
+    import uuid
+
     try:
         return str(uuid.UUID(value))
     except ValueError:
@@ -380,7 +390,8 @@ class PackedEvents:
         return Prepared(eid, etype, memoryview(self.body)[start:end])
 
 
-class Prepared(NamedTuple):
+@named_tuple
+class Prepared:
     """One event ready to store: its id and type (which backends index)
     and ``blob``, :func:`pack_fields` of the whole event -- the exact bytes
     every backend stores, so JSON comes back exactly as it went in (key

@@ -2,7 +2,7 @@
 
 Imports point one way, lowest first (README, "Code map"):
 
-  0  evstore.errors, evstore.model,                leaves: the errors, the event model and
+  0  evstore.errors, evstore.model, evstore.plain  leaves: the errors, the event model and
      evstore.backends.files.names                   its rules; every file name of a store
   1  evstore.disk                                   the file backend's byte format
   2  evstore.core.backend, evstore.core.rules,      the backend interface and the rules
@@ -31,6 +31,7 @@ PKG = ROOT / "evstore"
 RANKS = [  # (module prefix, rank); the longest matching prefix wins
     ("evstore.errors", 0),
     ("evstore.model", 0),
+    ("evstore.plain", 0),
     ("evstore.backends.files.names", 0),
     ("evstore.disk", 1),
     ("evstore.core.backend", 2),

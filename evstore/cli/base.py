@@ -55,7 +55,7 @@ class Root:
 def location(store):
     """A store's location as the library takes it: a PostgreSQL URL stays
     the string it is (a Path would fold its ``//``), anything else is a
-    directory."""
+    directory (a Path)."""
     from pathlib import Path
 
     from ..backends import is_url
@@ -68,14 +68,22 @@ def store_path(ctx, store) -> "Path | str":
     (a Path) or a PostgreSQL URL (a str).  For a directory, a file there is a
     usage mistake (exit 2), not a damaged store (6).  ``ctx`` is click's
     context or a :class:`Root`."""
+    return location(_store_location(ctx, store))
+
+
+def _store_location(ctx, store) -> str:
+    """:func:`store_path`'s work, a directory given as its normalised string
+    (what ``str(Path(...))`` gives) rather than a Path: the short commands
+    open the store without importing pathlib (start-up time)."""
     from ..backends import is_url
+    from ..plain import path_str
 
     if store is None:
         obj = ctx.find_root().obj or {}
         store = obj.get("store") or os.environ.get("EVSTORE_DIR") or DEFAULT_STORE
-    store = location(store)
     if is_url(store):
         return store
+    store = path_str(store)
     if os.path.exists(store) and not os.path.isdir(store):
         raise fail(f"{store} is not a directory, so not a store; pass --store DIR "
                    "(a store is a directory)", 2)
@@ -86,7 +94,7 @@ def open_store(ctx, store, *, create: bool = False, **kw):
     """Open the store; reading never creates one (a missing store is exit 4)."""
     from ..core.store import EventStore
 
-    return EventStore(store_path(ctx, store), create=create, **kw)
+    return EventStore(_store_location(ctx, store), create=create, **kw)
 
 
 def pick_format(fmt: "Format | None") -> str:

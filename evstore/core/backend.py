@@ -25,18 +25,21 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..model import AppendResult, Prepared, RecordedEvent, unpack, us_to_datetime  # noqa: F401
 from ..errors import CorruptStore, StoreLocked
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~5 ms of start-up
 if TYPE_CHECKING:
     from .forgetting import Cut, Forgetting, Retention
 
 BACKEND_FORMAT = 1  #: the layout version backends other than files record
 
 
-class Appended(NamedTuple):
+@named_tuple
+class Appended:
     """The outcome of :meth:`Backend.append`.  ``written`` is False for a
     retry that found the batch already stored; then ``version_before`` is
     -1 (no automatic snapshot is due)."""
@@ -46,14 +49,16 @@ class Appended(NamedTuple):
     version_before: int
 
 
-class StreamRow(NamedTuple):
+@named_tuple
+class StreamRow:
     stream: str
     version: int
     first_recorded_us: int
     last_recorded_us: int
 
 
-class CheckpointRow(NamedTuple):
+@named_tuple
+class CheckpointRow:
     """A durable consumer's place: every event at or before ``position``
     has been handled.  ``stream`` is what it followed (None: ``$all``).
     ``sealed`` False: a backend read it from a document without a checksum

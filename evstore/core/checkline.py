@@ -19,15 +19,16 @@ backend seals the checkpoints and settings it keeps as files
 """
 from __future__ import annotations
 
-import hashlib
 import json
+
+from ..plain import sha256_hex  # not hashlib's: start-up time (see there)
 
 KEY = "sha256"
 
 
 def check_line(body: bytes) -> bytes:
     """The line that seals ``body`` (which ends with a newline)."""
-    return (json.dumps({KEY: hashlib.sha256(body).hexdigest()}) + "\n").encode("ascii")
+    return (json.dumps({KEY: sha256_hex(body)}) + "\n").encode("ascii")
 
 
 def seal(body: bytes) -> bytes:
@@ -51,7 +52,7 @@ def unseal(data: bytes) -> tuple[bytes, bool]:
     if digest is None:
         return data, False
     body = data[:cut]
-    if hashlib.sha256(body).hexdigest() != digest:
+    if sha256_hex(body) != digest:
         raise ValueError("checksum mismatch")
     return body, True
 

@@ -33,13 +33,15 @@ Decisions kept here, where the contract is silent:
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
 
+from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..errors import StreamDeleted, StreamNotFound, UsageError, WrongExpectedVersion
 from .rules import ANY, STREAM_EXISTS
 
 
-class Cut(NamedTuple):
+@named_tuple
+class Cut:
     """What delete and truncate removed from one stream, for good."""
 
     stream: str
@@ -48,7 +50,8 @@ class Cut(NamedTuple):
     deleted: int = 0    #: the stream's version when it was last deleted (0: never)
 
 
-class Retention(NamedTuple):
+@named_tuple
+class Retention:
     """A retention rule for one stream or for every stream with a prefix."""
 
     target: str                 #: a stream id, or a prefix

@@ -25,8 +25,9 @@ Decision (kept here, where the spec is silent): ``NO_STREAM`` is the integer
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
 
+from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..errors import UsageError, WrongExpectedVersion
 
 ANY = "any"
@@ -56,7 +57,8 @@ def parse_expected(value) -> object:
     )
 
 
-class Stored(NamedTuple):
+@named_tuple
+class Stored:
     """What a backend tells the rule about one stored event."""
 
     id: str
@@ -64,7 +66,8 @@ class Stored(NamedTuple):
     position: int
 
 
-class AlreadyStored(NamedTuple):
+@named_tuple
+class AlreadyStored:
     """The verdict for a retry: nothing to write; report these figures."""
 
     version: int   #: the version of the batch's last event

@@ -16,9 +16,10 @@ import os
 import time
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
 
+from ..plain import path_str  # not pathlib: start-up time (see there)
+from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..backends import is_memory, is_url, open_backend
 from ..model import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -65,8 +66,7 @@ class EventStore:
         if segment_bytes < 1:
             raise UsageError("segment_bytes must be positive")
         self.location = location if is_url(location) or is_memory(location) else str(location)
-        #: the directory of a file store (None on other backends)
-        self.path = None if is_url(location) or is_memory(location) else Path(location)
+        self._dir = None if is_url(location) or is_memory(location) else path_str(location)
         self.sync = sync
         self.segment_bytes = segment_bytes
         self.snapshot_every = snapshot_every
@@ -91,6 +91,17 @@ class EventStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def path(self):
+        """The directory of a file store, a ``pathlib.Path`` (None on other
+        backends).  Made when asked: pathlib costs a short command ~4 ms of
+        start-up, and only a few commands use it."""
+        if self._dir is None:
+            return None
+        from pathlib import Path
+
+        return Path(self._dir)
 
     @property
     def kind(self) -> str:
@@ -560,7 +571,8 @@ class EventStore:
             yield log
 
 
-class Deleted(NamedTuple):
+@named_tuple
+class Deleted:
     """What :meth:`EventStore.delete` did: ``deleted`` is "soft" or "hard"."""
 
     stream: str
@@ -571,7 +583,8 @@ class Deleted(NamedTuple):
         return {"stream": self.stream, "version": self.version, "deleted": self.deleted}
 
 
-class Truncated(NamedTuple):
+@named_tuple
+class Truncated:
     """What :meth:`EventStore.truncate` did: versions below ``before`` are
     gone (``before`` is where the stream now starts, at least the one asked)."""
 
@@ -583,7 +596,8 @@ class Truncated(NamedTuple):
         return {"stream": self.stream, "version": self.version, "before": self.before}
 
 
-class RetentionInfo(NamedTuple):
+@named_tuple
+class RetentionInfo:
     """One retention rule as users see it: ``max_age`` spelled as a
     duration (``"90d"``), ``in_force``: whether it is the rule that applies
     to what was asked about."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass
 
+from ..plain import dataclass  # not dataclasses: start-up time (see there)
 from ..errors import CorruptStore
 from .format import LOG_MAGIC, FrameError
 from .index import OffsetIndex

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass
 
+from ..plain import dataclass  # not dataclasses: start-up time (see there)
 from . import bigframe
 from .format import (
     HEADER,

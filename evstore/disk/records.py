@@ -8,10 +8,10 @@ event model itself is imported from :mod:`evstore.model`, never from here.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 import msgpack
 
+from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..errors import CorruptStore
 from ..model import PackedBlobs, RecordedEvent, _array_header, _packb, unpack, us_to_datetime
 
@@ -39,7 +39,8 @@ def stream_payload(version: int, position: int, recorded_us: int, blob: bytes) -
     return RECORD_HEAD.pack(0x97, 0xCF, version, 0xCF, position, 0xCF, recorded_us) + blob
 
 
-class LogBatch(NamedTuple):
+@named_tuple
+class LogBatch:
     """A decoded commit-log frame."""
 
     stream: str
@@ -69,7 +70,8 @@ class LogBatch(NamedTuple):
             yield RecordedEvent(self.stream, v + i, p + i, f[j], f[j + 1], f[j + 2], f[j + 3], when)
 
 
-class GapBatch(NamedTuple):
+@named_tuple
+class GapBatch:
     """A gap frame: positions ``first_position .. first_position + count - 1``
     whose events ``compact`` removed (docs/FORMAT.md, "Forgetting").  It
     stands where their batches stood, so the commit log still accounts for

@@ -17,16 +17,16 @@ and writes the records.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 
+from ..plain import sha256_hex  # not hashlib's: start-up time (see there)
 from ..backends.files.names import ID_FILE, STREAM_IDX as IDX_SUFFIX, STREAM_SEG as SEG_SUFFIX
 from ..errors import CorruptStore
 from .segment import check_not_link, listdir, nofollow, open_file, stable_listdir
 
 
 def stream_key(stream: str) -> str:
-    return hashlib.sha256(stream.encode("utf-8")).hexdigest()[:32]
+    return sha256_hex(stream.encode("utf-8"))[:32]
 
 
 def stream_dir(root: str, stream: str) -> str:

@@ -16,8 +16,8 @@ it, both over :mod:`evstore.disk.frames`:
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
+from ..plain import dataclass  # not dataclasses: start-up time (see there)
 from ..backends.files.names import STREAM_IDX
 from ..errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError

@@ -9,7 +9,7 @@ never a silent interleaving.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import EvstoreError, InvalidEvent
 from ..model import AppendResult, PackedEvents

@@ -5,7 +5,7 @@ and the commit log without the writer lock.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from ...core.backend import StreamRow
 from ...disk import recovery

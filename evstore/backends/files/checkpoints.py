@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from ...core.backend import CheckpointRow, ConsumerBusy, checkpoint_problems
 from ...core.documents import decode_checkpoint, encode_checkpoint

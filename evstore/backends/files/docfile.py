@@ -18,7 +18,7 @@ read as damage.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ...disk.segment import nofollow
 from ...errors import StoreIOError

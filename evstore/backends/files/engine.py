@@ -23,14 +23,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import threading
 import time
 import weakref
 from contextlib import contextmanager
-from pathlib import Path
 
 from ...disk.commitlog import CommitLog, SealSyncError
+from ...plain import path_str  # not pathlib: start-up time (see there)
 from ...errors import (
     CorruptStore,
     DurabilityError,
@@ -82,13 +81,12 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
 
     def __init__(self, path, *, sync: bool = True, segment_bytes: int = 64 * 1024 * 1024,
                  lock_timeout: float = 30.0, create: bool = True):
-        self.path = Path(path)
+        self._dir = path_str(path)
         self.sync = sync
         if segment_bytes < 1:
             raise UsageError("segment_bytes must be positive")
         self.segment_bytes = segment_bytes
         self.lock_timeout = lock_timeout
-        self._dir = str(self.path)
         self.location = self._dir
         self._closed = False
         self._snapshots = None
@@ -96,6 +94,14 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
             self._open(create)
         except OSError as e:
             raise StoreIOError(f"cannot open store {self._dir}: {e.strerror or e}") from e
+
+    @property
+    def path(self):
+        """The store's directory, a ``pathlib.Path``; made when asked
+        (pathlib costs a short command ~4 ms of start-up)."""
+        from pathlib import Path
+
+        return Path(self._dir)
 
     # -- opening ----------------------------------------------------------------
     def _open(self, create: bool) -> None:
@@ -165,6 +171,8 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
                         "choose an empty or new directory") from None
         finally:
             if os.path.isdir(tmp):
+                import shutil  # here: it brings bz2 and lzma, only a failed create needs it
+
                 shutil.rmtree(tmp, ignore_errors=True)
         fsync_dir(parent)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from ...disk import recovery
 from ...core.checkline import seal, unseal
@@ -116,6 +115,10 @@ def _each(fn, items: list) -> None:
         for x in items:
             fn(x)
         return
+    # Imported here: concurrent.futures brings logging and traceback (~5 ms),
+    # which a short command that only opens the store would pay for nothing.
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(items))) as ex:
         futures = [ex.submit(fn, x) for x in items]
     for f in futures:

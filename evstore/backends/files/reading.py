@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ...disk.commitlog import CommitLog
 from ...disk.streamlog import StreamLog, StreamTail
