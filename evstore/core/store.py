@@ -15,11 +15,9 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from datetime import timedelta
 from collections.abc import Iterable, Iterator
 
 from ..plain import path_str  # not pathlib: start-up time (see there)
-from ..plain import named_tuple  # not typing.NamedTuple: start-up time (see there)
 from ..backends import is_memory, is_url, open_backend
 from ..model import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -28,14 +26,16 @@ from ..model import (
     RecordedEvent,
     check_stream_id,
     datetime_to_us,
-    format_timestamp,
     normalize,
     pack_events,
     pack_fields,
     us_to_datetime,
 )
 from ..errors import EventNotFound, InvalidEvent, StreamNotFound, UsageError
-from .forgetting import Forgetting, Retention, format_duration, parse_duration
+from .forgetting import Forgetting, Retention
+from .filters import (check_range, fmt_us, in_window, limited, max_age_us, readable_only, time_window,
+                      young)
+from .results import Deleted, RetentionInfo, StreamInfo, Truncated
 from .rules import ANY, parse_expected
 
 
@@ -201,9 +201,9 @@ class EventStore:
         constant memory.
         """
         check_stream_id(stream)
-        _check_range(from_version, to_version, limit)
+        check_range(from_version, to_version, limit)
         return self._read(self.forgetting(), stream, max(from_version or 1, 1), to_version,
-                          backwards, limit, types, _window(since, until))
+                          backwards, limit, types, time_window(since, until))
 
     def _read(self, view: Forgetting, stream: str, lo: int, to_version, backwards, limit,
               types, window) -> Iterator[RecordedEvent]:
@@ -214,7 +214,7 @@ class EventStore:
             if window is None:
                 return self.backend.read_stream(stream, lo, to_version, backwards, limit, types)
             it = self.backend.read_stream(stream, lo, to_version, backwards, None, types)
-            return _limited(_in_window(it, window, backwards), limit)
+            return limited(in_window(it, window, backwards), limit)
         last = self._last_readable(view, stream)
         if last is None:
             raise StreamNotFound(stream)
@@ -227,10 +227,10 @@ class EventStore:
             return self.backend.read_stream(stream, max(lo, first), hi, backwards, limit, types)
         it = self.backend.read_stream(stream, max(lo, first), hi, backwards, None, types)
         if oldest is not None:
-            it = _young(it, oldest, backwards)
+            it = young(it, oldest, backwards)
         if window is not None:
-            it = _in_window(it, window, backwards)
-        return _limited(it, limit)
+            it = in_window(it, window, backwards)
+        return limited(it, limit)
 
     def read_all(self, from_position: int = 1, to_position: int | None = None,
                  limit: int | None = None, backwards: bool = False,
@@ -238,8 +238,8 @@ class EventStore:
                  stream_prefix: str | None = None, since=None, until=None) -> Iterator[RecordedEvent]:
         """Every event of the store in position order (``$all``); the
         filters are those of :meth:`read`, and ``stream_prefix``."""
-        _check_range(from_position, to_position, limit)
-        window = _window(since, until)
+        check_range(from_position, to_position, limit)
+        window = time_window(since, until)
         lo = max(from_position or 1, 1)
         view = self.forgetting()
         if view.empty:
@@ -247,16 +247,16 @@ class EventStore:
                 return self.backend.read_all(lo, to_position, backwards, limit, types,
                                              stream_prefix)
             it = self.backend.read_all(lo, to_position, backwards, None, types, stream_prefix)
-            return _limited(_in_window(it, window, backwards, ordered=False), limit)
+            return limited(in_window(it, window, backwards, ordered=False), limit)
         # The range is fixed first, so every version read later is at least
         # that of any event in it.
         head = self.backend.head()
         hi = head if to_position is None else min(to_position, head)
         it = self.backend.read_all(lo, hi, backwards, None, types, stream_prefix)
-        it = _readable(it, self.readable_check(view))
+        it = readable_only(it, self.readable_check(view))
         if window is not None:
-            it = _in_window(it, window, backwards, ordered=False)
-        return _limited(it, limit)
+            it = in_window(it, window, backwards, ordered=False)
+        return limited(it, limit)
 
     def ndjson_all(self, from_position: int = 1, to_position: int | None = None,
                    workers: int | None = None):
@@ -267,7 +267,7 @@ class EventStore:
         ensure_ascii=False)`` each.  None when there is no fast path -- the
         backend has none, or some event is removed (deleted, truncated, past
         its retention): then format :meth:`read_all` yourself."""
-        _check_range(from_position, to_position, None)
+        check_range(from_position, to_position, None)
         if not self.forgetting().empty:
             return None
         head = self.backend.head()
@@ -283,7 +283,7 @@ class EventStore:
         the stream's events are removed (cut, past a retention rule): then
         format :meth:`read` yourself.  StreamNotFound as :meth:`read`."""
         check_stream_id(stream)
-        _check_range(from_version, to_version, None)
+        check_range(from_version, to_version, None)
         view = self.forgetting()
         if not (view.empty or (stream not in view.cuts and view.rule_for(stream) is None)):
             return None
@@ -308,7 +308,7 @@ class EventStore:
         every stream with events, sorted by id.  ``since`` / ``until`` (aware
         datetimes) keep the streams whose life overlaps that window: last
         event at or after ``since``, first event at or before ``until``."""
-        window = _window(since, until)
+        window = time_window(since, until)
         view = self.forgetting()
         for row in self.backend.streams(prefix):
             if not view.empty and (row.stream in view.cuts or view.rule_for(row.stream)):
@@ -352,10 +352,10 @@ class EventStore:
         for key, value in stats.items():
             out[key] = value
             if key == "bytes_by_kind" or (key == "snapshots" and "bytes_by_kind" not in stats):
-                out["first_recorded_at"] = _fmt_us(first_us)
-                out["last_recorded_at"] = _fmt_us(last_us)
-        out.setdefault("first_recorded_at", _fmt_us(first_us))
-        out.setdefault("last_recorded_at", _fmt_us(last_us))
+                out["first_recorded_at"] = fmt_us(first_us)
+                out["last_recorded_at"] = fmt_us(last_us)
+        out.setdefault("first_recorded_at", fmt_us(first_us))
+        out.setdefault("last_recorded_at", fmt_us(last_us))
         rows = out.pop("per_stream", None)
         out["checkpoints"] = self._checkpoint_rows(head)
         if rows is not None:
@@ -485,7 +485,7 @@ class EventStore:
             raise UsageError(f"invalid retention target {target!r}")
         if not prefix:
             check_stream_id(target)
-        age_us = _age_us(max_age)
+        age_us = max_age_us(max_age)
         if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)
                                       or max_count < 1):
             raise UsageError(f"invalid max_count {max_count!r}: must be a whole number >= 1 "
@@ -569,156 +569,3 @@ class EventStore:
         """Hold the writer lock (for operations such as repair and import)."""
         with self.backend.writer_lock(timeout) as log:
             yield log
-
-
-@named_tuple
-class Deleted:
-    """What :meth:`EventStore.delete` did: ``deleted`` is "soft" or "hard"."""
-
-    stream: str
-    version: int
-    deleted: str
-
-    def to_dict(self) -> dict:
-        return {"stream": self.stream, "version": self.version, "deleted": self.deleted}
-
-
-@named_tuple
-class Truncated:
-    """What :meth:`EventStore.truncate` did: versions below ``before`` are
-    gone (``before`` is where the stream now starts, at least the one asked)."""
-
-    stream: str
-    version: int
-    before: int
-
-    def to_dict(self) -> dict:
-        return {"stream": self.stream, "version": self.version, "before": self.before}
-
-
-@named_tuple
-class RetentionInfo:
-    """One retention rule as users see it: ``max_age`` spelled as a
-    duration (``"90d"``), ``in_force``: whether it is the rule that applies
-    to what was asked about."""
-
-    target: str
-    prefix: bool
-    max_age: str | None
-    max_count: int | None
-    in_force: bool
-
-    @classmethod
-    def of(cls, rule: Retention, in_force: bool) -> "RetentionInfo":
-        return cls(rule.target, rule.prefix,
-                   None if rule.max_age_us is None else format_duration(rule.max_age_us),
-                   rule.max_count, in_force)
-
-    def to_dict(self) -> dict:
-        return {"target": self.target, "prefix": self.prefix, "max_age": self.max_age,
-                "max_count": self.max_count, "in_force": self.in_force}
-
-
-class StreamInfo(tuple):
-    """(stream, version, first_recorded_at, last_recorded_at) of one stream."""
-
-    __slots__ = ()
-
-    def __new__(cls, stream, version, first_recorded_at, last_recorded_at):
-        return tuple.__new__(cls, (stream, version, first_recorded_at, last_recorded_at))
-
-    stream = property(lambda s: s[0])
-    version = property(lambda s: s[1])
-    first_recorded_at = property(lambda s: s[2])
-    last_recorded_at = property(lambda s: s[3])
-
-    def to_dict(self) -> dict:
-        return {"stream": self.stream, "version": self.version,
-                "first_recorded_at": format_timestamp(self.first_recorded_at)
-                if self.first_recorded_at else None,
-                "last_recorded_at": format_timestamp(self.last_recorded_at)}
-
-
-def _fmt_us(us):
-    return None if us is None else format_timestamp(us_to_datetime(us))
-
-
-def _check_range(lo, hi, limit) -> None:
-    for name, v in (("from", lo), ("to", hi), ("limit", limit)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise UsageError(f"invalid {name}: {v!r} (must be a whole number >= 0)")
-
-
-def _window(since, until):
-    """(since, until) as microseconds since the epoch (None: open), or None
-    when neither is given; both must be timezone-aware datetimes."""
-    if since is None and until is None:
-        return None
-    out = []
-    for name, t in (("since", since), ("until", until)):
-        if t is not None and getattr(t, "tzinfo", None) is None:
-            raise UsageError(f"invalid {name}: {t!r} (a timezone-aware datetime)")
-        out.append(None if t is None else datetime_to_us(t))
-    return tuple(out)
-
-
-def _in_window(it, window, backwards: bool, ordered: bool = True):
-    """Events of ``it`` recorded in ``window`` (see :func:`_window`).
-    ``ordered``: recorded_at never decreases along ``it`` -- true of a
-    stream (append stamps max(now, last), bulk writes refuse an earlier
-    time than the stream's last event), so the scan stops at the first event
-    past the window's far end.  Not of the whole store: a merge (``import
-    --renumber``) keeps each event's time, so older events may follow newer
-    ones there, and every event is checked."""
-    lo, hi = window
-    for ev in it:
-        us = datetime_to_us(ev.recorded_at)
-        if hi is not None and us > hi:
-            if backwards or not ordered:
-                continue
-            return
-        if lo is not None and us < lo:
-            if backwards and ordered:
-                return
-            continue
-        yield ev
-
-
-def _age_us(max_age) -> int | None:
-    """``max_age`` (a duration like "90d", or a timedelta) in microseconds."""
-    if max_age is None:
-        return None
-    if isinstance(max_age, timedelta):
-        us = (max_age.days * 86400 + max_age.seconds) * 1_000_000
-        if max_age.microseconds or us < 1_000_000:
-            raise UsageError(f"invalid max_age {max_age!r}: a whole number of seconds, at least 1")
-        return us
-    return parse_duration(max_age)
-
-
-def _young(it, oldest: int, backwards: bool):
-    """The events of one stream recorded at or after ``oldest`` (its times
-    never go back: the old ones come first, or last when backwards)."""
-    for ev in it:
-        if datetime_to_us(ev.recorded_at) < oldest:
-            if backwards:
-                return
-            continue
-        yield ev
-
-
-def _readable(it, readable):
-    for ev in it:
-        if readable(ev):
-            yield ev
-
-
-def _limited(it, limit):
-    if limit == 0:
-        return
-    n = 0
-    for ev in it:
-        yield ev
-        n += 1
-        if limit is not None and n >= limit:
-            return
