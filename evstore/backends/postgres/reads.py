@@ -12,7 +12,7 @@ event is one msgpack decode of its stored bytes.
 """
 from __future__ import annotations
 
-from ...core.backend import StreamRow, decode_event
+from ...core.backend import StreamRow, decode_event, decode_rows
 from ...errors import StreamNotFound
 
 PAGE = 1000  #: rows per statement
@@ -66,8 +66,7 @@ def _pages(backend, base, params, key, col, lo, hi, backwards, limit, types, pre
         size = PAGE if limit is None else min(PAGE, limit - n)
         with backend.session("read") as conn:
             rows = conn.execute(sql, (*params, lo, hi, *extra, size), binary=True).fetchall()
-        for r in rows:
-            yield decode_event(*r)
+        yield from decode_rows(rows)
         n += len(rows)
         if len(rows) < size:
             return
