@@ -32,6 +32,13 @@ fetches a superset that does not depend on it (:func:`window_query`) and
 :func:`rules.retry_window` picks the window out of it.  Without pipeline
 support in libpq (< 14) the same statements run one by one.
 
+Why not one round trip: the row checksum (:func:`row_crc`, which ``verify``
+recomputes) covers the position and the commit time, both known only
+under the ``head`` lock, and PostgreSQL has no CRC-32 of its own; and the
+rule would need a second implementation in SQL.  (Sending each round trip
+as one simple-protocol message instead of a pipeline, and the insert as
+text, was measured against this path and gained nothing: bench/README.md.)
+
 ``--lock-timeout`` becomes ``SET LOCAL lock_timeout`` (both waits above),
 and ``--no-sync`` ``SET LOCAL synchronous_commit = off``.
 """
@@ -117,7 +124,7 @@ def rollback(conn) -> None:
 def queries(ident: str, schema: str) -> dict:
     """The SQL of the write path, with the schema's identifier filled in."""
     s = ident
-    qs = {
+    return {
         "writers": lock_key(schema, "writers"),
         "lock_writers": f"SELECT pg_advisory_xact_lock_shared({lock_key(schema, 'writers')})",
         "lock_head": f"SELECT 1 FROM {s}.head FOR UPDATE",
@@ -165,9 +172,6 @@ def queries(ident: str, schema: str) -> dict:
             f" ON CONFLICT (stream) DO UPDATE SET"
             f" through = greatest({s}.removed_versions.through, EXCLUDED.through)"),
     }
-    # the same insert with text parameters, quoted client-side (append's one message)
-    qs["insert_text"] = qs["insert"].replace(")b::", ")s::")
-    return qs
 
 
 def runs(positions) -> list[list[int]]:
@@ -211,21 +215,8 @@ def add_removed(conn, q: dict, spans) -> None:
 def insert(conn, q: dict, stream: str, first_version: int, first_position: int,
            us: int, ids: Sequence[str], types: Sequence[str], blobs: Sequence[bytes]) -> None:
     """Write one checked batch inside the caller's locked transaction."""
-    conn.execute(q["insert"], insert_params(q, stream, first_version, first_position, us,
-                                            ids, types, blobs))
-
-
-#: the largest batch (bytes of its events) whose insert travels as text in
-#: one simple-protocol message with its COMMIT (:func:`append`); larger
-#: ones go in binary, where hex would double the bytes the server parses
-TEXT_INSERT_MAX = 8 << 10
-
-
-def insert_params(q: dict, stream: str, first_version: int, first_position: int,
-                  us: int, ids: Sequence[str], types: Sequence[str], blobs: Sequence[bytes]) -> dict:
-    """The parameters of ``q["insert"]`` (and of its text twin) for one batch."""
     n = len(blobs)
-    return {
+    conn.execute(q["insert"], {
         "p0": first_position, "p1": first_position + n - 1,
         "v0": first_version, "v1": first_version + n - 1,
         "stream": stream, "us": us, "channel": q["channel"],
@@ -233,31 +224,7 @@ def insert_params(q: dict, stream: str, first_version: int, first_position: int,
         "bodies": [bytes(b) for b in blobs],
         "crcs": [row_crc(stream, first_version + i, first_position + i, us, bytes(b))
                  for i, b in enumerate(blobs)],
-    }
-
-
-def _first_trip(conn, q: dict, stream: str, sql: str, params: tuple, timeout: float,
-                sync: bool) -> tuple:
-    """BEGIN, the locks, the stream's state and the retry window, as ONE
-    simple-protocol message: the server runs the statements back to back
-    (each with its own snapshot, so everything after the ``head`` lock sees
-    every earlier commit) and answers once.  Why not the pipeline: psycopg
-    sends and polls once per statement of a pipeline, and on a busy machine
-    each of those wake-ups of client and server costs more than parsing six
-    short statements.  Values are quoted by psycopg's client-side binding.
-    Returns ``(head, last_us, version, now_us, hard, window rows)``."""
-    from psycopg import ClientCursor
-    mog = ClientCursor(conn).mogrify
-    parts = ["BEGIN", f"SET LOCAL lock_timeout = {_ms(timeout)}"]
-    if not sync:
-        parts.append("SET LOCAL synchronous_commit = off")
-    parts += [q["lock_writers"], q["lock_head"], mog(q["state"], (stream,)), mog(sql, params)]
-    cur = conn.execute(";\n".join(parts))
-    for _ in range(len(parts) - 2):
-        cur.nextset()
-    state = cur.fetchone()
-    cur.nextset()
-    return (*state, cur.fetchall())
+    })
 
 
 def append(conn, q: dict, stream: str, events, expected, timeout: float, sync: bool):
@@ -266,8 +233,12 @@ def append(conn, q: dict, stream: str, events, expected, timeout: float, sync: b
     written, version_before)``."""
     ids = [e.id for e in events]
     sql, params = window_query(q, stream, expected, len(ids))
-    head, last_us, current, now_us, hard, rows = _first_trip(conn, q, stream, sql, params,
-                                                             timeout, sync)
+    with batched(conn):
+        _begin(conn, q, timeout, sync, shared=True)
+        state = conn.execute(q["state"], (stream,))
+        fetched = conn.execute(sql, params)
+    head, last_us, current, now_us, hard = state.fetchone()
+    rows = fetched.fetchall()
     check_append(Cut(stream, hard=True) if hard else None, stream)
     window = rules.retry_window(expected, current, len(ids))
     stored = []
@@ -279,17 +250,10 @@ def append(conn, q: dict, stream: str, events, expected, timeout: float, sync: b
         conn.execute("COMMIT")
         return AppendResult(stream, *verdict), False, -1
     us = max(now_us, last_us)
-    blobs = [e.blob for e in events]
-    if sum(len(b) for b in blobs) <= TEXT_INSERT_MAX:  # one message, as _first_trip
-        from psycopg import ClientCursor
-        params = insert_params(q, stream, current + 1, head + 1, us, ids,
-                               [e.type for e in events], blobs)
-        conn.execute(ClientCursor(conn).mogrify(q["insert_text"], params) + ";\nCOMMIT")
-    else:
-        with batched(conn):
-            insert(conn, q, stream, current + 1, head + 1, us, ids, [e.type for e in events],
-                   blobs)
-            conn.execute("COMMIT")
+    with batched(conn):
+        insert(conn, q, stream, current + 1, head + 1, us, ids, [e.type for e in events],
+               [e.blob for e in events])
+        conn.execute("COMMIT")
     return AppendResult(stream, current + len(ids), head + len(ids), len(ids)), True, current
 
 
