@@ -32,6 +32,13 @@ fetches a superset that does not depend on it (:func:`window_query`) and
 :func:`rules.retry_window` picks the window out of it.  Without pipeline
 support in libpq (< 14) the same statements run one by one.
 
+Why not one round trip: the row checksum (:func:`row_crc`, which ``verify``
+recomputes) covers the position and the commit time, both known only
+under the ``head`` lock, and PostgreSQL has no CRC-32 of its own; and the
+rule would need a second implementation in SQL.  (Sending each round trip
+as one simple-protocol message instead of a pipeline, and the insert as
+text, was measured against this path and gained nothing: bench/README.md.)
+
 ``--lock-timeout`` becomes ``SET LOCAL lock_timeout`` (both waits above),
 and ``--no-sync`` ``SET LOCAL synchronous_commit = off``.
 """
