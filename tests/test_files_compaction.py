@@ -458,3 +458,46 @@ def test_a_failed_stream_step_moves_no_commit_log_segment(es, monkeypatch):
     b.compact(view_of(b))
     assert store_holds(es.directory, SECRET) == []
     assert es.verify().ok
+
+
+def _tree(directory) -> dict:
+    out = {}
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if name == "writer.lock":
+                continue
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, directory)] = f.read()
+    return out
+
+
+@pytest.mark.parametrize("which", ["first", "after"])
+def test_a_damaged_frame_is_never_copied(tmp_path, which):
+    """A kept frame whose bytes are damaged in a sealed segment: compaction
+    refuses (CorruptStore) and the store is left exactly as it was.  "first":
+    the damaged frame comes before the first frame that loses an event (the
+    copied prefix); "after": among the kept frames copied after one."""
+    from evstore.errors import CorruptStore
+    d = tmp_path / "s"
+    mark = b"KEEP-MARK-0042"
+    with EventStore(d, sync=False, segment_bytes=4096) as es:
+        for i in range(40):
+            if which == "after":
+                es.append("gone", [{"type": "G", "data": {"i": i}}])
+            data = {"i": i, "m": mark.decode()} if i == 10 else {"i": i}
+            es.append("kept", [{"type": "K", "data": data}])
+            if which == "first" and i >= 10:
+                es.append("gone", [{"type": "G", "data": {"i": i}}])
+        es.backend.cut("gone", ANY, None, False)
+    segs = [p for p in (d / "log").iterdir() if p.suffix == ".log"]
+    hit = [p for p in segs if mark in p.read_bytes()]
+    assert len(hit) == 1 and hit[0] != max(segs)  # a sealed segment
+    data = bytearray(hit[0].read_bytes())
+    data[data.index(mark) + 3] ^= 0x01
+    hit[0].write_bytes(bytes(data))
+    before = _tree(d)
+    with EventStore(d) as es:
+        with pytest.raises(CorruptStore):
+            es.backend.compact(view_of(es.backend))
+    assert _tree(d) == before
