@@ -119,6 +119,13 @@ def _unlink_tmp(tmp) -> None:
             pass
 
 
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _size(path: str) -> int:
     try:
         return os.lstat(path).st_size

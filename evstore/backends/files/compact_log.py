@@ -10,15 +10,16 @@ import os
 import msgpack
 
 from ...disk.bigframe import BigPayload
-from ...disk.format import HEADER_SIZE, LOG_MAGIC, TRAILER_SIZE, encode_frame
+from ...disk.format import HEADER_SIZE, LOG_MAGIC, TRAILER_SIZE, FrameError, encode_frame
 from ...disk.heads import batch_head, batch_stream
 from ...disk.index import OffsetIndex
 from ...disk.frames import frame_batches
 from ...disk.records import GAP, gap_payload
 from ...disk.segment import fsync_dir, fsync_file, open_file
+from ...errors import CorruptStore
 from ...model import _array_header, _packb
 from . import journal
-from .compact_io import _Counter, _Out
+from .compact_io import _Counter, _Out, _unlink_quiet
 from .names import LOG_DIR, LOG_IDX, LOG_SEG
 
 
@@ -58,6 +59,13 @@ class LogCompaction:
                 if not self._rewrite(fd, size, floors, open_out, entries):
                     return None  # nothing of this segment goes
                 outs[0].flush()  # fsynced by _log_commit, once it is to be moved
+            except FrameError as e:  # never copy a damaged frame: the segment stays
+                for out in outs:
+                    out.close()
+                    _unlink_quiet(tseg)
+                raise CorruptStore(f"commit log {path}: damaged frame at offset "
+                                   f"{getattr(e, 'offset', '?')}: {e}; run 'evstore verify' "
+                                   "for a report and 'evstore repair' to fix it") from None
             finally:
                 for out in outs:
                     out.close()

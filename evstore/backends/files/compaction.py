@@ -55,7 +55,7 @@ from ...disk.segment import fsync_dir, listdir, stable_listdir
 from ...disk.streamlog import StreamLog, stream_key
 from ...errors import CorruptStore
 from ...model import _packb
-from .compact_io import _size
+from .compact_io import _size, _unlink_quiet
 from .compact_log import LogCompaction
 from .compact_streams import StreamCompaction
 from .names import COMPACT_TMP, LOG_DIR, QUARANTINE, STREAMS_DIR
@@ -387,13 +387,6 @@ class _Background(threading.Thread):
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class _Scan:
