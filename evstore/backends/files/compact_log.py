@@ -97,8 +97,13 @@ class LogCompaction:
             finally:
                 os.close(fd)
         fsync_dir(self.log.dir)  # the temp files' names, before a journal names them
-        with self.b._writing():
-            journal.run(self.d, moves, [])
+        held: list[int] = []
+        try:
+            with self.b._writing():
+                held = journal.hold(self.d, moves, [])  # the old segments: freed after
+                journal.run(self.d, moves, [])
+        finally:
+            journal.release(held)
 
     def _rewrite(self, fd: int, size: int, floors, open_out, entries: list) -> bool:
         """Write the segment without the removed events: runs of kept frames
