@@ -538,3 +538,24 @@ def test_files_held_through_a_step_are_closed_after_it(es):
     es.backend.compact(view_of(es.backend))
     assert _deleted_open_files() == before
     assert not store_holds(es.backend.directory, SECRET)
+
+
+def test_a_big_removed_batch_after_kept_ones(tmp_path):
+    """A run of kept frames is still to be copied when a big frame (read in
+    pieces, a batch of its own for the walker) is removed after it."""
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=1 << 20) as es:
+        big = [{"type": "B", "data": {"i": i, "pad": "p" * 200}} for i in range(6000)]
+        es.append("gone", [{"type": "G"}])
+        es.append("keep", [{"type": "K", "data": {"i": 1}}])
+        es.append("keep", [{"type": "K", "data": {"i": 2}}])
+        es.append("gone", big)
+        es.append("keep", [{"type": "K", "data": {"i": 3}}])
+        es.append("x", [{"type": "X"}])
+        b = es.backend
+        b.cut("gone", ANY, None, False)
+        view = view_of(b)
+        want = readable(es, view())
+        out = b.compact(view)
+        assert out["events_removed"] == 6001
+        assert [e.to_dict() for e in b.read_all()] == want
+        assert es.verify().ok

@@ -163,10 +163,9 @@ class LogCompaction:
         def flush_run():
             nonlocal run
             if run is not None:
-                a, b = run[0] - cbase, run[1] - cbase
-                if cbuf is not None and a >= 0:  # (b: at most the frame being handled)
-                    out.write(memoryview(cbuf)[a:b])
-                else:
+                if cbuf is not None and run[0] >= cbase:  # (its end: by the frame handled)
+                    out.write(memoryview(cbuf)[run[0] - cbase:run[1] - cbase])
+                else:  # begun in an earlier buffer (or a big frame is handled)
                     out.copy(fd, run[0], run[1])
                 run = None
 
