@@ -12,7 +12,9 @@ is are decided in one place:
   rest of the file; without it (readers, recovery) it stops there.
 * :func:`iter_frames` (readers of committed bytes: any bad frame is damage)
   and :func:`scan` (where the valid frames of a file end, and why) are
-  :func:`walk` without resync.
+  :func:`walk` without resync; :func:`frame_batches` is :func:`iter_frames`
+  a buffer at a time (its plain frames checked in one loop, the rest by
+  :func:`walk`), for compaction's rewrites.
 * :func:`read_frame`, :func:`read_head`, :func:`frame_at` and
   :func:`frame_before` read the one frame at an offset (forwards, or the one
   that ends at an offset); :func:`next_frame` finds the next valid frame.
@@ -170,6 +172,65 @@ def iter_frames(fd: int, start: int, end: int, magic: bytes, big: dict | None = 
         if not ok:
             raise damage_at(off, x, end)
         yield off, x
+
+
+def frame_batches(fd: int, start: int, end: int, magic: bytes, big: dict | None = None,
+                  chunk: int = CHUNK):
+    """:func:`iter_frames` a buffer at a time, for whole-file rewrites
+    (compaction): yield ``(buf, base, spans)``, where ``buf`` is bytes read
+    at file offset ``base`` and ``spans`` the ``(offset, end)`` of the valid
+    frames it holds whole, in order.  The payload of a span is
+    ``buf[offset - base + HEADER_SIZE:end - base - TRAILER_SIZE]``.
+
+    Why: a rewrite handles frames by the ten thousand, and a generator step
+    per frame, the payload's memoryview and a second read of the same bytes
+    to copy them cost it more than the checks.  Here one loop checks every
+    frame of a buffer (magic, both lengths, CRC) and the caller slices and
+    copies from the buffer it was given.  Anything else (a big frame, a
+    frame longer than the buffer, bad bytes) is handed to :func:`walk` for
+    that one frame, so what counts as a frame and what damage raises are
+    :func:`walk`'s and :func:`iter_frames`' (FrameError with ``.offset``,
+    after the valid frames before it were yielded).  A big frame comes as a
+    batch of its own with ``buf`` None and ``base`` its ``BigPayload``.
+    """
+    unpack_from = HEADER.unpack_from
+    crc32 = _crc32
+    limit = bigframe.BIG
+    pos = start
+    n = 0
+    while pos < end:
+        buf = os.pread(fd, min(chunk, end - pos), pos)
+        mv = memoryview(buf)
+        have = len(buf)
+        rel = 0
+        spans = []
+        while have - rel >= HEADER_SIZE:
+            m, n, crc = unpack_from(buf, rel)
+            e = rel + n + OVERHEAD
+            if m != magic or e > have or n > limit:
+                break
+            lenb = buf[rel + 4:rel + 8]
+            if buf[e - 4:e] != lenb or crc32(mv[rel + HEADER_SIZE:e - 4], crc32(lenb)) != crc:
+                break
+            spans.append((pos + rel, pos + e))
+            rel = e
+        if spans:
+            yield buf, pos, spans
+            pos += rel
+            continue
+        # not the plain case at pos: walk says what it is (one frame)
+        for ok, off, fend, x in walk(fd, magic, end, pos, max(chunk, n + OVERHEAD),
+                                     False if big is None else big, resync=False):
+            if not ok:
+                raise damage_at(off, x, end)
+            if isinstance(x, bigframe.BigPayload):
+                yield None, x, [(off, fend)]
+            else:  # a plain frame longer than the buffer: walk read it whole
+                yield x.obj, off, [(off, fend)]
+            pos = fend
+            break
+        else:  # pragma: no cover - walk yields at least one item before end
+            return
 
 
 def damage_at(offset: int, reason: str, end: int) -> FrameError:

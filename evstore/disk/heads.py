@@ -77,28 +77,31 @@ def batch_head(p) -> tuple[str, int, int, int, int, int]:
     return stream, fv, fp, us, (items - 4) // 4, i
 
 
-def batch_stream(p):
-    """(stream id as UTF-8 bytes, count) of a commit-log payload in the
-    common short form (an array of at most 65535 items, a stream id of 1 to
-    31 bytes), else None: then :func:`batch_head` reads it (gap frames,
-    long ids, big frames, and malformed heads, which it rejects).
+def batch_stream(p, i: int = 0):
+    """(stream id as UTF-8 bytes, count) of the commit-log payload that
+    starts at ``p[i]``, in the common short form (an array of at most 65535
+    items, a stream id of 1 to 31 bytes), else None: then :func:`batch_head`
+    reads it (gap frames, long ids, big frames, and malformed heads, which
+    it rejects).  ``p``: the payload (a memoryview) or the bytes of a
+    buffer holding it (``frames.frame_batches``).
 
     Why: compaction decides each frame by its stream alone, and most frames
     belong to a stream that loses nothing; this costs a fraction of
     :func:`batch_head` (no integer decoded, no string built)."""
-    if type(p) is not memoryview:
+    t = type(p)
+    if t is not bytes and t is not memoryview:
         return None
-    b = p[0]
+    b = p[i]
     if b == 0xDC:
-        items, i = (p[1] << 8) | p[2], 3
+        items, i = (p[i + 1] << 8) | p[i + 2], i + 3
     elif 0x98 <= b <= 0x9F:
-        items, i = b & 0x0F, 1
+        items, i = b & 0x0F, i + 1
     else:
         return None
     c = p[i]
     if items < 8 or items & 3 or not 0xA1 <= c <= 0xBF:
         return None
-    return p[i + 1:i + 1 + (c & 0x1F)].tobytes(), (items - 4) >> 2
+    return bytes(p[i + 1:i + 1 + (c & 0x1F)]), (items - 4) >> 2
 
 
 def record_head(p) -> tuple[int, int, int, int]:

@@ -1,6 +1,7 @@
 """Compaction's output files: a buffered temp-file writer (``_Out``), a byte
 counter with the same methods for a dry run (``_Counter``), range copies
-between files, and removing a temp file.
+between files, and removing a temp file.  (Runs of kept frames between
+removed ones are sliced from the walker's own buffer: compact_log.py.)
 
 Shared by the stream-log and commit-log steps (compact_streams.py,
 compact_log.py), so each writes its new segments the same way.
@@ -32,12 +33,14 @@ class _Out:
             self._flush()
         return off
 
-    def copy(self, fd: int, start: int, end: int, window: "_Window | None" = None) -> None:
-        """Bytes ``start..end`` of ``fd``, as they are (short runs through
-        ``window``, a reader of ``fd``, when given)."""
+    def copy(self, fd: int, start: int, end: int) -> None:
+        """Bytes ``start..end`` of ``fd``, as they are."""
         if end - start < _BUF:
-            self.write(window.get(start, end) if window is not None
-                       else os.pread(fd, end - start, start))
+            data = os.pread(fd, end - start, start)
+            if len(data) < end - start:
+                raise CorruptStore(f"a file being compacted ended at offset "
+                                   f"{start + len(data)}, before {end}")
+            self.write(data)
             return
         self._flush()
         _copy_range(fd, self.fd, start, end)
@@ -60,27 +63,6 @@ class _Out:
             self.fd = -1
 
 
-class _Window:
-    """Reads of a file at rising offsets, served from one large read:
-    a run of kept frames (a few KiB between two removed ones) costs a slice,
-    not a system call."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.start = 0
-        self.data = b""
-
-    def get(self, start: int, end: int):
-        rel = start - self.start
-        if rel < 0 or end - self.start > len(self.data):
-            self.start, rel = start, 0
-            self.data = os.pread(self.fd, max(end - start, _BUF), start)
-            if len(self.data) < end - start:
-                raise CorruptStore(f"a file being compacted ended at offset "
-                                   f"{start + len(self.data)}, before {end}")
-        return memoryview(self.data)[rel:end - self.start]
-
-
 class _Counter:
     def __init__(self):
         self.size = 0
@@ -90,7 +72,7 @@ class _Counter:
         self.size += len(data)
         return off
 
-    def copy(self, fd, start: int, end: int, window=None) -> None:
+    def copy(self, fd, start: int, end: int) -> None:
         self.size += end - start
 
 
@@ -117,6 +99,13 @@ def _unlink_tmp(tmp) -> None:
             os.unlink(p)
         except FileNotFoundError:
             pass
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _size(path: str) -> int:

@@ -10,15 +10,16 @@ import os
 import msgpack
 
 from ...disk.bigframe import BigPayload
-from ...disk.format import LOG_MAGIC, OVERHEAD, encode_frame
+from ...disk.format import HEADER_SIZE, LOG_MAGIC, TRAILER_SIZE, FrameError, encode_frame
 from ...disk.heads import batch_head, batch_stream
 from ...disk.index import OffsetIndex
-from ...disk.frames import iter_frames
+from ...disk.frames import frame_batches
 from ...disk.records import GAP, gap_payload
 from ...disk.segment import fsync_dir, fsync_file, open_file
+from ...errors import CorruptStore
 from ...model import _array_header, _packb
 from . import journal
-from .compact_io import _Counter, _Out, _Window
+from .compact_io import _Counter, _Out, _unlink_quiet
 from .names import LOG_DIR, LOG_IDX, LOG_SEG
 
 
@@ -58,6 +59,13 @@ class LogCompaction:
                 if not self._rewrite(fd, size, floors, open_out, entries):
                     return None  # nothing of this segment goes
                 outs[0].flush()  # fsynced by _log_commit, once it is to be moved
+            except FrameError as e:  # never copy a damaged frame: the segment stays
+                for out in outs:
+                    out.close()
+                    _unlink_quiet(tseg)
+                raise CorruptStore(f"commit log {path}: damaged frame at offset "
+                                   f"{getattr(e, 'offset', '?')}: {e}; run 'evstore verify' "
+                                   "for a report and 'evstore repair' to fix it") from None
             finally:
                 for out in outs:
                     out.close()
@@ -89,8 +97,13 @@ class LogCompaction:
             finally:
                 os.close(fd)
         fsync_dir(self.log.dir)  # the temp files' names, before a journal names them
-        with self.b._writing():
-            journal.run(self.d, moves, [])
+        held: list[int] = []
+        try:
+            with self.b._writing():
+                held = journal.hold(self.d, moves, [])  # the old segments: freed after
+                journal.run(self.d, moves, [])
+        finally:
+            journal.release(held)
 
     def _rewrite(self, fd: int, size: int, floors, open_out, entries: list) -> bool:
         """Write the segment without the removed events: runs of kept frames
@@ -102,34 +115,43 @@ class LogCompaction:
         written (only the index entries are noted); that prefix is then
         copied as one run, less the gap frames just before that frame, which
         merge with the new gap.  A frame of a stream without a floor is kept
-        whole, its stream read by ``batch_stream`` (no integer decoded)."""
+        whole, its stream read by ``batch_stream`` (no integer decoded).
+        Frames come a buffer at a time (``frame_batches``: every CRC checked
+        there), and a run of kept frames is copied from that same buffer
+        when it lies in it (a run that began in an earlier one is read
+        again)."""
         by_key = {s.encode("utf-8"): f for s, f in floors.items()}
+        H, T = HEADER_SIZE, TRAILER_SIZE
         # the unchanged prefix
         start = None
         gaps_at = None  # (offset, positions before) of the gap frames just seen
-        for off, payload in iter_frames(fd, 0, size, LOG_MAGIC, {}):
-            h = batch_stream(payload)
-            if h is not None and h[0] not in by_key:
-                entries += [off] * h[1]
-                gaps_at = None
-                continue
-            s, fv, fp, us, n, _hl = batch_head(payload)
-            if s == GAP:
-                if gaps_at is None:
-                    gaps_at = (off, len(entries))
-            elif fv < floors.get(s, 1):
-                start, kept = gaps_at if gaps_at is not None else (off, len(entries))
+        for buf, base, spans in frame_batches(fd, 0, size, LOG_MAGIC, {}):
+            for off, end in spans:
+                h = batch_stream(buf, off - base + H) if buf is not None else None
+                if h is not None and h[0] not in by_key:
+                    entries += [off] * h[1]
+                    gaps_at = None
+                    continue
+                payload = base if buf is None else memoryview(buf)[off - base + H:end - base - T]
+                s, fv, fp, us, n, _hl = batch_head(payload)
+                if s == GAP:
+                    if gaps_at is None:
+                        gaps_at = (off, len(entries))
+                elif fv < floors.get(s, 1):
+                    start, kept = gaps_at if gaps_at is not None else (off, len(entries))
+                    break
+                else:
+                    gaps_at = None
+                entries += [off] * n
+            if start is not None:
                 break
-            else:
-                gaps_at = None
-            entries += [off] * n
         if start is None:
             return False
         del entries[kept:]
         out = open_out()
-        window = _Window(fd)
         gap = None  # [first_position, count, recorded_us]: removed, not yet written
         run = [0, start, 0] if start else None  # [start, end, offset in out]: kept, not yet copied
+        cbuf, cbase = None, 0  # the buffer being walked
 
         def flush_gap():
             nonlocal gap
@@ -141,7 +163,10 @@ class LogCompaction:
         def flush_run():
             nonlocal run
             if run is not None:
-                out.copy(fd, run[0], run[1], window)
+                if cbuf is not None and run[0] >= cbase:  # (its end: by the frame handled)
+                    out.write(memoryview(cbuf)[run[0] - cbase:run[1] - cbase])
+                else:  # begun in an earlier buffer (or a big frame is handled)
+                    out.copy(fd, run[0], run[1])
                 run = None
 
         def remove(fp, n, us):
@@ -153,36 +178,41 @@ class LogCompaction:
                 gap[1] += n
                 gap[2] = us
 
-        for off, payload in iter_frames(fd, start, size, LOG_MAGIC, {}):
-            h = batch_stream(payload)
-            if h is not None and h[0] not in by_key:  # kept whole
-                if gap is not None:
-                    flush_gap()
-                if run is None:
-                    run = [off, off, out.size]
-                entries += [run[2] + off - run[0]] * h[1]
-                run[1] = off + len(payload) + OVERHEAD
-                continue
-            s, fv, fp, us, n, _hl = batch_head(payload)
-            if s == GAP:
-                remove(fp, n, us)
-                continue
-            j = min(max(floors.get(s, 1) - fv, 0), n)
-            if j:
-                remove(fp, j, us)
-                self.removed += j
-            if j == n:
-                continue
-            flush_gap()
-            if j == 0:
-                if run is None:
-                    run = [off, off, out.size]
-                entries.extend([run[2] + off - run[0]] * n)
-                run[1] = off + len(payload) + OVERHEAD
-            else:
-                raw = payload.read_all() if isinstance(payload, BigPayload) else bytes(payload)
-                start = out.write(encode_frame(LOG_MAGIC, _suffix(raw, s, fv, fp, us, n, j)))
-                entries.extend([start] * (n - j))
+        for cbuf, cbase, spans in frame_batches(fd, start, size, LOG_MAGIC, {}):
+            buf = cbuf
+            mv = memoryview(buf) if buf is not None else None
+            for off, end in spans:
+                h = batch_stream(buf, off - cbase + H) if buf is not None else None
+                if h is not None and h[0] not in by_key:  # kept whole
+                    if gap is not None:
+                        flush_gap()
+                    if run is None:
+                        run = [off, off, out.size]
+                    entries += [run[2] + off - run[0]] * h[1]
+                    run[1] = end
+                    continue
+                payload = cbase if buf is None else mv[off - cbase + H:end - cbase - T]
+                s, fv, fp, us, n, _hl = batch_head(payload)
+                if s == GAP:
+                    remove(fp, n, us)
+                    continue
+                j = min(max(floors.get(s, 1) - fv, 0), n)
+                if j:
+                    remove(fp, j, us)
+                    self.removed += j
+                if j == n:
+                    continue
+                flush_gap()
+                if j == 0:
+                    if run is None:
+                        run = [off, off, out.size]
+                    entries.extend([run[2] + off - run[0]] * n)
+                    run[1] = end
+                else:
+                    raw = payload.read_all() if isinstance(payload, BigPayload) else bytes(payload)
+                    at = out.write(encode_frame(LOG_MAGIC, _suffix(raw, s, fv, fp, us, n, j)))
+                    entries.extend([at] * (n - j))
+        cbuf = None
         flush_run()
         flush_gap()
         return True

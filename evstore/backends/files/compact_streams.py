@@ -83,6 +83,7 @@ class StreamCompaction:
         """Under the lock, one journal step for the group: the records
         appended since each copy, then the renames and deletions."""
         moves, unlink, rmdir = [], [], []
+        held: list[int] = []
         try:
             with self.b._writing():
                 for stream, sl, floor, seg, tmp in group:
@@ -109,18 +110,19 @@ class StreamCompaction:
                                for suf in (STREAM_SEG, STREAM_IDX)]
                 if moves or unlink or rmdir:
                     self._release(group)
+                    held = journal.hold(self.d, moves, unlink)
                     journal.run(self.d, moves, unlink, rmdir)
         finally:
+            journal.release(held)  # the lock let go: the blocks are freed now
             for _s, sl, *_ in group:
                 sl.close()
 
     def _release(self, group) -> None:
-        """Close this process's descriptors of the group's stream logs
-        before the journal unlinks their files: a file's blocks are freed
-        by its last close, so they are freed by the journal's concurrent
-        unlinks (journal.py) rather than one by one afterwards.  (The
-        writer's cached logs would be dropped anyway by the step's new
-        generation.)"""
+        """Close this process's cached descriptors of the group's stream
+        logs before the journal unlinks their files (the writer's cached
+        logs would be dropped anyway by the step's new generation); the
+        step holds its own (``journal.hold``) and frees the blocks once
+        the lock is let go."""
         b = self.b
         for stream, sl, *_ in group:
             sl.close()

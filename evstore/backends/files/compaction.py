@@ -56,7 +56,7 @@ from ...disk.streamdir import stream_key
 from ...disk.streamlog import StreamLog
 from ...errors import CorruptStore
 from ...model import _packb
-from .compact_io import _size
+from .compact_io import _size, _unlink_quiet
 from .compact_log import LogCompaction
 from .compact_streams import StreamCompaction
 from .names import COMPACT_TMP, LOG_DIR, QUARANTINE, STREAMS_DIR
@@ -388,13 +388,6 @@ class _Background(threading.Thread):
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class _Scan:

@@ -25,7 +25,7 @@ import os
 
 from ...disk import recovery
 from ...core.checkline import seal, unseal
-from ...disk.segment import fsync_dir, nofollow, read_small
+from ...disk.segment import fsync_dir, nofollow, open_file, read_small
 from ...errors import CorruptStore
 from .names import COMPACT_JOURNAL, MARKER
 
@@ -48,6 +48,42 @@ def run(store_dir: str, moves: list, unlink: list, rmdir: list = ()) -> None:
                       ensure_ascii=False).encode("utf-8") + b"\n"
     recovery.write_atomic(path(store_dir), seal(body))
     finish(store_dir)
+
+
+#: At most this many files held open by :func:`hold` for one step.
+_HOLD_MAX = 512
+
+
+def hold(store_dir: str, moves: list, unlink: list) -> list[int]:
+    """Open (read-only) the files a step is about to unlink or replace, just
+    before :func:`run`; :func:`release` closes them once the writer lock is
+    let go.
+
+    Why: a file's blocks (and its pages in the page cache) are freed by its
+    last unlink or close, whichever comes last.  Removing a hundred deleted
+    streams frees tens of MB, and doing that inside the step made it hold
+    the writer lock for hundreds of milliseconds, which appends wait for.
+    Held open, the files only lose their names under the lock, as before
+    (a crash finds the same directory entries either way; the file system
+    reclaims an unlinked file that was open), and their blocks are freed
+    after it.  A file that cannot be opened (gone, too many open files) is
+    simply not held: it is freed by the step, as it would have been."""
+    fds: list[int] = []
+    for rel in [dst for _src, dst in moves] + unlink:
+        if len(fds) >= _HOLD_MAX:
+            break
+        try:
+            fds.append(open_file(os.path.join(store_dir, rel), os.O_RDONLY))
+        except OSError:
+            continue  # (a link is not followed: its target is not ours to hold)
+    return fds
+
+
+def release(fds: list[int]) -> None:
+    """Close what :func:`hold` opened (after the lock), concurrently: the
+    last close of an unlinked file frees its blocks."""
+    _each(os.close, fds)
+    fds.clear()
 
 
 def finish(store_dir: str) -> bool:
