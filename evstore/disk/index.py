@@ -79,3 +79,14 @@ class OffsetIndex:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def write_index(path: str, offsets) -> None:
+    """Make ``path`` the index holding exactly ``offsets`` (created or
+    replaced in place: an index is a cache, rebuilt from its segment)."""
+    idx = OffsetIndex(path, writable=True)
+    try:
+        idx.truncate(0)
+        idx.extend(0, offsets)
+    finally:
+        idx.close()

@@ -22,7 +22,7 @@ from ..backends.files.names import STREAM_IDX
 from ..errors import CorruptStore
 from .format import STREAM_MAGIC, FrameError
 from .frames import frame_before, read_frame, scan
-from .index import OffsetIndex
+from .index import write_index
 from ..model import unpack
 from .streamwalk import INSIDE_BATCH, SOUND, label_records
 
@@ -146,7 +146,7 @@ def recheck(log, low: int, is_committed, keep) -> bool:
                 break
             offsets.append(off)
         expected += len(offsets)
-        _rewrite_index(log.path(first, STREAM_IDX), offsets)
+        write_index(log.path(first, STREAM_IDX), offsets)
         if bad is not None:
             break
     if bad is None:
@@ -159,14 +159,4 @@ def recheck(log, low: int, is_committed, keep) -> bool:
             "'evstore repair' to restore it from the commit log")
     log.cut(StreamTail(expected - 1, first, off), keep)
     return True
-
-
-def _rewrite_index(path: str, offsets: list) -> None:
-    """Replace a segment's index with ``offsets`` (an index is a cache)."""
-    idx = OffsetIndex(path, writable=True)
-    try:
-        idx.truncate(0)
-        idx.extend(0, offsets)
-    finally:
-        idx.close()
 

@@ -12,7 +12,7 @@ import msgpack
 from ...disk.bigframe import BigPayload
 from ...disk.format import HEADER_SIZE, LOG_MAGIC, TRAILER_SIZE, FrameError, encode_frame
 from ...disk.heads import batch_head, batch_stream
-from ...disk.index import OffsetIndex
+from ...disk.index import write_index
 from ...disk.frames import frame_batches
 from ...disk.records import GAP, gap_payload
 from ...disk.segment import fsync_dir, fsync_file, open_file
@@ -69,12 +69,7 @@ class LogCompaction:
             finally:
                 for out in outs:
                     out.close()
-            idx = OffsetIndex(tidx, writable=True)
-            try:
-                idx.truncate(0)
-                idx.extend(0, entries)
-            finally:
-                idx.close()
+            write_index(tidx, entries)
         finally:
             os.close(fd)
         rel = LOG_DIR
