@@ -407,15 +407,26 @@ def torn_by_power_cut(fd: int, pos: int, magic: bytes) -> bool:
     of zeros where the frame's start or its end should be.  A frame that was
     fsynced does not lose pages that way, and damage to one (a flipped bit)
     does not turn its magic, its trailing length or a whole sector into
-    zeros.  So: the magic is four zero bytes, or the header is intact and the
-    trailing length where the header says the frame ends is zero (or
-    missing), or a whole 512-byte sector inside the frame is zeros.  (A frame
+    zeros.  So: the magic is four zero bytes, or a sector boundary cuts the
+    header and the piece past it (or before it) is zeros where a whole frame
+    has a byte that is never zero, or the header is intact and the trailing
+    length where the header says the frame ends is zero (or missing), or a
+    whole 512-byte sector inside the frame is zeros.  (A frame
     whose payload holds 512 aligned zero bytes *and* a flipped bit would be
     taken for torn; its bytes are kept in quarantine/ all the same.)
     """
     data = os.pread(fd, file_size(fd) - pos, pos)  # one frame: the end of the file
     if data[:4] == b"\0\0\0\0":
         return True
+    # A sector boundary may cut the header: the piece of the frame on one
+    # side of it landed, the other is still zeros.  No whole frame has a zero
+    # byte in its magic or as the first byte of its payload (a msgpack
+    # array's header), so such a byte in a piece that is zeros throughout
+    # is a piece that never landed (also when it cut the length field, whose
+    # piece runs on into the payload).
+    for i in (0, 1, 2, 3, HEADER_SIZE):
+        if i < len(data) and data[i] == 0 and _piece_is_zeros(data, pos, i):
+            return True
     if len(data) < HEADER_SIZE or data[:4] != magic:
         return False
     end = HEADER_SIZE + int.from_bytes(data[4:8], "big") + TRAILER_SIZE
@@ -424,6 +435,14 @@ def torn_by_power_cut(fd: int, pos: int, magic: bytes) -> bool:
     # a sector in the middle that never landed (still zeros past the old end)
     first = -pos % SECTOR  # the first sector boundary, relative to pos
     return any(data[at:at + SECTOR] == ZERO_SECTOR for at in range(first, end - SECTOR + 1, SECTOR))
+
+
+def _piece_is_zeros(data: bytes, pos: int, i: int) -> bool:
+    """Is the piece of ``data`` (the file from offset ``pos``) that shares a
+    sector with its byte ``i`` all zeros?  A device writes a sector whole or
+    not at all, so a sector of an append that never landed holds zeros."""
+    start = pos + i - (pos + i) % SECTOR - pos  # i's sector, relative to pos
+    return not any(data[max(start, 0):min(start + SECTOR, len(data))])
 
 
 def tail_is_torn(status: str, rebooted: bool, fd: int, pos: int, magic: bytes) -> bool:
