@@ -109,14 +109,8 @@ class Tidier:
             from ..backends.files.checkpoints import verify_files
         except ImportError:
             return
-        for item in list(verify_files(self.dir, dict(plan.versions), plan.head)):
-            if item.get("severity", "error") != "error" or not item.get("file"):
-                continue
-            path = os.path.join(self.dir, item["file"])
-            if os.path.exists(path):
-                self.q.move_in(path)
-                self.act("move", f"{item.get('message', 'damaged checkpoint')}; moved to "
-                         "quarantine: its consumer starts again from the first event", path)
+        self._quarantine(verify_files(self.dir, dict(plan.versions), plan.head),
+                         "damaged checkpoint", "its consumer starts again from the first event")
 
     def tidy_settings(self) -> None:
         """Damaged settings cannot be trusted (a changed snapshot_every or
@@ -124,14 +118,19 @@ class Tidier:
         ``evstore config`` sets them again."""
         from ..backends.files.settings import verify_file
 
-        for item in list(verify_file(self.dir)):
-            if item.get("severity") != "error":
+        self._quarantine(verify_file(self.dir), "damaged settings",
+                         "the defaults apply until 'evstore config' sets them again")
+
+    def _quarantine(self, findings, what: str, after: str) -> None:
+        """Move the file of each error among a document check's
+        ``findings`` into quarantine, saying what follows from it."""
+        for item in list(findings):
+            if item.get("severity", "error") != "error" or not item.get("file"):
                 continue
             path = os.path.join(self.dir, item["file"])
             if os.path.lexists(path):
                 self.q.move_in(path)
-                self.act("move", f"{item['message']}; moved to quarantine: the defaults apply "
-                         "until 'evstore config' sets them again", path)
+                self.act("move", f"{item.get('message', what)}; moved to quarantine: {after}", path)
 
     def mark_generation(self) -> None:
         """Replace the marker with an identical file: its new inode tells
