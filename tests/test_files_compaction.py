@@ -370,6 +370,75 @@ def test_two_compactions_at_once(tmp_path):
         assert es.verify().ok
 
 
+def test_a_second_compaction_waits_for_the_one_running(tmp_path, monkeypatch):
+    """Most of a compaction runs outside the writer lock, against files
+    another compaction could remove meanwhile (CI once saw one list a stream
+    directory the other had just deleted).  So a second compaction, in
+    another process, waits for the first; then both succeed."""
+    import threading
+    from core_helpers import spawn
+    from evstore.backends.files import compact_streams
+    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
+        populate(es, 40)
+        b = es.backend
+        b.cut("cust-alice", ANY, None, False)
+        b.cut("orders", ANY, 41, False)
+        want = readable(es, view_of(b)())
+    inside, go = threading.Event(), threading.Event()
+    apply = compact_streams.StreamCompaction._streams_apply
+
+    def paused(self, group):
+        inside.set()
+        assert go.wait(30)
+        return apply(self, group)
+
+    monkeypatch.setattr(compact_streams.StreamCompaction, "_streams_apply", paused)
+    code = ("import sys, time\nfrom evstore import EventStore\n"
+            "from evstore.core.forgetting import Forgetting\n"
+            "with EventStore(sys.argv[1]) as es:\n"
+            "    b = es.backend\n"
+            "    print(b.compact(lambda: Forgetting(b.cuts(), b.retention_rules(), "
+            "time.time_ns() // 1000))['events_removed'])\n")
+    with EventStore(tmp_path / "s") as es:
+        b = es.backend
+        first = threading.Thread(target=b.compact, args=(view_of(b),))
+        first.start()
+        try:
+            assert inside.wait(30)
+            p = spawn(code, tmp_path / "s")
+            time.sleep(1.0)
+            assert p.poll() is None, "the second compaction did not wait"
+        finally:
+            go.set()
+            first.join()
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err.decode()
+        assert out.decode().strip() == "0"  # the first one had removed everything
+        assert [e.to_dict() for e in b.read_all()] == want
+        assert store_holds(es.directory, SECRET) == []
+        assert es.verify().ok
+
+
+def test_a_compaction_that_cannot_wait_longer_says_why(tmp_path):
+    import fcntl
+    from evstore.errors import StoreLocked
+    with EventStore(tmp_path / "s", sync=False, lock_timeout=0.2) as es:
+        populate(es, 3)
+        es.backend.cut("cust-alice", ANY, None, False)
+        fd = os.open(tmp_path / "s" / "log", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # what another compaction holds
+            t0 = time.monotonic()
+            with pytest.raises(StoreLocked, match="another compaction of .* is running "
+                                                  r"\(waited 0.2s\)"):
+                es.backend.compact(view_of(es.backend))
+            assert time.monotonic() - t0 < 5
+        finally:
+            os.close(fd)
+        assert store_holds(es.directory, SECRET)  # nothing was done
+        assert es.backend.compact(view_of(es.backend))["events_removed"] == 3
+
+
 def test_verify_accepts_a_stream_directory_emptied_below_its_floor(tmp_path):
     """What an import leaves when it dies right after raising a stream's
     floor (its own older records gone, the new batch not yet written)."""
