@@ -148,6 +148,8 @@ def _while_python_starts(err: bytes) -> bool:
     handlers: a window of milliseconds no program can close.  Anything
     later -- typer, the library, a command -- must not print a traceback."""
     text = err.decode(errors="replace")
+    if text.startswith("Error processing line ") and "KeyboardInterrupt" in text:
+        return True  # site printed it, processing a .pth file, and went on
     if not text.rstrip().endswith("KeyboardInterrupt"):
         return False
     if "init_import_site" in text:

@@ -124,19 +124,19 @@ def test_safe_to_interrupt_anywhere(tmp_path, monkeypatch):
 
 
 LOCKER = r"""
-import sys, time
+import sys
 from evstore import EventStore
 with EventStore(sys.argv[1]) as es:
     with es.writer_lock():
         print("locked", flush=True)
-        time.sleep(float(sys.argv[2]))
+        sys.stdin.read()  # held until the test closes our stdin
 """
 
 
 def test_takes_the_writer_lock(tmp_path):
     store = make_store(tmp_path / "s")
-    p = subprocess.Popen([sys.executable, "-c", LOCKER, str(store), "1.2"], env=cli_env(),
-                         stdout=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, "-c", LOCKER, str(store)], env=cli_env(),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert p.stdout.readline().strip() == b"locked"
         with pytest.raises(StoreLocked):
@@ -144,6 +144,7 @@ def test_takes_the_writer_lock(tmp_path):
         r = run_cli("repair", "--lock-timeout", "0.2", store=store)
         assert r.returncode == 1 and b"locked" in r.stderr
     finally:
+        p.stdin.close()
         p.wait(timeout=30)
 
 

@@ -100,8 +100,8 @@ streams, are removed from the store's files (or tables): afterwards no
 file of the store contains them. Every readable event keeps its
 position, version, id and bytes. Runs while readers, writers and
 followers work; a crash at any point leaves every readable event
-readable: run it again. One compaction of a store runs at a time: a
-second one waits for it (at most --lock-timeout).
+readable: run it again. One compaction (or repair) of a store runs at a
+time: a second one waits for it (at most --lock-timeout).
 
 Prints {"events_removed", "bytes_before", "bytes_after", "seconds"}.
 --dry-run prints the same object for what it would remove and changes
@@ -114,7 +114,7 @@ Examples:
     evstore delete customer-9 && evstore compact
 
 Exit codes: 4 no store there, 1 locked by a writer (or another
-compaction) past --lock-timeout.
+compaction, or a repair) past --lock-timeout.
 """
 
 

@@ -51,7 +51,8 @@ Examples:
     evstore repair --format json | jq .lost
 
 Exit codes: 0 the store is sound (afterwards), 6 it is still damaged,
-1 locked by a writer past --lock-timeout, 4 no store there.
+1 locked by a writer (or a compaction) past --lock-timeout, 4 no store
+there.
 """
 
 EXPORT_HELP = """Write recorded events as NDJSON, in position order.

@@ -60,12 +60,15 @@ def repair(store, *, dry_run: bool = False, lock_timeout: float = 30.0,
            progress=None) -> RepairReport:
     """Repair ``store`` (an EventStore or a store directory) in place.
 
-    Holds the writer lock throughout (StoreLocked after ``lock_timeout``).
+    Holds the writer lock throughout, and first the compaction lock (a
+    compaction running beside it writes temp files, which repair would move
+    aside as leftovers); StoreLocked after ``lock_timeout``.
     With ``dry_run`` nothing is written, and the report says what would be
     done.  Other handles on the store should be closed: repair may replace
     files they hold open.
     """
     from ..errors import CorruptStore
+    from ..backends.files.compaction_lock import compaction_lock
     from ..backends.files.locking import WriterLock
 
     directory = store_directory(store)
@@ -75,7 +78,7 @@ def repair(store, *, dry_run: bool = False, lock_timeout: float = 30.0,
                            f"repairs version {FORMAT_VERSION} only (use a newer evstore)")
     lock = WriterLock(os.path.join(directory, L.LOCK_FILE), lock_timeout)
     try:
-        with lock.hold(lock_timeout):
+        with compaction_lock(directory, lock_timeout, missing_ok=True), lock.hold(lock_timeout):
             planted = L.links(directory)
             if planted:
                 # Repair moves, rewrites and removes files: through a link it

@@ -21,6 +21,12 @@ Writers may be active.  The view is the commit log as it was when the walk
 reached each segment (sizes are taken first): records and index entries for
 positions after that are not judged, and a half-written frame at the end is a
 batch being committed.  Verify never takes the writer lock.
+
+Compaction (and repair) may replace files while verify reads them; a file
+read half before and half after such a step looks damaged.  Every such step
+replaces ``evstore.json`` and runs under a journal, so verify notes both
+before and after its run, and checks again when its problems may be that
+(``verify``).
 """
 from __future__ import annotations
 
@@ -56,9 +62,26 @@ def verify(store, *, progress=None, workers: int | None = None,
     commit log; None picks one per CPU for stores over 32 MiB, 1 checks
     everything in this process.
     """
+    from ..backends.files import journal
+
     directory = store_directory(store)
-    v = _Verifier(directory, progress or NO_PROGRESS, settle, workers)
-    return v.run()
+    for _attempt in range(ATTEMPTS):
+        before = journal.generation(directory), journal.pending(directory)
+        report = _Verifier(directory, progress or NO_PROGRESS, settle, workers).run()
+        moved = (before[1] or journal.pending(directory)
+                 or journal.generation(directory) != before[0])
+        if report.ok or not moved:
+            return report
+    report.warnings.append(Problem(
+        "compaction", f"a compaction or repair moved files while verify read them, on each of "
+        f"{ATTEMPTS} attempts: the problems reported may be its work half done; run verify "
+        "again once it is over"))
+    return report
+
+
+#: Runs of verify, each with problems and each overlapping a compaction or
+#: repair step, before verify reports what the last one found.
+ATTEMPTS = 3
 
 
 #: Below this much stream-log data, worker processes cost more than they save.
@@ -329,6 +352,12 @@ class _Verifier(LogChecker, StreamChecker):
             (self.warnings if sev == "warning" else self.problems).append(p)
 
     def temp_check(self) -> None:
+        from ..backends.files.compaction_lock import compaction_running
+        from ..backends.files.names import COMPACT_TMP
+
+        running = compaction_running(self.dir)
         for path in L.temp_leftovers(self.dir):
+            if running and os.path.basename(path).startswith(COMPACT_TMP):
+                continue  # the work in progress of the compaction running now
             self.warn("temp", "temp file left behind by an interrupted write; harmless "
                       "('evstore repair' moves it to quarantine/)", path)

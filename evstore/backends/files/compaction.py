@@ -36,11 +36,7 @@ into place under the writer lock through :mod:`.journal` (a crash finishes
 or forgets a step, never half of one).  Writers wait at most one step's
 renames; readers never wait, and see the old files or the new ones.
 
-One compaction of a store runs at a time (:func:`one_compaction`): most of
-a compaction's work happens outside the writer lock, against files another
-compaction could remove or replace meanwhile (a stream directory it found
-empty, a segment it rewrote from an older copy), and two at once would gain
-nothing.
+One compaction or repair of a store runs at a time (:mod:`.compaction_lock`).
 """
 from __future__ import annotations
 
@@ -50,8 +46,6 @@ import os
 import re
 import shutil
 import threading
-import time
-from contextlib import contextmanager
 
 from ...core.forgetting import Cut
 from ...disk.commitlog import CommitLog, SealSyncError
@@ -59,13 +53,14 @@ from ...disk.format import LOG_MAGIC, FrameError
 from ...disk.heads import batch_head
 from ...disk.frames import iter_frames
 from ...disk.records import GAP
-from ...disk.segment import fsync_dir, listdir, open_file, stable_listdir
+from ...disk.segment import fsync_dir, listdir, stable_listdir
 from ...disk.streamdir import stream_key
 from ...disk.streamlog import StreamLog
-from ...errors import CorruptStore, StoreLocked
+from ...errors import CorruptStore
 from ...model import _packb
 from .compact_io import _size, _unlink_quiet
 from .compact_log import LogCompaction
+from .compaction_lock import compaction_lock
 from .compact_streams import StreamCompaction
 from .names import COMPACT_TMP, LOG_DIR, QUARANTINE, STREAMS_DIR
 
@@ -75,14 +70,8 @@ from .names import COMPACT_TMP, LOG_DIR, QUARANTINE, STREAMS_DIR
 #: when no other compaction of that process runs).
 _RUNNING = threading.Lock()
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: one compaction per process only
-    fcntl = None
-
-
 def compact(backend, view, dry_run: bool = False, progress=None) -> dict:
-    with _RUNNING, one_compaction(backend.directory, backend.lock_timeout):
+    with _RUNNING, compaction_lock(backend.directory, backend.lock_timeout):
         d = backend.directory
         before = store_bytes(d)
         log = CommitLog(os.path.join(d, LOG_DIR))
@@ -91,42 +80,6 @@ def compact(backend, view, dry_run: bool = False, progress=None) -> dict:
                                progress or (lambda done, total: None), before).run()
         finally:
             log.close()
-
-
-@contextmanager
-def one_compaction(d: str, timeout: float):
-    """Wait (up to ``timeout`` seconds, then StoreLocked) until no other
-    process compacts the store, and keep it so until the block ends.
-
-    The lock is an ``flock`` of the store's ``log/`` directory: a directory
-    that holds files cannot be unlinked or replaced while it is held (a
-    lock *file* could be), no file is added to the store for it, and the
-    kernel lets it go when its holder dies.  The store directory itself is
-    not used: the writer lock is its ``flock``, and compaction takes that
-    one for each of its steps.  Writers never take this lock."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    path = os.path.join(d, LOG_DIR)
-    fd = open_file(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        deadline = time.monotonic() + max(timeout, 0.0)
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StoreLocked(
-                        f"another compaction of {d} is running (waited {timeout:g}s); "
-                        "retry when it is done, or raise --lock-timeout") from None
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.1)
-        yield  # the lock goes with the descriptor
-    finally:
-        os.close(fd)
 
 
 def store_bytes(d: str) -> int:

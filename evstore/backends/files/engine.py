@@ -114,7 +114,7 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
             self._check_marker(marker)
         self._marker = marker
         self._forget = ForgetDocuments(self._dir)
-        self._generation = _identity(marker)
+        self._generation = journal.generation(self._dir)
         self._gen = 0
         self._lock = WriterLock(os.path.join(self._dir, LOCK_FILE), self.lock_timeout)
         self._wlog = CommitLog(os.path.join(self._dir, LOG_DIR))
@@ -212,7 +212,7 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
         identity of that file means cached file descriptors, indexes and tails
         may describe files that are gone, so every cache is dropped (the
         writer's under the lock, each reader thread's on its next call)."""
-        ident = _identity(self._marker)
+        ident = journal.generation(self._dir)
         if ident != self._generation:
             self._generation = ident
             self._gen += 1
@@ -399,14 +399,6 @@ class FileBackend(FileWriterSession, FileReading, FileCatalogue, FileSnapshots, 
         """Hold the writer lock (for operations such as repair and import)."""
         with self._writing(timeout) as log:
             yield log
-
-
-def _identity(path: str):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_dev, st.st_mtime_ns
 
 
 class FileBulk(BulkSession):

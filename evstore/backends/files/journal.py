@@ -126,6 +126,18 @@ def finish(store_dir: str) -> bool:
     return True
 
 
+def generation(store_dir: str):
+    """The identity of ``evstore.json``: it changes with every compaction
+    step and every repair that moves files (:func:`bump_generation`), so a
+    reader that saw the same identity before and after its work read files
+    no such step moved meanwhile.  None when there is no marker."""
+    try:
+        st = os.stat(os.path.join(store_dir, MARKER))
+    except OSError:
+        return None
+    return st.st_ino, st.st_dev, st.st_mtime_ns
+
+
 def bump_generation(store_dir: str) -> None:
     """Replace ``evstore.json`` by an identical file: open handles notice a
     new identity and drop their caches of files (FileBackend._check_generation)."""
