@@ -28,7 +28,9 @@ from ..errors import CorruptStore
 from .format import MAX_PAYLOAD, STREAM_MAGIC, encode_frame
 from .records import stream_payload
 from ..model import pack_fields
-from .segment import check_not_link, fsync_dir, fsync_file, nofollow, open_file, read_small
+from .segment import (
+    check_not_link, fsync_dir, fsync_file, nofollow, open_file, read_small, write_all,
+)
 
 from ..backends.files.names import FSYNC_FAILED, QUARANTINE, STATE_FILE  # noqa: E402,F401
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -101,9 +103,7 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
     tmp = os.path.join(d, f".tmp-{os.path.basename(path)}-{os.getpid()}-{time.monotonic_ns()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         if sync:
             fsync_file(fd)
     except BaseException:
@@ -135,9 +135,7 @@ def quarantine(store_dir: str, source: str, offset: int, data: bytes, reason: st
             fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             made.append(path)
             try:
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, body)
                 fsync_file(fd)
             finally:
                 os.close(fd)

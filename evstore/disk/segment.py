@@ -118,6 +118,16 @@ def read_small(path: str, limit: int = 4096) -> bytes:
         os.close(fd)
 
 
+def write_all(fd: int, data) -> None:
+    """Write every byte of ``data`` at the file's offset: ``os.write`` may
+    write less than it is given (a signal, a pipe, a nearly full disk), and
+    a short write unnoticed would leave a frame or a kept range cut short.
+    Always through ``os.write``, which the power-loss tests record."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def fsync_file(fd: int) -> None:
     """Flush a file's data to stable storage.  The fsync seam of evstore."""
     _fdatasync(fd)
@@ -149,10 +159,7 @@ class SegmentWriter:
     def append(self, data: bytes) -> int:
         """Write ``data`` at the end; return the offset it starts at."""
         offset = self.size
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        write_all(self.fd, data)
         self.size = offset + len(data)
         return offset
 

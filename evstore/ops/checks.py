@@ -234,25 +234,24 @@ def _event_id(path: str, version: int):
     first = firsts[i]
     spath = L.seg_path(path, first, L.STREAM_SEG)
     try:
-        fd = os.open(spath, L.RDONLY)
+        opening = L.opened(spath)
     except OSError:
         return None
-    try:
-        size = os.fstat(fd).st_size
-        data = read_index(L.seg_path(path, first, L.STREAM_IDX)) or b""
-        k = version - first
-        offs = [int.from_bytes(data[8 * k:8 * k + 8], "big")] if len(data) >= 8 * k + 8 else []
-        for off in offs:
-            payload = frame_at(fd, STREAM_MAGIC, off, size)
-            if payload is not None and record_head(payload)[0] == version:
-                return unpack(payload)[3]
-        for label, _off, _end, what, x in stream_records(fd):
-            if label == SOUND and what[0] == version:
-                return unpack(x)[3]
-    except (ValueError, IndexError):
-        return None
-    finally:
-        os.close(fd)
+    with opening as fd:
+        try:
+            size = os.fstat(fd).st_size
+            data = read_index(L.seg_path(path, first, L.STREAM_IDX)) or b""
+            k = version - first
+            offs = [int.from_bytes(data[8 * k:8 * k + 8], "big")] if len(data) >= 8 * k + 8 else []
+            for off in offs:
+                payload = frame_at(fd, STREAM_MAGIC, off, size)
+                if payload is not None and record_head(payload)[0] == version:
+                    return unpack(payload)[3]
+            for label, _off, _end, what, x in stream_records(fd):
+                if label == SOUND and what[0] == version:
+                    return unpack(x)[3]
+        except (ValueError, IndexError):
+            return None
     return None
 
 

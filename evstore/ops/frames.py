@@ -16,7 +16,7 @@ import os
 from ..disk.format import LOG_MAGIC
 from ..disk.frames import frame_at, walk
 from ..disk.heads import batch_head
-from ..disk.segment import O_NOFOLLOW
+from . import layout as L
 
 
 # --- segment order ------------------------------------------------------------
@@ -60,14 +60,12 @@ def log_segment_order(ldir: str, firsts, suffix: str) -> list[tuple[int, int | N
     for first in firsts:
         path = os.path.join(ldir, f"{first:016d}{suffix}")
         try:
-            fd = os.open(path, os.O_RDONLY | O_NOFOLLOW)
+            opening = L.opened(path)
         except OSError:
             keyed.append(((first, 0, first), first, None, False))
             continue
-        try:
+        with opening as fd:
             fp, at_zero = first_position(fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
         if fp is None:
             keyed.append(((first, 0, first), first, None, False))
         else:

@@ -69,6 +69,34 @@ def opener(path: str, flags: int) -> int:
 RDONLY = os.O_RDONLY | O_NOFOLLOW
 
 
+class opened:
+    """A store file opened read-only, never through a link, for a ``with``
+    block that closes it: ``with L.opened(path) as fd: ...``.
+
+    The file is opened here, by the call, not on entering the block.  A
+    caller that reports an unreadable file (each in its own words: a report
+    entry, a skipped segment, an answer of None) wraps only this call in
+    ``try/except OSError``; an OSError raised later, while the block reads,
+    is then never mistaken for one and propagates as it always did::
+
+        try:
+            opening = L.opened(path)
+        except OSError as e:
+            ...  # the caller's own handling of a file it cannot open
+        with opening as fd:
+            ...
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, RDONLY)
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
 
 
 def stream_dirs(root: str):

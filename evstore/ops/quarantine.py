@@ -24,7 +24,7 @@ import os
 import time
 
 from ..disk.recovery import make_dir
-from ..disk.segment import fsync_dir, fsync_file, nofollow, open_file
+from ..disk.segment import fsync_dir, fsync_file, nofollow, open_file, write_all
 from . import layout as L
 
 
@@ -94,9 +94,7 @@ class Quarantine:
             made = True
             try:
                 for chunk in chunks():
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    write_all(fd, chunk)
                 fsync_file(fd)
             finally:
                 os.close(fd)

@@ -126,16 +126,15 @@ def _starts_at(path: str, first: int) -> bool:
     """Whether stream segment ``first`` begins with a valid record of that version."""
     spath = L.seg_path(path, first, L.STREAM_SEG)
     try:
-        fd = os.open(spath, L.RDONLY)
+        opening = L.opened(spath)
     except OSError:
         return False
-    try:
-        payload = frame_at(fd, STREAM_MAGIC, 0, os.fstat(fd).st_size)
-        return payload is not None and record_head(payload)[0] == first
-    except (ValueError, IndexError):
-        return False
-    finally:
-        os.close(fd)
+    with opening as fd:
+        try:
+            payload = frame_at(fd, STREAM_MAGIC, 0, os.fstat(fd).st_size)
+            return payload is not None and record_head(payload)[0] == first
+        except (ValueError, IndexError):
+            return False
 
 
 def _copy(fd: int, start: int, end: int, out) -> None:

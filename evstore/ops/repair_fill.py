@@ -48,18 +48,16 @@ class GapFiller:
             for first in L.numbered(L.listdir(path), L.STREAM_SEG):
                 spath = L.seg_path(path, first, L.STREAM_SEG)
                 try:
-                    fd = os.open(spath, L.RDONLY)
+                    opening = L.opened(spath)
                 except OSError:
                     continue
-                try:
+                with opening as fd:
                     for label, off, _end, what, _x in stream_records(fd):
                         if label != SOUND:
                             continue
                         v, p, us, _hl = what
                         if want(p):
                             self.copies.setdefault(p, []).append(Copy(stream, v, p, us, spath, off))
-                finally:
-                    os.close(fd)
 
     def _candidates(self, p: int, versions: dict) -> list[Copy]:
         out = {}
@@ -176,11 +174,8 @@ class GapFiller:
         byte: the same fields, packed the same way), and the events' bytes."""
         blobs = []
         for c in run:
-            fd = os.open(c.path, L.RDONLY)
-            try:
+            with L.opened(c.path) as fd:
                 payload = frame_at(fd, STREAM_MAGIC, c.off, os.fstat(fd).st_size)
-            finally:
-                os.close(fd)
             v, p, us, hl = record_head(payload)
             blobs.append(payload[hl:])
         c0 = run[0]

@@ -81,11 +81,8 @@ class StreamRebuilder:
         """The first version the commit log holds of a stream (its frames'
         ``refs``), 1 when it holds none."""
         for path, off in refs[:1]:
-            fd = os.open(path, L.RDONLY)
-            try:
+            with L.opened(path) as fd:
                 return batch_head(frame_at(fd, LOG_MAGIC, off, os.fstat(fd).st_size))[1]
-            finally:
-                os.close(fd)
         return 1
 
     def truth_refs(self, streams: set) -> dict:
@@ -93,15 +90,12 @@ class StreamRebuilder:
         refs: dict[str, list] = {}
         for first in L.numbered(L.listdir(self.ldir), L.LOG_SEG):
             path = L.seg_path(self.ldir, first, L.LOG_SEG)
-            fd = os.open(path, L.RDONLY)
-            try:
+            with L.opened(path) as fd:
                 for ok, off, _end, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size):
                     if ok:
                         stream = batch_head(x)[0]
                         if stream in streams:
                             refs.setdefault(stream, []).append((path, off))
-            finally:
-                os.close(fd)
         return refs
 
     def _truth_records(self, refs):
@@ -110,11 +104,8 @@ class StreamRebuilder:
         from .checks import split_blobs
 
         for path, off in refs:
-            fd = os.open(path, L.RDONLY)
-            try:
+            with L.opened(path) as fd:
                 payload = frame_at(fd, LOG_MAGIC, off, os.fstat(fd).st_size)
-            finally:
-                os.close(fd)
             stream, fv, fp, us, n, hl = batch_head(payload)
             for i, blob in enumerate(split_blobs(payload, hl, n)):
                 yield fv + i, fp + i, us, encode_frame(STREAM_MAGIC,
@@ -211,8 +202,7 @@ class StreamRebuilder:
         ``pending`` (a dict), intact records wait there until the whole
         stream is rebuilt: only those the store no longer holds are kept as
         removed events."""
-        fd = os.open(spath, L.RDONLY)
-        try:
+        with L.opened(spath) as fd:
             removed = []
             for label, off, end, what, x in stream_records(fd):
                 if label != SOUND:
@@ -228,8 +218,6 @@ class StreamRebuilder:
                 self.q.keep_range(*item)
                 self.act("remove", f"{item[3] - item[2]} bytes: {item[4]}", spath, offset=item[2],
                          bytes=item[3] - item[2], stream=stream)
-        finally:
-            os.close(fd)
         self.q.flush()
 
     def _removed_event(self, stream, payload: bytes, v, p, pending) -> None:
@@ -306,15 +294,12 @@ class StreamRebuilder:
         spath = L.seg_path(path, first, L.STREAM_SEG)
         entries = array("Q")
         v = first
-        fd = os.open(spath, L.RDONLY)
-        try:
+        with L.opened(spath) as fd:
             for label, off, _end, what, _x in stream_records(fd):
                 if label != SOUND or what[0] != v:
                     break
                 entries.append(off)
                 v += 1
-        finally:
-            os.close(fd)
         self._write_index(L.seg_path(path, first, L.STREAM_IDX), entries, "version", first)
 
     def write_id(self, path: str, stream: str) -> None:

@@ -156,9 +156,6 @@ class Tidier:
                 continue
             for name in files:
                 if name.endswith((L.LOG_SEG, L.STREAM_SEG)) or name in (L.ID_FILE, L.MARKER):
-                    fd = os.open(os.path.join(root, name), L.RDONLY)
-                    try:
+                    with L.opened(os.path.join(root, name)) as fd:
                         fsync_file(fd)
-                    finally:
-                        os.close(fd)
             fsync_dir(root)

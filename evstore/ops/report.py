@@ -27,16 +27,10 @@ class Problem:
                 "position": self.position, "message": self.message}
 
     def __str__(self) -> str:
-        where = []
-        if self.file is not None:
-            where.append(self.file if self.offset is None else f"{self.file}@{self.offset}")
-        if self.stream is not None:
-            where.append(f"stream {self.stream!r}")
-        if self.version is not None:
-            where.append(f"version {self.version}")
-        if self.position is not None:
-            where.append(f"position {self.position}")
-        return (", ".join(where) + ": " if where else "") + self.message
+        return _where(self.file, self.offset, self.stream,
+                      None if self.version is None else (self.version, self.version),
+                      None if self.position is None else (self.position, self.position)) \
+            + self.message
 
 
 @dataclass
@@ -88,18 +82,27 @@ class Action:
         return d
 
     def __str__(self) -> str:
-        where = []
-        if self.file is not None:
-            where.append(self.file if self.offset is None else f"{self.file}@{self.offset}")
-        if self.stream is not None:
-            where.append(f"stream {self.stream!r}")
-        if self.versions:
-            a, b = self.versions
-            where.append(f"version {a}" if a == b else f"versions {a}..{b}")
-        if self.positions:
-            a, b = self.positions
-            where.append(f"position {a}" if a == b else f"positions {a}..{b}")
-        return f"{self.action}: " + (", ".join(where) + ": " if where else "") + self.message
+        return f"{self.action}: " + _where(self.file, self.offset, self.stream,
+                                           self.versions, self.positions) + self.message
+
+
+def _where(file, offset, stream, versions, positions) -> str:
+    """Where a problem or an action is, as the text reports say it, ending in
+    ": " (empty when nothing is known): one wording for verify's and
+    repair's lines, so a reader can match one with the other.  ``versions``
+    and ``positions`` are (first, last) spans, or None."""
+    where = []
+    if file is not None:
+        where.append(file if offset is None else f"{file}@{offset}")
+    if stream is not None:
+        where.append(f"stream {stream!r}")
+    if versions:
+        a, b = versions
+        where.append(f"version {a}" if a == b else f"versions {a}..{b}")
+    if positions:
+        a, b = positions
+        where.append(f"position {a}" if a == b else f"positions {a}..{b}")
+    return ", ".join(where) + ": " if where else ""
 
 
 @dataclass

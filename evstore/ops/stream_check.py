@@ -173,12 +173,12 @@ def _check_segment(r: StreamResult, w: _Walk, first: int, last: bool, progress) 
     spath = L.seg_path(w.path, first, L.STREAM_SEG)
     seg = _Seg(first, L.rel(w.directory, spath))
     try:
-        fd = os.open(spath, L.RDONLY)
+        opening = L.opened(spath)
     except OSError as e:
         r.problem("io", f"cannot open: {e.strerror}", seg.srel, None, w.stream)
         r.rebuild = True
         return
-    try:
+    with opening as fd:
         idx_bytes = read_index(L.seg_path(w.path, first, L.STREAM_IDX))
         size = os.fstat(fd).st_size
         r.nbytes += size
@@ -204,8 +204,6 @@ def _check_segment(r: StreamResult, w: _Walk, first: int, last: bool, progress) 
         progress.advance(nbytes=size)  # events are counted once, from the log
         if seg.sound or (seg.committed_offs and not r.rebuild):
             _check_segment_index(r, w, seg, last, idx_bytes)
-    finally:
-        os.close(fd)
 
 
 def _check_record(r: StreamResult, w: _Walk, seg: _Seg, off: int, end: int, head, x) -> None:

@@ -106,8 +106,7 @@ class LogChecker:
     def _log_segment(self, run: "_LogRun", seg: "_Segment") -> None:
         """Every frame of one segment: damaged ones reported (or kept as the
         candidate torn tail), sound ones checked for order and accounted."""
-        fd = os.open(seg.path, L.RDONLY)
-        try:
+        with L.opened(seg.path) as fd:
             for ok, off, end, x in walk(fd, LOG_MAGIC, seg.size, big=True):
                 if not ok:
                     self._log_bad_frame(run, seg, off, end, x)
@@ -127,8 +126,6 @@ class LogChecker:
                 else:
                     self._log_batch(run, seg, off, x, head)
                 self._log_accepted(run, seg, end, head[2], head[4])
-        finally:
-            os.close(fd)
 
     def _log_bad_frame(self, run, seg, off: int, end: int, reason) -> None:
         """A frame that fails its checks: at the very end of the live
@@ -358,16 +355,13 @@ class LogChecker:
         from ..disk.recovery import current_boot_id
         from ..disk.frames import scan, tail_is_torn
 
-        fd = os.open(path, L.RDONLY)
-        try:
+        with L.opened(path) as fd:
             status = scan(fd, off, LOG_MAGIC).status
             if status == "short":
                 return True
             # as the writer decides: only a known, new boot id is a reboot
             rebooted = current_boot_id() is not None and self._rebooted()
             return tail_is_torn(status, rebooted, fd, off, LOG_MAGIC)
-        finally:
-            os.close(fd)
 
     def _tail_now_valid(self) -> bool:
         """A half-written frame at the end may be a commit in progress."""
@@ -379,17 +373,15 @@ class LogChecker:
         sizes = []
         while True:
             try:
-                fd = os.open(path, L.RDONLY)
+                opening = L.opened(path)
             except OSError:
                 return False
-            try:
+            with opening as fd:
                 size = os.fstat(fd).st_size
                 for ok, _o, _e, _x in walk(fd, LOG_MAGIC, size, off, big=True):
                     if ok:
                         return True
                     break
-            finally:
-                os.close(fd)
             sizes.append(size)
             if time.monotonic() >= deadline or self._quiet(sizes):
                 return False
@@ -413,10 +405,10 @@ class LogChecker:
         for f in [x for x in L.numbered(L.listdir(ldir), L.LOG_SEG) if x >= first]:
             path = L.seg_path(ldir, f, L.LOG_SEG)
             try:
-                fd = os.open(path, L.RDONLY)
+                opening = L.opened(path)
             except OSError:
                 break
-            try:
+            with opening as fd:
                 for ok, _o, _e, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size,
                                           off if f == first else 0, big=True):
                     if not ok:
@@ -427,8 +419,6 @@ class LogChecker:
                         break
                     if fp == head + 1:
                         head = fp + n - 1
-            finally:
-                os.close(fd)
         return head
 
     def check_state(self) -> None:

@@ -254,8 +254,7 @@ class StreamChecker:
             if not its:
                 break
             path = L.seg_path(ldir, first, L.LOG_SEG)
-            fd = os.open(path, L.RDONLY)
-            try:
+            with L.opened(path) as fd:
                 for ok, off, _end, x in walk(fd, LOG_MAGIC, os.fstat(fd).st_size, big=True):
                     if not ok:
                         continue
@@ -287,8 +286,6 @@ class StreamChecker:
                                            rec[0], rec[1], stream, rec[2], rec[3])
                             del its[stream]
                             break
-            finally:
-                os.close(fd)
         for stream in its:
             self.error("consistency", "the stream log's records differ from the commit log's "
                        "events", todo[stream].path, stream=stream)
@@ -326,8 +323,7 @@ def _stream_records(path: str, head: int):
     committed records (position <= head), skipping damaged bytes."""
     for first in L.numbered(L.listdir(path), L.STREAM_SEG):
         spath = L.seg_path(path, first, L.STREAM_SEG)
-        fd = os.open(spath, L.RDONLY)
-        try:
+        with L.opened(spath) as fd:
             for label, off, _end, what, x in stream_records(fd):
                 if label != SOUND:
                     continue
@@ -335,8 +331,6 @@ def _stream_records(path: str, head: int):
                 if p > head:
                     return
                 yield spath, off, v, p, us, bytes(x[hl:])
-        finally:
-            os.close(fd)
 
 
 def _diff(have, want) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ...disk.segment import open_file
+from ...disk.segment import open_file, write_all
 from ...errors import CorruptStore
 
 #: Bytes buffered before a write, and copied per read.
@@ -47,9 +47,7 @@ class _Out:
         self.size += end - start
 
     def _flush(self) -> None:
-        view = memoryview(self.buf)
-        while view:
-            view = view[os.write(self.fd, view):]
+        write_all(self.fd, self.buf)
         self.buf = bytearray()
 
     def flush(self) -> None:
@@ -85,9 +83,7 @@ def _copy_range(src: int, dst: int, start: int, end: int) -> None:
         data = os.pread(src, min(_BUF, end - pos), pos)
         if not data:
             raise CorruptStore(f"a file being compacted ended at offset {pos}, before {end}")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst, view):]
+        write_all(dst, data)
         pos += len(data)
 
 

@@ -106,19 +106,30 @@ class LogCompaction:
         single gap frames (merged with the gap frames already there).
         Returns False, having written nothing, when no event of it goes.
 
-        One pass: up to the first frame that loses an event nothing is
-        written (only the index entries are noted); that prefix is then
-        copied as one run, less the gap frames just before that frame, which
-        merge with the new gap.  A frame of a stream without a floor is kept
-        whole, its stream read by ``batch_stream`` (no integer decoded).
-        Frames come a buffer at a time (``frame_batches``: every CRC checked
-        there), and a run of kept frames is copied from that same buffer
-        when it lies in it (a run that began in an earlier one is read
-        again)."""
+        One pass, in two parts: up to the first frame that loses an event
+        nothing is written, only the index entries are noted
+        (:meth:`_unchanged_prefix`); from there :meth:`_write_rest` writes
+        the new segment, that prefix first, as one copied run.  A frame of a
+        stream without a floor is kept whole, its stream read by
+        ``batch_stream`` (no integer decoded)."""
         by_key = {s.encode("utf-8"): f for s, f in floors.items()}
+        found = self._unchanged_prefix(fd, size, floors, by_key, entries)
+        if found is None:
+            return False
+        start, kept = found
+        del entries[kept:]
+        self._write_rest(fd, size, start, floors, by_key, open_out(), entries)
+        return True
+
+    def _unchanged_prefix(self, fd: int, size: int, floors, by_key, entries: list):
+        """(offset, index entries before it) where the rewritten segment
+        first differs from the old one, or None when no event of it goes.
+
+        The segment is only read here, its index entries noted in
+        ``entries``: a segment most of whose head stays is then copied, not
+        re-framed.  The gap frames just before the first frame that loses an
+        event are not part of the prefix: they merge with the new gap."""
         H, T = HEADER_SIZE, TRAILER_SIZE
-        # the unchanged prefix
-        start = None
         gaps_at = None  # (offset, positions before) of the gap frames just seen
         for buf, base, spans in frame_batches(fd, 0, size, LOG_MAGIC, {}):
             for off, end in spans:
@@ -133,84 +144,98 @@ class LogCompaction:
                     if gaps_at is None:
                         gaps_at = (off, len(entries))
                 elif fv < floors.get(s, 1):
-                    start, kept = gaps_at if gaps_at is not None else (off, len(entries))
-                    break
+                    return gaps_at if gaps_at is not None else (off, len(entries))
                 else:
                     gaps_at = None
                 entries += [off] * n
-            if start is not None:
-                break
-        if start is None:
-            return False
-        del entries[kept:]
-        out = open_out()
-        gap = None  # [first_position, count, recorded_us]: removed, not yet written
-        run = [0, start, 0] if start else None  # [start, end, offset in out]: kept, not yet copied
-        cbuf, cbase = None, 0  # the buffer being walked
+        return None
 
-        def flush_gap():
-            nonlocal gap
-            if gap is not None:
-                off = out.write(encode_frame(LOG_MAGIC, gap_payload(gap[0], gap[1], gap[2])))
-                entries.extend([off] * gap[1])
-                gap = None
-
-        def flush_run():
-            nonlocal run
-            if run is not None:
-                if cbuf is not None and run[0] >= cbase:  # (its end: by the frame handled)
-                    out.write(memoryview(cbuf)[run[0] - cbase:run[1] - cbase])
-                else:  # begun in an earlier buffer (or a big frame is handled)
-                    out.copy(fd, run[0], run[1])
-                run = None
-
-        def remove(fp, n, us):
-            nonlocal gap
-            flush_run()
-            if gap is None:
-                gap = [fp, n, us]
-            else:
-                gap[1] += n
-                gap[2] = us
-
-        for cbuf, cbase, spans in frame_batches(fd, start, size, LOG_MAGIC, {}):
-            buf = cbuf
+    def _write_rest(self, fd: int, size: int, start: int, floors, by_key, out, entries: list) -> None:
+        """Write the new segment into ``out``: the unchanged prefix (the
+        bytes before ``start``), then from ``start`` on, frame by frame, what
+        each keeps -- all of it, a suffix of its batch, or nothing (its
+        positions join the pending gap frame).  Frames come a buffer at a
+        time (``frame_batches``: every CRC checked there), so a run of kept
+        frames is copied from that same buffer when it lies in it."""
+        H, T = HEADER_SIZE, TRAILER_SIZE
+        w = _SegmentWriter(fd, out, entries, start)
+        for buf, cbase, spans in frame_batches(fd, start, size, LOG_MAGIC, {}):
+            w.cbuf, w.cbase = buf, cbase
             mv = memoryview(buf) if buf is not None else None
             for off, end in spans:
                 h = batch_stream(buf, off - cbase + H) if buf is not None else None
                 if h is not None and h[0] not in by_key:  # kept whole
-                    if gap is not None:
-                        flush_gap()
-                    if run is None:
-                        run = [off, off, out.size]
-                    entries += [run[2] + off - run[0]] * h[1]
-                    run[1] = end
+                    w.flush_gap()
+                    w.keep(off, end, h[1])
                     continue
                 payload = cbase if buf is None else mv[off - cbase + H:end - cbase - T]
                 s, fv, fp, us, n, _hl = batch_head(payload)
                 if s == GAP:
-                    remove(fp, n, us)
+                    w.remove(fp, n, us)
                     continue
                 j = min(max(floors.get(s, 1) - fv, 0), n)
                 if j:
-                    remove(fp, j, us)
+                    w.remove(fp, j, us)
                     self.removed += j
                 if j == n:
                     continue
-                flush_gap()
+                w.flush_gap()
                 if j == 0:
-                    if run is None:
-                        run = [off, off, out.size]
-                    entries.extend([run[2] + off - run[0]] * n)
-                    run[1] = end
+                    w.keep(off, end, n)
                 else:
                     raw = payload.read_all() if isinstance(payload, BigPayload) else bytes(payload)
                     at = out.write(encode_frame(LOG_MAGIC, _suffix(raw, s, fv, fp, us, n, j)))
                     entries.extend([at] * (n - j))
-        cbuf = None
-        flush_run()
-        flush_gap()
-        return True
+        w.cbuf = None
+        w.flush_run()
+        w.flush_gap()
+
+
+class _SegmentWriter:
+    """What :meth:`LogCompaction._write_rest` has decided but not yet
+    written: a run of kept frames (copied at once when it ends, not frame by
+    frame) and a run of removed positions (one gap frame when it ends), plus
+    the buffer being walked, which a run that lies in it is copied from."""
+
+    __slots__ = ("fd", "out", "entries", "gap", "run", "cbuf", "cbase")
+
+    def __init__(self, fd: int, out, entries: list, start: int):
+        self.fd, self.out, self.entries = fd, out, entries
+        self.gap = None  # [first_position, count, recorded_us]: removed, not yet written
+        self.run = [0, start, 0] if start else None  # [start, end, offset in out]: kept, not yet copied
+        self.cbuf, self.cbase = None, 0  # the buffer being walked
+
+    def flush_gap(self) -> None:
+        gap = self.gap
+        if gap is not None:
+            off = self.out.write(encode_frame(LOG_MAGIC, gap_payload(gap[0], gap[1], gap[2])))
+            self.entries.extend([off] * gap[1])
+            self.gap = None
+
+    def flush_run(self) -> None:
+        run = self.run
+        if run is not None:
+            if self.cbuf is not None and run[0] >= self.cbase:  # (its end: by the frame handled)
+                self.out.write(memoryview(self.cbuf)[run[0] - self.cbase:run[1] - self.cbase])
+            else:  # begun in an earlier buffer (or a big frame is handled)
+                self.out.copy(self.fd, run[0], run[1])
+            self.run = None
+
+    def keep(self, off: int, end: int, n: int) -> None:
+        """The frame at ``off`` stays as it is: it joins the run of kept frames."""
+        if self.run is None:
+            self.run = [off, off, self.out.size]
+        self.entries.extend([self.run[2] + off - self.run[0]] * n)
+        self.run[1] = end
+
+    def remove(self, fp: int, n: int, us: int) -> None:
+        """Positions ``fp``.. (``n`` of them) go: they join the pending gap."""
+        self.flush_run()
+        if self.gap is None:
+            self.gap = [fp, n, us]
+        else:
+            self.gap[1] += n
+            self.gap[2] = us
 
 
 def _suffix(raw: bytes, stream: str, fv: int, fp: int, us: int, n: int, j: int) -> bytes:
