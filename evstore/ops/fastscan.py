@@ -90,7 +90,12 @@ def _summarize_segment(path: str, first: int, st: _Digest):
         ifd = os.open(L.seg_path(path, first, L.STREAM_IDX), L.RDONLY)
     except FileNotFoundError:
         ifd = None
-    fd = os.open(L.seg_path(path, first, L.STREAM_SEG), L.RDONLY)
+    try:
+        fd = os.open(L.seg_path(path, first, L.STREAM_SEG), L.RDONLY)
+    except BaseException:
+        if ifd is not None:
+            os.close(ifd)
+        raise
     try:
         isize = os.fstat(ifd).st_size if ifd is not None else 0
         size = os.fstat(fd).st_size
