@@ -114,43 +114,59 @@ class StoredCheck(DenseCheck):
 
 
 def verify(b) -> list[dict]:
+    """Everything is read in one REPEATABLE READ, read-only transaction: the
+    head, the removed positions, the events, the catalogue, the snapshots
+    and the checkpoints as one moment's commits left them.  Read in several
+    transactions (as readers do), a writer or a compaction committing
+    between two of them makes a sound store look damaged (a catalogue row
+    newer than the events read before it).  The snapshot held costs the
+    server only what any long read costs (VACUUM keeps older row versions
+    until it ends); writers never wait for it."""
     with b.session("verify") as conn:
         if not b.tables(conn):
             return []
-        head = conn.execute(f"SELECT position FROM {b.ident}.head").fetchone()[0]
-        blocks, through = [], {}
-        if b.current(conn):
-            blocks = conn.execute(f"SELECT block, bits::text, n FROM {b.ident}.removed").fetchall()
-            through = dict(conn.execute(
-                f"SELECT stream, through FROM {b.ident}.removed_versions").fetchall())
+        current = b.current(conn)
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        check = _check(b, conn, current)
+        conn.execute("COMMIT")
+    return check.problems
+
+
+def _check(b, conn, current: bool) -> "StoredCheck":
+    head = conn.execute(f"SELECT position FROM {b.ident}.head").fetchone()[0]
+    blocks, through = [], {}
+    if current:
+        blocks = conn.execute(f"SELECT block, bits::text, n FROM {b.ident}.removed").fetchall()
+        through = dict(conn.execute(
+            f"SELECT stream, through FROM {b.ident}.removed_versions").fetchall())
     check = StoredCheck({block: bits for block, bits, _n in blocks}, through)
     for block, bits, n in blocks:
         if bits.count("1") != n:
             check.problem("removed", f"the removed positions' block {block} counts {n} but "
                           f"marks {bits.count('1')}")
-    _events(b, check)
+    _events(b, conn, check)
     if check.position < head:
         check.covered(check.position + 1, head)
     elif check.position > head:
         check.problem("head", f"the head row says position {head}, the events end at "
                       f"{check.position}", position=head)
-    versions = _streams(b, check)
-    _snapshots(b, check, versions)
-    for row in b.checkpoints():
-        if row.position > head:
-            check.problem("checkpoint", f"checkpoint {row.name!r} is at position "
-                          f"{row.position}, past the store's head ({head}); its consumer "
-                          "will resume at the head", severity="warning", position=row.position)
-    return check.problems
+    versions = _streams(b, conn, check)
+    _snapshots(b, conn, check, versions)
+    rows = conn.execute(f"SELECT name, position FROM {b.ident}.checkpoints ORDER BY name")
+    for name, position in rows.fetchall():
+        if position > head:
+            check.problem("checkpoint", f"checkpoint {name!r} is at position "
+                          f"{position}, past the store's head ({head}); its consumer "
+                          "will resume at the head", severity="warning", position=position)
+    return check
 
 
-def _events(b, check: DenseCheck) -> None:
+def _events(b, conn, check: DenseCheck) -> None:
     sql = (f"SELECT stream, version, position, recorded_us, body, id::text, type, crc"
            f" FROM {b.ident}.events WHERE position > %s ORDER BY position LIMIT %s")
     last = 0
     while True:
-        with b.session("verify") as conn:
-            rows = conn.execute(sql, (last, PAGE), binary=True).fetchall()
+        rows = conn.execute(sql, (last, PAGE), binary=True).fetchall()
         for stream, version, position, us, body, eid, etype, crc in rows:
             check.add(stream, version, position, us)
             where = {"stream": stream, "version": version, "position": position}
@@ -170,26 +186,33 @@ def _events(b, check: DenseCheck) -> None:
         last = rows[-1][2]
 
 
-def _streams(b, check: StoredCheck) -> dict[str, int]:
+def _streams(b, conn, check: StoredCheck) -> dict[str, int]:
     """Check the catalogue against the events and the removed versions;
     returns the catalogue's versions."""
     versions: dict[str, int] = {}
-    for row in b.streams():
-        versions[row.stream] = row.version
-        # every event removed: nothing stored, and the removed versions say so
-        want = check.versions.get(row.stream, check.through.get(row.stream, 0))
-        if row.version != want:
-            check.problem("stream", f"the streams table says version {row.version}, the "
-                          f"events end at {want}", stream=row.stream, version=row.version)
+    sql = (f"SELECT stream, version FROM {b.ident}.streams WHERE stream > %s"
+           " ORDER BY stream LIMIT %s")
+    last = ""
+    while True:
+        rows = conn.execute(sql, (last, PAGE)).fetchall()
+        for stream, version in rows:
+            versions[stream] = version
+            # every event removed: nothing stored, and the removed versions say so
+            want = check.versions.get(stream, check.through.get(stream, 0))
+            if version != want:
+                check.problem("stream", f"the streams table says version {version}, the "
+                              f"events end at {want}", stream=stream, version=version)
+        if len(rows) < PAGE:
+            break
+        last = rows[-1][0]
     for stream in check.versions.keys() - versions.keys():
         check.problem("stream", "events of a stream missing from the streams table",
                       stream=stream)
     return versions
 
 
-def _snapshots(b, check: DenseCheck, versions: dict[str, int]) -> None:
-    with b.session("verify") as conn:
-        rows = conn.execute(f"SELECT stream, version FROM {b.ident}.snapshots").fetchall()
+def _snapshots(b, conn, check: DenseCheck, versions: dict[str, int]) -> None:
+    rows = conn.execute(f"SELECT stream, version FROM {b.ident}.snapshots").fetchall()
     for stream, version in rows:
         have = versions.get(stream, 0)
         if version > have:
