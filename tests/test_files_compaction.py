@@ -144,7 +144,7 @@ def test_compact_twice_and_append_between(es):
     assert [e.to_dict() for e in b.read_all()] == want
 
 
-def test_verify_accepts_a_compacted_store(es):
+def test_verify_accepts_a_store_with_cuts(es):
     populate(es)
     b = es.backend
     b.cut("cust-alice", ANY, None, False)
@@ -248,7 +248,7 @@ def test_import_with_a_version_gap_after_the_stores_own_events(tmp_path):
         assert report.ok, report.problems
 
 
-def test_repair_of_a_compacted_store_changes_nothing_and_resurrects_nothing(es):
+def test_repair_of_a_store_with_cuts_changes_nothing_and_resurrects_nothing(es):
     populate(es)
     b = es.backend
     b.cut("cust-alice", ANY, None, False)
@@ -339,17 +339,28 @@ def test_big_batches_keep_their_suffix(tmp_path):
         assert es.verify().ok
 
 
+def _store_with_cuts(tmp_path):
+    path = tmp_path / "s"
+    with EventStore(path, sync=False, segment_bytes=2048) as es:
+        populate(es, 40)
+        es.backend.cut("cust-alice", ANY, None, False)
+        es.backend.cut("orders", ANY, 41, False)
+    return path
+
+
+def _compact(path):
+    with EventStore(path) as es:
+        return es.backend.compact(view_of(es.backend))
+
+
 def test_two_compactions_at_once(tmp_path):
     """Another process's compaction (its temp files carry its pid) and
     another thread's: each keeps the other's work."""
     import threading
     from core_helpers import spawn
-    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
-        populate(es, 40)
-        b = es.backend
-        b.cut("cust-alice", ANY, None, False)
-        b.cut("orders", ANY, 41, False)
-        want = readable(es, view_of(b)())
+    path = _store_with_cuts(tmp_path)
+    with EventStore(path) as es:
+        want = readable(es, view_of(es.backend)())
     code = ("import sys, time\nfrom evstore import EventStore\n"
             "from evstore.core.forgetting import Forgetting\n"
             "with EventStore(sys.argv[1]) as es:\n"
@@ -370,20 +381,11 @@ def test_two_compactions_at_once(tmp_path):
         assert es.verify().ok
 
 
-def test_a_second_compaction_waits_for_the_one_running(tmp_path, monkeypatch):
-    """Most of a compaction runs outside the writer lock, against files
-    another compaction could remove meanwhile (CI once saw one list a stream
-    directory the other had just deleted).  So a second compaction, in
-    another process, waits for the first; then both succeed."""
+def pause_before_the_stream_step(monkeypatch):
+    """Compactions in this process stop before their stream step's journal
+    (its temp files written) until ``go`` is set; ``inside`` says one is there."""
     import threading
-    from core_helpers import spawn
     from evstore.backends.files import compact_streams
-    with EventStore(tmp_path / "s", sync=False, segment_bytes=2048) as es:
-        populate(es, 40)
-        b = es.backend
-        b.cut("cust-alice", ANY, None, False)
-        b.cut("orders", ANY, 41, False)
-        want = readable(es, view_of(b)())
     inside, go = threading.Event(), threading.Event()
     apply = compact_streams.StreamCompaction._streams_apply
 
@@ -393,6 +395,20 @@ def test_a_second_compaction_waits_for_the_one_running(tmp_path, monkeypatch):
         return apply(self, group)
 
     monkeypatch.setattr(compact_streams.StreamCompaction, "_streams_apply", paused)
+    return inside, go
+
+
+def test_a_second_compaction_waits_for_the_one_running(tmp_path, monkeypatch):
+    """Most of a compaction runs outside the writer lock, against files
+    another compaction could remove meanwhile (CI once saw one list a stream
+    directory the other had just deleted).  So a second compaction, in
+    another process, waits for the first; then both succeed."""
+    import threading
+    from core_helpers import spawn
+    path = _store_with_cuts(tmp_path)
+    with EventStore(path) as es:
+        want = readable(es, view_of(es.backend)())
+    inside, go = pause_before_the_stream_step(monkeypatch)
     code = ("import sys, time\nfrom evstore import EventStore\n"
             "from evstore.core.forgetting import Forgetting\n"
             "with EventStore(sys.argv[1]) as es:\n"
@@ -631,20 +647,6 @@ def test_a_big_removed_batch_after_kept_ones(tmp_path):
 
 
 # -- verify and repair beside a compaction --------------------------------------------------
-def _compacted_store(tmp_path):
-    path = tmp_path / "s"
-    with EventStore(path, sync=False, segment_bytes=2048) as es:
-        populate(es, 40)
-        es.backend.cut("cust-alice", ANY, None, False)
-        es.backend.cut("orders", ANY, 41, False)
-    return path
-
-
-def _compact(path):
-    with EventStore(path) as es:
-        return es.backend.compact(view_of(es.backend))
-
-
 def test_verify_that_a_compaction_overlapped_checks_again(tmp_path, monkeypatch):
     """A compaction replaces segments while verify walks them: what verify
     read half before and half after the step looks damaged (seen: "damaged
@@ -652,7 +654,7 @@ def test_verify_that_a_compaction_overlapped_checks_again(tmp_path, monkeypatch)
     step (evstore.json replaced) and checks again."""
     from evstore.ops import verify
     from evstore.ops.verify_log import LogChecker
-    path = _compacted_store(tmp_path)
+    path = _store_with_cuts(tmp_path)
     walk = LogChecker._log_segment
     runs = []
 
@@ -672,7 +674,7 @@ def test_verify_says_when_compactions_kept_overlapping_it(tmp_path, monkeypatch)
     from evstore.backends.files import journal
     from evstore.ops import verify, verifier
     from evstore.ops.report import Problem
-    path = _compacted_store(tmp_path)
+    path = _store_with_cuts(tmp_path)
     run = verifier._Verifier.run
     runs = []
 
@@ -693,7 +695,7 @@ def test_verify_says_when_compactions_kept_overlapping_it(tmp_path, monkeypatch)
 
 def test_verify_reports_damage_that_no_compaction_explains_at_once(tmp_path, monkeypatch):
     from evstore.ops import verify, verifier
-    path = _compacted_store(tmp_path)
+    path = _store_with_cuts(tmp_path)
     seg = sorted((path / "log").glob("*.log"))[0]
     data = bytearray(seg.read_bytes())
     data[40] ^= 0xFF
@@ -708,7 +710,7 @@ def test_verify_reports_damage_that_no_compaction_explains_at_once(tmp_path, mon
 def test_verify_leaves_a_running_compactions_temp_files_alone(tmp_path):
     import fcntl
     from evstore.ops import verify
-    path = _compacted_store(tmp_path)
+    path = _store_with_cuts(tmp_path)
     (path / "log" / f".tmp-compact-{os.getpid()}-0000000000000001.log").write_bytes(b"x")
     assert [w.kind for w in verify(path).warnings] == ["temp"]  # a leftover
     fd = os.open(path / "log", os.O_RDONLY)
@@ -725,21 +727,12 @@ def test_repair_waits_for_a_running_compaction(tmp_path, monkeypatch):
     be taken from under it (its journal then renames nothing and deletes the
     segments the temp file replaced).  So repair waits for it."""
     import threading
-    from evstore.backends.files import compact_streams
     from evstore.errors import StoreLocked
     from evstore.ops import repair, verify
-    path = _compacted_store(tmp_path)
+    path = _store_with_cuts(tmp_path)
     with EventStore(path) as es:
         want = readable(es, view_of(es.backend)())
-    inside, go = threading.Event(), threading.Event()
-    apply = compact_streams.StreamCompaction._streams_apply
-
-    def paused(self, group):
-        inside.set()
-        assert go.wait(30)
-        return apply(self, group)
-
-    monkeypatch.setattr(compact_streams.StreamCompaction, "_streams_apply", paused)
+    inside, go = pause_before_the_stream_step(monkeypatch)
     t = threading.Thread(target=_compact, args=(path,))
     t.start()
     try:
