@@ -17,7 +17,7 @@ Peers (each a small class with the same methods; add new ones to PEERS):
 - raw      the limit: msgpack records appended with os.write to one file,
            os.fdatasync per append when durable; reads unpack the whole file.
            No index, no lock, no checksums: what the disk and msgpack cost.
-- evstore  this project, through its public API only (SPEC §4). Skipped with a
+- evstore  this project, through its public API only. Skipped with a
            message when `import evstore` fails (the core is not written yet).
 
 Standard library plus msgpack. The working copy's evstore is used (the
@@ -290,7 +290,7 @@ class RawPeer(Peer):
 
 
 class EvstorePeer(Peer):
-    """This project, through the public library API only (SPEC §4)."""
+    """This project, through the public library API only."""
 
     name = "evstore"
 

@@ -1,7 +1,7 @@
 """The exception tree of evstore.
 
 Every error a user can meet is one of these, and each maps to exactly one exit
-code of the command line (SPEC §3).  The library raises them; only the CLI
+code of the command line (docs/GUIDE.md lists them).  The library raises them; only the CLI
 turns them into exit codes, in one place (``evstore.cli.errors``).
 """
 from __future__ import annotations

@@ -35,11 +35,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class InvalidStreamId(UsageError):
-    """A stream id that SPEC §1 does not allow."""
+    """A stream id that the naming rules below do not allow."""
 
 
 def check_id_text(value: object, what: str, max_bytes: int, error=UsageError) -> str:
-    """SPEC §1's rules for names that are never paths (stream ids, and
+    """The rules for names that are never paths (stream ids, and
     checkpoint names alike): non-empty Unicode, at most ``max_bytes`` UTF-8
     bytes, no control characters.  Raises ``error`` naming ``what``."""
     if not isinstance(value, str) or not value:
@@ -96,7 +96,8 @@ class RecordedEvent:
     recorded_at: datetime
 
     def to_dict(self) -> dict:
-        """The JSON object of SPEC §2, keys in the documented order."""
+        """The recorded event's JSON object, keys in the documented order
+        (docs/CLI-JSON.md)."""
         return {
             "stream": self.stream,
             "version": self.version,
@@ -294,7 +295,7 @@ def check_repeated_id(seen: dict, ev: "NewEvent", where: str) -> None:
 
 
 def normalize(event: Any, where: str = "event", new_id: str | None = None) -> NewEvent:
-    """Turn a NewEvent or a dict (SPEC §2 input, or a recorded event) into a
+    """Turn a NewEvent or a dict (an input event, or a recorded one) into a
     checked NewEvent with ``data``/``metadata`` defaulted and an id."""
     if isinstance(event, NewEvent):
         etype, data, metadata, eid = event.type, event.data, event.metadata, event.id

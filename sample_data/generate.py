@@ -11,7 +11,7 @@ sampling, and the JSON is written with fixed separators.
 What is written (see README.md for the stories in the data):
 
 - accounts.ndjson  ~30 bank accounts, ~2000 events, interleaved in time order;
-                   each line is an input event (SPEC §2) plus a "stream" key.
+                   each line is an input event plus a "stream" key.
 - orders.ndjson    ~200 orders (order-1001 ...), ~1500 events, same shape.
 - acct-7.ndjson    acct-7's events alone, without "stream", ready for
                    `evstore append acct-7 < sample_data/acct-7.ndjson`.
@@ -66,7 +66,7 @@ def make_id(rng: random.Random) -> str:
 
 
 def event(rng: random.Random, type_: str, data: dict | None = None, metadata: dict | None = None) -> dict:
-    """An input event as in SPEC §2; `data`/`metadata` left out when absent."""
+    """An input event; `data`/`metadata` left out when absent."""
     ev: dict = {"type": type_}
     if data is not None:
         ev["data"] = data

@@ -4,7 +4,7 @@
     evstore replay order-1001 --reducer sample_data/reducers.py:order_status
 
 A reducer is `(state, event) -> state`. `event` is a recorded event as a dict
-(SPEC §2: stream, version, position, id, type, data, metadata, recorded_at)
+(stream, version, position, id, type, data, metadata, recorded_at)
 and the first call gets `state=None`.
 
 Both reducers are pure: they never change the state or the event they are

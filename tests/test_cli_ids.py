@@ -1,4 +1,4 @@
-"""Hostile stream ids (SPEC §1): each is an ordinary, distinct stream, and
+"""Hostile stream ids: each is an ordinary, distinct stream, and
 nothing is ever written outside the store directory.
 
 The store lives in a fresh parent directory and the CLI runs from another

@@ -1,4 +1,4 @@
-"""`info`: the totals SPEC §3 names and the figures operators watch."""
+"""`info`: the documented totals and the figures operators watch."""
 from __future__ import annotations
 
 import json

@@ -51,7 +51,7 @@ RANKS = [  # (module prefix, rank); the longest matching prefix wins
 
 #: (importer, imported prefix): upward imports that are allowed, and why.
 ALLOWED = {
-    # The SPEC's library API: store.snapshots / replay / subscribe / verify
+    # The documented library API: store.snapshots / replay / subscribe / verify
     # are entry points to features, imported when called.
     ("evstore.core.store", "evstore.features"),
     ("evstore.core.store", "evstore.ops"),

@@ -221,7 +221,7 @@ def test_racing_savers_leave_one_whole_file(store_dir):
 
 
 def test_head_of_100k_stream_applies_at_most_1000_events(store_dir):
-    """SPEC perf rule: a 100,000-event stream with a snapshot every 1,000."""
+    """The performance promise: a 100,000-event stream with a snapshot every 1,000."""
     r = Counting()
     with EventStore(store_dir, sync=False, snapshot_every=1000, reducer=r) as s:
         for b in range(100):

@@ -289,7 +289,7 @@ def test_table_lines_when_following(store_dir):
 
 @pytest.mark.parametrize("wake", ["auto", "poll"])
 def test_latency(store_dir, wake):
-    """SPEC: a committed event appears within 100 ms (median)."""
+    """The promise: a committed event appears within 100 ms (median)."""
     with EventStore(store_dir) as es:
         es.append("s", [NewEvent("A")])
         f = Follower(store_dir, "-f", "--all", "--from", "2", pipe=True,

@@ -261,7 +261,7 @@ def guarded(call) -> None:
 
 def _with_hint(e: EvstoreError) -> str:
     """The library's message, and for a version conflict what to do next --
-    on the same line, after the SPEC's prefix, which scripts match on."""
+    on the same line, after the documented prefix, which scripts match on."""
     from ..errors import WrongExpectedVersion
 
     message = str(e)

@@ -60,7 +60,7 @@ EXPORT_HELP = """Write recorded events as NDJSON, in position order.
 The whole store (--all, the default) or the given streams. Streams in
 constant memory.
 
-Every line is a recorded event (SPEC §2) that 'evstore import' reads back
+Every line is a recorded event that 'evstore import' reads back
 exactly: export | import | export gives the same bytes.
 
 Examples:

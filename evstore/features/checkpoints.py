@@ -61,7 +61,7 @@ class Checkpoint(NamedTuple):
 
 
 def check_name(name: object) -> str:
-    """Checkpoint names follow the rules of stream ids (SPEC §1)."""
+    """Checkpoint names follow the rules of stream ids."""
     return check_id_text(name, "checkpoint name", MAX_NAME_BYTES)
 
 

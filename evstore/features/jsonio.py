@@ -4,7 +4,7 @@ Input is parsed strictly: NaN/Infinity, numbers that overflow a float,
 integers outside 64 bits and a key given twice in one object are errors that
 name the line (and column), so that a bad line 3 of 5 is reported before
 anything is written.  Output is UTF-8 JSON
-with the keys in the order they were given (SPEC §2).
+with the keys in the order they were given.
 """
 from __future__ import annotations
 

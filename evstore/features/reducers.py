@@ -1,7 +1,7 @@
 """Reducers: the built-ins, loading user reducers, and fingerprints.
 
 A reducer is a function ``(state, event) -> state``; ``event`` is the recorded
-event as a dict (SPEC §2) and the first call gets ``state=None``.  It is named
+event as a dict (a recorded event's JSON object) and the first call gets ``state=None``.  It is named
 by a *spec*: a built-in name (``merge``, ``count``, ``last``, ``list``),
 ``path/to/file.py:function`` or ``package.module:function``.
 

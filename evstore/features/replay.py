@@ -208,7 +208,7 @@ def _truncated(stream: str, first: int, why: str) -> str:
 # --- folding ----------------------------------------------------------------------------------
 
 def _event_dicts(events) -> Iterator[tuple[Any, dict]]:
-    """(event, its SPEC §2 dict), formatting each distinct recorded_at once
+    """(event, its recorded-event dict), formatting each distinct recorded_at once
     (the events of a batch share it, and formatting is the costly part)."""
     last_dt = last_text = None
     for ev in events:
@@ -305,7 +305,7 @@ class Step:
     state: Any
 
     def to_dict(self) -> dict:
-        """The NDJSON line of ``replay --steps`` (SPEC §3)."""
+        """The NDJSON line of ``replay --steps`` (docs/CLI-JSON.md)."""
         return {"version": self.version, "type": self.type, "changes": self.changes,
                 "state": self.state}
 

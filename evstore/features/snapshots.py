@@ -76,7 +76,7 @@ class Snapshot:
     path: str
 
     def to_dict(self) -> dict:
-        """The object ``evstore snapshot`` prints (SPEC §3)."""
+        """The object ``evstore snapshot`` prints (docs/CLI-JSON.md)."""
         return {"stream": self.stream, "version": self.version, "state": self.state,
                 "created_at": self.created_at}
 

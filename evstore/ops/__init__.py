@@ -1,4 +1,4 @@
-"""Operating a store: verify, repair, export, import (SPEC §3).
+"""Operating a store: verify, repair, export, import (docs/OPERATIONS.md).
 
 These work on a store's files, below the EventStore API, because they must
 see damage that the API refuses to read past.  Each lives in its own module;

@@ -2,7 +2,7 @@
 
 Two passes, so that bad input is refused with nothing written:
 
-1. *Check*: every line is parsed, validated (SPEC §2, the size limit, ids,
+1. *Check*: every line is parsed, validated (the event rules, the size limit, ids,
    times) and packed exactly as the store will hold it, and the events must
    continue each other: positions increasing (a gap is events removed where
    the input comes from, and stays a gap), each stream's versions contiguous,

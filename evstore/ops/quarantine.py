@@ -10,7 +10,7 @@ exists: a run never writes into another run's directory), holding:
   its length and why it was removed (written last: a directory without a
   manifest is an interrupted run, and its ``.bin`` files are still complete);
 * ``removed-events.ndjson`` -- every intact event repair took out of the
-  store, as recorded events (SPEC §2) in position order where known: the
+  store, as recorded events (docs/CLI-JSON.md) in position order where known: the
   input for putting them back with ``evstore append`` (docs/OPERATIONS.md);
 * ``temp/`` -- temp files that crashes left behind.
 
@@ -114,7 +114,7 @@ class Quarantine:
         return entry
 
     def event(self, line: str) -> None:
-        """Keep one removed event (a JSON line, SPEC §2)."""
+        """Keep one removed event (a recorded event's JSON line)."""
         self.events += 1
         if self.dry_run:
             return

@@ -29,7 +29,7 @@ from .conftest import CLI_KINDS, module_store
 from .helpers import fingerprint as tree
 from .helpers import store_exists
 
-# What the CLI adds after the SPEC's message, on the same line (scripts match the prefix).
+# What the CLI adds after the documented message, on the same line (scripts match the prefix).
 RETRY = "; re-read the stream, then retry with --expected-version {}"
 NO_EVENTS = "; the stream has no events yet (--expected-version no-stream starts it)"
 

@@ -1,4 +1,4 @@
-"""JSON in -> stored -> JSON out is exact (SPEC §2), through the real CLI.
+"""JSON in -> stored -> JSON out is exact, through the real CLI.
 
 Values go in through every input path of ``append`` (stdin NDJSON, stdin
 JSON array, ``--type/--data/--metadata/--id``) and come back through

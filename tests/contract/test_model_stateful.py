@@ -10,7 +10,7 @@ list for ``$all``.  Every rule does the same thing to both and compares the
 answers; the invariants (after every step) compare everything the store can
 be asked: ``$all``, every stream, every version, ``head``.
 
-What the model encodes is SPEC §1/§2/§4:
+What the model encodes (the invariants, the event JSON, the library API):
 
 * expected versions ``any``, ``no-stream`` (= 0), ``exists``, an integer;
   a retry whose ids already sit at N+1..N+k succeeds without writing, a
@@ -90,7 +90,7 @@ def new_events(draw):
         data = draw(st.none() | json_values)
         meta = draw(st.none() | json_values)
         ev = NewEvent(etype, data, meta, eid)
-        # NewEvent's None means "not given": {} (SPEC §2 defaults)
+        # NewEvent's None means "not given": {} (the documented defaults)
         return ev, etype, {} if data is None else data, {} if meta is None else meta, want_id
     data = draw(st.just(ABSENT) | json_values)  # json_values includes explicit null
     meta = draw(st.just(ABSENT) | json_values)

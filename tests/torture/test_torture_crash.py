@@ -7,7 +7,7 @@ checkpoint saves.  Two followers run through all the kills: a library
 subscription (never killed) and ``evstore tail -f --all --checkpoint`` (itself
 SIGKILLed and restarted now and then).  After every kill:
 
-* SPEC §1: positions dense, versions contiguous, every acknowledged batch
+* positions dense, versions contiguous, every acknowledged batch
   where its ack said, no partial batch, verify() clean;
 * every snapshot file loads (never torn) and holds the state saved for its
   version; the checkpoint holds a value some save was given, never older than

@@ -5,7 +5,7 @@ The fault layer is :mod:`faultfs` (in-process for the library; through a
 
 - the failing call raises an evstore error (StoreIOError; DurabilityError
   after an fsync failure) -- never a bare OSError or another exception;
-  the CLI exits 1 (SPEC §3: "unexpected error (I/O, …)") with one line on
+  the CLI exits 1 ("unexpected error (I/O, …)") with one line on
   stderr, nothing on stdout and no traceback;
 - every batch acknowledged before the fault is still there, in order;
 - once an fsync has failed, no later append on any handle claims success

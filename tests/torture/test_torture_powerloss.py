@@ -9,10 +9,10 @@ grown file; unsynced creates/renames possibly undone), it is
 written to a fresh directory, and the store is opened there *as after a
 reboot* (a new boot id).
 
-What must hold (SPEC §1, §3 "Durable by default", §4):
+What must hold (the store's invariants, and "durable by default"):
 
 - opening succeeds -- recovery from a power cut is automatic: a power cut is
-  the crash the store is designed for, SPEC §1 promises that *after any
+  the crash the store is designed for, the invariants promise that *after any
   crash* each batch is entirely present or absent, and recovery.py documents
   torn tails and lost stream-log copies as handled by themselves.  A
   CorruptStore (exit 6, "run repair") is therefore a failure here;
@@ -104,7 +104,7 @@ REPAIRED = []
 
 
 def check_recovered(crash_dir, ops, cut, batches, allow_repair=False):
-    """Open the crash image as after a reboot and check SPEC §1.
+    """Open the crash image as after a reboot and check the invariants.
 
     ``allow_repair``: a CorruptStore on opening/reading, or a verify() that
     is not clean, may be fixed by ``repair`` -- after which every invariant
@@ -262,7 +262,7 @@ def test_stream_indexes_survive_power_loss(tmp_path):
 
 def test_no_sync_power_loss(tmp_path):
     """--no-sync gives up durability, not consistency: after a power cut the
-    store must open to some prefix of whole batches (SPEC §1)."""
+    store must open to some prefix of whole batches."""
     power_cut_after(tmp_path, {"sync": False, "segment_bytes": 160,
                                "steps": [("a", 1, 78), ("b", 1, 0)]}, keep_ns=1.0)
 
