@@ -114,3 +114,27 @@ class ImportConflict(EvstoreError):
     different events at its versions).  Nothing was written."""
 
     exit_code = 3
+
+
+class Interrupted(BaseException):
+    """A signal asked the command line to stop (its handlers raise this:
+    evstore.cli.interrupts); ``what`` says what was done.
+
+    A BaseException, so that no ``except Exception`` swallows it.  It lives
+    here, not with the handlers, so that the code that runs user code
+    (reducers) can tell a signal from whatever the user's code raised: a
+    reducer never raises this, and a signal is never the reducer's failure."""
+
+    def __init__(self, signum: int, what: str = "", forced: bool = False):
+        super().__init__(signum)
+        self.signum = signum
+        self.what = what
+        #: a second signal, while the command was finishing a write
+        self.forced = forced
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def message(self) -> str:
+        return "evstore: interrupted" + (f": {self.what}" if self.what else "")

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +39,11 @@ def noisy(state, event):
     return {"n": (state or {}).get("n", 0) + 1}
 
 def loop(state, event):
+    while True:
+        pass
+
+def waiting(state, event):
+    open(os.environ["REDUCER_READY"], "w").close()
     while True:
         pass
 
@@ -86,6 +92,37 @@ def test_verify_snapshots_with_an_exiting_reducer_is_exit_1(work):
             env={"REDUCER_EXITS": "1"})
     assert r.returncode == 1 and r.stdout == b""
     assert "SystemExit" in r.stderr.decode() and "at version 1" in r.stderr.decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("command", [["replay", "a"], ["replay", "a", "--steps"],
+                                     ["snapshot", "a"], ["import-time"]])
+def test_a_signal_while_a_reducer_runs_is_an_interruption_not_its_failure(work, sig, command):
+    """Found: a SIGTERM while a reducer ran was reported as the reducer's
+    failure ("reducer ... failed ... Interrupted: 15", exit 1)."""
+    ready = work / "ready"
+    (work / "slow.py").write_text(
+        "import os\nopen(os.environ['REDUCER_READY'], 'w').close()\nwhile True:\n    pass\n"
+        "def f(s, e):\n    return s\n")
+    if command == ["import-time"]:
+        command, reducer = ["replay", "a"], "slow.py:f"
+    else:
+        reducer = "reducers.py:waiting"
+    p = subprocess.Popen([sys.executable, "-m", "evstore", *command, "--reducer", reducer],
+                         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=cli_env(work / "store", REDUCER_READY=str(ready)))
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready.exists()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + sig, err
+    assert out == b"" and err.endswith(b"\n") and err.splitlines()[-1] == b"evstore: interrupted"
+    assert b"failed" not in err and b"Traceback" not in err
 
 
 def test_a_reducer_exiting_at_import_is_a_bad_reducer(work):

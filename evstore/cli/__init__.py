@@ -16,7 +16,8 @@ def main(argv=None) -> None:
     any command with one line (:mod:`.interrupts`), and ``tail`` catches its
     stop signals from the first line on (:mod:`.early`).  A short command
     line that :mod:`.quick` fully understands runs without typer."""
-    from .interrupts import Interrupted, install
+    from ..errors import Interrupted
+    from .interrupts import install
 
     install()
     try:

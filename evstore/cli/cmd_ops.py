@@ -369,6 +369,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         import gc
 
+        from ..errors import Interrupted
         from ..features.jsonio import dumps
         from . import interrupts
 
@@ -388,7 +389,7 @@ def register(app: typer.Typer) -> None:
             result = _run_import(ctx, store, path, src, renumber=renumber, dry_run=dry_run,
                                  batch_size=batch_size, sync=not no_sync,
                                  lock_timeout=lock_timeout)
-        except interrupts.Interrupted as e:
+        except Interrupted as e:
             if not e.what:  # stopped before writing, or a second signal while writing
                 e.what = ("stopped at once while writing; what was committed is kept: run the "
                           "same command again to resume" if e.forced else
@@ -399,7 +400,7 @@ def register(app: typer.Typer) -> None:
                 src.close()
         if result.interrupted:
             done = result.skipped + result.events
-            raise interrupts.Interrupted(
+            raise Interrupted(
                 interrupts.signum(), f"{done:,} of {result.total:,} events committed; run the "
                                      "same command again to resume")
         sys.stdout.write(dumps(result.to_dict()) + "\n")

@@ -173,6 +173,7 @@ def _commit(ctx, store, stream, events, expected, batch_size, *, sync, lock_time
     automatic-snapshot options, read from the same open store (one open per
     append: the settings are the store's, read where the store is opened).
     A signal stops at the next committed chunk, saying what was committed."""
+    from ..errors import Interrupted
     from ..features.ingest import append_events
     from ..features.settings import append_options
     from . import interrupts
@@ -183,14 +184,14 @@ def _commit(ctx, store, stream, events, expected, batch_size, *, sync, lock_time
         # the safe point: a signal that arrived during this chunk stops here
         done["count"], done["last"] = total, res
         if interrupts.pending():
-            raise interrupts.Interrupted(interrupts.signum(), _stopped(stream, done))
+            raise Interrupted(interrupts.signum(), _stopped(stream, done))
 
     try:
         with interrupts.deferred(), open_store(ctx, store, create=True, sync=sync,
                                                lock_timeout=lock_timeout) as es:
             auto = append_options(es)  # the store's automatic snapshots
             return append_events(es, stream, events, expected, batch_size, committed), auto
-    except interrupts.Interrupted as e:
+    except Interrupted as e:
         e.what = e.what or _stopped(stream, done)
         raise
 

@@ -14,25 +14,9 @@ from __future__ import annotations
 import signal
 from contextlib import contextmanager
 
+from ..errors import Interrupted
+
 _state = {"signum": None, "defer": 0}
-
-
-class Interrupted(BaseException):
-    """A signal asked the command to stop; ``what`` says what was done."""
-
-    def __init__(self, signum: int, what: str = "", forced: bool = False):
-        super().__init__(signum)
-        self.signum = signum
-        self.what = what
-        #: a second signal, while the command was finishing a write
-        self.forced = forced
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-    def message(self) -> str:
-        return "evstore: interrupted" + (f": {self.what}" if self.what else "")
 
 
 def _handle(signum, frame):

@@ -57,7 +57,7 @@ def auto_snapshot(store, stream: str, version_before: int, version_after: int, *
     target = crossed(every, version_before, version_after)
     if target is None:
         return None
-    from .reducers import load_reducer
+    from .reducers import load_reducer, signal_passes
     from .replay import replay
 
     try:
@@ -72,6 +72,7 @@ def auto_snapshot(store, stream: str, version_before: int, version_after: int, *
         state, version = replay(store, stream, r, to_version=target)
         return snaps.save(stream, state, version, r)
     except BaseException as e:  # noqa: BLE001 - never fail the append (the reducer's code)
+        signal_passes(e)
         (warn or _warn)(f"automatic snapshot of {stream!r} at version {target} not saved: {e}")
         return None
 

@@ -29,9 +29,22 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import EvstoreError, UsageError
+from ..errors import EvstoreError, Interrupted, UsageError
 
 DEFAULT = "merge"
+
+
+def signal_passes(e: BaseException) -> None:
+    """Raise ``e`` again when it is a signal, not the user code's failure.
+
+    Whatever a reducer raises -- SystemExit and KeyboardInterrupt included
+    -- is its failure, reported with the event it failed on.  But the
+    command line's signal handlers raise Interrupted (evstore.errors), which
+    no reducer raises: a Ctrl-C or SIGTERM while a reducer runs must end
+    the command as any signal does (exit 128+N, "interrupted"), not blame
+    the reducer.  (Called inside the ``except`` block that caught ``e``.)"""
+    if isinstance(e, Interrupted):
+        raise e
 
 
 class ReducerError(EvstoreError):
@@ -205,6 +218,7 @@ def _load_file(path: str, func: str, spec: str) -> Reducer:
         raise UsageError(f"reducer {spec!r}: syntax error in {path}, line {e.lineno}: {e.msg}") from None
     except BaseException as e:  # noqa: BLE001 - user code (even sys.exit): a bad reducer
         sys.modules.pop(modname, None)
+        signal_passes(e)
         raise UsageError(f"reducer {spec!r}: importing {path} failed: "
                          f"{type(e).__name__}: {e}") from None
     fn = _attribute(module, func, spec, path)
@@ -221,6 +235,7 @@ def _load_module(modname: str, func: str, spec: str) -> Reducer:
     except SyntaxError as e:
         raise UsageError(f"reducer {spec!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from None
     except BaseException as e:  # noqa: BLE001 - user code (even sys.exit): a bad reducer
+        signal_passes(e)
         raise UsageError(f"reducer {spec!r}: importing {modname} failed: "
                          f"{type(e).__name__}: {e}") from None
     fn = _attribute(module, func, spec, modname)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import InvalidEvent, NotFound, StreamNotFound, UsageError
 from ..model import check_json_value, format_timestamp, parse_timestamp
-from .reducers import Reducer, ReducerError, load_reducer
+from .reducers import Reducer, ReducerError, load_reducer, signal_passes
 
 PROGRESS_EVERY = 4096
 
@@ -224,8 +224,11 @@ def _failed(p: Plan, ev, state, e: BaseException) -> ReducerError:
     """Whatever a reducer raises -- SystemExit, KeyboardInterrupt and
     GeneratorExit included -- is a ReducerError (exit 1) naming the event.
     A reducer calling ``sys.exit(0)`` must not end a replay as a success
-    with no output; a Ctrl-C while a reducer runs cannot be told apart
-    from a reducer raising KeyboardInterrupt, so it is reported the same way."""
+    with no output.  A signal the command line caught (Interrupted) is
+    raised again as it is (:func:`signal_passes`); in a library caller's
+    process, a Ctrl-C while a reducer runs cannot be told apart from a
+    reducer raising KeyboardInterrupt, so it is reported as the reducer's."""
+    signal_passes(e)
     if isinstance(state, dict):
         keys = ", ".join(map(str, state)) or "none (an empty object)"
         before = f"state keys before it: {keys}"
