@@ -151,7 +151,7 @@ def test_verify_beside_writers_deletes_and_compactions(store_dir):
     procs = [spawn(WRITER, store_dir, f"w{n}", -1, 3) for n in range(2)]
     try:
         with EventStore(store_dir) as es:
-            deadline = time.monotonic() + 4
+            deadline = time.monotonic() + 2
             rounds = 0
             while time.monotonic() < deadline or rounds < 3:
                 for name in ("own-w0", "own-w1"):
