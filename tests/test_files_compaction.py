@@ -748,3 +748,34 @@ def test_repair_waits_for_a_running_compaction(tmp_path, monkeypatch):
     with EventStore(path) as es:
         assert [e.to_dict() for e in es.backend.read_all()] == want
     assert verify(path).ok
+
+
+def test_verify_does_not_check_again_for_a_journal_nobody_is_running(tmp_path, monkeypatch):
+    """A journal a crash left (its step is finished by the next writer) is
+    not a step under way: damage is reported after one walk, without the
+    'compaction moved files' warning."""
+    import json as _json
+    from evstore.core.checkline import seal
+    from evstore.backends.files import journal
+    from evstore.ops import verify, verifier
+    path = _store_with_cuts(tmp_path)
+    seg = sorted((path / "log").glob("*.log"))[0]
+    data = bytearray(seg.read_bytes())
+    data[40] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    body = _json.dumps({"moves": [], "unlink": [], "rmdir": []}).encode() + b"\n"
+    (path / "compacting").write_bytes(seal(body))
+    assert journal.pending(str(path))
+    run = verifier._Verifier.run
+    runs = []
+    monkeypatch.setattr(verifier._Verifier, "run", lambda self: runs.append(1) or run(self))
+    import fcntl
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the writer lock is held: verify cannot finish it
+        report = verify(path)
+    finally:
+        os.close(fd)
+    assert not report.ok and runs == [1]
+    assert "compaction" in [w.kind for w in report.warnings]  # the interrupted step, said once
+    assert not any("moved files while verify read them" in w.message for w in report.warnings)

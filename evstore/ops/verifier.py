@@ -62,15 +62,11 @@ def verify(store, *, progress=None, workers: int | None = None,
     commit log; None picks one per CPU for stores over 32 MiB, 1 checks
     everything in this process.
     """
-    from ..backends.files import journal
-
     directory = store_directory(store)
     for _attempt in range(ATTEMPTS):
-        before = journal.generation(directory), journal.pending(directory)
+        before = _moment(directory)
         report = _Verifier(directory, progress or NO_PROGRESS, settle, workers).run()
-        moved = (before[1] or journal.pending(directory)
-                 or journal.generation(directory) != before[0])
-        if report.ok or not moved:
+        if report.ok or not _moved_since(directory, before):
             return report
     report.warnings.append(Problem(
         "compaction", f"a compaction or repair moved files while verify read them, on each of "
@@ -82,6 +78,31 @@ def verify(store, *, progress=None, workers: int | None = None,
 #: Runs of verify, each with problems and each overlapping a compaction or
 #: repair step, before verify reports what the last one found.
 ATTEMPTS = 3
+
+
+def _moment(directory: str):
+    """What a compaction or repair step changes: the identity of
+    ``evstore.json`` (replaced after every step) and of the step's journal
+    (written before its first move)."""
+    from ..backends.files import journal
+
+    try:
+        st = os.stat(journal.path(directory))
+        step = st.st_ino, st.st_mtime_ns
+    except OSError:
+        step = None
+    return journal.generation(directory), step
+
+
+def _moved_since(directory: str, before) -> bool:
+    """Whether a step may have moved files since ``before``: either changed,
+    or a journal is there and a compaction or repair holds its lock (a step
+    under way all along; a journal that a crash left, with nobody running,
+    moves nothing)."""
+    from ..backends.files.compaction_lock import compaction_running
+
+    now = _moment(directory)
+    return now != before or (now[1] is not None and compaction_running(directory))
 
 
 #: Below this much stream-log data, worker processes cost more than they save.
