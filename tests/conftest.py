@@ -153,3 +153,13 @@ def pytest_xdist_auto_num_workers(config):
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return min(2 * cores, 16)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that runs on PostgreSQL ``postgres`` (it asks for the
+    server, or is the contract suite's PostgreSQL case), so that
+    ``pytest -m postgres`` runs exactly those and ``-m 'not postgres'`` the rest."""
+    for item in items:
+        on_pg = getattr(item, "callspec", None) and "postgres" in item.callspec.id.split("-")
+        if on_pg or {"pg_server", "pg_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
