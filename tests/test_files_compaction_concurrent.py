@@ -128,4 +128,3 @@ def _run(path, w, n, stop, threads, errors, seen):
         assert [p for p, *_ in seen] == sorted({p for p, *_ in seen})
         report = es.verify()
         assert report.ok, report.problems
-

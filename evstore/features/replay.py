@@ -471,5 +471,6 @@ def path_text(path: list) -> str:
     return out
 
 
-__all__ = ["Plan", "Step", "plan", "plan_events", "run", "replay", "steps", "diff", "apply_changes",
-           "version_at", "target_version", "readable_span", "path_text", "copy_json"]
+__all__ = ["Plan", "Step", "plan", "plan_events", "run", "replay", "steps", "diff",
+           "apply_changes", "version_at", "target_version", "readable_span", "path_text",
+           "copy_json"]
