@@ -220,6 +220,29 @@ def _event_dicts(events) -> Iterator[tuple[Any, dict]]:
                    "recorded_at": last_text}
 
 
+def plan_events(store, p: Plan) -> Iterator[tuple[Any, dict]]:
+    """(event, its dict) for each of the plan's versions ``p.start + 1`` to
+    ``p.version``, every one of them, in order -- else NotFound (exit 4).
+
+    Why checked: a reader yields what is readable when it reads.  A
+    ``compact`` beside a long fold removes the bytes of a range that a
+    truncate, delete or retention rule made unreadable after the plan was
+    made, and the reader then goes on at the next event still there: folding
+    on would give a wrong state (and ``snapshot`` would save it) with no
+    error.  The readable versions of a stream are always one run (removals
+    take a prefix), so a missing version can only be such a removal."""
+    want = p.start + 1
+    for ev, d in _event_dicts(store.read(p.stream, from_version=want, to_version=p.version)):
+        if ev.version != want:
+            break
+        yield ev, d
+        want += 1
+    if want <= p.version:
+        raise NotFound(f"cannot replay {p.stream!r}: its events from version {want} on were "
+                       "removed while the replay read them (deleted, truncated or past "
+                       "retention, and compacted); run it again")
+
+
 def _failed(p: Plan, ev, state, e: BaseException) -> ReducerError:
     """Whatever a reducer raises -- SystemExit, KeyboardInterrupt and
     GeneratorExit included -- is a ReducerError (exit 1) naming the event.
@@ -271,8 +294,7 @@ def run(store, p: Plan, progress: Callable[[int, int], None] | None = None):
     total = p.to_apply
     if total > 0:
         done = 0
-        for ev, d in _event_dicts(store.read(p.stream, from_version=p.start + 1,
-                                             to_version=p.version)):
+        for ev, d in plan_events(store, p):
             try:
                 state = fn(state, d)
             except BaseException as e:  # noqa: BLE001 - user code: report where it failed
@@ -345,8 +367,7 @@ def steps(store, p: Plan, types: Iterable[str] | None = None,
     p.result = state
     if total <= 0:
         return
-    for ev, d in _event_dicts(store.read(p.stream, from_version=p.start + 1,
-                                         to_version=p.version)):
+    for ev, d in plan_events(store, p):
         show = ev.version >= lo and (wanted is None or ev.type in wanted)
         try:
             if show:
@@ -453,5 +474,6 @@ def path_text(path: list) -> str:
     return out
 
 
-__all__ = ["Plan", "Step", "plan", "run", "replay", "steps", "diff", "apply_changes",
-           "version_at", "target_version", "readable_span", "path_text", "copy_json"]
+__all__ = ["Plan", "Step", "plan", "plan_events", "run", "replay", "steps", "diff",
+           "apply_changes", "version_at", "target_version", "readable_span", "path_text",
+           "copy_json"]

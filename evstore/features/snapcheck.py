@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .reducers import load_reducer
-from .replay import (PROGRESS_EVERY, Plan, _directory, _event_dicts, _failed, _view,
+from .replay import (PROGRESS_EVERY, Plan, _directory, _failed, _view, plan_events,
                      check_state, diff, readable_span)
 
 
@@ -126,7 +126,7 @@ def _rebuild_and_compare(store, snaps, rep: VerifyReport, p: Plan, marks: list,
     stream, state = p.stream, p.state
     fn = p.reducer.fast
     i = 0
-    for ev, d in _event_dicts(store.read(stream, from_version=p.start + 1, to_version=p.version)):
+    for ev, d in plan_events(store, p):
         try:
             state = fn(state, d)
         except BaseException as e:  # noqa: BLE001 - even SystemExit (see _failed)
