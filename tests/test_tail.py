@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from conftest import ndjson
 from evstore import EventStore, NewEvent
-from evstore.features.checkpoints import CheckpointBusy, CheckpointStore, verify_files
+from evstore.backends.files.checkpoints import verify_files
+from evstore.features.checkpoints import CheckpointBusy, CheckpointStore
 from evstore.errors import CorruptStore, UsageError
 from evstore.features.subscriptions import Subscription
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator, NamedTuple
 
-from ..core.backend import CheckpointRow, ConsumerBusy, checkpoint_problems
+from ..core.backend import CheckpointRow, ConsumerBusy
 from ..core.documents import decode_checkpoint
 from ..errors import CorruptStore, NotFound, UsageError
 from ..model import check_id_text, format_timestamp
@@ -150,23 +150,6 @@ class CheckpointStore:
         its holder dies, so a killed consumer never blocks a restart."""
         with self.backend.hold_checkpoint(check_name(name)):
             yield
-
-
-def verify_files(where, versions: dict | None = None, head: int | None = None) -> list[dict]:
-    """Problems with the checkpoints, as ``evstore verify`` reports them:
-    damaged ones (errors: their consumer cannot start), ones stored without
-    a checksum and ones past the head (warnings: events the consumer saw are
-    gone, e.g. after a repair; it will resume at the head).  ``where``: an
-    EventStore or a location; ``versions`` is not used (kept for callers)."""
-    if getattr(where, "backend", None) is None:
-        from ..core.store import EventStore
-        with EventStore(where, create=False) as es:
-            return verify_files(es, versions, head)
-    backend = where.backend
-    rows, problems = backend.checkpoint_findings()
-    if head is None:
-        head = where.head()
-    return problems + checkpoint_problems(rows, head)
 
 
 def checkpoint_rows(store, head: int) -> list[dict]:

@@ -269,11 +269,16 @@ class _Verifier(LogChecker, StreamChecker):
 
         if not journal.pending(self.dir):
             return
+        from ..backends.files.locking import WriterLock
+
+        lock = WriterLock(os.path.join(self.dir, L.LOCK_FILE), 0)
         try:
-            from ..backends.files.engine import FileBackend
-            FileBackend(self.dir, create=False, lock_timeout=0).close()
+            with lock.hold(0):
+                journal.finish(self.dir)
         except Exception:  # noqa: BLE001 - read-only media, a held lock: judged as it is
             pass
+        finally:
+            lock.close()
         if journal.pending(self.dir):
             self.warn("compaction", "a compaction step was interrupted; the next writer "
                       "finishes it (until then readers see its files half moved, which they "
