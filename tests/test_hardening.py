@@ -115,3 +115,120 @@ def test_an_undecodable_committed_frame_names_its_file_and_offset(tmp_path):
     with EventStore(d) as s:
         with pytest.raises(CorruptStore, match=r"commit log .*0000000000000001\.log.* offset 0"):
             list(s.read_all())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_open_file_refuses_what_is_not_a_regular_file_without_blocking(tmp_path):
+    """A FIFO opened for reading would block until a writer came (forever),
+    for writing without a reader it fails with ENXIO; a directory opened
+    for reading succeeds and fails later.  Each is damage, named."""
+    import signal
+
+    fifo = tmp_path / "0000000000000001.log"
+    os.mkfifo(fifo)
+    (tmp_path / "d").mkdir()
+    old = signal.signal(signal.SIGALRM, lambda *a: pytest.fail("open blocked on a FIFO"))
+    signal.alarm(5)
+    try:
+        for flags in (os.O_RDONLY, os.O_WRONLY | os.O_APPEND, os.O_RDWR):
+            with pytest.raises(CorruptStore, match="is a FIFO, not a regular file") as e:
+                open_file(str(fifo), flags)
+            assert str(fifo) in str(e.value)
+        for flags in (os.O_RDONLY, os.O_WRONLY):
+            with pytest.raises(CorruptStore, match="is a directory, not a regular file"):
+                open_file(str(tmp_path / "d"), flags)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    # a directory asked for as one is still fine
+    os.close(open_file(str(tmp_path / "d"), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+
+
+def _checkpointed_store(d):
+    from evstore.features.checkpoints import CheckpointStore
+
+    _store_with_events(d, 3)
+    from evstore import EventStore
+
+    with EventStore(d) as s:
+        s.append("gone", [{"type": "T"}])
+        CheckpointStore(s).save("cp", 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+@pytest.mark.parametrize("name, argv", [
+    ("log/0000000000000001.log", ["read", "--all"]),
+    ("log/0000000000000001.idx", ["info"]),
+    ("cuts.json", ["read", "a"]),
+    ("evstore.json", ["verify"]),
+    ("log/0000000000000001.log", ["verify"]),
+])
+def test_a_fifo_planted_in_the_store_is_damage_not_a_hang(tmp_path, name, argv):
+    from conftest import run_cli
+
+    d = tmp_path / "s"
+    _checkpointed_store(d)
+    p = d / name
+    p.unlink(missing_ok=True)  # cuts.json: a name not yet written
+    os.mkfifo(p)
+    r = run_cli(*argv, store=d, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 6, err
+    assert "Traceback" not in err
+    if argv[0] == "verify":  # the report names it
+        assert name.split("/")[-1] in r.stdout.decode()
+    else:
+        assert r.stdout == b"" and str(p) in err and "is a FIFO, not a regular file" in err
+    assert p.is_fifo()  # nothing replaced it
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_repair_rebuilds_a_commit_log_segment_that_is_a_fifo(tmp_path):
+    """Not a link: nothing outside is at stake, and the commit log is
+    rebuilt from the stream logs as for any unreadable segment."""
+    from conftest import run_cli
+
+    d = tmp_path / "s"
+    _checkpointed_store(d)
+    p = d / "log" / "0000000000000001.log"
+    p.unlink()
+    os.mkfifo(p)
+    r = run_cli("repair", "--lock-timeout", "2", store=d, timeout=20)
+    assert r.returncode == 0, r.stderr.decode()
+    assert p.is_file()
+    assert run_cli("verify", store=d, timeout=20).returncode == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_compact_skips_a_fifo_or_a_link_in_quarantine(tmp_path):
+    """compact reads quarantined files to purge those holding removed
+    events: never through a link (the target is never read), never
+    waiting on a FIFO."""
+    from conftest import run_cli
+
+    d = tmp_path / "s"
+    _checkpointed_store(d)
+    q = d / "quarantine"
+    q.mkdir(exist_ok=True)
+    os.mkfifo(q / "20260101T000000-1-000000001.bin")
+    (q / "20260101T000000-1-000000001.json").write_text("{}")
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"gone")
+    os.symlink(outside, q / "20260101T000000-2-000000001.bin")
+    assert run_cli("delete", "gone", store=d).returncode == 0
+    r = run_cli("compact", store=d, timeout=20)
+    assert r.returncode == 0, r.stderr.decode()
+    assert outside.read_bytes() == b"gone"
+    assert (q / "20260101T000000-1-000000001.bin").is_fifo()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_a_fifo_as_the_fsync_failed_flag_still_refuses_writes(tmp_path):
+    from evstore import EventStore
+    from evstore.errors import DurabilityError
+
+    d = tmp_path / "s"
+    _store_with_events(d, 1)
+    os.mkfifo(d / "fsync-failed")
+    with EventStore(d) as s, pytest.raises(DurabilityError, match="not a regular file, not read"):
+        s.append("a", [{"type": "T"}])

@@ -65,8 +65,9 @@ def read_failed_flag(store_dir: str) -> str | None:
         raw = read_small(path, 1024)
     except FileNotFoundError:
         return None
-    except CorruptStore:
-        return f"an fsync failed ({FSYNC_FAILED} is a symbolic link, not read)"
+    except CorruptStore:  # a link, a FIFO, a directory: still the flag
+        what = "a symbolic link" if os.path.islink(path) else "not a regular file"
+        return f"an fsync failed ({FSYNC_FAILED} is {what}, not read)"
     except OSError:
         return "an fsync failed"
     text = raw.decode("utf-8", "replace").strip()

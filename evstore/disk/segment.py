@@ -28,17 +28,53 @@ def _link_error(path: str) -> CorruptStore:
         f"{path} is a symbolic link; evstore does not follow links inside the store")
 
 
+#: Opening never waits: a FIFO planted where a file belongs would block an
+#: ``open`` for reading until some writer came (forever).  Regular files and
+#: directories ignore the flag, so it is left on the descriptor.
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def _kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
+
+
+def _not_a_file(path: str, what: str) -> CorruptStore:
+    return CorruptStore(f"{path} is {what}, not a regular file; evstore reads and writes "
+                        "only its own files")
+
+
 def open_file(path: str, flags: int, mode: int = 0o666) -> int:
     """``os.open`` for a file inside the store: never through a symbolic
-    link.  A link is damage to the store (CorruptStore naming the path);
-    other errors (FileNotFoundError, ...) are raised as they are."""
+    link, never blocking, and only a regular file (a directory with
+    ``O_DIRECTORY``).  A link, a FIFO, a device, or a directory where a file
+    belongs is damage to the store (CorruptStore naming the path); other
+    errors (FileNotFoundError, ...) are raised as they are."""
     try:
-        return os.open(path, flags | O_NOFOLLOW, mode)
+        fd = os.open(path, flags | O_NOFOLLOW | O_NONBLOCK, mode)
     except OSError as e:
         # Linux says ELOOP, FreeBSD EMLINK
         if e.errno == errno.ELOOP or (e.errno == errno.EMLINK and os.path.islink(path)):
             raise _link_error(path) from None
+        if e.errno == errno.EISDIR:  # a directory opened for writing
+            raise _not_a_file(path, "a directory") from None
+        if e.errno == errno.ENXIO:  # a FIFO without a reader, a socket
+            try:
+                what = _kind(os.lstat(path).st_mode)
+            except OSError:
+                raise e from None
+            raise _not_a_file(path, what) from None
         raise
+    try:
+        st_mode = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not (stat.S_ISREG(st_mode) or (flags & _O_DIRECTORY and stat.S_ISDIR(st_mode))):
+        os.close(fd)
+        raise _not_a_file(path, _kind(st_mode))
+    return fd
 
 
 def nofollow(path: str, flags: int) -> int:
@@ -107,12 +143,10 @@ def walk(top: str):
 
 def read_small(path: str, limit: int = 4096) -> bytes:
     """The first ``limit`` bytes of a small regular file inside the store,
-    never through a link (CorruptStore) and never from a FIFO or device
-    (OSError)."""
-    fd = open_file(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    never through a link and never from a FIFO or device (CorruptStore,
+    from :func:`open_file`)."""
+    fd = open_file(path, os.O_RDONLY)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{path} is not a regular file")
         return os.pread(fd, limit, 0)
     finally:
         os.close(fd)

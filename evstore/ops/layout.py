@@ -8,15 +8,17 @@ with each kind of file.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 
 from ..backends.files.names import (  # noqa: F401
     CHECKPOINTS_DIR, COMPACT_JOURNAL, CUTS_FILE, FSYNC_FAILED, ID_FILE, LOCK_FILE, LOG_DIR,
     LOG_IDX, LOG_SEG, MARKER, QUARANTINE, RETENTION_FILE, SNAPSHOTS_DIR, STATE_FILE, STREAM_IDX,
     STREAM_SEG, STREAMS_DIR,
 )
-from ..disk.segment import O_NOFOLLOW, is_dir, stable_listdir
+from ..disk.segment import O_NOFOLLOW, O_NONBLOCK, is_dir, stable_listdir
 from ..errors import CorruptStore
 
 __all__ = [
@@ -62,11 +64,24 @@ def listdir(path: str) -> list[str]:
 def opener(path: str, flags: int) -> int:
     """An ``opener`` for :func:`open` (and the flags for ``os.open``) that
     verify and repair use: never through a link (OSError ELOOP, reported
-    like any unreadable file; the link itself is reported on its own)."""
-    return os.open(path, flags | O_NOFOLLOW)
+    like any unreadable file; the link itself is reported on its own),
+    never blocking on a FIFO, and only a regular file (anything else there
+    is OSError EINVAL, reported as unreadable)."""
+    fd = os.open(path, flags | O_NOFOLLOW | O_NONBLOCK)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
 
 
-RDONLY = os.O_RDONLY | O_NOFOLLOW
+#: For a plain ``os.open``: never through a link, never waiting on a FIFO
+#: (reading one then fails or finds nothing, as for a damaged file).
+RDONLY = os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK
 
 
 class opened:
@@ -90,7 +105,7 @@ class opened:
     __slots__ = ("fd",)
 
     def __init__(self, path: str):
-        self.fd = os.open(path, RDONLY)
+        self.fd = opener(path, os.O_RDONLY)
 
     def __enter__(self) -> int:
         return self.fd

@@ -19,7 +19,7 @@ from ...disk.records import gap_payload
 from ...errors import InvalidEvent
 from ...model import AppendResult, check_stream_id
 from .names import STREAM_IDX
-from ...disk.segment import fsync_dir, fsync_file
+from ...disk.segment import fsync_dir, fsync_file, open_file
 
 
 class BulkWriter:
@@ -129,7 +129,7 @@ class BulkWriter:
             return
         try:
             for first in sorted(self._touched):
-                fd = os.open(self._log.path(first), os.O_RDONLY)
+                fd = open_file(self._log.path(first), os.O_RDONLY)
                 try:
                     fsync_file(fd)
                 finally:

@@ -53,7 +53,7 @@ from ...disk.format import LOG_MAGIC, FrameError
 from ...disk.heads import batch_head
 from ...disk.frames import iter_frames
 from ...disk.records import GAP
-from ...disk.segment import fsync_dir, listdir, stable_listdir
+from ...disk.segment import fsync_dir, listdir, nofollow, stable_listdir
 from ...disk.streamdir import stream_key
 from ...disk.streamlog import StreamLog
 from ...errors import CorruptStore
@@ -426,9 +426,9 @@ def _subdirs(path: str):
 
 
 def _holds(path: str, rx) -> bool:
-    try:
-        with open(path, "rb") as f:
+    try:  # never through a link, never a FIFO (CorruptStore)
+        with open(path, "rb", opener=nofollow) as f:
             data = f.read()
-    except OSError:
+    except (OSError, CorruptStore):
         return False
     return rx.search(data) is not None
