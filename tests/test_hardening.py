@@ -232,3 +232,50 @@ def test_a_fifo_as_the_fsync_failed_flag_still_refuses_writes(tmp_path):
     os.mkfifo(d / "fsync-failed")
     with EventStore(d) as s, pytest.raises(DurabilityError, match="not a regular file, not read"):
         s.append("a", [{"type": "T"}])
+
+
+@pytest.mark.parametrize("plant", ["link", "directory"])
+def test_append_with_a_stream_index_that_is_not_a_file_is_damage_not_a_crash(tmp_path, plant):
+    """The segment opened, its index refused: the half-made writer was kept
+    and closing the store crashed (an AttributeError, exit 1)."""
+    from conftest import run_cli
+    from evstore.disk.streamdir import stream_dir
+
+    d = tmp_path / "s"
+    _store_with_events(d, 1)
+    idx = d / stream_dir("streams", "a") / "0000000000000001.idx"
+    idx.unlink()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"")
+    if plant == "link":
+        os.symlink(outside, idx)
+    else:
+        idx.mkdir()
+    r = run_cli("append", "a", "--type", "T", "--no-sync", store=d, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 6, err
+    assert "unexpected" not in err and "Traceback" not in err and str(idx) in err
+    assert outside.read_bytes() == b""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+@pytest.mark.parametrize("plant", ["file", "fifo"])
+def test_a_file_where_a_stream_directory_belongs_is_damage_naming_it(tmp_path, plant):
+    """Was exit 1, "I/O error in STORE: Not a directory", naming nothing."""
+    import shutil
+
+    from conftest import run_cli
+    from evstore.disk.streamdir import stream_dir
+
+    d = tmp_path / "s"
+    _store_with_events(d, 1)
+    sdir = d / stream_dir("streams", "a")
+    shutil.rmtree(sdir)
+    if plant == "file":
+        sdir.write_text("junk\n")
+    else:
+        os.mkfifo(sdir)
+    r = run_cli("append", "a", "--type", "T", "--no-sync", store=d, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 6, err
+    assert f"{sdir} is a {'FIFO' if plant == 'fifo' else 'file'}, not a directory" in err

@@ -35,9 +35,10 @@ O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
-def _kind(mode: int) -> str:
+def _kind(mode: int, other: str = "a device") -> str:
     return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "a device")
+            else "a socket" if stat.S_ISSOCK(mode) else "a file" if stat.S_ISREG(mode)
+            else other)
 
 
 def _not_a_file(path: str, what: str) -> CorruptStore:
@@ -83,14 +84,18 @@ def nofollow(path: str, flags: int) -> int:
 
 
 def check_not_link(path: str) -> bool:
-    """Refuse a directory inside the store that is a symbolic link
-    (CorruptStore).  True if ``path`` exists, False if it does not."""
+    """Refuse a directory inside the store that is a symbolic link, or not
+    a directory at all (a file or a FIFO planted at its name): CorruptStore
+    naming it.  True if ``path`` exists, False if it does not."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
     if stat.S_ISLNK(st.st_mode):
         raise _link_error(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise CorruptStore(f"{path} is {_kind(st.st_mode)}, not a directory; "
+                           "evstore reads and writes only its own files")
     return True
 
 
@@ -115,7 +120,8 @@ def stable_listdir(path: str) -> list[str]:
 
 def listdir(path: str) -> list[str]:
     """``os.listdir`` of a directory inside the store, never through a link
-    (CorruptStore); FileNotFoundError and NotADirectoryError as they are."""
+    nor of anything else at its name (CorruptStore); FileNotFoundError as
+    it is."""
     check_not_link(path)
     return os.listdir(path)
 

@@ -219,12 +219,15 @@ class StreamLog(StreamDir):
             first = tail.version + 1
         w = self._writer
         if w is None or self._writer_first != first:
-            if w:
-                w.close()
-                self._widx.close()
+            self._close_writer()
             self._check_dir()
-            w = self._writer = SegmentWriter(self.path(first))
-            self._widx = OffsetIndex(self.path(first, IDX_SUFFIX), writable=True)
+            w = SegmentWriter(self.path(first))
+            try:  # both or neither: a damaged index name leaves no half writer
+                widx = OffsetIndex(self.path(first, IDX_SUFFIX), writable=True)
+            except BaseException:
+                w.close()
+                raise
+            self._writer, self._widx = w, widx
             self._writer_first = first
             if first not in self._firsts:
                 bisect.insort(self._firsts, first)
