@@ -183,23 +183,6 @@ def test_a_fifo_planted_in_the_store_is_damage_not_a_hang(tmp_path, name, argv):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
-def test_repair_rebuilds_a_commit_log_segment_that_is_a_fifo(tmp_path):
-    """Not a link: nothing outside is at stake, and the commit log is
-    rebuilt from the stream logs as for any unreadable segment."""
-    from conftest import run_cli
-
-    d = tmp_path / "s"
-    _checkpointed_store(d)
-    p = d / "log" / "0000000000000001.log"
-    p.unlink()
-    os.mkfifo(p)
-    r = run_cli("repair", "--lock-timeout", "2", store=d, timeout=20)
-    assert r.returncode == 0, r.stderr.decode()
-    assert p.is_file()
-    assert run_cli("verify", store=d, timeout=20).returncode == 0
-
-
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
 def test_compact_skips_a_fifo_or_a_link_in_quarantine(tmp_path):
     """compact reads quarantined files to purge those holding removed
     events: never through a link (the target is never read), never
@@ -279,3 +262,23 @@ def test_a_file_where_a_stream_directory_belongs_is_damage_naming_it(tmp_path, p
     err = r.stderr.decode()
     assert r.returncode == 6, err
     assert f"{sdir} is a {'FIFO' if plant == 'fifo' else 'file'}, not a directory" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_repair_refuses_a_fifo_inside_the_store_and_changes_nothing(tmp_path):
+    """Was exit 1 ("not a regular file") after the fix that stopped it
+    waiting forever on the FIFO."""
+    from conftest import run_cli
+    from evstore.disk.streamdir import stream_dir
+
+    d = tmp_path / "s"
+    _store_with_events(d, 2)
+    idx = d / stream_dir("streams", "a") / "0000000000000001.idx"
+    idx.unlink()
+    os.mkfifo(idx)
+    before = sorted(p.name for p in d.rglob("*"))
+    r = run_cli("repair", "--lock-timeout", "2", store=d, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 6, err
+    assert "FIFOs, sockets or devices inside the store" in err and "0000000000000001.idx" in err
+    assert sorted(p.name for p in d.rglob("*")) == before and idx.is_fifo()

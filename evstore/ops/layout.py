@@ -159,6 +159,23 @@ def links(directory: str) -> list[str]:
     return sorted(out)
 
 
+def specials(directory: str) -> list[str]:
+    """Every FIFO, socket or device inside the store: evstore never makes
+    one, and reading one (a FIFO) could wait forever or read another
+    program's data."""
+    out = []
+    for root, dirs, files in os.walk(directory):
+        for name in files:
+            p = os.path.join(root, name)
+            try:
+                mode = os.lstat(p).st_mode
+            except OSError:
+                continue
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+                out.append(p)
+    return sorted(out)
+
+
 def rel(directory: str, path: str) -> str:
     return os.path.relpath(path, directory)
 

@@ -91,6 +91,14 @@ def repair(store, *, dry_run: bool = False, lock_timeout: float = 30.0,
                     "does not follow links and repair changes nothing while they are there: "
                     "replace each with the file or directory itself, or remove it, then run "
                     "'evstore repair' again")
+            odd = L.specials(directory)
+            if odd:  # the same refusal: a person decides what they were
+                names = ", ".join(L.rel(directory, p) for p in odd[:5])
+                more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+                raise CorruptStore(
+                    f"{directory}: FIFOs, sockets or devices inside the store ({names}{more}); "
+                    "evstore makes none and repair changes nothing while they are there: "
+                    "remove each, then run 'evstore repair' again")
             return _Repair(directory, dry_run, progress or NO_PROGRESS).run()
     finally:
         close = getattr(lock, "close", None)
