@@ -282,3 +282,24 @@ def test_repair_refuses_a_fifo_inside_the_store_and_changes_nothing(tmp_path):
     assert r.returncode == 6, err
     assert "FIFOs, sockets or devices inside the store" in err and "0000000000000001.idx" in err
     assert sorted(p.name for p in d.rglob("*")) == before and idx.is_fifo()
+
+
+def test_a_directory_where_sync_state_belongs_is_damage_naming_it(tmp_path):
+    """Was exit 1 "I/O error in STORE: Is a directory" (naming nothing),
+    and each attempt left a temp file beside it."""
+    import shutil
+
+    from conftest import run_cli
+
+    d = tmp_path / "s"
+    _store_with_events(d, 1)
+    (d / "sync-state").unlink()
+    (d / "sync-state").mkdir()
+    (d / "sync-state" / "x").write_text("x")
+    r = run_cli("info", store=d, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 6, err
+    assert f"{d / 'sync-state'} is a directory, not a regular file" in err
+    assert not [p for p in os.listdir(d) if p.startswith(".tmp")]
+    shutil.rmtree(d / "sync-state")
+    assert run_cli("info", store=d, timeout=20).returncode == 0

@@ -20,6 +20,7 @@ Three things can be left behind (docs/FORMAT.md, "Crashes"):
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from .format import MAX_PAYLOAD, STREAM_MAGIC, encode_frame
 from .records import stream_payload
 from ..model import pack_fields
 from .segment import (
-    check_not_link, fsync_dir, fsync_file, nofollow, open_file, read_small, write_all,
+    check_not_link, fsync_dir, fsync_file, nofollow, not_a_file, open_file, read_small, write_all,
 )
 
 from ..backends.files.names import FSYNC_FAILED, QUARANTINE, STATE_FILE  # noqa: E402,F401
@@ -112,7 +113,14 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
         os.unlink(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)  # no temp file left behind
+        if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+            # a directory planted at the name: damage, named
+            raise not_a_file(path, "a directory") from None
+        raise
     if sync:
         fsync_dir(d)
 

@@ -41,7 +41,8 @@ def _kind(mode: int, other: str = "a device") -> str:
             else other)
 
 
-def _not_a_file(path: str, what: str) -> CorruptStore:
+def not_a_file(path: str, what: str) -> CorruptStore:
+    """The damage of something other than a regular file at a file's name."""
     return CorruptStore(f"{path} is {what}, not a regular file; evstore reads and writes "
                         "only its own files")
 
@@ -59,13 +60,13 @@ def open_file(path: str, flags: int, mode: int = 0o666) -> int:
         if e.errno == errno.ELOOP or (e.errno == errno.EMLINK and os.path.islink(path)):
             raise _link_error(path) from None
         if e.errno == errno.EISDIR:  # a directory opened for writing
-            raise _not_a_file(path, "a directory") from None
+            raise not_a_file(path, "a directory") from None
         if e.errno == errno.ENXIO:  # a FIFO without a reader, a socket
             try:
                 what = _kind(os.lstat(path).st_mode)
             except OSError:
                 raise e from None
-            raise _not_a_file(path, what) from None
+            raise not_a_file(path, what) from None
         raise
     try:
         st_mode = os.fstat(fd).st_mode
@@ -74,7 +75,7 @@ def open_file(path: str, flags: int, mode: int = 0o666) -> int:
         raise
     if not (stat.S_ISREG(st_mode) or (flags & _O_DIRECTORY and stat.S_ISDIR(st_mode))):
         os.close(fd)
-        raise _not_a_file(path, _kind(st_mode))
+        raise not_a_file(path, _kind(st_mode))
     return fd
 
 
