@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import error
 from conftest import ndjson
 from evstore import EventStore, NewEvent
-from evstore.errors import CorruptStore, StoreIOError
+from evstore.errors import CorruptStore
 from evstore.features import checkline, settings
 from evstore.features.checkpoints import CheckpointStore, decode
 
@@ -146,26 +146,25 @@ def test_snapshots_share_the_check_line(store_dir):
 
 
 def test_unreadable_documents_keep_their_exit_codes_and_messages(cli, store):
-    """A checkpoint, the settings or a snapshot that exists but cannot be
-    read (here: a directory where the file belongs) keeps its own meaning
-    though one reader reads them all (backends/files/docfile.py): an
-    unreadable checkpoint or snapshot is an IO error (exit 1), unreadable
-    settings are damage (exit 6); each message names the file."""
+    """A checkpoint, the settings or a snapshot that is a directory where
+    the file belongs: damage naming it (exit 6), like a link or a FIFO
+    there, though one reader reads them all (backends/files/docfile.py);
+    a directory is no I/O error: nothing was read."""
     cp = checkpoint_file(store)
     os.makedirs(cp)
-    msg = error(cli("tail", "--all", "--checkpoint", "c"), 1)
-    assert msg == f"cannot read {cp}: Is a directory", msg
+    msg = error(cli("tail", "--all", "--checkpoint", "c"), 6)
+    assert msg == f"{cp} is a directory, not a regular file; evstore reads and writes only its own files", msg
     os.rmdir(cp)
     settings_file = os.path.join(store, "settings.json")
     os.makedirs(settings_file)
     msg = error(cli("config"), 6)
-    assert msg.startswith(f"{settings_file}: cannot read the store's settings: Is a directory"), msg
+    assert msg.startswith(f"{settings_file} is a directory, not a regular file"), msg
     os.rmdir(settings_file)
     assert cli("snapshot", "s").returncode == 0
     with EventStore(store) as es:
         snap = es.backend.snapshot_path("s", 20)
     os.unlink(snap)
     os.makedirs(snap)
-    with EventStore(store) as es, pytest.raises(StoreIOError) as e:
+    with EventStore(store) as es, pytest.raises(CorruptStore) as e:
         es.backend.get_snapshot("s", 20)
-    assert str(e.value) == f"cannot read snapshot {snap}: Is a directory"
+    assert str(e.value).startswith(f"{snap} is a directory, not a regular file")

@@ -2,10 +2,10 @@
 settings, a snapshot, the cuts or the retention rules.
 
 Why one function: each of these is read the same way, and the way is a rule
-of the file backend, so it lives once.  Never through a symbolic link (a
-link is damage: CorruptStore naming the path, from
-:func:`evstore.disk.segment.open_file`, so a document can never be read from
-outside the store); no file is ``None``, not an error (the document has not
+of the file backend, so it lives once.  Never through a symbolic link, nor
+from a FIFO or directory at the name (damage: CorruptStore naming the path,
+from :func:`evstore.disk.segment.open_file`, so a document can never be read
+from outside the store, nor wait for a FIFO's writer); no file is ``None``, not an error (the document has not
 been written yet, or was deleted while a directory was listed); any other
 failure is the caller's error, because what it means differs: an unreadable
 checkpoint or snapshot is an IO error (exit 1), unreadable settings are
@@ -27,7 +27,7 @@ from ...errors import StoreIOError
 def read_document(path: str, error: Callable[[str], Exception] | None = None) -> bytes | None:
     """The bytes of the file at ``path``, or ``None`` when there is none.
 
-    A symbolic link raises CorruptStore; any other OSError raises
+    A symbolic link, FIFO or directory raises CorruptStore; any other OSError raises
     ``error(reason)`` (default: StoreIOError ``cannot read PATH: REASON``),
     chained to the OSError."""
     try:
