@@ -709,17 +709,38 @@ def test_verify_reports_damage_that_no_compaction_explains_at_once(tmp_path, mon
 
 def test_verify_leaves_a_running_compactions_temp_files_alone(tmp_path):
     import fcntl
+    import subprocess
+    import sys
     from evstore.ops import verify
     path = _store_with_cuts(tmp_path)
-    (path / "log" / f".tmp-compact-{os.getpid()}-0000000000000001.log").write_bytes(b"x")
-    assert [w.kind for w in verify(path).warnings] == ["temp"]  # a leftover
-    fd = os.open(path / "log", os.O_RDONLY)
+    maker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a compaction runs: its work in progress
-        report = verify(path)
+        (path / "log" / f".tmp-compact-{maker.pid}-0000000000000001.log").write_bytes(b"x")
+        (path / "log" / ".tmp-compact-999999999-0000000000000002.log").write_bytes(b"x")
+        assert [w.kind for w in verify(path).warnings] == ["temp", "temp"]  # nobody runs
+        fd = os.open(path / "log", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a compaction runs: its work in progress
+            report = verify(path)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
-    assert report.ok and report.warnings == []
+        maker.kill()
+        maker.wait()
+    # the live maker's file is left alone; a dead maker's is still a leftover
+    assert report.ok and [w.file for w in report.warnings] == [
+        os.path.join("log", ".tmp-compact-999999999-0000000000000002.log")]
+
+
+def test_repair_still_moves_a_dead_compactions_temp_files(tmp_path):
+    """Repair holds the compaction lock itself: that must not make a dead
+    compaction's leftovers look like a running one's."""
+    from evstore.ops import repair
+    path = _store_with_cuts(tmp_path)
+    leftover = path / "log" / ".tmp-compact-999999999-0000000000000001.log"
+    leftover.write_bytes(b"x")
+    report = repair(path)
+    assert "move" in [a.action for a in report.actions] and not leftover.exists()
 
 
 def test_repair_waits_for_a_running_compaction(tmp_path, monkeypatch):

@@ -378,12 +378,13 @@ class _Verifier(LogChecker, StreamChecker):
             (self.warnings if sev == "warning" else self.problems).append(p)
 
     def temp_check(self) -> None:
-        from ..backends.files.compaction_lock import compaction_running
+        from ..backends.files.compaction_lock import compaction_running, maker_alive
         from ..backends.files.names import COMPACT_TMP
 
         running = compaction_running(self.dir)
         for path in L.temp_leftovers(self.dir):
-            if running and os.path.basename(path).startswith(COMPACT_TMP):
+            name = os.path.basename(path)
+            if running and name.startswith(COMPACT_TMP) and maker_alive(name):
                 continue  # the work in progress of the compaction running now
             self.warn("temp", "temp file left behind by an interrupted write; harmless "
                       "('evstore repair' moves it to quarantine/)", path)

@@ -60,7 +60,7 @@ from ...errors import CorruptStore
 from ...model import _packb
 from .compact_io import _size, _unlink_quiet
 from .compact_log import LogCompaction
-from .compaction_lock import compaction_lock
+from .compaction_lock import compaction_lock, maker_alive
 from .compact_streams import StreamCompaction
 from .names import COMPACT_TMP, LOG_DIR, QUARANTINE, STREAMS_DIR
 
@@ -196,7 +196,7 @@ class _Compaction(StreamCompaction, LogCompaction):
             dirs = [logdir] + [k for sh in _subdirs(self.streams_root) for k in _subdirs(sh)]
             for d in dirs:
                 for name in listdir(d):
-                    if name.startswith(COMPACT_TMP) and not _alive(name):
+                    if name.startswith(COMPACT_TMP) and not maker_alive(name):
                         os.unlink(os.path.join(d, name))
 
     @staticmethod
@@ -400,18 +400,6 @@ class _Scan:
         self.active_candidates = False
 
 
-def _alive(name: str) -> bool:
-    """Whether the process that made the temp file ``name`` still runs."""
-    pid = name[len(COMPACT_TMP):].split("-", 1)[0]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists (another user's): not ours to remove
-    return True
 
 
 def _subdirs(path: str):

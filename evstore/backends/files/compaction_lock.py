@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from ...disk.segment import open_file
 from ...errors import CorruptStore, StoreLocked
-from .names import LOG_DIR
+from .names import COMPACT_TMP, LOG_DIR
 
 try:
     import fcntl
@@ -70,6 +70,23 @@ def compaction_running(d: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def maker_alive(name: str) -> bool:
+    """Whether another process that made the temp file ``name``
+    (``.tmp-compact-<pid>-...``) still runs: its file is work in progress,
+    not a leftover.  This process's own count as leftovers (a compaction of
+    this process that runs now holds the lock: no other one does)."""
+    pid = name[len(COMPACT_TMP):].split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (another user's): not ours to remove
+    return True
 
 
 def _open(d: str, missing_ok: bool):
