@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from core_helpers import store_files
 from evstore import EventStore
 from evstore.core.forgetting import Forgetting, Retention
 from evstore.core.rules import ANY
@@ -545,18 +546,6 @@ def test_a_failed_stream_step_moves_no_commit_log_segment(es, monkeypatch):
     assert es.verify().ok
 
 
-def _tree(directory) -> dict:
-    out = {}
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            if name == "writer.lock":
-                continue
-            p = os.path.join(root, name)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, directory)] = f.read()
-    return out
-
-
 @pytest.mark.parametrize("which", ["first", "after"])
 def test_a_damaged_frame_is_never_copied(tmp_path, which):
     """A kept frame whose bytes are damaged in a sealed segment: compaction
@@ -584,11 +573,11 @@ def test_a_damaged_frame_is_never_copied(tmp_path, which):
     data = bytearray(hit[0].read_bytes())
     data[data.index(mark) + 3] ^= 0x01
     hit[0].write_bytes(bytes(data))
-    before = _tree(d)
+    before = store_files(d)
     with EventStore(d) as es:
         with pytest.raises(CorruptStore, match="damaged frame"):
             es.backend.compact(view_of(es.backend))
-    after = _tree(d)
+    after = store_files(d)
     # the commit log as it was (the damaged frame left for verify and repair),
     # no temp file left; what may have changed is what comes before the
     # rewrite: the roll (a new empty segment) and the removed stream's log

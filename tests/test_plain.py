@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import pathlib
 import pickle
+import types
 import typing
 
 from hypothesis import given
@@ -73,33 +74,16 @@ def test_the_disk_records_keep_their_repr_and_equality():
 
 
 def _event_like(base):
+    """The same class body, built by typing.NamedTuple (``base``) or, with
+    None, by plain.named_tuple."""
+    body = {"__doc__": "doc", "__module__": __name__,
+            # strings, as under ``from __future__ import annotations`` (the model's case)
+            "__annotations__": {"type": "str", "data": "typing.Any", "id": "str | None"},
+            "data": None, "id": None,
+            "kind": property(lambda self: self.type.upper())}
     if base is None:
-        @plain.named_tuple
-        class Ev:
-            """doc"""
-
-            type: str
-            data: typing.Any = None
-            id: str | None = None
-
-            @property
-            def kind(self) -> str:
-                return self.type.upper()
-
-        return Ev
-
-    class Ev(base):
-        """doc"""
-
-        type: str
-        data: typing.Any = None
-        id: str | None = None
-
-        @property
-        def kind(self) -> str:
-            return self.type.upper()
-
-    return Ev
+        return plain.named_tuple(type("Ev", (), dict(body)))
+    return types.new_class("Ev", (base,), exec_body=lambda ns: ns.update(body))
 
 
 def test_named_tuple_builds_what_typing_builds():
