@@ -358,3 +358,33 @@ def test_importing_nothing_creates_nothing_and_poisons_nothing(tmp_path):
         assert import_events(es, io.BytesIO(b"")).events == 0
         assert es.info().get("fsync_failed") is None
     assert run_cli("append", "s", "--type", "T", store=tmp_path / "lib").returncode == 0
+
+
+UNRAISABLE = r"""
+import os, signal, weakref
+from evstore.cli.interrupts import install
+from evstore.errors import Interrupted
+install()
+class O: pass
+o = O()
+def cb(_):  # as the import system's module-lock callback: exceptions here are dropped
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000): pass
+r = weakref.ref(o, cb)
+try:
+    del o
+    for _ in range(10**7): pass
+    print("not interrupted")
+except Interrupted as e:
+    print("interrupted", e.signum)
+"""
+
+
+def test_a_signal_inside_a_callback_that_drops_exceptions_still_stops_the_command():
+    """Found by CI: a SIGINT landing in importlib's weakref callback printed
+    'Exception ignored in: <function _get_module_lock.<locals>.cb>' with a
+    traceback, and the command went on.  The signal is delivered again
+    once that code has returned."""
+    r = subprocess.run([sys.executable, "-c", UNRAISABLE], capture_output=True,
+                       env=cli_env(), timeout=60)
+    assert r.stdout == b"interrupted 2\n" and r.stderr == b"", r.stderr.decode()

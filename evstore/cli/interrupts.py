@@ -20,6 +20,9 @@ _state = {"signum": None, "defer": 0}
 
 
 def _handle(signum, frame):
+    if _in_hook(frame):
+        _again(signum)  # inside the hook itself: not a place to stop either
+        return
     first = _state["signum"] is None
     if first:
         _state["signum"] = signum
@@ -31,6 +34,11 @@ def _handle(signum, frame):
 def install() -> None:
     """SIGINT and SIGTERM raise Interrupted.  A SIGINT ignored by whoever
     started us (a background job of a shell) stays ignored."""
+    import sys
+
+    if sys.unraisablehook is not _unraisable:
+        _state["unraisable"] = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
@@ -38,6 +46,47 @@ def install() -> None:
             signal.signal(sig, _handle)
         except (ValueError, OSError):  # not the main thread: leave them
             pass
+
+
+def _unraisable(u) -> None:
+    """Where an exception cannot propagate -- a weakref callback (the import
+    system's own, while a module loads), a ``__del__`` -- Python prints it
+    as "Exception ignored in ..." with a traceback and goes on as if the
+    signal never came.  An Interrupted raised there is delivered again
+    instead: the handler runs once that code has returned, and stops the
+    command where it can."""
+    if isinstance(u.exc_value, Interrupted):
+        _again(u.exc_value.signum)
+        return
+    _state["unraisable"](u)
+
+
+def _in_hook(frame) -> bool:
+    while frame is not None:
+        if frame.f_code is _unraisable.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _again(signum: int) -> None:
+    """Deliver ``signum`` again in a millisecond, once the code running now
+    has returned: SIGALRM's handler (installed here) raises it then, or
+    waits once more while still inside the hook."""
+    _state["again"] = signum
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.001)
+
+
+def _alarm(_sig, frame):
+    signum = _state.get("again")
+    if signum is None:
+        return
+    if _in_hook(frame):
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        return
+    _state["again"] = None
+    raise Interrupted(signum, forced=bool(_state["defer"]))
 
 
 def pending() -> bool:
